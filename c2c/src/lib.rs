@@ -1,0 +1,1 @@
+//! Cache-to-Cache math: the fuser projector, layer mapping, token alignment, selection and rate allocation.

@@ -1,0 +1,1 @@
+//! Evaluation harness: dataset loaders, the SPEC prompt, answer extraction, letter/rank/generation scoring.

@@ -1,0 +1,1 @@
+//! Load and soak generator against running sharer/receiver services.

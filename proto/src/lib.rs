@@ -1,0 +1,1 @@
+//! The versioned gRPC API of the sharer and receiver services, and its generated Rust code.

@@ -1,0 +1,1 @@
+//! Receiver service: pulls KVWire from a sharer, projects and fuses, scores or generates, asks for round 2.

@@ -1,0 +1,1 @@
+//! Sharer service: prefill, selection, quantization and KVWire streaming over gRPC, refinement sessions.
