@@ -1,0 +1,262 @@
+//! Grid expansion: the cartesian product of a grid's axes, resolved into cells. Each cell's id
+//! is a stable hash (sha256 of canonical JSON, keys sorted) of its resolved config, so the same
+//! experiment has the same id in every grid and every run, and the registry can skip it.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::grid::{DatasetSpec, Grid, ModelSpec, Scoring};
+use crate::method::MethodSpec;
+
+/// Hex characters of the sha256 kept in a cell id (64 bits).
+pub const CELL_ID_HEX_LEN: usize = 16;
+
+/// The pair part of a resolved cell (the pair's method filter is not part of the experiment).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CellPair {
+    /// The pair's label.
+    pub label: String,
+    /// The sharer's model.
+    pub sharer: ModelSpec,
+    /// The receiver's model.
+    pub receiver: ModelSpec,
+    /// The fuser checkpoint, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fuser: Option<String>,
+}
+
+/// One fully resolved experiment: everything that determines its results.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CellConfig {
+    /// Sharer/receiver pair.
+    pub pair: CellPair,
+    /// Dataset slice.
+    pub dataset: DatasetSpec,
+    /// Method label (a column in tables).
+    pub method_label: String,
+    /// Method and settings.
+    pub method: MethodSpec,
+    /// Scoring mode.
+    pub scoring: Scoring,
+    /// Per-sample byte cap, when the method sends a payload and a cap applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_cap_bytes: Option<u64>,
+    /// Seed, when the method is randomized.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    /// Deadline of one sample, seconds.
+    pub sample_timeout_s: u64,
+}
+
+/// A cell: its id and its resolved config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Cell {
+    /// Stable id: the first [`CELL_ID_HEX_LEN`] hex digits of sha256(canonical JSON of config).
+    pub id: String,
+    /// The resolved config.
+    pub config: CellConfig,
+}
+
+impl CellConfig {
+    /// The cell id of this config.
+    pub fn id(&self) -> String {
+        let value = serde_json::to_value(self).expect("a cell config always serializes");
+        let digest = Sha256::digest(canonical_json(&value).as_bytes());
+        hex::encode(digest)[..CELL_ID_HEX_LEN].to_string()
+    }
+}
+
+/// JSON text with object keys sorted at every level and no spaces, independent of the
+/// `serde_json` map implementation the workspace happens to enable.
+pub fn canonical_json(value: &serde_json::Value) -> String {
+    let mut out = String::new();
+    write_canonical(value, &mut out);
+    out
+}
+
+fn write_canonical(value: &serde_json::Value, out: &mut String) {
+    use serde_json::Value;
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (i, key) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String(key.clone()).to_string());
+                out.push(':');
+                write_canonical(&map[key], out);
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_canonical(item, out);
+            }
+            out.push(']');
+        }
+        scalar => out.push_str(&scalar.to_string()),
+    }
+}
+
+/// Expands a validated grid into cells, in grid order, dropping cells whose resolved config
+/// repeats an earlier one (an axis that does not apply to a method adds no cells).
+pub fn expand(grid: &Grid) -> Vec<Cell> {
+    let budgets: Vec<Option<u64>> = if grid.budgets.is_empty() {
+        vec![None]
+    } else {
+        grid.budgets.iter().copied().map(Some).collect()
+    };
+    let mut cells: Vec<Cell> = Vec::new();
+    for pair in &grid.pairs {
+        let cell_pair = CellPair {
+            label: pair.label.clone(),
+            sharer: pair.sharer.clone(),
+            receiver: pair.receiver.clone(),
+            fuser: pair.fuser.clone(),
+        };
+        let methods = grid
+            .methods
+            .iter()
+            .filter(|m| pair.methods.is_empty() || pair.methods.contains(&m.label()));
+        for method in methods {
+            for dataset in &grid.datasets {
+                for &scoring in &grid.scoring {
+                    for &budget in &budgets {
+                        for &seed in &grid.seeds {
+                            let config = CellConfig {
+                                pair: cell_pair.clone(),
+                                dataset: dataset.clone(),
+                                method_label: method.label(),
+                                method: method.clone(),
+                                scoring,
+                                budget_cap_bytes: method
+                                    .own_cap()
+                                    .or_else(|| budget.filter(|_| method.uses_budget_axis())),
+                                seed: method.uses_seed().then_some(seed),
+                                sample_timeout_s: grid.limits.sample_timeout_s,
+                            };
+                            let id = config.id();
+                            if !cells.iter().any(|c| c.id == id) {
+                                cells.push(Cell { id, config });
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    cells
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grid(extra: &str) -> Grid {
+        let text = format!(
+            r#"
+            name = "g"
+            budgets = [256, 1024]
+            seeds = [1, 2]
+            {extra}
+            [[pairs]]
+            label = "s<-s"
+            sharer = {{ model = "smol" }}
+            receiver = {{ model = "smol" }}
+            [[pairs]]
+            label = "q<-s"
+            sharer = {{ model = "qwen" }}
+            receiver = {{ model = "smol" }}
+            methods = ["receiver-only", "text-raw"]
+            [[datasets]]
+            name = "arc_easy"
+            split = "test"
+            n = 5
+            [[methods]]
+            kind = "receiver_only"
+            [[methods]]
+            kind = "text"
+            mode = "raw"
+            [[methods]]
+            kind = "kv"
+            precision = "int8"
+            [[methods]]
+            kind = "kv"
+            precision = "int4"
+            selection = "random"
+            keep = 0.5
+            "#
+        );
+        Grid::from_toml(&text).unwrap()
+    }
+
+    #[test]
+    fn expansion_applies_axes_only_where_they_matter() {
+        let cells = expand(&grid(""));
+        // s<-s: receiver-only 1 (its id equals q<-s's? no: pair differs) + text 2 budgets
+        // + kv-int8 2 budgets + random 2 budgets x 2 seeds = 9; q<-s: 1 + 2 = 3.
+        assert_eq!(cells.len(), 12);
+        let random: Vec<_> = cells.iter().filter(|c| c.config.seed.is_some()).collect();
+        assert_eq!(random.len(), 4);
+        assert!(
+            cells
+                .iter()
+                .filter(|c| c.config.method_label == "receiver-only")
+                .all(|c| c.config.budget_cap_bytes.is_none())
+        );
+    }
+
+    #[test]
+    fn ids_are_stable_and_unique() {
+        let a = expand(&grid(""));
+        let b = expand(&grid("description = \"other text\""));
+        assert_eq!(
+            a.iter().map(|c| &c.id).collect::<Vec<_>>(),
+            b.iter().map(|c| &c.id).collect::<Vec<_>>()
+        );
+        let mut ids: Vec<_> = a.iter().map(|c| c.id.clone()).collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), a.len());
+        assert!(
+            a.iter()
+                .all(|c| c.id.len() == CELL_ID_HEX_LEN && c.id == c.config.id())
+        );
+    }
+
+    #[test]
+    fn id_changes_with_any_setting() {
+        let cell = expand(&grid("")).remove(0);
+        let mut other = cell.config.clone();
+        other.dataset.seed += 1;
+        assert_ne!(other.id(), cell.id);
+        let mut other = cell.config.clone();
+        other.sample_timeout_s += 1;
+        assert_ne!(other.id(), cell.id);
+    }
+
+    #[test]
+    fn canonical_json_sorts_keys_at_every_level() {
+        let v: serde_json::Value =
+            serde_json::from_str(r#"{"b":1,"a":{"z":[{"y":1,"x":2}],"c":"é"}}"#).unwrap();
+        assert_eq!(
+            canonical_json(&v),
+            r#"{"a":{"c":"é","z":[{"x":2,"y":1}]},"b":1}"#
+        );
+    }
+
+    #[test]
+    fn id_is_pinned_for_a_known_config() {
+        // Changing the hashing would orphan every existing run folder's registry.
+        let cell = expand(&grid("")).remove(0);
+        assert_eq!(cell.config.method_label, "receiver-only");
+        assert_eq!(cell.id, "33fe962986c919d1");
+    }
+}

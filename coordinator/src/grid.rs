@@ -1,0 +1,298 @@
+//! The experiment grid: what a researcher writes in a TOML file (pairs, datasets, methods,
+//! scoring modes, budgets, seeds), parsed into plain data and validated once, with every
+//! problem reported together.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::GridError;
+use crate::method::MethodSpec;
+
+/// An experiment grid as written in a `grids/*.toml` file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Grid {
+    /// Name of the grid; also the name of its run folder under `--out`.
+    pub name: String,
+    /// Free text for the researcher.
+    #[serde(default)]
+    pub description: String,
+    /// Sharer/receiver model pairs.
+    pub pairs: Vec<PairSpec>,
+    /// Datasets, each with its subset, shard and seed.
+    pub datasets: Vec<DatasetSpec>,
+    /// Methods with their settings.
+    pub methods: Vec<MethodSpec>,
+    /// Scoring modes (an axis); forced-choice letter scoring when omitted.
+    #[serde(default = "default_scoring")]
+    pub scoring: Vec<Scoring>,
+    /// Per-sample byte caps (an axis); empty means uncapped. Methods that send nothing ignore it.
+    #[serde(default)]
+    pub budgets: Vec<u64>,
+    /// Seeds (an axis) for methods with randomness (random token selection).
+    #[serde(default = "default_seeds")]
+    pub seeds: Vec<u64>,
+    /// Limits applied to every sample of the grid.
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+fn default_scoring() -> Vec<Scoring> {
+    vec![Scoring::Letter]
+}
+
+fn default_seeds() -> Vec<u64> {
+    vec![0]
+}
+
+/// One sharer/receiver pair.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PairSpec {
+    /// Short label used in tables (for example `smol<-smol`).
+    pub label: String,
+    /// The sharer's model.
+    pub sharer: ModelSpec,
+    /// The receiver's model.
+    pub receiver: ModelSpec,
+    /// Path or asset name of the C2C fuser checkpoint, when the pair has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fuser: Option<String>,
+    /// Labels of the methods this pair runs; empty means every method of the grid.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub methods: Vec<String>,
+}
+
+/// A model as the services load it: an asset name (or local path) and how its weights are held.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSpec {
+    /// Asset name from the asset store (for example `smollm2-135m-instruct-q4_1`) or a path.
+    pub model: String,
+    /// How the weights are held in memory.
+    #[serde(default)]
+    pub weights: WeightsMode,
+}
+
+/// How model weights are held; manifests say which, and random weights report no accuracy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WeightsMode {
+    /// GGUF weights dequantized to f32 at load (fast on CPU).
+    #[default]
+    Dequantized,
+    /// GGUF weights kept quantized.
+    Quantized,
+    /// Random weights at the real shapes (timing only).
+    Random,
+}
+
+/// A dataset slice: name, split, a seeded subset of `n` items and an optional shard.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetSpec {
+    /// Dataset name as the evaluation harness knows it (for example `arc_easy`).
+    pub name: String,
+    /// Split (for example `test`).
+    pub split: String,
+    /// Number of items in the seeded subset; all items when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n: Option<usize>,
+    /// Shard of the subset to run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<Shard>,
+    /// Seed of the subset draw.
+    #[serde(default)]
+    pub seed: u64,
+}
+
+/// Shard `index` of `count` equal parts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Shard {
+    /// Zero-based shard index, below `count`.
+    pub index: usize,
+    /// Number of shards, at least one.
+    pub count: usize,
+}
+
+/// How the receiver turns its logits into an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scoring {
+    /// Forced choice: one forward pass, softmax over the letter tokens.
+    Letter,
+    /// Rank classification over the choice texts.
+    Rank,
+    /// Greedy generation with answer extraction.
+    Generate,
+}
+
+impl Scoring {
+    /// Stable lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scoring::Letter => "letter",
+            Scoring::Rank => "rank",
+            Scoring::Generate => "generate",
+        }
+    }
+}
+
+/// Limits applied to every sample.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Deadline of one Evaluate call, in seconds.
+    #[serde(default = "default_timeout_s")]
+    pub sample_timeout_s: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            sample_timeout_s: default_timeout_s(),
+        }
+    }
+}
+
+fn default_timeout_s() -> u64 {
+    300
+}
+
+impl Grid {
+    /// Parses and validates a grid from TOML text.
+    pub fn from_toml(text: &str) -> Result<Grid, GridError> {
+        let grid: Grid = toml::from_str(text).map_err(|e| GridError::Parse(e.to_string()))?;
+        grid.validate()?;
+        Ok(grid)
+    }
+
+    /// Checks the grid once, reporting every problem together.
+    pub fn validate(&self) -> Result<(), GridError> {
+        let mut problems = Vec::new();
+        if self.name.is_empty()
+            || !self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            problems.push(format!(
+                "name {:?} must be non-empty and use only [A-Za-z0-9_-] (it names the run folder)",
+                self.name
+            ));
+        }
+        for (axis, len) in [
+            ("pairs", self.pairs.len()),
+            ("datasets", self.datasets.len()),
+            ("methods", self.methods.len()),
+            ("scoring", self.scoring.len()),
+            ("seeds", self.seeds.len()),
+        ] {
+            if len == 0 {
+                problems.push(format!("axis `{axis}` is empty"));
+            }
+        }
+        let labels: Vec<String> = self.methods.iter().map(MethodSpec::label).collect();
+        for (i, label) in labels.iter().enumerate() {
+            if labels[..i].contains(label) {
+                problems.push(format!("method label {label:?} appears twice"));
+            }
+        }
+        for method in &self.methods {
+            problems.extend(method.problems());
+        }
+        for pair in &self.pairs {
+            for wanted in &pair.methods {
+                if !labels.contains(wanted) {
+                    problems.push(format!(
+                        "pair {:?} names method {wanted:?}, which the grid does not define",
+                        pair.label
+                    ));
+                }
+            }
+        }
+        for ds in &self.datasets {
+            if ds.n == Some(0) {
+                problems.push(format!("dataset {:?}: n must be at least 1", ds.name));
+            }
+            if let Some(shard) = ds.shard
+                && (shard.count == 0 || shard.index >= shard.count)
+            {
+                problems.push(format!(
+                    "dataset {:?}: shard index {} must be below count {}",
+                    ds.name, shard.index, shard.count
+                ));
+            }
+        }
+        if self.budgets.contains(&0) {
+            problems.push("budgets: a cap of 0 bytes sends nothing; use receiver_only".into());
+        }
+        if self.limits.sample_timeout_s == 0 {
+            problems.push("limits.sample_timeout_s must be positive".into());
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(GridError::Invalid(problems))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SMALL: &str = r#"
+        name = "t"
+        budgets = [256]
+        [[pairs]]
+        label = "a<-a"
+        sharer = { model = "m" }
+        receiver = { model = "m" }
+        [[datasets]]
+        name = "arc_easy"
+        split = "test"
+        n = 3
+        [[methods]]
+        kind = "receiver_only"
+    "#;
+
+    #[test]
+    fn parses_with_defaults() {
+        let grid = Grid::from_toml(SMALL).unwrap();
+        assert_eq!(grid.scoring, vec![Scoring::Letter]);
+        assert_eq!(grid.seeds, vec![0]);
+        assert_eq!(grid.pairs[0].sharer.weights, WeightsMode::Dequantized);
+        assert_eq!(grid.limits.sample_timeout_s, 300);
+    }
+
+    #[test]
+    fn reports_every_problem_together() {
+        let text = SMALL
+            .replace("name = \"t\"", "name = \"bad name\"")
+            .replace("n = 3", "n = 0\nshard = { index = 2, count = 2 }")
+            .replace("budgets = [256]", "budgets = [0]");
+        let Err(GridError::Invalid(problems)) = Grid::from_toml(&text) else {
+            panic!("expected validation problems");
+        };
+        assert_eq!(problems.len(), 4, "{problems:?}");
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected() {
+        let text = SMALL.replace("split = \"test\"", "split = \"test\"\nsplitt = 1");
+        assert!(matches!(Grid::from_toml(&text), Err(GridError::Parse(_))));
+    }
+
+    #[test]
+    fn pair_method_filter_must_name_a_method() {
+        let text = SMALL.replace(
+            "receiver = { model = \"m\" }",
+            "receiver = { model = \"m\" }\nmethods = [\"nope\"]",
+        );
+        let Err(GridError::Invalid(problems)) = Grid::from_toml(&text) else {
+            panic!("expected a problem");
+        };
+        assert!(problems[0].contains("nope"));
+    }
+}

@@ -1,0 +1,274 @@
+//! Run manifests: what a reader needs to trust and reproduce a run. System info (host, CPU,
+//! cores, memory, OS), the git commit and dirty flag, asset provenance with sha256, how model
+//! weights were held, wall-clock timings, bytes with breakdown per cell, and the drift report
+//! (measured vs estimated bytes).
+
+use std::path::Path;
+use std::process::Command;
+
+use serde::{Deserialize, Serialize};
+
+use crate::registry::CellRows;
+use crate::row::ByteBreakdown;
+use crate::summary::CellSummary;
+
+/// The machine the run used.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SystemInfo {
+    /// Host name.
+    pub hostname: String,
+    /// CPU model name.
+    pub cpu_model: String,
+    /// Logical cores available to this process.
+    pub cores: usize,
+    /// Total memory, bytes.
+    pub memory_bytes: u64,
+    /// OS name and version.
+    pub os: String,
+    /// Kernel release.
+    pub kernel: String,
+}
+
+impl SystemInfo {
+    /// Reads the system info (Linux `/proc` and `/etc/os-release`; `unknown` elsewhere).
+    pub fn collect() -> SystemInfo {
+        let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+        let cpuinfo = read("/proc/cpuinfo");
+        let meminfo = read("/proc/meminfo");
+        let os_release = read("/etc/os-release");
+        let or_unknown = |s: String| {
+            if s.is_empty() {
+                "unknown".to_string()
+            } else {
+                s
+            }
+        };
+        SystemInfo {
+            hostname: or_unknown(read("/proc/sys/kernel/hostname").trim().to_string()),
+            cpu_model: or_unknown(field(&cpuinfo, "model name", ':')),
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            memory_bytes: field(&meminfo, "MemTotal", ':')
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .map_or(0, |kb| kb * 1024),
+            os: or_unknown(
+                field(&os_release, "PRETTY_NAME", '=')
+                    .trim_matches('"')
+                    .to_string(),
+            ),
+            kernel: or_unknown(read("/proc/sys/kernel/osrelease").trim().to_string()),
+        }
+    }
+}
+
+/// The value of the first `key<sep>value` line of `text`, trimmed.
+fn field(text: &str, key: &str, sep: char) -> String {
+    text.lines()
+        .filter_map(|l| l.split_once(sep))
+        .find(|(k, _)| k.trim() == key)
+        .map(|(_, v)| v.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// The source the run was built from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GitInfo {
+    /// `git rev-parse HEAD`, or `unknown` outside a repository.
+    pub commit: String,
+    /// Whether tracked files had uncommitted changes.
+    pub dirty: bool,
+}
+
+impl GitInfo {
+    /// Asks git about the repository containing `dir`.
+    pub fn collect(dir: &Path) -> GitInfo {
+        let git = |args: &[&str]| {
+            Command::new("git")
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        };
+        GitInfo {
+            commit: git(&["rev-parse", "HEAD"]).unwrap_or_else(|| "unknown".into()),
+            dirty: git(&["status", "--porcelain", "--untracked-files=no"])
+                .is_some_and(|s| !s.is_empty()),
+        }
+    }
+}
+
+/// Provenance of one asset file (model weights, tokenizer, dataset).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AssetRecord {
+    /// Asset name.
+    pub name: String,
+    /// Registry package it came from.
+    pub package: String,
+    /// Package version.
+    pub version: String,
+    /// sha256 of the assembled file, hex.
+    pub sha256: String,
+    /// File size, bytes.
+    pub bytes: u64,
+}
+
+/// A model as a service held it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelRecord {
+    /// `sharer` or `receiver`, and the pair label.
+    pub role: String,
+    /// Model name or path.
+    pub model: String,
+    /// `dequantized`, `quantized` or `random`.
+    pub weights: String,
+    /// Device and dtype (for example `cpu f32`).
+    pub device: String,
+}
+
+/// Bytes and drift of one cell, for the manifest.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CellManifest {
+    /// The cell's summary (accuracy, bytes at each level, stage latencies).
+    #[serde(flatten)]
+    pub summary: CellSummary,
+    /// Mean measured bytes per sample split by part.
+    pub mean_breakdown: BreakdownMeans,
+    /// Drift report: mean measured vs mean estimated bytes.
+    pub drift: Drift,
+}
+
+/// Mean bytes per sample of each breakdown part.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
+pub struct BreakdownMeans {
+    /// Headers.
+    pub headers: f64,
+    /// Indices.
+    pub indices: f64,
+    /// Payload.
+    pub payload: f64,
+    /// Scales.
+    pub scales: f64,
+    /// Round-2 requests.
+    pub request: f64,
+}
+
+/// Measured vs estimated bytes of a cell.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
+pub struct Drift {
+    /// Mean measured bytes per sample.
+    pub mean_measured: Option<f64>,
+    /// Mean estimated bytes per sample.
+    pub mean_estimated: Option<f64>,
+    /// (measured - estimated) / estimated of the means.
+    pub relative: Option<f64>,
+    /// Largest per-sample |measured - estimated| / measured.
+    pub max_per_sample: Option<f64>,
+}
+
+impl CellManifest {
+    /// Builds the manifest entry of a cell from its summary and rows.
+    pub fn of(summary: CellSummary, rows: &CellRows) -> CellManifest {
+        let latest = rows.latest();
+        let ok: Vec<ByteBreakdown> = latest
+            .values()
+            .filter(|r| r.is_ok())
+            .map(|r| r.bytes.bytes_measured_breakdown)
+            .collect();
+        let n = ok.len().max(1) as f64;
+        let sum = |f: fn(&ByteBreakdown) -> u64| ok.iter().map(f).sum::<u64>() as f64 / n;
+        let mean_breakdown = BreakdownMeans {
+            headers: sum(|b| b.headers),
+            indices: sum(|b| b.indices),
+            payload: sum(|b| b.payload),
+            scales: sum(|b| b.scales),
+            request: sum(|b| b.request),
+        };
+        let (m, e) = (summary.blob_bytes.mean, summary.estimated_bytes.mean);
+        let drift = Drift {
+            mean_measured: m,
+            mean_estimated: e,
+            relative: m.zip(e).filter(|(_, e)| *e > 0.0).map(|(m, e)| (m - e) / e),
+            max_per_sample: summary.max_estimate_drift,
+        };
+        CellManifest {
+            summary,
+            mean_breakdown,
+            drift,
+        }
+    }
+}
+
+/// The manifest of one invocation of `coordinator run`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunManifest {
+    /// Grid name.
+    pub grid: String,
+    /// sha256 of the grid file text.
+    pub grid_sha256: String,
+    /// Coordinator version.
+    pub coordinator_version: String,
+    /// Service endpoints, or `embedded`.
+    pub services: String,
+    /// When the invocation started / finished, ms since the Unix epoch.
+    pub started_at_unix_ms: u64,
+    /// When it finished.
+    pub finished_at_unix_ms: u64,
+    /// Wall time of the invocation, s.
+    pub wall_s: f64,
+    /// Machine.
+    pub system: SystemInfo,
+    /// Source.
+    pub git: GitInfo,
+    /// Assets used, with sha256.
+    pub assets: Vec<AssetRecord>,
+    /// Models as the services held them.
+    pub models: Vec<ModelRecord>,
+    /// Per cell: summary, bytes breakdown, drift.
+    pub cells: Vec<CellManifest>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_are_read_from_proc_style_text() {
+        let cpuinfo = "processor\t: 0\nmodel name\t: Some CPU @ 2.0GHz\nflags\t: a b\n";
+        assert_eq!(field(cpuinfo, "model name", ':'), "Some CPU @ 2.0GHz");
+        assert_eq!(
+            field("NAME=x\nPRETTY_NAME=\"Debian 13\"\n", "PRETTY_NAME", '='),
+            "\"Debian 13\""
+        );
+        assert_eq!(field("", "MemTotal", ':'), "");
+    }
+
+    #[test]
+    fn system_info_of_this_machine_is_filled() {
+        let info = SystemInfo::collect();
+        assert!(info.cores >= 1);
+        if cfg!(target_os = "linux") {
+            assert!(
+                info.memory_bytes > 0 && info.hostname != "unknown",
+                "{info:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn git_info_outside_a_repository_is_unknown() {
+        let tmp = tempfile::tempdir().unwrap();
+        let info = GitInfo::collect(tmp.path());
+        assert_eq!(
+            info,
+            GitInfo {
+                commit: "unknown".into(),
+                dirty: false
+            }
+        );
+        let here = GitInfo::collect(Path::new(env!("CARGO_MANIFEST_DIR")));
+        assert!(here.commit == "unknown" || here.commit.len() == 40);
+    }
+}

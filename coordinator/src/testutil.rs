@@ -1,0 +1,56 @@
+//! Builders of plain test data shared by the unit tests.
+
+use std::collections::BTreeMap;
+
+use crate::row::{ByteBreakdown, ByteCounts, ResultRow, RowError, RowStatus};
+
+/// A row of cell `cell` for sample `sample`: answered (with bytes and timings) or failed.
+pub fn row(cell: &str, sample: &str, attempt: u32, ok: bool) -> ResultRow {
+    let bytes = if ok {
+        ByteCounts {
+            bytes_measured_total: 1000,
+            bytes_measured_breakdown: ByteBreakdown {
+                headers: 100,
+                indices: 0,
+                payload: 850,
+                scales: 50,
+                request: 0,
+            },
+            bytes_estimated_total: 1000,
+            grpc_message_bytes: 1040,
+            transport_bytes_read: 1200,
+            transport_bytes_written: 300,
+        }
+    } else {
+        ByteCounts::default()
+    };
+    ResultRow {
+        cell_id: cell.into(),
+        sample_id: sample.into(),
+        attempt,
+        status: if ok { RowStatus::Ok } else { RowStatus::Failed },
+        error: (!ok).then(|| RowError {
+            kind: "Unavailable".into(),
+            message: "sharer went away".into(),
+        }),
+        pair: "p".into(),
+        dataset: "arc_easy".into(),
+        method: "kv-int8".into(),
+        gold: "A".into(),
+        prediction: ok.then(|| "A".into()),
+        correct: ok.then_some(true),
+        margin: ok.then_some(0.5),
+        bytes,
+        budget_cap_bytes: Some(2000),
+        budget_actual_bytes: bytes.bytes_measured_total,
+        budget_slack_bytes: Some(2000 - bytes.bytes_measured_total as i64),
+        timings_ms: if ok {
+            BTreeMap::from([("end_to_end".to_string(), 12.5)])
+        } else {
+            BTreeMap::new()
+        },
+        rounds: Vec::new(),
+        coordinator_wall_ms: 13.0,
+        finished_at_unix_ms: 1,
+    }
+}
