@@ -1,0 +1,134 @@
+//! The input view of one layer's K and V cache, and its validation.
+//!
+//! Tensors are `[B, H, T, D]` in C order. `indices` holds the absolute token position of each
+//! of the T rows; the encoders sort them ascending and permute the rows with them.
+
+use half::f16;
+
+use crate::error::EncodeError;
+use crate::limits::{MAX_DIM, MAX_TENSOR_ELEMENTS, MAX_TOKENS};
+
+/// K or V values of one layer, borrowed from the caller.
+#[derive(Debug, Clone, Copy)]
+pub enum KvData<'a> {
+    /// 32-bit floats.
+    F32(&'a [f32]),
+    /// IEEE half floats.
+    F16(&'a [f16]),
+}
+
+impl KvData<'_> {
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        match self {
+            KvData::F32(s) => s.len(),
+            KvData::F16(s) => s.len(),
+        }
+    }
+
+    /// True when there are no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Size of the values in bytes as held in memory.
+    pub fn byte_len(&self) -> usize {
+        match self {
+            KvData::F32(s) => s.len() * 4,
+            KvData::F16(s) => s.len() * 2,
+        }
+    }
+
+    /// Copies elements `start..start + out.len()` into `out` as f32.
+    pub(crate) fn read_f32(&self, start: usize, out: &mut [f32]) {
+        match self {
+            KvData::F32(s) => out.copy_from_slice(&s[start..start + out.len()]),
+            KvData::F16(s) => {
+                half::slice::HalfFloatSliceExt::convert_to_f32_slice(
+                    &s[start..start + out.len()],
+                    out,
+                );
+            }
+        }
+    }
+}
+
+/// One layer's K and V with the token positions of their T rows.
+#[derive(Debug, Clone, Copy)]
+pub struct LayerKv<'a> {
+    /// Keys, `[B, H, T, D]`.
+    pub k: KvData<'a>,
+    /// Values, `[B, H, T, D]`.
+    pub v: KvData<'a>,
+    /// `[B, H, T, D]`.
+    pub shape: [usize; 4],
+    /// Absolute position of each of the T rows; empty means positions `0..T`.
+    pub indices: &'a [u32],
+}
+
+impl LayerKv<'_> {
+    /// Checks dimensions against the limits and slice lengths against the shape.
+    pub fn validate(&self) -> Result<(), EncodeError> {
+        let [b, h, t, d] = self.shape;
+        for (field, value) in [("batch", b), ("heads", h), ("head_dim", d)] {
+            if value > MAX_DIM {
+                return Err(EncodeError::TooLarge {
+                    field,
+                    value: value as u64,
+                    max: MAX_DIM as u64,
+                });
+            }
+        }
+        if t > MAX_TOKENS {
+            return Err(EncodeError::TooLarge {
+                field: "tokens",
+                value: t as u64,
+                max: MAX_TOKENS as u64,
+            });
+        }
+        let n = checked_elements(self.shape).ok_or(EncodeError::TooLarge {
+            field: "elements",
+            value: u64::MAX,
+            max: MAX_TENSOR_ELEMENTS as u64,
+        })?;
+        for (field, data) in [("k", self.k), ("v", self.v)] {
+            if data.len() != n {
+                return Err(EncodeError::ShapeMismatch {
+                    field,
+                    expected: n,
+                    found: data.len(),
+                });
+            }
+        }
+        if !self.indices.is_empty() && self.indices.len() != t {
+            return Err(EncodeError::ShapeMismatch {
+                field: "indices",
+                expected: t,
+                found: self.indices.len(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The positions sorted ascending and, for each output row, the source row (stable).
+    pub fn sorted_positions(&self) -> (Vec<u32>, Vec<usize>) {
+        let t = self.shape[2];
+        if self.indices.is_empty() {
+            return ((0..t as u32).collect(), (0..t).collect());
+        }
+        let mut order: Vec<usize> = (0..t).collect();
+        if !self.indices.is_sorted() {
+            order.sort_by_key(|&i| self.indices[i]);
+        }
+        let sorted = order.iter().map(|&i| self.indices[i]).collect();
+        (sorted, order)
+    }
+}
+
+/// B*H*T*D when it is within [`MAX_TENSOR_ELEMENTS`].
+pub fn checked_elements(shape: [usize; 4]) -> Option<usize> {
+    let n = shape
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))?;
+    (n <= MAX_TENSOR_ELEMENTS).then_some(n)
+}

@@ -1,0 +1,108 @@
+//! v1 decoder: validates every length against the JSON header and the input before copying.
+
+use super::{IndexWidth, MAGIC, V1Header, json};
+use crate::breakdown::Breakdown;
+use crate::error::DecodeError;
+use crate::limits::MAX_JSON_LEN;
+use crate::quant::{dequantize_tensor, scale_from_bits};
+use crate::reader::{Reader, le_u16s, le_u32s};
+
+/// A decoded v1 blob: header, positions, quantized payloads and scale bits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct V1Blob {
+    /// The JSON header.
+    pub header: V1Header,
+    /// Token positions as stored (sorted ascending by the encoder).
+    pub indices: Vec<u32>,
+    /// Quantized K (int8 bytes or packed int4).
+    pub k_quant: Vec<u8>,
+    /// Quantized V.
+    pub v_quant: Vec<u8>,
+    /// K scale bits (fp16 or bf16).
+    pub k_scales: Vec<u16>,
+    /// V scale bits.
+    pub v_scales: Vec<u16>,
+}
+
+impl V1Blob {
+    /// Bytes by section.
+    pub fn breakdown(&self) -> Breakdown {
+        self.header.breakdown()
+    }
+
+    /// Scales of K and V as f32.
+    pub fn scales_f32(&self) -> (Vec<f32>, Vec<f32>) {
+        let d = self.header.scale_dtype;
+        (
+            self.k_scales
+                .iter()
+                .map(|&b| scale_from_bits(b, d))
+                .collect(),
+            self.v_scales
+                .iter()
+                .map(|&b| scale_from_bits(b, d))
+                .collect(),
+        )
+    }
+
+    /// Dequantized K and V, `[B, H, T, D]` f32 in stored (sorted) row order.
+    pub fn dequantize(&self) -> (Vec<f32>, Vec<f32>) {
+        let h = &self.header;
+        let (ks, vs) = self.scales_f32();
+        let mut k = vec![0f32; h.k_shape.iter().product()];
+        let mut v = vec![0f32; h.v_shape.iter().product()];
+        // Lengths were validated by `decode`, so these cannot fail.
+        let rk = dequantize_tensor(h.mode, h.granularity, h.k_shape, &self.k_quant, &ks, &mut k);
+        let rv = dequantize_tensor(h.mode, h.granularity, h.v_shape, &self.v_quant, &vs, &mut v);
+        debug_assert!(rk.is_ok() && rv.is_ok());
+        (k, v)
+    }
+}
+
+/// Decodes a whole v1 blob (no trailing bytes allowed).
+pub fn decode(blob: &[u8]) -> Result<V1Blob, DecodeError> {
+    let mut r = Reader::new(blob, 0);
+    let magic = r.array::<8>("magic")?;
+    if &magic != MAGIC {
+        return Err(DecodeError::BadMagic {
+            offset: 0,
+            found: magic.to_vec(),
+        });
+    }
+    let json_len = r.u32("json_len")? as usize;
+    if json_len > MAX_JSON_LEN {
+        return Err(DecodeError::TooLarge {
+            field: "json_len",
+            offset: 8,
+            value: json_len as u64,
+            max: MAX_JSON_LEN as u64,
+        });
+    }
+    let json_at = r.offset();
+    let header = json::read_header(r.take(json_len, "json header")?, json_at)?;
+    let s = header.sections;
+    let idx = r.take(s.indices, "indices")?;
+    let indices = match header.index_width {
+        IndexWidth::U16 => le_u16s(idx).into_iter().map(u32::from).collect(),
+        IndexWidth::U32 => le_u32s(idx),
+    };
+    let k_quant = r.take(s.k_quant, "k_quant")?.to_vec();
+    let v_quant = r.take(s.v_quant, "v_quant")?.to_vec();
+    let scales = le_u16s(r.take(s.scales, "scales")?);
+    if r.remaining() > 0 {
+        return Err(DecodeError::TrailingBytes {
+            offset: r.offset(),
+            count: r.remaining(),
+        });
+    }
+    let n_k = header.granularity.scale_count(header.k_shape);
+    let (k_scales, v_scales) = scales.split_at(n_k);
+    Ok(V1Blob {
+        k_scales: k_scales.to_vec(),
+        v_scales: v_scales.to_vec(),
+        header,
+        indices,
+        k_quant,
+        v_quant,
+    })
+}

@@ -1,0 +1,322 @@
+//! The fixed 36-byte v2 frame header and the record prefix shared with session headers.
+
+use super::{FrameKind, MAGIC, MINOR, Payload};
+use crate::error::DecodeError;
+use crate::layer::checked_elements;
+use crate::limits::{MAX_RECORD_BYTES, MAX_TENSOR_ELEMENTS, MAX_TOKENS};
+use crate::quant::{Granularity, ScaleDtype};
+use crate::reader::Reader;
+
+/// Bytes of the fixed frame header (before the body).
+pub const FRAME_HEADER_LEN: usize = 36;
+/// Bytes after the body: the CRC32C.
+pub const RECORD_TRAILER_LEN: usize = 4;
+/// Bytes needed to learn a record's type and length.
+pub(crate) const RECORD_PREFIX_LEN: usize = 12;
+/// Record type byte of a frame.
+pub(crate) const TYPE_FRAME: u8 = b'F';
+/// Record type byte of a session header.
+pub(crate) const TYPE_SESSION: u8 = b'S';
+
+/// How the T positions of a frame are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum IndexEncoding {
+    /// Positions `start..start + T`; no index bytes.
+    Contiguous {
+        /// First position.
+        start: u32,
+    },
+    /// T little-endian u16.
+    U16,
+    /// T little-endian u32.
+    U32,
+}
+
+impl IndexEncoding {
+    /// Bytes of the index section for `t` positions.
+    pub fn bytes(self, t: usize) -> usize {
+        match self {
+            IndexEncoding::Contiguous { .. } => 0,
+            IndexEncoding::U16 => 2 * t,
+            IndexEncoding::U32 => 4 * t,
+        }
+    }
+
+    /// The cheapest encoding of sorted positions.
+    pub fn for_sorted(positions: &[u32]) -> Self {
+        let start = positions.first().copied().unwrap_or(0);
+        let contiguous = positions
+            .iter()
+            .enumerate()
+            .all(|(i, &p)| u64::from(p) == u64::from(start) + i as u64);
+        if contiguous {
+            IndexEncoding::Contiguous { start }
+        } else if positions.last().is_some_and(|&p| p > u32::from(u16::MAX)) {
+            IndexEncoding::U32
+        } else {
+            IndexEncoding::U16
+        }
+    }
+
+    /// Name for inspection.
+    pub fn name(self) -> &'static str {
+        match self {
+            IndexEncoding::Contiguous { .. } => "contiguous",
+            IndexEncoding::U16 => "uint16",
+            IndexEncoding::U32 => "uint32",
+        }
+    }
+}
+
+/// The decoded fixed header of a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FrameHeader {
+    /// Sharer layer.
+    pub layer: u16,
+    /// Precision group within the layer.
+    pub group: u8,
+    /// Refinement round.
+    pub round: u8,
+    /// Base or residual.
+    pub kind: FrameKind,
+    /// fp16, int8 or int4.
+    pub payload: Payload,
+    /// Scale sharing (`PerBlock` for fp16, unused).
+    pub granularity: Granularity,
+    /// Scale storage (`Fp16` for fp16 payloads, unused).
+    pub scale_dtype: ScaleDtype,
+    /// How positions are stored.
+    pub index: IndexEncoding,
+    /// Whether the payload is entropy-coded.
+    pub entropy: bool,
+    /// `[B, H, T, D]` of K and of V.
+    pub shape: [usize; 4],
+    /// Length of the whole record, header to CRC.
+    pub record_len: usize,
+}
+
+impl FrameHeader {
+    /// Elements of one tensor.
+    pub fn elements(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// Scale count of one tensor (0 for fp16).
+    pub fn scale_count(&self) -> usize {
+        match self.payload {
+            Payload::Fp16 => 0,
+            _ => self.granularity.scale_count(self.shape),
+        }
+    }
+
+    /// Unentropy-coded payload bytes of one tensor.
+    pub fn tensor_payload_bytes(&self) -> usize {
+        self.payload.tensor_bytes(self.elements())
+    }
+
+    /// Writes the 36 header bytes.
+    pub(crate) fn write(&self, out: &mut Vec<u8>) {
+        let [b, h, t, d] = self.shape;
+        let (index_code, start) = match self.index {
+            IndexEncoding::Contiguous { start } => (0u8, start),
+            IndexEncoding::U16 => (1, 0),
+            IndexEncoding::U32 => (2, 0),
+        };
+        let (gran, sdt) = match self.payload {
+            Payload::Fp16 => (0, 0),
+            _ => (gran_code(self.granularity), sdt_code(self.scale_dtype)),
+        };
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&[TYPE_FRAME, MINOR]);
+        out.extend_from_slice(&self.layer.to_le_bytes());
+        out.extend_from_slice(&(self.record_len as u32).to_le_bytes());
+        let kind = match self.kind {
+            FrameKind::Base => 0,
+            FrameKind::Residual => 1,
+        };
+        out.extend_from_slice(&[
+            kind,
+            self.payload.code(),
+            gran,
+            sdt,
+            index_code,
+            u8::from(self.entropy),
+            self.group,
+            self.round,
+        ]);
+        for dim in [b, h, d] {
+            out.extend_from_slice(&(dim as u16).to_le_bytes());
+        }
+        out.extend_from_slice(&0u16.to_le_bytes());
+        out.extend_from_slice(&(t as u32).to_le_bytes());
+        out.extend_from_slice(&start.to_le_bytes());
+    }
+
+    /// Parses the fixed header of a frame that starts at absolute offset `base`.
+    pub(crate) fn read(buf: &[u8], base: usize) -> Result<FrameHeader, DecodeError> {
+        let (record_type, record_len) = read_prefix(buf, base)?;
+        if record_type != TYPE_FRAME {
+            return Err(invalid("record_type", base + 4, record_type));
+        }
+        let mut r = Reader::new(buf, base);
+        r.take(6, "record prefix")?;
+        let layer = r.u16("layer")?;
+        r.u32("record_len")?;
+        let at = r.offset();
+        let kind = match r.u8("kind")? {
+            0 => FrameKind::Base,
+            1 => FrameKind::Residual,
+            v => return Err(invalid("kind", at, v)),
+        };
+        let payload_code = r.u8("payload")?;
+        let payload =
+            Payload::from_code(payload_code).ok_or(invalid("payload", at + 1, payload_code))?;
+        let gran_byte = r.u8("granularity")?;
+        let granularity = *Granularity::ALL.get(usize::from(gran_byte)).ok_or(invalid(
+            "granularity",
+            at + 2,
+            gran_byte,
+        ))?;
+        let sdt_byte = r.u8("scale_dtype")?;
+        let scale_dtype = match sdt_byte {
+            0 => ScaleDtype::Fp16,
+            1 => ScaleDtype::Bf16,
+            v => return Err(invalid("scale_dtype", at + 3, v)),
+        };
+        if payload == Payload::Fp16 && (gran_byte != 0 || sdt_byte != 0) {
+            return Err(invalid(
+                "granularity/scale_dtype of fp16 frame",
+                at + 2,
+                gran_byte | sdt_byte,
+            ));
+        }
+        let index_code = r.u8("index_mode")?;
+        let entropy = match r.u8("coding")? {
+            0 => false,
+            1 => true,
+            v => return Err(invalid("coding", at + 5, v)),
+        };
+        let group = r.u8("group")?;
+        let round = r.u8("round")?;
+        let b = usize::from(r.u16("batch")?);
+        let h = usize::from(r.u16("heads")?);
+        let d = usize::from(r.u16("head_dim")?);
+        let reserved_at = r.offset();
+        let reserved = r.u16("reserved")?;
+        if reserved != 0 {
+            return Err(DecodeError::InvalidValue {
+                field: "reserved",
+                offset: reserved_at,
+                value: reserved.to_string(),
+            });
+        }
+        let t_at = r.offset();
+        let t = r.u32("tokens")? as usize;
+        if t > MAX_TOKENS {
+            return Err(DecodeError::TooLarge {
+                field: "tokens",
+                offset: t_at,
+                value: t as u64,
+                max: MAX_TOKENS as u64,
+            });
+        }
+        let shape = [b, h, t, d];
+        if checked_elements(shape).is_none() {
+            return Err(DecodeError::TooLarge {
+                field: "elements (B*H*T*D)",
+                offset: base + 20,
+                value: shape.iter().map(|&x| x as u64).product(),
+                max: MAX_TENSOR_ELEMENTS as u64,
+            });
+        }
+        let start = r.u32("index_start")?;
+        let index = match index_code {
+            0 => IndexEncoding::Contiguous { start },
+            1 => IndexEncoding::U16,
+            2 => IndexEncoding::U32,
+            v => return Err(invalid("index_mode", at + 4, v)),
+        };
+        if index_code != 0 && start != 0 {
+            return Err(invalid("index_start (non-contiguous)", base + 32, start));
+        }
+        if let IndexEncoding::Contiguous { start } = index
+            && u64::from(start) + t as u64 > u64::from(u32::MAX) + 1
+        {
+            return Err(invalid("index_start", base + 32, start));
+        }
+        Ok(FrameHeader {
+            layer,
+            group,
+            round,
+            kind,
+            payload,
+            granularity,
+            scale_dtype,
+            index,
+            entropy,
+            shape,
+            record_len,
+        })
+    }
+}
+
+fn invalid(field: &'static str, offset: usize, value: impl ToString) -> DecodeError {
+    DecodeError::InvalidValue {
+        field,
+        offset,
+        value: value.to_string(),
+    }
+}
+
+fn gran_code(g: Granularity) -> u8 {
+    Granularity::ALL.iter().position(|&x| x == g).unwrap_or(0) as u8
+}
+
+fn sdt_code(s: ScaleDtype) -> u8 {
+    match s {
+        ScaleDtype::Fp16 => 0,
+        ScaleDtype::Bf16 => 1,
+    }
+}
+
+/// Parses the 12-byte record prefix at the start of `buf` (absolute offset `base`): checks the
+/// magic, minor and record_len bounds and returns (record type, record_len).
+pub(crate) fn read_prefix(buf: &[u8], base: usize) -> Result<(u8, usize), DecodeError> {
+    let mut r = Reader::new(buf, base);
+    let magic = r.array::<4>("magic")?;
+    if &magic != MAGIC {
+        return Err(crate::version::magic_error(&magic, base));
+    }
+    let record_type = r.u8("record_type")?;
+    let minor = r.u8("minor")?;
+    if minor != MINOR {
+        return Err(DecodeError::UnknownVersion {
+            offset: base + 5,
+            found: format!("KVW2 minor {minor}"),
+        });
+    }
+    r.take(2, "record header")?;
+    let len = r.u32("record_len")? as usize;
+    if len > MAX_RECORD_BYTES {
+        return Err(DecodeError::TooLarge {
+            field: "record_len",
+            offset: base + 8,
+            value: len as u64,
+            max: MAX_RECORD_BYTES as u64,
+        });
+    }
+    let min = match record_type {
+        TYPE_FRAME => FRAME_HEADER_LEN + RECORD_TRAILER_LEN,
+        TYPE_SESSION => super::session::SESSION_FIXED_LEN + RECORD_TRAILER_LEN,
+        v => return Err(invalid("record_type", base + 4, v)),
+    };
+    if len < min {
+        return Err(DecodeError::LengthMismatch {
+            field: "record_len",
+            offset: base + 8,
+            expected: min as u64,
+            found: len as u64,
+        });
+    }
+    Ok((record_type, len))
+}

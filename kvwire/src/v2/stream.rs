@@ -1,0 +1,125 @@
+//! Incremental decoding of a v2 byte stream: push bytes as they arrive, take out session
+//! headers and frames as soon as each record is complete.
+
+use super::frame::{Frame, decode_frame_at};
+use super::header::{RECORD_PREFIX_LEN, TYPE_FRAME, read_prefix};
+use super::session::SessionHeader;
+use crate::error::DecodeError;
+
+/// One complete record of a v2 stream.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StreamItem {
+    /// A session header.
+    Session(SessionHeader),
+    /// A frame.
+    Frame(Frame),
+}
+
+/// Buffers stream bytes and yields records as they complete.
+///
+/// Errors carry absolute stream offsets. After an error the decoder is poisoned: every later
+/// call returns the same error (a byte stream cannot be resynchronised safely).
+#[derive(Debug, Default)]
+pub struct StreamDecoder {
+    buf: Vec<u8>,
+    start: usize,
+    consumed: usize,
+    failed: Option<DecodeError>,
+}
+
+impl StreamDecoder {
+    /// An empty decoder.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends received bytes.
+    pub fn push(&mut self, bytes: &[u8]) {
+        if self.start > 0 && self.start * 2 >= self.buf.len() {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// Bytes held that do not yet form a complete record.
+    pub fn buffered(&self) -> usize {
+        self.buf.len() - self.start
+    }
+
+    /// Absolute stream offset of the next record.
+    pub fn offset(&self) -> usize {
+        self.consumed
+    }
+
+    /// The next complete record, `Ok(None)` when more bytes are needed.
+    pub fn next_item(&mut self) -> Result<Option<StreamItem>, DecodeError> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        let result = self.try_next();
+        if let Err(e) = &result {
+            self.failed = Some(e.clone());
+        }
+        result
+    }
+
+    fn try_next(&mut self) -> Result<Option<StreamItem>, DecodeError> {
+        let avail = &self.buf[self.start..];
+        if avail.len() < RECORD_PREFIX_LEN {
+            // Reject a wrong magic as early as its bytes are here.
+            let n = avail.len().min(4);
+            if avail[..n] != super::MAGIC[..n] {
+                return Err(crate::version::magic_error(&avail[..n], self.consumed));
+            }
+            return Ok(None);
+        }
+        let (record_type, len) = read_prefix(avail, self.consumed)?;
+        if avail.len() < len {
+            return Ok(None);
+        }
+        let record = &avail[..len];
+        let item = if record_type == TYPE_FRAME {
+            StreamItem::Frame(decode_frame_at(record, self.consumed)?)
+        } else {
+            StreamItem::Session(SessionHeader::decode_at(record, self.consumed)?)
+        };
+        self.start += len;
+        self.consumed += len;
+        Ok(Some(item))
+    }
+
+    /// Ends the stream: an error if bytes of an incomplete record remain.
+    pub fn finish(&self) -> Result<(), DecodeError> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        match self.buffered() {
+            0 => Ok(()),
+            n => Err(DecodeError::Truncated {
+                field: "record",
+                offset: self.consumed,
+                needed: self.pending_len().unwrap_or(RECORD_PREFIX_LEN),
+                available: n,
+            }),
+        }
+    }
+
+    fn pending_len(&self) -> Option<usize> {
+        read_prefix(&self.buf[self.start..], self.consumed)
+            .ok()
+            .map(|(_, l)| l)
+    }
+}
+
+/// Decodes a complete v2 stream held in memory.
+pub fn decode_stream(bytes: &[u8]) -> Result<Vec<StreamItem>, DecodeError> {
+    let mut dec = StreamDecoder::new();
+    dec.push(bytes);
+    let mut items = Vec::new();
+    while let Some(item) = dec.next_item()? {
+        items.push(item);
+    }
+    dec.finish()?;
+    Ok(items)
+}
