@@ -48,14 +48,20 @@ impl V1Blob {
     /// Dequantized K and V, `[B, H, T, D]` f32 in stored (sorted) row order.
     pub fn dequantize(&self) -> (Vec<f32>, Vec<f32>) {
         let h = &self.header;
-        let (ks, vs) = self.scales_f32();
         let mut k = vec![0f32; h.k_shape.iter().product()];
         let mut v = vec![0f32; h.v_shape.iter().product()];
-        // Lengths were validated by `decode`, so these cannot fail.
-        let rk = dequantize_tensor(h.mode, h.granularity, h.k_shape, &self.k_quant, &ks, &mut k);
-        let rv = dequantize_tensor(h.mode, h.granularity, h.v_shape, &self.v_quant, &vs, &mut v);
-        debug_assert!(rk.is_ok() && rv.is_ok());
+        // Lengths were validated by `decode`, so this cannot fail.
+        let done = self.dequantize_into(&mut k, &mut v);
+        debug_assert!(done.is_ok());
         (k, v)
+    }
+
+    /// Dequantizes into caller buffers of `B*H*T*D` elements each.
+    pub fn dequantize_into(&self, k: &mut [f32], v: &mut [f32]) -> Result<(), DecodeError> {
+        let h = &self.header;
+        let (ks, vs) = self.scales_f32();
+        dequantize_tensor(h.mode, h.granularity, h.k_shape, &self.k_quant, &ks, k)?;
+        dequantize_tensor(h.mode, h.granularity, h.v_shape, &self.v_quant, &vs, v)
     }
 }
 
