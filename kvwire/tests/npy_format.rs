@@ -65,7 +65,7 @@ fn reads_a_file_as_numpy_writes_it() {
     // np.save(f, np.array([[1, 2], [3, 4]], dtype='<i4')) with NumPy 1.x/2.x, format 1.0.
     let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
     let mut header = "{'descr': '<i4', 'fortran_order': False, 'shape': (2, 2), }".to_string();
-    while (10 + header.len() + 1) % 64 != 0 {
+    while !(10 + header.len() + 1).is_multiple_of(64) {
         header.push(' ');
     }
     header.push('\n');
