@@ -1,0 +1,176 @@
+//! Answer extraction from generated text: the letter after "The correct answer is" (with
+//! fallbacks), and the final number of a gsm8k solution.
+
+use crate::prompt::ANSWER_PREFIX;
+
+/// Which rule found the letter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum LetterRule {
+    /// After "The correct answer is".
+    Prefix,
+    /// After "answer is" / "answer:" elsewhere.
+    AnswerMarker,
+    /// The whole reply is a letter (`B`, `B.`, `(B)`).
+    Bare,
+    /// The only standalone choice letter in the reply.
+    SoleLetter,
+}
+
+/// A letter at the start of `s` (after spaces, `:`, `*`, `(`), if it is one of the first `n`
+/// capitals and not the start of a word.
+fn leading_letter(s: &str, n: usize) -> Option<usize> {
+    let s = s.trim_start_matches(|c: char| {
+        c.is_whitespace() || matches!(c, ':' | '*' | '(' | '[' | '"' | '\'')
+    });
+    let mut chars = s.chars();
+    let c = chars.next()?;
+    let next_is_word = chars.next().is_some_and(char::is_alphanumeric);
+    let idx = (c as u32).checked_sub('A' as u32)? as usize;
+    (c.is_ascii_uppercase() && idx < n && !next_is_word).then_some(idx)
+}
+
+/// The chosen option index (0 = A) among `n` choices, and the rule that found it.
+pub fn extract_letter(text: &str, n: usize) -> Option<(usize, LetterRule)> {
+    let lower = text.to_lowercase();
+    let prefix = ANSWER_PREFIX.to_lowercase();
+    // `to_lowercase` can change byte lengths only for non-ASCII; map positions through ASCII
+    // matching on the original when lengths agree.
+    if lower.len() == text.len() {
+        if let Some(pos) = lower.find(&prefix)
+            && let Some(i) = leading_letter(&text[pos + prefix.len()..], n)
+        {
+            return Some((i, LetterRule::Prefix));
+        }
+        for marker in ["answer is", "answer:"] {
+            if let Some(pos) = lower.rfind(marker)
+                && let Some(i) = leading_letter(&text[pos + marker.len()..], n)
+            {
+                return Some((i, LetterRule::AnswerMarker));
+            }
+        }
+    }
+    let bare = text
+        .trim()
+        .trim_matches(|c: char| matches!(c, '(' | ')' | '.' | '*' | '"'));
+    if bare.len() == 1
+        && let Some(i) = leading_letter(bare, n)
+    {
+        return Some((i, LetterRule::Bare));
+    }
+    let mut found: Vec<usize> = text
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| w.len() == 1)
+        .filter_map(|w| leading_letter(w, n))
+        .collect();
+    found.dedup();
+    (found.len() == 1).then(|| (found[0], LetterRule::SoleLetter))
+}
+
+/// Numbers in `text` (digits with optional sign, commas, one decimal point), commas removed.
+fn numbers(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let chars: Vec<char> = text.chars().collect();
+    for (i, &c) in chars.iter().enumerate() {
+        let next_digit = chars.get(i + 1).is_some_and(char::is_ascii_digit);
+        let in_number = !cur.is_empty();
+        if c.is_ascii_digit()
+            || (c == '-' && !in_number && next_digit)
+            || (in_number && (c == ',' || c == '.') && next_digit)
+        {
+            if c != ',' {
+                cur.push(c);
+            }
+        } else if in_number {
+            out.push(std::mem::take(&mut cur));
+        }
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+/// The final answer of a generated gsm8k solution: the first number after the last `####`,
+/// else after "answer is", else the last number in the text.
+pub fn extract_final_number(text: &str) -> Option<String> {
+    if let Some((_, tail)) = text.rsplit_once("####")
+        && let Some(n) = numbers(tail).into_iter().next()
+    {
+        return Some(n);
+    }
+    let lower = text.to_lowercase();
+    if lower.len() == text.len()
+        && let Some(pos) = lower.rfind("answer is")
+        && let Some(n) = numbers(&text[pos..]).into_iter().next()
+    {
+        return Some(n);
+    }
+    numbers(text).pop()
+}
+
+/// Whether two numeric answers are equal (as decimals, so `18` matches `18.00`).
+pub fn numbers_match(predicted: &str, reference: &str) -> bool {
+    let clean = |s: &str| s.trim().replace([',', '$'], "");
+    match (
+        clean(predicted).parse::<f64>(),
+        clean(reference).parse::<f64>(),
+    ) {
+        (Ok(a), Ok(b)) => (a - b).abs() <= 1e-9 * b.abs().max(1.0),
+        _ => clean(predicted) == clean(reference),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn letters_are_found_by_prefix_then_fallbacks() {
+        assert_eq!(
+            extract_letter("The correct answer is C", 4),
+            Some((2, LetterRule::Prefix))
+        );
+        assert_eq!(
+            extract_letter("the correct answer is: (B).", 4),
+            Some((1, LetterRule::Prefix))
+        );
+        assert_eq!(
+            extract_letter("I think the answer is D because", 4),
+            Some((3, LetterRule::AnswerMarker))
+        );
+        assert_eq!(extract_letter(" (A) ", 4), Some((0, LetterRule::Bare)));
+        assert_eq!(
+            extract_letter("Option B fits best.", 4),
+            Some((1, LetterRule::SoleLetter))
+        );
+        // "A" as an article, E out of range, ambiguous or absent letters.
+        assert_eq!(extract_letter("The correct answer is E", 4), None);
+        assert_eq!(extract_letter("The correct answer is Alpha", 4), None);
+        assert_eq!(extract_letter("B or C", 4), None);
+        assert_eq!(extract_letter("no idea", 4), None);
+    }
+
+    #[test]
+    fn gsm8k_final_numbers() {
+        assert_eq!(
+            extract_final_number("9 * 2 = 18\n#### 18").as_deref(),
+            Some("18")
+        );
+        assert_eq!(
+            extract_final_number("so #### $1,234.50 total").as_deref(),
+            Some("1234.50")
+        );
+        assert_eq!(
+            extract_final_number("The answer is -3. Check: 5").as_deref(),
+            Some("-3")
+        );
+        assert_eq!(
+            extract_final_number("She makes 9 * 2 = 18 dollars.").as_deref(),
+            Some("18")
+        );
+        assert_eq!(extract_final_number("none"), None);
+        assert!(numbers_match("18.00", "18"));
+        assert!(!numbers_match("17", "18"));
+    }
+}
