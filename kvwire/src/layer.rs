@@ -38,19 +38,6 @@ impl KvData<'_> {
             KvData::F16(s) => s.len() * 2,
         }
     }
-
-    /// Copies elements `start..start + out.len()` into `out` as f32.
-    pub(crate) fn read_f32(&self, start: usize, out: &mut [f32]) {
-        match self {
-            KvData::F32(s) => out.copy_from_slice(&s[start..start + out.len()]),
-            KvData::F16(s) => {
-                half::slice::HalfFloatSliceExt::convert_to_f32_slice(
-                    &s[start..start + out.len()],
-                    out,
-                );
-            }
-        }
-    }
 }
 
 /// One layer's K and V with the token positions of their T rows.

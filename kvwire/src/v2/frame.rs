@@ -7,7 +7,7 @@
 use std::borrow::Cow;
 
 use half::f16;
-use half::slice::HalfFloatSliceExt;
+use half::slice::HalfFloatSliceExt as _;
 
 use super::header::{FRAME_HEADER_LEN, FrameHeader, IndexEncoding, RECORD_TRAILER_LEN};
 use super::{FrameOptions, Payload};
@@ -372,13 +372,8 @@ impl Frame {
                         found: out.len() as u64,
                     });
                 }
-                let mut block = [f16::ZERO; 256];
-                for (o, p) in out.chunks_mut(256).zip(payload.chunks(512)) {
-                    let blk = &mut block[..o.len()];
-                    for (b, c) in blk.iter_mut().zip(p.chunks_exact(2)) {
-                        *b = f16::from_bits(u16::from_le_bytes([c[0], c[1]]));
-                    }
-                    blk.convert_to_f32_slice(o);
+                for (o, c) in out.iter_mut().zip(payload.chunks_exact(2)) {
+                    *o = crate::quant::f16_bits_to_f32(u16::from_le_bytes([c[0], c[1]]));
                 }
                 Ok(())
             }
