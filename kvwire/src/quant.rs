@@ -173,32 +173,33 @@ pub fn scale_to_bits(scale: f32, dtype: ScaleDtype) -> Option<u16> {
 /// The f32 value of stored scale bits.
 pub fn scale_from_bits(bits: u16, dtype: ScaleDtype) -> f32 {
     match dtype {
-        ScaleDtype::Fp16 => f16::from_bits(bits).to_f32(),
+        ScaleDtype::Fp16 => f16_bits_to_f32(bits),
         ScaleDtype::Bf16 => f32::from_bits(u32::from(bits) << 16),
     }
 }
 
 /// Largest |x| of a row, or `None` if any value is NaN or infinite.
 pub fn absmax_checked(row: &[f32]) -> Option<f32> {
-    let mut m = [0f32; 8];
-    let mut poison = [0f32; 8];
-    let chunks = row.chunks_exact(8);
+    // 16 independent lanes so the max and the finiteness flags vectorize.
+    let mut m = [0f32; 16];
+    let mut bad = [0u32; 16];
+    let chunks = row.chunks_exact(16);
     let rest = chunks.remainder();
     for c in chunks {
-        for i in 0..8 {
+        for i in 0..16 {
             let a = c[i].abs();
             m[i] = if a > m[i] { a } else { m[i] };
-            poison[i] += c[i] * 0.0;
+            bad[i] |= u32::from(!a.is_finite());
         }
     }
+    let mut max = m.iter().fold(0f32, |acc, &a| if a > acc { a } else { acc });
+    let mut flags = bad.iter().fold(0, |x, y| x | y);
     for &x in rest {
         let a = x.abs();
-        m[0] = if a > m[0] { a } else { m[0] };
-        poison[0] += x * 0.0;
+        max = if a > max { a } else { max };
+        flags |= u32::from(!a.is_finite());
     }
-    let bad = poison.iter().fold(0f32, |acc, &p| acc + p);
-    let max = m.iter().fold(0f32, |acc, &a| if a > acc { a } else { acc });
-    (bad == 0.0).then_some(max)
+    (flags == 0).then_some(max)
 }
 
 #[inline(always)]
@@ -226,15 +227,11 @@ pub fn quantize_row(src: &[f32], scale: f32, qmax: f32, dst: &mut [u8]) {
 
 /// Quantizes an even-length row straight to packed int4 (`dst.len() == src.len() / 2`).
 pub fn quantize_row_int4(src: &[f32], scale: f32, dst: &mut [u8]) {
-    let mut buf = [0u8; 64];
-    for (d, x) in dst.chunks_mut(32).zip(src.chunks(64)) {
-        let b = &mut buf[..x.len()];
-        for (o, &v) in b.iter_mut().zip(x) {
-            *o = quantize_one(v, scale, 7.0);
-        }
-        for (o, p) in d.iter_mut().zip(b.chunks_exact(2)) {
-            *o = (p[0] & 0x0F) | (p[1] << 4);
-        }
+    // Pairs of f32 deinterleave with shufps and pack from the rounded bits' low nibbles.
+    for (d, p) in dst.iter_mut().zip(src.chunks_exact(2)) {
+        let lo = u32::from(quantize_one(p[0], scale, 7.0)) & 0x0F;
+        let hi = u32::from(quantize_one(p[1], scale, 7.0)) & 0x0F;
+        *d = (lo | (hi << 4)) as u8;
     }
 }
 

@@ -30,7 +30,7 @@ pub fn encode_into(
             .unwrap_or(0);
         EncodeError::IndexOverflow {
             slot,
-            position: max_position,
+            position: layer.indices.get(slot).copied().unwrap_or(max_position),
             dtype: "uint16",
         }
     })?;
