@@ -1,0 +1,236 @@
+//! Whole-tensor quantization and dequantization over `[B, H, T, D]` with a row permutation.
+
+use super::kernels::{
+    absmax_checked, int4_hi, int4_lo, pack_int4, quantize_row, quantize_row_int4,
+};
+use super::{
+    Granularity, QuantMode, QuantParams, compute_scale, f16_bits_to_f32, scale_from_bits,
+    scale_to_bits,
+};
+use crate::error::{DecodeError, EncodeError};
+use crate::layer::KvData;
+
+/// Returns a row of f32, converting from f16 into `buf` when needed.
+fn load_row<'s>(data: &'s KvData<'_>, start: usize, buf: &'s mut [f32]) -> &'s [f32] {
+    match data {
+        KvData::F32(s) => &s[start..start + buf.len()],
+        KvData::F16(s) => {
+            for (o, h) in buf.iter_mut().zip(&s[start..]) {
+                *o = f16_bits_to_f32(h.to_bits());
+            }
+            buf
+        }
+    }
+}
+
+/// Quantizes a `[B, H, T, D]` tensor whose output row `t` of each (b, h) is source row
+/// `order[t]`. Writes the payload (`mode.payload_bytes(n)` bytes) into `payload` and appends the
+/// scale bits (in `granularity.scale_shape` order) to `scales`.
+///
+/// The caller guarantees `data.len() == B*H*T*D`, `order` is a permutation of `0..T` and
+/// `payload` has the right length (the encoders validate first).
+pub fn quantize_tensor(
+    data: KvData<'_>,
+    shape: [usize; 4],
+    order: &[usize],
+    params: QuantParams,
+    field: &'static str,
+    payload: &mut [u8],
+    scales: &mut Vec<u16>,
+) -> Result<(), EncodeError> {
+    let [b, h, t, d] = shape;
+    let rows = b * h * t;
+    let qmax = params.mode.qmax();
+    let gran = params.granularity;
+    let mut buf = vec![0f32; d];
+    // Group scales in f32; per_block is computed row by row in the main pass.
+    let mut group_scale = Vec::new();
+    if gran != Granularity::PerBlock {
+        let groups = gran.scale_count(shape);
+        let mut amax = vec![0f32; groups];
+        for r in 0..rows {
+            let g = gran.group_of_row(r, t);
+            let x = load_row(&data, r * d, &mut buf);
+            let a = absmax_checked(x).ok_or(EncodeError::NonFinite { field, group: g })?;
+            if a > amax[g] {
+                amax[g] = a;
+            }
+        }
+        for (g, &a) in amax.iter().enumerate() {
+            let s = compute_scale(a, qmax);
+            let bits = scale_to_bits(s, params.scale_dtype).ok_or(EncodeError::ScaleOverflow {
+                field,
+                group: g,
+                scale: s,
+            })?;
+            scales.push(bits);
+            group_scale.push(s);
+        }
+    }
+    let int4_rows = params.mode == QuantMode::Int4 && d % 2 == 0;
+    let mut unpacked = vec![
+        0u8;
+        if params.mode == QuantMode::Int4 && !int4_rows {
+            rows * d
+        } else {
+            0
+        }
+    ];
+    for bh in 0..b * h {
+        for (to, &src_t) in order.iter().enumerate() {
+            let out_row = bh * t + to;
+            let x = load_row(&data, (bh * t + src_t) * d, &mut buf);
+            let s = if gran == Granularity::PerBlock {
+                let a = absmax_checked(x).ok_or(EncodeError::NonFinite {
+                    field,
+                    group: out_row,
+                })?;
+                let s = compute_scale(a, qmax);
+                let bits =
+                    scale_to_bits(s, params.scale_dtype).ok_or(EncodeError::ScaleOverflow {
+                        field,
+                        group: out_row,
+                        scale: s,
+                    })?;
+                scales.push(bits);
+                s
+            } else {
+                group_scale[gran.group_of_row(out_row, t)]
+            };
+            match params.mode {
+                QuantMode::Int8 => quantize_row(x, s, qmax, &mut payload[out_row * d..][..d]),
+                QuantMode::Int4 if int4_rows => {
+                    quantize_row_int4(x, s, &mut payload[out_row * d / 2..][..d / 2]);
+                }
+                QuantMode::Int4 => quantize_row(x, s, qmax, &mut unpacked[out_row * d..][..d]),
+            }
+        }
+    }
+    if !unpacked.is_empty() {
+        pack_int4(&unpacked, payload);
+    }
+    Ok(())
+}
+
+/// Dequantizes a payload written by [`quantize_tensor`] into `out` (`B*H*T*D` f32), with
+/// `scales` already converted to f32 (see [`scale_from_bits`]).
+pub fn dequantize_tensor(
+    mode: QuantMode,
+    granularity: Granularity,
+    shape: [usize; 4],
+    payload: &[u8],
+    scales: &[f32],
+    out: &mut [f32],
+) -> Result<(), DecodeError> {
+    let [b, h, t, d] = shape;
+    let rows = b * h * t;
+    let n = rows * d;
+    let checks = [
+        ("out", n, out.len()),
+        ("payload", mode.payload_bytes(n), payload.len()),
+        ("scales", granularity.scale_count(shape), scales.len()),
+    ];
+    for (field, expected, found) in checks {
+        if expected != found {
+            return Err(DecodeError::LengthMismatch {
+                field,
+                offset: 0,
+                expected: expected as u64,
+                found: found as u64,
+            });
+        }
+    }
+    if d == 0 {
+        return Ok(());
+    }
+    match mode {
+        QuantMode::Int8 => {
+            for (r, (o, q)) in out
+                .chunks_exact_mut(d)
+                .zip(payload.chunks_exact(d))
+                .enumerate()
+            {
+                let s = scales[granularity.group_of_row(r, t)];
+                for (o, &q) in o.iter_mut().zip(q) {
+                    *o = f32::from(q as i8) * s;
+                }
+            }
+        }
+        QuantMode::Int4 if d % 2 == 0 => {
+            let half_d = d / 2;
+            for (r, (o, q)) in out
+                .chunks_exact_mut(d)
+                .zip(payload.chunks_exact(half_d))
+                .enumerate()
+            {
+                let s = scales[granularity.group_of_row(r, t)];
+                for (o, &q) in o.chunks_exact_mut(2).zip(q) {
+                    o[0] = f32::from(int4_lo(q)) * s;
+                    o[1] = f32::from(int4_hi(q)) * s;
+                }
+            }
+        }
+        QuantMode::Int4 => {
+            for (i, o) in out.iter_mut().enumerate() {
+                let byte = payload[i / 2];
+                let q = if i % 2 == 0 {
+                    int4_lo(byte)
+                } else {
+                    int4_hi(byte)
+                };
+                *o = f32::from(q) * scales[granularity.group_of_row(i / d, t)];
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Quantizes then dequantizes a `[B, H, T, D]` tensor (rows in place): what a receiver would
+/// reconstruct. For selection and quantization-aware code elsewhere.
+pub fn fake_quantize(
+    values: &[f32],
+    shape: [usize; 4],
+    params: QuantParams,
+) -> Result<Vec<f32>, EncodeError> {
+    let n = crate::layer::checked_elements(shape).ok_or(EncodeError::TooLarge {
+        field: "elements",
+        value: u64::MAX,
+        max: crate::limits::MAX_TENSOR_ELEMENTS as u64,
+    })?;
+    if values.len() != n {
+        return Err(EncodeError::ShapeMismatch {
+            field: "values",
+            expected: n,
+            found: values.len(),
+        });
+    }
+    let order: Vec<usize> = (0..shape[2]).collect();
+    let mut payload = vec![0u8; params.mode.payload_bytes(n)];
+    let mut bits = Vec::new();
+    quantize_tensor(
+        KvData::F32(values),
+        shape,
+        &order,
+        params,
+        "values",
+        &mut payload,
+        &mut bits,
+    )?;
+    let scales: Vec<f32> = bits
+        .iter()
+        .map(|&b| scale_from_bits(b, params.scale_dtype))
+        .collect();
+    let mut out = vec![0f32; n];
+    dequantize_tensor(
+        params.mode,
+        params.granularity,
+        shape,
+        &payload,
+        &scales,
+        &mut out,
+    )
+    .map_err(|_| EncodeError::Unsupported {
+        what: "internal length mismatch",
+    })?;
+    Ok(out)
+}
