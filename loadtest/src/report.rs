@@ -1,0 +1,128 @@
+//! The report of a load run: throughput, latency percentiles of successful calls, and error
+//! counts by gRPC status code.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// What one call did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    /// Call latency.
+    pub latency: Duration,
+    /// `Ok`, or the gRPC status code name (`Unavailable`, ...).
+    pub status: String,
+    /// Payload bytes the call moved (frames or reply), when known.
+    pub bytes: u64,
+}
+
+/// Summary of a run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Report {
+    /// Calls made.
+    pub requests: usize,
+    /// Calls that succeeded.
+    pub ok: usize,
+    /// Calls by status code name (`Ok` included).
+    pub by_status: BTreeMap<String, usize>,
+    /// Wall time of the run, s.
+    pub wall_s: f64,
+    /// Successful calls per second.
+    pub throughput_rps: f64,
+    /// Payload bytes per second over successful calls.
+    pub payload_bytes_per_s: f64,
+    /// Latency of successful calls, ms: p50, p95, p99, max.
+    pub latency_ms: BTreeMap<String, f64>,
+}
+
+impl Report {
+    /// Builds the report of `outcomes` recorded over `wall`.
+    pub fn of(outcomes: &[Outcome], wall: Duration) -> Report {
+        let mut by_status: BTreeMap<String, usize> = BTreeMap::new();
+        for o in outcomes {
+            *by_status.entry(o.status.clone()).or_default() += 1;
+        }
+        let ok: Vec<&Outcome> = outcomes.iter().filter(|o| o.status == "Ok").collect();
+        let lat: Vec<f64> = ok.iter().map(|o| o.latency.as_secs_f64() * 1e3).collect();
+        let mut latency_ms = BTreeMap::new();
+        for (name, q) in [("p50", 0.5), ("p95", 0.95), ("p99", 0.99), ("max", 1.0)] {
+            if let Some(v) = coordinator::stats::percentile(&lat, q) {
+                latency_ms.insert(name.to_string(), v);
+            }
+        }
+        let secs = wall.as_secs_f64().max(f64::MIN_POSITIVE);
+        Report {
+            requests: outcomes.len(),
+            ok: ok.len(),
+            by_status,
+            wall_s: wall.as_secs_f64(),
+            throughput_rps: ok.len() as f64 / secs,
+            payload_bytes_per_s: ok.iter().map(|o| o.bytes).sum::<u64>() as f64 / secs,
+            latency_ms,
+        }
+    }
+
+    /// A few human-readable lines.
+    pub fn render(&self) -> String {
+        let lat = |k: &str| {
+            self.latency_ms
+                .get(k)
+                .map_or("-".into(), |v| format!("{v:.1}"))
+        };
+        let statuses: Vec<String> = self
+            .by_status
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        format!(
+            "requests {} ({}) in {:.1} s\nthroughput {:.2} ok/s, payload {:.0} B/s\nlatency ms \
+             p50 {} p95 {} p99 {} max {}\n",
+            self.requests,
+            statuses.join(" "),
+            self.wall_s,
+            self.throughput_rps,
+            self.payload_bytes_per_s,
+            lat("p50"),
+            lat("p95"),
+            lat("p99"),
+            lat("max"),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn o(ms: u64, status: &str) -> Outcome {
+        Outcome {
+            latency: Duration::from_millis(ms),
+            status: status.into(),
+            bytes: 100,
+        }
+    }
+
+    #[test]
+    fn report_counts_statuses_and_ranks_only_successes() {
+        let mut outcomes: Vec<Outcome> = (1..=100).map(|i| o(i, "Ok")).collect();
+        outcomes.push(o(5000, "Unavailable"));
+        outcomes.push(o(1, "DeadlineExceeded"));
+        let r = Report::of(&outcomes, Duration::from_secs(10));
+        assert_eq!((r.requests, r.ok), (102, 100));
+        assert_eq!(r.by_status["Unavailable"], 1);
+        assert_eq!(r.by_status["DeadlineExceeded"], 1);
+        assert!((r.throughput_rps - 10.0).abs() < 1e-9);
+        assert!((r.latency_ms["p50"] - 50.5).abs() < 1e-9);
+        assert!((r.latency_ms["p99"] - 99.01).abs() < 1e-9);
+        assert_eq!(r.latency_ms["max"], 100.0);
+        assert!(r.render().contains("Unavailable=1"));
+    }
+
+    #[test]
+    fn empty_run_has_no_percentiles() {
+        let r = Report::of(&[], Duration::from_secs(1));
+        assert!(r.latency_ms.is_empty());
+        assert_eq!(r.throughput_rps, 0.0);
+    }
+}
