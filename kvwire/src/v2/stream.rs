@@ -5,6 +5,7 @@ use super::frame::{Frame, decode_frame_at};
 use super::header::{RECORD_PREFIX_LEN, TYPE_FRAME, read_prefix};
 use super::session::SessionHeader;
 use crate::error::DecodeError;
+use crate::limits::MAX_STREAM_BUFFER;
 
 /// One complete record of a v2 stream.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,11 +34,25 @@ impl StreamDecoder {
         Self::default()
     }
 
-    /// Appends received bytes.
+    /// Appends received bytes. Buffering more than [`MAX_STREAM_BUFFER`] unconsumed bytes
+    /// poisons the decoder with `TooLarge` (take records out with `next_item` as they arrive).
     pub fn push(&mut self, bytes: &[u8]) {
+        if self.failed.is_some() {
+            return;
+        }
         if self.start > 0 && self.start * 2 >= self.buf.len() {
             self.buf.drain(..self.start);
             self.start = 0;
+        }
+        let wanted = self.buffered().saturating_add(bytes.len());
+        if wanted > MAX_STREAM_BUFFER {
+            self.failed = Some(DecodeError::TooLarge {
+                field: "stream buffer",
+                offset: self.consumed,
+                value: wanted as u64,
+                max: MAX_STREAM_BUFFER as u64,
+            });
+            return;
         }
         self.buf.extend_from_slice(bytes);
     }
