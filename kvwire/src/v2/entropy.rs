@@ -1,200 +1,247 @@
-//! Optional entropy coding of v2 payloads: an adaptive binary range coder (LZMA-style, 11-bit
-//! probabilities) over bit trees. int8 bytes use one 8-bit tree, int4 nibbles one 4-bit tree,
-//! fp16 one tree for low and one for high bytes. K and V are coded as separate streams with
-//! fresh models: `u32 k_coded_len | coded K | coded V`.
+//! Optional entropy coding of v2 payloads: static order-0 rANS (32-bit state, byte-wise
+//! renormalization, 12-bit frequencies) per tensor.
+//!
+//! Symbols: int8 bytes (one 256-symbol model), int4 nibbles low then high (one 16-symbol
+//! model), fp16 low and high bytes (two 256-symbol models, by byte parity). A coded tensor is
+//! its frequency tables (one LEB128 varint per symbol) followed by the rANS bytes; an empty
+//! tensor codes to nothing. The payload is `u32 k_coded_len | coded K | coded V`.
 
 use super::Payload;
 use crate::error::DecodeError;
 use crate::limits::{ENTROPY_EXPANSION_SLACK, MAX_ENTROPY_EXPANSION};
 
-const PROB_BITS: u32 = 11;
-const PROB_INIT: u16 = 1 << (PROB_BITS - 1);
-const MOVE_BITS: u32 = 5;
-const TOP: u32 = 1 << 24;
+const SCALE_BITS: u32 = 12;
+const M: u32 = 1 << SCALE_BITS;
+const L: u32 = 1 << 23;
 
-struct Encoder {
-    low: u64,
-    range: u32,
-    cache: u8,
-    cache_size: u64,
-    out: Vec<u8>,
+/// Frequencies summing to `M` and their cumulative starts.
+struct Model {
+    freq: Vec<u32>,
+    start: Vec<u32>,
 }
 
-impl Encoder {
-    fn new(capacity: usize) -> Self {
-        Self {
-            low: 0,
-            range: u32::MAX,
-            cache: 0,
-            cache_size: 1,
-            out: Vec::with_capacity(capacity),
+impl Model {
+    fn from_freq(freq: Vec<u32>) -> Self {
+        let mut start = Vec::with_capacity(freq.len());
+        let mut acc = 0;
+        for &f in &freq {
+            start.push(acc);
+            acc += f;
         }
+        Model { freq, start }
     }
 
-    fn shift_low(&mut self) {
-        if (self.low as u32) < 0xFF00_0000 || (self.low >> 32) != 0 {
-            let carry = (self.low >> 32) as u8;
-            let mut temp = self.cache;
-            loop {
-                self.out.push(temp.wrapping_add(carry));
-                temp = 0xFF;
-                self.cache_size -= 1;
-                if self.cache_size == 0 {
+    /// Normalizes counts to sum exactly `M`, every present symbol at least 1.
+    fn from_counts(counts: &[u64]) -> Self {
+        let total: u64 = counts.iter().sum();
+        let mut freq: Vec<u32> = counts
+            .iter()
+            .map(|&c| {
+                if c == 0 {
+                    0
+                } else {
+                    ((c * u64::from(M)) / total.max(1)).max(1) as u32
+                }
+            })
+            .collect();
+        if total == 0 {
+            // A model with no symbols (fp16 high bytes of a 1-byte tensor) still needs a table.
+            freq[0] = M;
+        }
+        let mut sum: u32 = freq.iter().sum();
+        while sum != M {
+            // Adjust the largest entry one step at a time: at most alphabet-size steps.
+            let (i, _) = freq
+                .iter()
+                .enumerate()
+                .max_by_key(|&(_, &f)| f)
+                .unwrap_or((0, &0));
+            if sum > M {
+                let step = (sum - M).min(freq[i] - 1);
+                freq[i] -= step;
+                sum -= step;
+                if step == 0 {
                     break;
                 }
+            } else {
+                freq[i] += M - sum;
+                sum = M;
             }
-            self.cache = ((self.low >> 24) & 0xFF) as u8;
         }
-        self.cache_size += 1;
-        self.low = (self.low & 0x00FF_FFFF) << 8;
+        Model::from_freq(freq)
     }
 
-    fn bit(&mut self, p: &mut u16, bit: u32) {
-        let bound = (self.range >> PROB_BITS) * u32::from(*p);
-        if bit == 0 {
-            self.range = bound;
-            *p += ((1 << PROB_BITS) - *p) >> MOVE_BITS;
-        } else {
-            self.low += u64::from(bound);
-            self.range -= bound;
-            *p -= *p >> MOVE_BITS;
-        }
-        while self.range < TOP {
-            self.range <<= 8;
-            self.shift_low();
+    fn write(&self, out: &mut Vec<u8>) {
+        for &f in &self.freq {
+            let mut v = f;
+            while v >= 0x80 {
+                out.push((v as u8) | 0x80);
+                v >>= 7;
+            }
+            out.push(v as u8);
         }
     }
 
-    fn symbol(&mut self, probs: &mut [u16; 256], sym: u8, bits: u32) {
-        let mut m = 1usize;
-        for i in (0..bits).rev() {
-            let b = u32::from(sym >> i) & 1;
-            self.bit(&mut probs[m], b);
-            m = (m << 1) | b as usize;
+    fn read(src: &[u8], pos: &mut usize, symbols: usize) -> Option<(Self, Vec<u8>)> {
+        let mut freq = Vec::with_capacity(symbols);
+        for _ in 0..symbols {
+            let mut v = 0u32;
+            let mut shift = 0;
+            loop {
+                let b = *src.get(*pos)?;
+                *pos += 1;
+                v |= u32::from(b & 0x7F) << shift;
+                if b & 0x80 == 0 {
+                    break;
+                }
+                shift += 7;
+                if shift > 14 {
+                    return None;
+                }
+            }
+            freq.push(v);
         }
-    }
-
-    fn finish(mut self) -> Vec<u8> {
-        for _ in 0..5 {
-            self.shift_low();
+        if freq.iter().map(|&f| u64::from(f)).sum::<u64>() != u64::from(M) {
+            return None;
         }
-        self.out
+        let mut slots = vec![0u8; M as usize];
+        let mut at = 0usize;
+        for (s, &f) in freq.iter().enumerate() {
+            slots[at..at + f as usize].fill(s as u8);
+            at += f as usize;
+        }
+        Some((Model::from_freq(freq), slots))
     }
 }
 
-struct Decoder<'a> {
-    src: &'a [u8],
-    pos: usize,
-    range: u32,
-    code: u32,
-    overrun: usize,
-}
-
-impl<'a> Decoder<'a> {
-    fn new(src: &'a [u8]) -> Self {
-        let mut d = Self {
-            src,
-            pos: 0,
-            range: u32::MAX,
-            code: 0,
-            overrun: 0,
-        };
-        for _ in 0..5 {
-            d.code = (d.code << 8) | u32::from(d.next_byte());
-        }
-        d
-    }
-
-    fn next_byte(&mut self) -> u8 {
-        match self.src.get(self.pos) {
-            Some(&b) => {
-                self.pos += 1;
-                b
-            }
-            None => {
-                self.overrun += 1;
-                0
-            }
-        }
-    }
-
-    fn bit(&mut self, p: &mut u16) -> u32 {
-        let bound = (self.range >> PROB_BITS) * u32::from(*p);
-        let bit = if self.code < bound {
-            self.range = bound;
-            *p += ((1 << PROB_BITS) - *p) >> MOVE_BITS;
-            0
-        } else {
-            self.code -= bound;
-            self.range -= bound;
-            *p -= *p >> MOVE_BITS;
-            1
-        };
-        while self.range < TOP {
-            self.range <<= 8;
-            self.code = (self.code << 8) | u32::from(self.next_byte());
-        }
-        bit
-    }
-
-    fn symbol(&mut self, probs: &mut [u16; 256], bits: u32) -> u8 {
-        let mut m = 1usize;
-        for _ in 0..bits {
-            m = (m << 1) | self.bit(&mut probs[m]) as usize;
-        }
-        (m - (1 << bits)) as u8
-    }
-}
-
-fn encode_tensor(data: &[u8], payload: Payload) -> Vec<u8> {
-    let mut enc = Encoder::new(data.len() / 2 + 16);
-    let mut a = [PROB_INIT; 256];
-    let mut b = [PROB_INIT; 256];
+/// The symbol sequence of a tensor: (model index, symbol) for each position.
+fn for_each_symbol(data: &[u8], payload: Payload, mut f: impl FnMut(usize, u8)) {
     match payload {
-        Payload::Int8 => data.iter().for_each(|&x| enc.symbol(&mut a, x, 8)),
-        Payload::Int4 => data.iter().for_each(|&x| {
-            enc.symbol(&mut a, x & 0x0F, 4);
-            enc.symbol(&mut a, x >> 4, 4);
+        Payload::Int8 => data.iter().for_each(|&b| f(0, b)),
+        Payload::Int4 => data.iter().for_each(|&b| {
+            f(0, b & 0x0F);
+            f(0, b >> 4);
         }),
-        Payload::Fp16 => data.chunks(2).for_each(|c| {
-            enc.symbol(&mut a, c[0], 8);
-            if let Some(&hi) = c.get(1) {
-                enc.symbol(&mut b, hi, 8);
-            }
-        }),
+        Payload::Fp16 => data.iter().enumerate().for_each(|(i, &b)| f(i % 2, b)),
     }
-    enc.finish()
 }
 
-fn decode_tensor(src: &[u8], out: &mut [u8], payload: Payload) -> bool {
-    let mut dec = Decoder::new(src);
-    let mut a = [PROB_INIT; 256];
-    let mut b = [PROB_INIT; 256];
+fn shape_of(payload: Payload) -> (usize, usize) {
     match payload {
-        Payload::Int8 => out.iter_mut().for_each(|x| *x = dec.symbol(&mut a, 8)),
-        Payload::Int4 => out.iter_mut().for_each(|x| {
-            let lo = dec.symbol(&mut a, 4);
-            *x = lo | (dec.symbol(&mut a, 4) << 4);
-        }),
-        Payload::Fp16 => out.chunks_mut(2).for_each(|c| {
-            c[0] = dec.symbol(&mut a, 8);
-            if let Some(hi) = c.get_mut(1) {
-                *hi = dec.symbol(&mut b, 8);
-            }
-        }),
+        Payload::Int8 => (1, 256),
+        Payload::Int4 => (1, 16),
+        Payload::Fp16 => (2, 256),
     }
-    dec.overrun == 0
+}
+
+fn encode_tensor(data: &[u8], payload: Payload, out: &mut Vec<u8>) {
+    if data.is_empty() {
+        return;
+    }
+    let (models, symbols) = shape_of(payload);
+    let mut counts = vec![vec![0u64; symbols]; models];
+    for_each_symbol(data, payload, |m, s| counts[m][usize::from(s)] += 1);
+    let models: Vec<Model> = counts.iter().map(|c| Model::from_counts(c)).collect();
+    for m in &models {
+        m.write(out);
+    }
+    let mut seq = Vec::with_capacity(data.len() * 2);
+    for_each_symbol(data, payload, |m, s| seq.push((m as u8, s)));
+    let mut bytes = Vec::with_capacity(data.len());
+    let mut x = L;
+    for &(m, s) in seq.iter().rev() {
+        let model = &models[usize::from(m)];
+        let (freq, start) = (model.freq[usize::from(s)], model.start[usize::from(s)]);
+        let x_max = ((L >> SCALE_BITS) << 8) * freq;
+        while x >= x_max {
+            bytes.push(x as u8);
+            x >>= 8;
+        }
+        x = ((x / freq) << SCALE_BITS) + (x % freq) + start;
+    }
+    bytes.extend_from_slice(&x.to_le_bytes());
+    bytes.reverse();
+    out.extend_from_slice(&bytes);
+}
+
+fn decode_tensor(src: &[u8], out: &mut [u8], payload: Payload) -> Result<(), &'static str> {
+    if out.is_empty() {
+        return if src.is_empty() {
+            Ok(())
+        } else {
+            Err("bytes after an empty tensor")
+        };
+    }
+    let (n_models, symbols) = shape_of(payload);
+    let mut pos = 0usize;
+    let mut models = Vec::with_capacity(n_models);
+    for _ in 0..n_models {
+        models.push(Model::read(src, &mut pos, symbols).ok_or("bad frequency table")?);
+    }
+    let head = src.get(pos..pos + 4).ok_or("missing rANS state")?;
+    let mut x = u32::from_be_bytes([head[0], head[1], head[2], head[3]]);
+    pos += 4;
+    let mut overrun = false;
+    let mut next = |x: &mut u32| {
+        while *x < L {
+            let b = match src.get(pos) {
+                Some(&b) => b,
+                None => {
+                    overrun = true;
+                    0
+                }
+            };
+            pos += 1;
+            *x = (*x << 8) | u32::from(b);
+        }
+    };
+    let symbol = |m: usize, x: &mut u32| -> u8 {
+        let (model, slots) = &models[m];
+        let slot = *x & (M - 1);
+        let s = slots[slot as usize];
+        *x = model.freq[usize::from(s)] * (*x >> SCALE_BITS) + slot - model.start[usize::from(s)];
+        s
+    };
+    match payload {
+        Payload::Int8 => {
+            for o in out.iter_mut() {
+                *o = symbol(0, &mut x);
+                next(&mut x);
+            }
+        }
+        Payload::Int4 => {
+            for o in out.iter_mut() {
+                let lo = symbol(0, &mut x);
+                next(&mut x);
+                let hi = symbol(0, &mut x);
+                next(&mut x);
+                *o = lo | (hi << 4);
+            }
+        }
+        Payload::Fp16 => {
+            for (i, o) in out.iter_mut().enumerate() {
+                *o = symbol(i % 2, &mut x);
+                next(&mut x);
+            }
+        }
+    }
+    if overrun {
+        return Err("coded stream ended early");
+    }
+    if x != L || pos != src.len() {
+        return Err("coded stream does not end where the data does");
+    }
+    Ok(())
 }
 
 /// Codes K and V payloads (`raw` is K then V, `tensor_bytes` each).
 pub(crate) fn encode_payload(raw: &[u8], tensor_bytes: usize, payload: Payload) -> Vec<u8> {
     let (k, v) = raw.split_at(tensor_bytes);
-    let ck = encode_tensor(k, payload);
-    let cv = encode_tensor(v, payload);
-    let mut out = Vec::with_capacity(4 + ck.len() + cv.len());
-    out.extend_from_slice(&(ck.len() as u32).to_le_bytes());
-    out.extend_from_slice(&ck);
-    out.extend_from_slice(&cv);
+    let mut out = vec![0u8; 4];
+    encode_tensor(k, payload, &mut out);
+    let k_len = (out.len() - 4) as u32;
+    out[..4].copy_from_slice(&k_len.to_le_bytes());
+    encode_tensor(v, payload, &mut out);
     out
 }
 
@@ -228,8 +275,54 @@ pub(crate) fn decode_payload(
     let (ck, cv) = rest.split_at(k_len);
     let mut out = vec![0u8; 2 * tensor_bytes];
     let (k, v) = out.split_at_mut(tensor_bytes);
-    if !decode_tensor(ck, k, payload) || !decode_tensor(cv, v, payload) {
-        return Err(err("coded stream ended early"));
-    }
+    decode_tensor(ck, k, payload).map_err(err)?;
+    decode_tensor(cv, v, payload).map_err(err)?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip(data: &[u8], payload: Payload) -> usize {
+        let coded = encode_payload(data, data.len() / 2, payload);
+        assert_eq!(
+            decode_payload(&coded, data.len() / 2, payload, 0).unwrap(),
+            data
+        );
+        coded.len()
+    }
+
+    #[test]
+    fn skewed_bytes_compress_and_round_trip() {
+        // Mostly small magnitudes, like quantized activations.
+        let data: Vec<u8> = (0..20_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 29) as u8)
+            .collect();
+        let len = round_trip(&data, Payload::Int8);
+        assert!(len < data.len() / 2, "{len} of {}", data.len());
+        round_trip(&data, Payload::Int4);
+        round_trip(&data, Payload::Fp16);
+    }
+
+    #[test]
+    fn constant_and_tiny_inputs_round_trip() {
+        for data in [vec![0u8; 2], vec![7u8; 1000], vec![1, 2], Vec::new()] {
+            for p in [Payload::Int8, Payload::Int4, Payload::Fp16] {
+                round_trip(&data, p);
+            }
+        }
+    }
+
+    #[test]
+    fn corrupted_streams_are_errors_not_panics() {
+        let data: Vec<u8> = (0..4000u32).map(|i| (i % 37) as u8).collect();
+        let coded = encode_payload(&data, 2000, Payload::Int8);
+        for i in 0..coded.len() {
+            let mut bad = coded.clone();
+            bad[i] ^= 0x5A;
+            let _ = decode_payload(&bad, 2000, Payload::Int8, 0);
+            let _ = decode_payload(&coded[..i], 2000, Payload::Int8, 0);
+        }
+    }
 }
