@@ -78,6 +78,10 @@ fn encode_decode_inspect_round_trip_through_npy_files() {
             version,
             "--quant",
             quant,
+            "--granularity",
+            "per_head",
+            "--scale-dtype",
+            "bf16",
             "-o",
             o,
         ];
@@ -110,6 +114,14 @@ fn encode_decode_inspect_round_trip_through_npy_files() {
         let json: serde_json::Value =
             serde_json::from_str(&kvwire(&["inspect", o, "--json"])).unwrap();
         assert_eq!(json["version"], version);
+        if quant != "fp16" {
+            let g = if version == "v1" {
+                &json["granularity"]
+            } else {
+                &json["records"][0]["granularity"]
+            };
+            assert_eq!(g, "per_head");
+        }
         assert_eq!(json["bytes"], std::fs::metadata(&out).unwrap().len());
         assert!(kvwire(&["inspect", o]).contains("breakdown"));
     }

@@ -29,12 +29,16 @@ pub enum QuantArg {
 #[allow(clippy::enum_variant_names)]
 pub enum GranularityArg {
     /// One scale per (b, h, t).
+    #[value(name = "per_block", alias = "per-block")]
     PerBlock,
     /// One scale per (b, h).
+    #[value(name = "per_head", alias = "per-head")]
     PerHead,
     /// One scale per tensor.
+    #[value(name = "per_tensor", alias = "per-tensor")]
     PerTensor,
     /// One scale per layer.
+    #[value(name = "per_layer", alias = "per-layer")]
     PerLayer,
 }
 
@@ -88,7 +92,7 @@ pub struct EncodeArgs {
     #[arg(long, value_enum, default_value = "int8")]
     quant: QuantArg,
     /// Scale granularity.
-    #[arg(long, value_enum, default_value = "per-block")]
+    #[arg(long, value_enum, default_value = "per_block")]
     granularity: GranularityArg,
     /// Scale dtype.
     #[arg(long, value_enum, default_value = "fp16")]
