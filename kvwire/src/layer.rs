@@ -97,13 +97,14 @@ impl LayerKv<'_> {
         Ok(())
     }
 
-    /// The positions sorted ascending and, for each output row, the source row (stable).
+    /// The positions sorted ascending and, for each output row, the source row (stable sort).
     pub fn sorted_positions(&self) -> (Vec<u32>, Vec<usize>) {
         let t = self.shape[2];
         if self.indices.is_empty() {
             return ((0..t as u32).collect(), (0..t).collect());
         }
-        let mut order: Vec<usize> = (0..t).collect();
+        // Over the given positions; `validate` guarantees there are exactly T of them.
+        let mut order: Vec<usize> = (0..self.indices.len()).collect();
         if !self.indices.is_sorted() {
             order.sort_by_key(|&i| self.indices[i]);
         }

@@ -27,8 +27,8 @@ fn load_row<'s>(data: &'s KvData<'_>, start: usize, buf: &'s mut [f32]) -> &'s [
 /// `order[t]`. Writes the payload (`mode.payload_bytes(n)` bytes) into `payload` and appends the
 /// scale bits (in `granularity.scale_shape` order) to `scales`.
 ///
-/// The caller guarantees `data.len() == B*H*T*D`, `order` is a permutation of `0..T` and
-/// `payload` has the right length (the encoders validate first).
+/// Lengths are checked (`ShapeMismatch`); `order` should be a permutation of `0..T` (entries
+/// out of range are refused, repeats duplicate rows).
 pub fn quantize_tensor(
     data: KvData<'_>,
     shape: [usize; 4],
@@ -39,6 +39,32 @@ pub fn quantize_tensor(
     scales: &mut Vec<u16>,
 ) -> Result<(), EncodeError> {
     let [b, h, t, d] = shape;
+    let n = crate::layer::checked_elements(shape).ok_or(EncodeError::TooLarge {
+        field: "elements",
+        value: u64::MAX,
+        max: crate::limits::MAX_TENSOR_ELEMENTS as u64,
+    })?;
+    let checks = [
+        (field, n, data.len()),
+        ("order", t, order.len()),
+        ("payload", params.mode.payload_bytes(n), payload.len()),
+    ];
+    for (field, expected, found) in checks {
+        if expected != found {
+            return Err(EncodeError::ShapeMismatch {
+                field,
+                expected,
+                found,
+            });
+        }
+    }
+    if let Some(&bad) = order.iter().find(|&&o| o >= t) {
+        return Err(EncodeError::ShapeMismatch {
+            field: "order entry",
+            expected: t,
+            found: bad,
+        });
+    }
     let rows = b * h * t;
     let qmax = params.mode.qmax();
     let gran = params.granularity;
