@@ -80,7 +80,7 @@ fn fix_crc(bytes: &mut [u8]) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 8000, ..ProptestConfig::default() })]
     #[test]
     fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256), prefix in 0usize..3) {
         let mut b = match prefix { 0 => Vec::new(), 1 => b"KVWIRE01".to_vec(), _ => b"KVW2F\0".to_vec() };
