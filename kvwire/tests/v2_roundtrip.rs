@@ -54,16 +54,14 @@ fn check_roundtrip(shape: [usize; 4], indices: &[u32], opts: FrameOptions, f16_i
     let frame = v2::decode_frame(&bytes).unwrap();
     let h = frame.header();
     assert_eq!(
-        (h.layer, h.group, h.round, h.kind, h.payload, h.entropy),
-        (
-            opts.layer,
-            opts.group,
-            opts.round,
-            opts.kind,
-            opts.payload,
-            opts.entropy
-        )
+        (h.layer, h.group, h.round, h.kind, h.payload),
+        (opts.layer, opts.group, opts.round, opts.kind, opts.payload)
     );
+    // Entropy coding is used only when asked for and only when it makes the payload smaller.
+    assert!(!h.entropy || opts.entropy);
+    if h.entropy {
+        assert!(frame.breakdown().payload < 2 * h.tensor_payload_bytes() as u64);
+    }
     assert_eq!(h.shape, shape);
     assert_eq!(frame.breakdown().total(), bytes.len() as u64);
     let (sorted, order) = layer.sorted_positions();
@@ -92,7 +90,7 @@ fn check_roundtrip(shape: [usize; 4], indices: &[u32], opts: FrameOptions, f16_i
         };
         assert_eq!(got, &want);
     }
-    if !opts.entropy {
+    {
         let est = v2::estimate_frame_bytes(
             &opts,
             shape,
@@ -103,7 +101,14 @@ fn check_roundtrip(shape: [usize; 4], indices: &[u32], opts: FrameOptions, f16_i
             },
             sorted.last().copied().unwrap_or(0),
         );
-        assert_eq!(est, bytes.len() as u64);
+        if h.entropy {
+            assert!(
+                est > bytes.len() as u64,
+                "coded frames are smaller than the estimate"
+            );
+        } else {
+            assert_eq!(est, bytes.len() as u64);
+        }
     }
 }
 
@@ -262,4 +267,46 @@ fn stream_yields_each_record_as_soon_as_it_is_complete() {
         };
         assert_eq!(f.header().layer, l as u16);
     }
+}
+
+#[test]
+fn entropy_coding_is_used_when_it_pays_and_skipped_when_it_does_not() {
+    let shape = [1, 4, 256, 64];
+    let n: usize = shape.iter().product();
+    let k = values(n, 5);
+    let big = LayerKv {
+        k: KvData::F32(&k),
+        v: KvData::F32(&k),
+        shape,
+        indices: &[],
+    };
+    let opts = FrameOptions {
+        payload: Payload::Int4,
+        entropy: cfg!(feature = "entropy"),
+        ..FrameOptions::default()
+    };
+    let raw = v2::encode_frame(
+        &big,
+        &FrameOptions {
+            entropy: false,
+            ..opts
+        },
+    )
+    .unwrap();
+    let coded = v2::encode_frame(&big, &opts).unwrap();
+    let f = v2::decode_frame(&coded).unwrap();
+    assert_eq!(f.header().entropy, cfg!(feature = "entropy"));
+    assert_eq!(f.dequantize(), v2::decode_frame(&raw).unwrap().dequantize());
+    if cfg!(feature = "entropy") {
+        assert!(coded.len() < raw.len(), "{} vs {}", coded.len(), raw.len());
+    }
+    // One token of one head: the frequency tables cost more than they save.
+    let tiny = LayerKv {
+        k: KvData::F32(&k[..8]),
+        v: KvData::F32(&k[..8]),
+        shape: [1, 1, 1, 8],
+        indices: &[],
+    };
+    let f = v2::decode_frame(&v2::encode_frame(&tiny, &opts).unwrap()).unwrap();
+    assert!(!f.header().entropy);
 }

@@ -9,7 +9,9 @@ use std::borrow::Cow;
 use half::f16;
 use half::slice::HalfFloatSliceExt as _;
 
-use super::header::{FRAME_HEADER_LEN, FrameHeader, IndexEncoding, RECORD_TRAILER_LEN};
+use super::header::{
+    CODING_OFFSET, FRAME_HEADER_LEN, FrameHeader, IndexEncoding, RECORD_TRAILER_LEN,
+};
 use super::{FrameOptions, Payload};
 use crate::breakdown::Breakdown;
 use crate::error::{DecodeError, EncodeError};
@@ -112,8 +114,13 @@ pub fn encode_frame_into(
     #[cfg(feature = "entropy")]
     if opts.entropy {
         let coded = super::entropy::encode_payload(&out[payload_at..], tensor_bytes, opts.payload);
-        out.truncate(payload_at);
-        out.extend_from_slice(&coded);
+        if coded.len() < 2 * tensor_bytes {
+            out.truncate(payload_at);
+            out.extend_from_slice(&coded);
+        } else {
+            // Not worth it (tiny frames: the frequency tables outweigh the saving): stay raw.
+            out[start + CODING_OFFSET] = 0;
+        }
     }
     let record_len = out.len() - start + RECORD_TRAILER_LEN;
     if record_len > crate::limits::MAX_RECORD_BYTES {

@@ -108,7 +108,8 @@ pub struct FrameOptions {
     pub round: u8,
     /// Base values or residual.
     pub kind: FrameKind,
-    /// Entropy-code the payload (needs feature `entropy`).
+    /// Entropy-code the payload when that makes it smaller (needs feature `entropy`); the
+    /// frame header's `entropy` says whether it was.
     pub entropy: bool,
 }
 
@@ -130,8 +131,8 @@ impl Default for FrameOptions {
 /// Predicted frame length (formula, for the drift report).
 ///
 /// `n_indices == 0` means contiguous positions (no index bytes); otherwise uint16 when
-/// `max_position <= 65535`, else uint32. An entropy-coded payload is estimated at its raw size
-/// plus the 4-byte K length prefix.
+/// `max_position <= 65535`, else uint32. With `entropy` the payload is estimated at its raw
+/// size, an upper bound (the coded form is kept only when it is smaller).
 pub fn estimate_frame_bytes(
     opts: &FrameOptions,
     shape: [usize; 4],
@@ -155,6 +156,5 @@ pub fn estimate_frame_bytes(
         Payload::Int8 => n,
         Payload::Int4 => n.div_ceil(2),
     };
-    let coded_prefix = if opts.entropy { 4 } else { 0 };
-    (FRAME_HEADER_LEN + RECORD_TRAILER_LEN) as u64 + idx + scales + 2 * per_tensor + coded_prefix
+    (FRAME_HEADER_LEN + RECORD_TRAILER_LEN) as u64 + idx + scales + 2 * per_tensor
 }
