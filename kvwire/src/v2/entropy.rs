@@ -145,12 +145,10 @@ fn encode_tensor(data: &[u8], payload: Payload, out: &mut Vec<u8>) {
     for m in &models {
         m.write(out);
     }
-    let mut seq = Vec::with_capacity(data.len() * 2);
-    for_each_symbol(data, payload, |m, s| seq.push((m as u8, s)));
     let mut bytes = Vec::with_capacity(data.len());
     let mut x = L;
-    for &(m, s) in seq.iter().rev() {
-        let model = &models[usize::from(m)];
+    let mut put = |m: usize, s: u8| {
+        let model = &models[m];
         let (freq, start) = (model.freq[usize::from(s)], model.start[usize::from(s)]);
         let x_max = ((L >> SCALE_BITS) << 8) * freq;
         while x >= x_max {
@@ -158,6 +156,19 @@ fn encode_tensor(data: &[u8], payload: Payload, out: &mut Vec<u8>) {
             x >>= 8;
         }
         x = ((x / freq) << SCALE_BITS) + (x % freq) + start;
+    };
+    // rANS codes in reverse: walk the symbols of `for_each_symbol` backwards.
+    match payload {
+        Payload::Int8 => data.iter().rev().for_each(|&b| put(0, b)),
+        Payload::Int4 => data.iter().rev().for_each(|&b| {
+            put(0, b >> 4);
+            put(0, b & 0x0F);
+        }),
+        Payload::Fp16 => data
+            .iter()
+            .enumerate()
+            .rev()
+            .for_each(|(i, &b)| put(i % 2, b)),
     }
     bytes.extend_from_slice(&x.to_le_bytes());
     bytes.reverse();
