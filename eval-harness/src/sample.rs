@@ -40,6 +40,13 @@ pub fn shard(examples: &[Example], i: usize, k: usize) -> Option<Vec<Example>> {
     (i < k).then(|| examples.iter().skip(i).step_by(k).cloned().collect())
 }
 
+/// Parses a shard spec `i/k` (with `i < k`).
+pub fn parse_shard(spec: &str) -> Option<(usize, usize)> {
+    let (i, k) = spec.split_once('/')?;
+    let (i, k) = (i.trim().parse().ok()?, k.trim().parse().ok()?);
+    (i < k).then_some((i, k))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -90,5 +97,8 @@ mod tests {
         seen.dedup();
         assert_eq!(seen.len(), 23);
         assert!(shard(&all, 4, 4).is_none());
+        assert_eq!(parse_shard("1/4"), Some((1, 4)));
+        assert_eq!(parse_shard("4/4"), None);
+        assert_eq!(parse_shard("x/4"), None);
     }
 }

