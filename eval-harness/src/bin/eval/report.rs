@@ -40,6 +40,8 @@ pub struct Summary {
     pub mean_prompt_tokens: f64,
     pub seconds_per_question: f64,
     pub answered: usize,
+    /// How often each choice letter was predicted (A, B, ...), to spot constant answers.
+    pub predicted_letters: Vec<usize>,
 }
 
 fn rule(name: &str, flags: &[bool]) -> RuleAccuracy {
@@ -81,10 +83,13 @@ impl Summary {
                 .iter()
                 .filter(|r| r.prediction.is_some() || r.extracted.is_some())
                 .count(),
+            predicted_letters: letter_histogram(rows),
         }
     }
 
     /// Prints the human-readable summary to stdout.
+    ///
+    /// Rank mode's histogram is of the per-char prediction.
     pub fn print(&self) {
         let r = &self.run;
         println!(
@@ -118,5 +123,26 @@ impl Summary {
             self.seconds_per_question,
             r.load_seconds
         );
+        if !self.predicted_letters.is_empty() {
+            let hist: Vec<String> = self
+                .predicted_letters
+                .iter()
+                .enumerate()
+                .map(|(i, n)| format!("{}:{n}", char::from(b'A' + i as u8)))
+                .collect();
+            println!("  predicted letters {}", hist.join(" "));
+        }
     }
+}
+
+/// Counts of predicted choice indices (empty when nothing was predicted).
+fn letter_histogram(rows: &[Row]) -> Vec<usize> {
+    let mut counts = Vec::new();
+    for i in rows.iter().filter_map(|r| r.prediction) {
+        if counts.len() <= i {
+            counts.resize(i + 1, 0);
+        }
+        counts[i] += 1;
+    }
+    counts
 }
