@@ -1,3 +1,4 @@
+#![cfg(feature = "cli")]
 //! The `kvwire` CLI: encode from `.npy`, decode to `.npy`, inspect; with Rust-written files
 //! always, and with NumPy when `python3 -c "import numpy"` works (skipped with a message if not).
 

@@ -9,9 +9,7 @@ use std::borrow::Cow;
 use half::f16;
 use half::slice::HalfFloatSliceExt as _;
 
-use super::header::{
-    CODING_OFFSET, FRAME_HEADER_LEN, FrameHeader, IndexEncoding, RECORD_TRAILER_LEN,
-};
+use super::header::{FRAME_HEADER_LEN, FrameHeader, IndexEncoding, RECORD_TRAILER_LEN};
 use super::{FrameOptions, Payload};
 use crate::breakdown::Breakdown;
 use crate::error::{DecodeError, EncodeError};
@@ -119,7 +117,7 @@ pub fn encode_frame_into(
             out.extend_from_slice(&coded);
         } else {
             // Not worth it (tiny frames: the frequency tables outweigh the saving): stay raw.
-            out[start + CODING_OFFSET] = 0;
+            out[start + super::header::CODING_OFFSET] = 0;
         }
     }
     let record_len = out.len() - start + RECORD_TRAILER_LEN;

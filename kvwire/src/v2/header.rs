@@ -12,6 +12,7 @@ pub const FRAME_HEADER_LEN: usize = 36;
 /// Bytes after the body: the CRC32C.
 pub const RECORD_TRAILER_LEN: usize = 4;
 /// Offset of the coding byte in a frame header.
+#[cfg(feature = "entropy")]
 pub(crate) const CODING_OFFSET: usize = 17;
 /// Bytes needed to learn a record's type and length.
 pub(crate) const RECORD_PREFIX_LEN: usize = 12;
