@@ -9,6 +9,28 @@
 //!
 //! Every length and count from the wire is bounded by a [`limits`] constant before allocating,
 //! and every malformed input is a [`DecodeError`] naming the field and offset.
+//!
+//! ```
+//! use kvwire::v2::{self, FrameOptions, Payload, SessionHeader, StreamDecoder, StreamItem};
+//! use kvwire::{KvData, LayerKv};
+//!
+//! // One layer, [B=1, H=2, T=3, D=4], rows at positions 9, 2, 5 (re-sorted on the wire).
+//! let k: Vec<f32> = (0..24).map(|i| i as f32 / 10.0).collect();
+//! let layer = LayerKv { k: KvData::F32(&k), v: KvData::F32(&k), shape: [1, 2, 3, 4], indices: &[9, 2, 5] };
+//! let session = SessionHeader { layers: 1, kv_heads: 2, head_dim: 4, tokens: 10, frames: 1, ..Default::default() };
+//! let mut wire = session.encode()?;
+//! v2::encode_frame_into(&layer, &FrameOptions { payload: Payload::Int8, ..FrameOptions::default() }, &mut wire)?;
+//!
+//! let mut rx = StreamDecoder::new();
+//! rx.push(&wire);
+//! assert!(matches!(rx.next_item()?, Some(StreamItem::Session(_))));
+//! let Some(StreamItem::Frame(frame)) = rx.next_item()? else { unreachable!() };
+//! assert_eq!(&*frame.indices(), &[2, 5, 9]);
+//! let (k_hat, _v_hat) = frame.dequantize();
+//! assert!((k_hat[4] - k[8]).abs() < 0.01); // output row 1 (position 5) is input row 2
+//! assert_eq!(frame.breakdown().total(), (wire.len() - session.encoded_len()) as u64);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 pub mod breakdown;
 pub mod error;
