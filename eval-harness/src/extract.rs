@@ -31,22 +31,19 @@ fn leading_letter(s: &str, n: usize) -> Option<usize> {
 
 /// The chosen option index (0 = A) among `n` choices, and the rule that found it.
 pub fn extract_letter(text: &str, n: usize) -> Option<(usize, LetterRule)> {
-    let lower = text.to_lowercase();
-    let prefix = ANSWER_PREFIX.to_lowercase();
-    // `to_lowercase` can change byte lengths only for non-ASCII; map positions through ASCII
-    // matching on the original when lengths agree.
-    if lower.len() == text.len() {
-        if let Some(pos) = lower.find(&prefix)
-            && let Some(i) = leading_letter(&text[pos + prefix.len()..], n)
+    // ASCII lowering keeps byte offsets valid in the original text.
+    let lower = text.to_ascii_lowercase();
+    let prefix = ANSWER_PREFIX.to_ascii_lowercase();
+    if let Some(pos) = lower.find(&prefix)
+        && let Some(i) = leading_letter(&text[pos + prefix.len()..], n)
+    {
+        return Some((i, LetterRule::Prefix));
+    }
+    for marker in ["answer is", "answer:"] {
+        if let Some(pos) = lower.rfind(marker)
+            && let Some(i) = leading_letter(&text[pos + marker.len()..], n)
         {
-            return Some((i, LetterRule::Prefix));
-        }
-        for marker in ["answer is", "answer:"] {
-            if let Some(pos) = lower.rfind(marker)
-                && let Some(i) = leading_letter(&text[pos + marker.len()..], n)
-            {
-                return Some((i, LetterRule::AnswerMarker));
-            }
+            return Some((i, LetterRule::AnswerMarker));
         }
     }
     let bare = text
@@ -99,9 +96,8 @@ pub fn extract_final_number(text: &str) -> Option<String> {
     {
         return Some(n);
     }
-    let lower = text.to_lowercase();
-    if lower.len() == text.len()
-        && let Some(pos) = lower.rfind("answer is")
+    let lower = text.to_ascii_lowercase();
+    if let Some(pos) = lower.rfind("answer is")
         && let Some(n) = numbers(&text[pos..]).into_iter().next()
     {
         return Some(n);
@@ -149,6 +145,8 @@ mod tests {
         assert_eq!(extract_letter("The correct answer is Alpha", 4), None);
         assert_eq!(extract_letter("B or C", 4), None);
         assert_eq!(extract_letter("no idea", 4), None);
+        let accented = "Réponse — the correct answer is B";
+        assert_eq!(extract_letter(accented, 4), Some((1, LetterRule::Prefix)));
     }
 
     #[test]
