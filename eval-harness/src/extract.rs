@@ -17,14 +17,16 @@ pub enum LetterRule {
 }
 
 /// A letter at the start of `s` (after spaces, `:`, `*`, `(`), if it is one of the first `n`
-/// capitals and not the start of a word.
+/// capitals and not the start of a word or of the format echo `A/B/C/D`.
 fn leading_letter(s: &str, n: usize) -> Option<usize> {
     let s = s.trim_start_matches(|c: char| {
         c.is_whitespace() || matches!(c, ':' | '*' | '(' | '[' | '"' | '\'')
     });
     let mut chars = s.chars();
     let c = chars.next()?;
-    let next_is_word = chars.next().is_some_and(char::is_alphanumeric);
+    let next_is_word = chars
+        .next()
+        .is_some_and(|c| c.is_alphanumeric() || c == '/');
     let idx = (c as u32).checked_sub('A' as u32)? as usize;
     (c.is_ascii_uppercase() && idx < n && !next_is_word).then_some(idx)
 }
@@ -145,6 +147,8 @@ mod tests {
         assert_eq!(extract_letter("The correct answer is Alpha", 4), None);
         assert_eq!(extract_letter("B or C", 4), None);
         assert_eq!(extract_letter("no idea", 4), None);
+        // Small models echo the instruction's format; that is no answer.
+        assert_eq!(extract_letter("The correct answer is A/B/C/D.", 4), None);
         let accented = "Réponse — the correct answer is B";
         assert_eq!(extract_letter(accented, 4), Some((1, LetterRule::Prefix)));
     }
