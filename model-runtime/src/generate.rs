@@ -1,0 +1,230 @@
+//! Inference helpers over an explicit cache: greedy generation, next-token logits,
+//! continuation log-probabilities (rank classification) and forced choice over options.
+
+use crate::cache::KvCache;
+use crate::error::{Result, RuntimeError};
+use crate::layer::log_softmax;
+use crate::model::Model;
+use candle_core::{IndexOp, Tensor};
+
+/// Parameters of greedy generation.
+#[derive(Debug, Clone)]
+pub struct GenerateParams {
+    /// Upper bound on generated tokens.
+    pub max_new_tokens: usize,
+    /// Tokens that end generation (included in the output when produced).
+    pub stop_ids: Vec<u32>,
+}
+
+/// Why generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// A stop token was produced.
+    StopToken(u32),
+    /// `max_new_tokens` were produced.
+    MaxTokens,
+}
+
+/// Output of greedy generation.
+#[derive(Debug, Clone)]
+pub struct Generation {
+    /// Generated tokens, including the stop token if one ended generation.
+    pub tokens: Vec<u32>,
+    /// Why it ended.
+    pub stop: StopReason,
+}
+
+/// Log-probability of one continuation given a prompt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContinuationScore {
+    /// Log-probability of each continuation token (natural log).
+    pub token_logprobs: Vec<f32>,
+    /// Their sum.
+    pub sum_logprob: f64,
+    /// Number of continuation tokens.
+    pub n_tokens: usize,
+}
+
+/// Forced choice over candidate tokens: softmax restricted to them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ForcedChoice {
+    /// Probability of each candidate, in the order given (sums to one).
+    pub probs: Vec<f32>,
+    /// Index of the most probable candidate (the first on ties).
+    pub prediction: usize,
+    /// Best minus second-best probability (1 with a single candidate).
+    pub margin: f32,
+}
+
+/// Softmax of `logits` restricted to `candidates` (token ids), with prediction and margin.
+pub fn forced_choice(logits: &[f32], candidates: &[u32]) -> Result<ForcedChoice> {
+    if candidates.is_empty() {
+        return Err(RuntimeError::input("candidates", "empty"));
+    }
+    let picked = candidates
+        .iter()
+        .map(|&id| {
+            logits.get(id as usize).copied().ok_or_else(|| {
+                RuntimeError::input(
+                    "candidates",
+                    format!("token {id} outside {} logits", logits.len()),
+                )
+            })
+        })
+        .collect::<Result<Vec<f32>>>()?;
+    let max = picked.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let exp: Vec<f32> = picked.iter().map(|l| (l - max).exp()).collect();
+    let total: f32 = exp.iter().sum();
+    let probs: Vec<f32> = exp.iter().map(|e| e / total).collect();
+    let mut order: Vec<usize> = (0..probs.len()).collect();
+    order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]).then(a.cmp(&b)));
+    let margin = match order.get(1) {
+        Some(&second) => probs[order[0]] - probs[second],
+        None => 1.0,
+    };
+    Ok(ForcedChoice {
+        prediction: order[0],
+        margin,
+        probs,
+    })
+}
+
+fn argmax(logits: &Tensor) -> Result<u32> {
+    Ok(logits
+        .argmax(candle_core::D::Minus1)?
+        .flatten_all()?
+        .to_vec1::<u32>()?[0])
+}
+
+impl Model {
+    /// Prefills `ids` (batch 1) and returns the next-token logits `[V]` as a vector.
+    pub fn next_token_logits(&self, ids: &[u32]) -> Result<Vec<f32>> {
+        let (logits, _) = self.prefill(&self.ids_tensor(ids)?)?;
+        Ok(logits.i(0)?.to_vec1::<f32>()?)
+    }
+
+    /// Greedy generation from a prompt (batch 1).
+    pub fn generate_greedy(&self, prompt: &[u32], params: &GenerateParams) -> Result<Generation> {
+        let (logits, cache) = self.prefill(&self.ids_tensor(prompt)?)?;
+        self.generate_greedy_from(&logits, cache, prompt.len(), params)
+    }
+
+    /// Greedy generation continuing from a cache (for example an injected, fused one)
+    /// whose last-position logits are `logits` `[1, V]`; `offset` is the position of the
+    /// first generated token.
+    pub fn generate_greedy_from(
+        &self,
+        logits: &Tensor,
+        mut cache: KvCache,
+        offset: usize,
+        params: &GenerateParams,
+    ) -> Result<Generation> {
+        let mut tokens = Vec::with_capacity(params.max_new_tokens);
+        let mut next = argmax(logits)?;
+        let mut pos = offset;
+        while tokens.len() < params.max_new_tokens {
+            tokens.push(next);
+            if params.stop_ids.contains(&next) {
+                return Ok(Generation {
+                    tokens,
+                    stop: StopReason::StopToken(next),
+                });
+            }
+            if tokens.len() == params.max_new_tokens {
+                break;
+            }
+            let logits = self.forward(&self.ids_tensor(&[next])?, pos, &mut cache)?;
+            pos += 1;
+            next = argmax(&logits)?;
+        }
+        Ok(Generation {
+            tokens,
+            stop: StopReason::MaxTokens,
+        })
+    }
+
+    /// Prefills `prompt` once and scores every continuation from it (rank classification).
+    pub fn continuation_logprobs(
+        &self,
+        prompt: &[u32],
+        continuations: &[Vec<u32>],
+    ) -> Result<Vec<ContinuationScore>> {
+        let (logits, cache) = self.prefill(&self.ids_tensor(prompt)?)?;
+        self.score_continuations(&logits, &cache, prompt.len(), continuations)
+    }
+
+    /// Scores continuations after a prompt whose cache is `cache` (batch 1, possibly
+    /// injected) and whose last-position logits are `last_logits` `[1, V]`. The cache is
+    /// not modified. Continuations of two or more tokens run as one right-padded batch.
+    pub fn score_continuations(
+        &self,
+        last_logits: &Tensor,
+        cache: &KvCache,
+        offset: usize,
+        continuations: &[Vec<u32>],
+    ) -> Result<Vec<ContinuationScore>> {
+        if continuations.iter().any(Vec::is_empty) {
+            return Err(RuntimeError::input(
+                "continuations",
+                "a continuation has no tokens",
+            ));
+        }
+        let first = log_softmax(last_logits)?.i(0)?.to_vec1::<f32>()?;
+        let mut scores: Vec<Vec<f32>> = continuations
+            .iter()
+            .map(|c| {
+                first
+                    .get(c[0] as usize)
+                    .copied()
+                    .map(|lp| vec![lp])
+                    .ok_or_else(|| {
+                        RuntimeError::input(
+                            "continuations",
+                            format!("token {} outside the vocabulary", c[0]),
+                        )
+                    })
+            })
+            .collect::<Result<_>>()?;
+        let longer: Vec<usize> = (0..continuations.len())
+            .filter(|&i| continuations[i].len() > 1)
+            .collect();
+        if !longer.is_empty() {
+            // Feed tokens 0..n-1 of each continuation; position j predicts token j+1.
+            let width = longer
+                .iter()
+                .map(|&i| continuations[i].len() - 1)
+                .max()
+                .unwrap_or(0);
+            let mut ids = Vec::with_capacity(longer.len() * width);
+            for &i in &longer {
+                let c = &continuations[i];
+                ids.extend_from_slice(&c[..c.len() - 1]);
+                // Right padding is never attended by real positions under the causal mask.
+                ids.extend(std::iter::repeat_n(c[0], width - (c.len() - 1)));
+            }
+            let ids = Tensor::from_vec(ids, (longer.len(), width), &self.device)?;
+            let mut batch_cache = if cache.is_empty() {
+                KvCache::new()
+            } else {
+                cache.repeat_batch(longer.len())?
+            };
+            let logits = self.forward_all(&ids, offset, &mut batch_cache)?;
+            let logprobs = log_softmax(&logits)?;
+            for (row, &i) in longer.iter().enumerate() {
+                let c = &continuations[i];
+                let targets = Tensor::new(&c[1..], &self.device)?.unsqueeze(1)?;
+                let rows = logprobs.i((row, ..c.len() - 1, ..))?;
+                let picked = rows.gather(&targets, 1)?.flatten_all()?.to_vec1::<f32>()?;
+                scores[i].extend(picked);
+            }
+        }
+        Ok(scores
+            .into_iter()
+            .map(|lps| ContinuationScore {
+                sum_logprob: lps.iter().map(|&x| f64::from(x)).sum(),
+                n_tokens: lps.len(),
+                token_logprobs: lps,
+            })
+            .collect())
+    }
+}

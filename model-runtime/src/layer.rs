@@ -1,0 +1,185 @@
+//! One decoder layer (pre-norm attention with RoPE and GQA, then a SwiGLU MLP), and the
+//! RoPE tables. The layer reads and extends the caller's [`LayerKv`].
+
+use crate::cache::LayerKv;
+use crate::config::{ModelConfig, RopeStyle};
+use crate::error::Result;
+use crate::weights::Linear;
+use candle_core::{D, DType, Device, Tensor};
+
+/// Precomputed RoPE cos/sin tables, `[max_position, head_dim / 2]`.
+#[derive(Debug, Clone)]
+pub(crate) struct Rope {
+    cos: Tensor,
+    sin: Tensor,
+    style: RopeStyle,
+}
+
+impl Rope {
+    pub(crate) fn new(cfg: &ModelConfig, dtype: DType, dev: &Device) -> Result<Self> {
+        let d = cfg.head_dim;
+        // Frequencies in f32 exactly as candle's GGUF models compute them.
+        let theta = cfg.rope_theta as f32;
+        let inv_freq: Vec<f32> = (0..d)
+            .step_by(2)
+            .map(|i| 1f32 / theta.powf(i as f32 / d as f32))
+            .collect();
+        let inv_freq = Tensor::from_vec(inv_freq, (1, d / 2), dev)?;
+        let positions = Tensor::arange(0u32, cfg.max_position as u32, dev)?
+            .to_dtype(DType::F32)?
+            .reshape((cfg.max_position, 1))?;
+        let freqs = positions.matmul(&inv_freq)?;
+        Ok(Self {
+            cos: freqs.cos()?.to_dtype(dtype)?,
+            sin: freqs.sin()?.to_dtype(dtype)?,
+            style: cfg.rope_style,
+        })
+    }
+
+    /// Rotates `x` of `[B, H, T, D]` whose first position is `offset`.
+    fn apply(&self, x: &Tensor, offset: usize) -> Result<Tensor> {
+        let t = x.dim(2)?;
+        let cos = self.cos.narrow(0, offset, t)?;
+        let sin = self.sin.narrow(0, offset, t)?;
+        let x = x.contiguous()?;
+        Ok(match self.style {
+            RopeStyle::Half => candle_nn::rotary_emb::rope(&x, &cos, &sin)?,
+            RopeStyle::Interleaved => candle_nn::rotary_emb::rope_i(&x, &cos, &sin)?,
+        })
+    }
+}
+
+/// Weights of one decoder layer.
+#[derive(Debug, Clone)]
+pub(crate) struct Layer {
+    pub(crate) attn_norm: Tensor,
+    pub(crate) q: Linear,
+    pub(crate) k: Linear,
+    pub(crate) v: Linear,
+    pub(crate) o: Linear,
+    pub(crate) q_norm: Option<Tensor>,
+    pub(crate) k_norm: Option<Tensor>,
+    pub(crate) mlp_norm: Tensor,
+    pub(crate) gate: Linear,
+    pub(crate) up: Linear,
+    pub(crate) down: Linear,
+}
+
+/// Shapes a layer needs at run time.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Dims {
+    pub(crate) n_heads: usize,
+    pub(crate) n_kv_heads: usize,
+    pub(crate) head_dim: usize,
+    pub(crate) eps: f32,
+}
+
+impl Layer {
+    /// Runs the layer on `x` `[B, T, H]` at absolute positions `offset..offset+T`.
+    /// `past` holds the cached K/V before this call (if any); returns the new hidden
+    /// states and the extended K/V.
+    pub(crate) fn forward(
+        &self,
+        x: &Tensor,
+        offset: usize,
+        past: Option<&LayerKv>,
+        mask: Option<&Tensor>,
+        rope: &Rope,
+        dims: Dims,
+    ) -> Result<(Tensor, LayerKv)> {
+        let (b, t, _) = x.dims3()?;
+        let h = candle_nn::ops::rms_norm(x, &self.attn_norm, dims.eps)?;
+        let q = self
+            .q
+            .forward(&h)?
+            .reshape((b, t, dims.n_heads, dims.head_dim))?;
+        let k = self
+            .k
+            .forward(&h)?
+            .reshape((b, t, dims.n_kv_heads, dims.head_dim))?;
+        let v = self
+            .v
+            .forward(&h)?
+            .reshape((b, t, dims.n_kv_heads, dims.head_dim))?;
+        let q = match &self.q_norm {
+            Some(w) => candle_nn::ops::rms_norm(&q.contiguous()?, w, dims.eps)?,
+            None => q,
+        };
+        let k = match &self.k_norm {
+            Some(w) => candle_nn::ops::rms_norm(&k.contiguous()?, w, dims.eps)?,
+            None => k,
+        };
+        let q = rope.apply(&q.transpose(1, 2)?, offset)?;
+        let k = rope.apply(&k.transpose(1, 2)?, offset)?;
+        let v = v.transpose(1, 2)?.contiguous()?;
+        let (k, v) = match past {
+            Some(p) => (Tensor::cat(&[&p.k, &k], 2)?, Tensor::cat(&[&p.v, &v], 2)?),
+            None => (k, v),
+        };
+        let kv = LayerKv {
+            k: k.clone(),
+            v: v.clone(),
+        };
+        let groups = dims.n_heads / dims.n_kv_heads;
+        let k = repeat_kv(k, groups)?;
+        let v = repeat_kv(v, groups)?;
+        let att = (q.matmul(&k.t()?)? / (dims.head_dim as f64).sqrt())?;
+        let att = match mask {
+            Some(m) => att.broadcast_add(m)?,
+            None => att,
+        };
+        let att = candle_nn::ops::softmax_last_dim(&att)?;
+        let y = att.matmul(&v.contiguous()?)?;
+        let y = y
+            .transpose(1, 2)?
+            .reshape((b, t, dims.n_heads * dims.head_dim))?;
+        let x = (self.o.forward(&y)? + x)?;
+
+        let h = candle_nn::ops::rms_norm(&x, &self.mlp_norm, dims.eps)?;
+        let gate = candle_nn::ops::silu(&self.gate.forward(&h)?)?;
+        let mlp = self.down.forward(&(gate * self.up.forward(&h)?)?)?;
+        Ok(((mlp + x)?, kv))
+    }
+}
+
+/// Repeats each KV head `n` times along the head axis: `[B, Hkv, T, D] -> [B, Hkv*n, T, D]`.
+fn repeat_kv(x: Tensor, n: usize) -> Result<Tensor> {
+    if n == 1 {
+        return Ok(x);
+    }
+    let (b, h, t, d) = x.dims4()?;
+    Ok(Tensor::cat(&vec![&x; n], 2)?.reshape((b, h * n, t, d))?)
+}
+
+/// Additive causal mask `[T, past + T]`: query i (absolute `past + i` in cache order)
+/// sees every cached entry and the new keys `0..=i`. `None` for a single query.
+pub(crate) fn causal_mask(
+    t: usize,
+    past: usize,
+    dtype: DType,
+    dev: &Device,
+) -> Result<Option<Tensor>> {
+    if t <= 1 {
+        return Ok(None);
+    }
+    let total = past + t;
+    let values: Vec<f32> = (0..t)
+        .flat_map(|i| (0..total).map(move |j| if j > past + i { f32::NEG_INFINITY } else { 0.0 }))
+        .collect();
+    Ok(Some(
+        Tensor::from_vec(values, (t, total), dev)?.to_dtype(dtype)?,
+    ))
+}
+
+/// RMSNorm over the last axis, used for the final norm.
+pub(crate) fn rms_norm(x: &Tensor, w: &Tensor, eps: f32) -> Result<Tensor> {
+    Ok(candle_nn::ops::rms_norm(x, w, eps)?)
+}
+
+/// Log-softmax over the last axis in f32.
+pub(crate) fn log_softmax(x: &Tensor) -> Result<Tensor> {
+    Ok(candle_nn::ops::log_softmax(
+        &x.to_dtype(DType::F32)?,
+        D::Minus1,
+    )?)
+}

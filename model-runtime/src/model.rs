@@ -1,0 +1,224 @@
+//! The decoder: embedding, layers, final norm and output head, with a forward pass that
+//! takes the KV cache as an explicit argument.
+
+use crate::WeightsInfo;
+use crate::cache::KvCache;
+use crate::config::ModelConfig;
+use crate::error::{Result, RuntimeError};
+use crate::layer::{Dims, Layer, Rope, causal_mask, rms_norm};
+use crate::weights::Linear;
+use candle_core::{DType, Device, IndexOp, Tensor};
+
+/// A loaded decoder. Immutable: all per-sequence state lives in a [`KvCache`].
+#[derive(Debug, Clone)]
+pub struct Model {
+    pub(crate) config: ModelConfig,
+    pub(crate) embed: Tensor,
+    pub(crate) layers: Vec<Layer>,
+    pub(crate) final_norm: Tensor,
+    pub(crate) lm_head: Linear,
+    pub(crate) rope: Rope,
+    pub(crate) device: Device,
+    pub(crate) dtype: DType,
+    pub(crate) info: WeightsInfo,
+}
+
+/// Which positions get logits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Logits {
+    /// Only the last position: `[B, V]`.
+    Last,
+    /// Every position: `[B, T, V]` (rank classification scores every continuation token).
+    All,
+}
+
+impl Model {
+    /// The config the model was built from.
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    /// Device the weights live on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Activation dtype (and dtype of the KV cache).
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// Where the weights came from and how they are held.
+    pub fn weights_info(&self) -> &WeightsInfo {
+        &self.info
+    }
+
+    /// One line for manifests: source, weights mode, dtype, device.
+    pub fn describe(&self) -> String {
+        self.info.describe()
+    }
+
+    /// Turns token ids into a `[1, T]` u32 tensor on the model's device.
+    pub fn ids_tensor(&self, ids: &[u32]) -> Result<Tensor> {
+        Ok(Tensor::new(ids, &self.device)?.unsqueeze(0)?)
+    }
+
+    /// Runs `input_ids` `[B, T]` at absolute positions `offset..offset+T`, attending to
+    /// everything in `cache`, appends the new K/V to `cache`, and returns last-position
+    /// logits `[B, V]` in f32.
+    ///
+    /// `offset` is usually `cache.seq_len()`; it may be larger when the cache holds a
+    /// pruned subset of earlier positions (RoPE uses `offset`, the mask uses the cache).
+    pub fn forward(
+        &self,
+        input_ids: &Tensor,
+        offset: usize,
+        cache: &mut KvCache,
+    ) -> Result<Tensor> {
+        self.forward_logits(input_ids, offset, cache, Logits::Last)
+    }
+
+    /// As [`Model::forward`], returning logits for every position `[B, T, V]`.
+    pub fn forward_all(
+        &self,
+        input_ids: &Tensor,
+        offset: usize,
+        cache: &mut KvCache,
+    ) -> Result<Tensor> {
+        self.forward_logits(input_ids, offset, cache, Logits::All)
+    }
+
+    /// Runs a prompt from an empty cache: last-position logits `[B, V]` and the cache.
+    pub fn prefill(&self, input_ids: &Tensor) -> Result<(Tensor, KvCache)> {
+        let mut cache = KvCache::new();
+        let logits = self.forward(input_ids, 0, &mut cache)?;
+        Ok((logits, cache))
+    }
+
+    /// Forward with a choice of which positions get logits.
+    pub fn forward_logits(
+        &self,
+        input_ids: &Tensor,
+        offset: usize,
+        cache: &mut KvCache,
+        which: Logits,
+    ) -> Result<Tensor> {
+        let hidden = self.forward_hidden(input_ids, offset, cache)?;
+        let t = hidden.dim(1)?;
+        let hidden = match which {
+            Logits::Last => hidden.i((.., t - 1, ..))?,
+            Logits::All => hidden,
+        };
+        Ok(self.lm_head.forward(&hidden)?.to_dtype(DType::F32)?)
+    }
+
+    /// Final-norm hidden states `[B, T, H]`, extending `cache`.
+    pub fn forward_hidden(
+        &self,
+        input_ids: &Tensor,
+        offset: usize,
+        cache: &mut KvCache,
+    ) -> Result<Tensor> {
+        let (b, t) = input_ids.dims2().map_err(|_| {
+            RuntimeError::input(
+                "input_ids",
+                format!("expected [B, T], got {:?}", input_ids.dims()),
+            )
+        })?;
+        if t == 0 {
+            return Err(RuntimeError::input("input_ids", "no tokens"));
+        }
+        self.check_cache(cache, b, offset)?;
+        if offset + t > self.config.max_position {
+            return Err(RuntimeError::input(
+                "offset",
+                format!(
+                    "positions up to {} exceed max_position {}",
+                    offset + t,
+                    self.config.max_position
+                ),
+            ));
+        }
+        let past = cache.seq_len();
+        let mask = causal_mask(t, past, self.dtype, &self.device)?;
+        let dims = Dims {
+            n_heads: self.config.n_heads,
+            n_kv_heads: self.config.n_kv_heads,
+            head_dim: self.config.head_dim,
+            eps: self.config.rms_eps as f32,
+        };
+        let ids = input_ids.to_device(&self.device)?.to_dtype(DType::U32)?;
+        let mut x = embedding_lookup(&self.embed, &ids)?;
+        let mut new_layers = Vec::with_capacity(self.layers.len());
+        for (i, layer) in self.layers.iter().enumerate() {
+            let (y, kv) = layer.forward(
+                &x,
+                offset,
+                cache.layers.get(i),
+                mask.as_ref(),
+                &self.rope,
+                dims,
+            )?;
+            x = y;
+            new_layers.push(kv);
+        }
+        cache.layers = new_layers;
+        rms_norm(&x, &self.final_norm, dims.eps)
+    }
+
+    /// Checks a caller-provided cache fits this model, converting its dtype if needed.
+    fn check_cache(&self, cache: &mut KvCache, batch: usize, offset: usize) -> Result<()> {
+        if cache.is_empty() {
+            return Ok(());
+        }
+        let c = &self.config;
+        if cache.layers.len() != c.n_layers {
+            return Err(RuntimeError::input(
+                "cache",
+                format!("{} layers, model has {}", cache.layers.len(), c.n_layers),
+            ));
+        }
+        let past = cache.seq_len();
+        for (i, layer) in cache.layers.iter_mut().enumerate() {
+            for (name, t) in [("k", &mut layer.k), ("v", &mut layer.v)] {
+                let expected = [batch, c.n_kv_heads, past, c.head_dim];
+                if t.dims() != expected {
+                    return Err(RuntimeError::input(
+                        "cache",
+                        format!(
+                            "layer {i} {name} has shape {:?}, expected {expected:?}",
+                            t.dims()
+                        ),
+                    ));
+                }
+                if t.dtype() != self.dtype || !t.device().same_device(&self.device) {
+                    *t = t.to_device(&self.device)?.to_dtype(self.dtype)?;
+                }
+            }
+        }
+        if offset < past {
+            return Err(RuntimeError::input(
+                "offset",
+                format!("offset {offset} is before the end of the cache ({past} positions)"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Embedding lookup on a dense `[V, H]` table, rejecting ids outside the vocabulary.
+fn embedding_lookup(table: &Tensor, ids: &Tensor) -> Result<Tensor> {
+    let (b, t) = ids.dims2()?;
+    let hidden = table.dim(1)?;
+    let vocab = table.dim(0)?;
+    let max = ids.max_all()?.to_scalar::<u32>()? as usize;
+    if max >= vocab {
+        return Err(RuntimeError::input(
+            "input_ids",
+            format!("token id {max} is outside the vocabulary of {vocab}"),
+        ));
+    }
+    Ok(table
+        .index_select(&ids.flatten_all()?, 0)?
+        .reshape((b, t, hidden))?)
+}
