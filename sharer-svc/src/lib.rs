@@ -1,1 +1,100 @@
-//! Sharer service: prefill, selection, quantization and KVWire streaming over gRPC, refinement sessions.
+//! Sharer service: runs its model over a prompt, selects and quantizes the KV cache, and streams
+//! it as KVWire v2 frames over gRPC; keeps sessions for refinement; serves text baselines and its
+//! own answer (the sharer-only method).
+//!
+//! [`serve`] runs the gRPC server (Sharer, health, reflection) on a bound listener until the
+//! shutdown future resolves; the binary and the coordinator's embedded mode both use it.
+
+pub mod config;
+pub mod domain;
+pub mod engine;
+pub mod error;
+pub mod produce;
+pub mod select;
+pub mod service;
+pub mod session_state;
+pub mod sessions;
+pub mod text;
+
+use std::future::Future;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use kvwire_proto::v1::sharer_server::SharerServer;
+use service_kit::counting::{ByteCounters, counted_incoming};
+use service_kit::model_spec::ModelSpec;
+use tokio::net::TcpListener;
+
+pub use config::SharerConfig;
+pub use engine::SharerEngine;
+pub use error::SharerError;
+pub use service::SharerService;
+
+/// Loads the model named by the config (blocking work, run off the async threads).
+pub async fn load_engine(config: &SharerConfig) -> anyhow::Result<SharerEngine> {
+    let spec = ModelSpec::parse(&config.model)?;
+    let loaded = tokio::task::spawn_blocking(move || service_kit::model_load::load(&spec))
+        .await
+        .context("model loader thread")??;
+    Ok(SharerEngine::new(loaded))
+}
+
+/// Serves the sharer on `listener` until `shutdown` resolves.
+///
+/// Validates the config and loads the model first; health reports SERVING once the model is
+/// loaded. Telemetry is not initialised here: binaries call `service_kit::telemetry::init`.
+pub async fn serve(
+    config: SharerConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    config.validate().context("sharer configuration")?;
+    service_kit::metrics_catalog::describe_all();
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(kvwire_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("building the reflection service")?;
+    let engine = load_engine(&config)
+        .await
+        .with_context(|| format!("loading model {}", config.model))?;
+    tracing::info!(model = %config.model, addr = ?listener.local_addr().ok(), "sharer ready");
+    let sessions = sessions::SessionStore::new(
+        config.sessions.capacity,
+        config.sessions.max_bytes,
+        Duration::from_secs(config.sessions.ttl_secs),
+    );
+    let max = config.limits.max_message_bytes;
+    let sharer = SharerServer::new(SharerService::new(engine, config.limits.clone(), sessions))
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
+    health_reporter
+        .set_serving::<SharerServer<SharerService>>()
+        .await;
+    let counters = ByteCounters::new();
+    let reporter = tokio::spawn(report_transport(counters.clone()));
+    let incoming = counted_incoming(listener, counters);
+    let served = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(sharer)
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+        .context("sharer gRPC server");
+    reporter.abort();
+    served
+}
+
+/// Adds the TCP bytes of all sharer connections to the bytes metric once a second.
+async fn report_transport(counters: std::sync::Arc<ByteCounters>) {
+    let mut last = counters.snapshot();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let now = counters.snapshot();
+        let delta = now.since(last);
+        service_kit::metrics_catalog::add_bytes("sharer", "transport_read", delta.read);
+        service_kit::metrics_catalog::add_bytes("sharer", "transport_written", delta.written);
+        last = now;
+    }
+}

@@ -1,1 +1,165 @@
-//! Cross-crate end-to-end tests.
+//! Cross-crate end-to-end tests, and the harness they share: both services started in-process
+//! on loopback (real gRPC over TCP) with tiny random-weight models, plus a TCP relay that can
+//! cut a connection mid-stream.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use kvwire_proto::v1 as pb;
+use receiver_svc::ReceiverConfig;
+use sharer_svc::SharerConfig;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// The model both sides run in tests (a same-model pair).
+pub const TINY_MODEL: &str = "random:tiny-llama:7";
+
+/// A service running in this process; dropping it shuts it down.
+#[derive(Debug)]
+pub struct Running {
+    /// Its address.
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    /// `http://addr`.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops the server and returns its result.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        (&mut self.task).await?
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+async fn bind() -> (TcpListener, SocketAddr) {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
+    let addr = listener.local_addr().expect("local addr");
+    (listener, addr)
+}
+
+/// Starts a sharer with `model`.
+pub async fn start_sharer(model: &str) -> Running {
+    let (listener, addr) = bind().await;
+    let config = SharerConfig {
+        model: model.into(),
+        ..SharerConfig::default()
+    };
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(sharer_svc::serve(config, listener, async move {
+        let _ = rx.await;
+    }));
+    wait_serving(addr, kvwire_proto::service_names::SHARER).await;
+    Running {
+        addr,
+        stop: Some(tx),
+        task,
+    }
+}
+
+/// Starts a receiver with `model` whose default sharer is `sharer_endpoint`.
+pub async fn start_receiver(model: &str, sharer_endpoint: &str) -> Running {
+    let (listener, addr) = bind().await;
+    let config = ReceiverConfig {
+        model: model.into(),
+        sharer_endpoint: sharer_endpoint.into(),
+        ..ReceiverConfig::default()
+    };
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(receiver_svc::serve(config, listener, async move {
+        let _ = rx.await;
+    }));
+    wait_serving(addr, kvwire_proto::service_names::RECEIVER).await;
+    Running {
+        addr,
+        stop: Some(tx),
+        task,
+    }
+}
+
+/// Polls gRPC health until `service` is SERVING (the model is loaded), for up to 60 s.
+pub async fn wait_serving(addr: SocketAddr, service: &str) {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    for _ in 0..600 {
+        if let Ok(channel) = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .expect("valid uri")
+            .connect()
+            .await
+        {
+            let req = HealthCheckRequest { service: service.into() };
+            if let Ok(r) = HealthClient::new(channel).check(req).await
+                && r.into_inner().status == ServingStatus::Serving as i32
+            {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{service} on {addr} never became SERVING");
+}
+
+/// A TCP relay to `target` that forwards at most `limit` bytes from the server back to the
+/// client, then closes both sides: a sharer that dies mid-stream, as the receiver sees it.
+pub async fn cutting_relay(target: SocketAddr, limit: usize) -> SocketAddr {
+    let (listener, addr) = bind().await;
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            tokio::spawn(relay_one(client, target, limit));
+        }
+    });
+    addr
+}
+
+async fn relay_one(client: TcpStream, target: SocketAddr, limit: usize) {
+    let Ok(server) = TcpStream::connect(target).await else {
+        return;
+    };
+    let (mut cr, mut cw) = client.into_split();
+    let (mut sr, mut sw) = server.into_split();
+    let upstream = tokio::spawn(async move {
+        let _ = tokio::io::copy(&mut cr, &mut sw).await;
+    });
+    let mut buf = vec![0u8; 4096];
+    let mut forwarded = 0;
+    while forwarded < limit {
+        let n = match sr.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n.min(limit - forwarded),
+        };
+        if cw.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+        forwarded += n;
+    }
+    upstream.abort();
+    // Dropping both halves closes the connections.
+}
+
+/// A four-choice example.
+pub fn example(id: &str) -> pb::Example {
+    pb::Example {
+        id: id.into(),
+        question: "Plants need light to grow. A seed was kept in a dark closet. Which factor stops the seed from growing?".into(),
+        choices: vec!["water".into(), "darkness".into(), "soil".into(), "air".into()],
+        gold: "B".into(),
+    }
+}

@@ -1,0 +1,236 @@
+//! The receiver's link to a sharer: one gRPC channel per evaluation over a counting TCP
+//! connector (so its transport bytes are exactly this evaluation's), trace context and the
+//! remaining deadline on every call, and frame streams decoded as they arrive.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kvwire_proto::v1 as pb;
+use kvwire_proto::v1::sharer_client::SharerClient;
+use prost::Message as _;
+use service_kit::counting::{ByteCounters, ByteSnapshot, CountingConnector};
+use service_kit::timing::ms;
+use service_kit::trace_context::TraceContext;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Status};
+
+use crate::decode::{DecodedCache, TransferDecoder};
+use crate::error::ReceiverError;
+
+/// One round of KV transfer as the receiver saw it.
+#[derive(Debug)]
+pub struct RoundTransfer {
+    /// The decoded cache after this round.
+    pub cache: DecodedCache,
+    /// Sum of frame lengths (session header included).
+    pub blob_bytes: u64,
+    /// Breakdown of those bytes.
+    pub breakdown: kvwire::Breakdown,
+    /// kvwire's formula for the same frames.
+    pub estimated: u64,
+    /// Records received (session header included).
+    pub frames: u32,
+    /// Encoded lengths of the request and every response message.
+    pub grpc_bytes: u64,
+    /// Encoded length of the request alone.
+    pub request_bytes: u64,
+    /// The sharer's stage timings (from the last chunk).
+    pub sharer_timings: pb::StageTimings,
+    /// First to last chunk, ms.
+    pub transfer_ms: f64,
+    /// Decoding and dequantization, ms.
+    pub decode_ms: f64,
+    /// Session id, when the sharer kept the session.
+    pub session_id: String,
+}
+
+/// A connection to one sharer for one evaluation.
+#[derive(Debug)]
+pub struct SharerLink {
+    client: SharerClient<Channel>,
+    counters: Arc<ByteCounters>,
+    trace: TraceContext,
+    deadline: Instant,
+}
+
+impl SharerLink {
+    /// Connects to `endpoint` through a fresh counting connector.
+    pub async fn connect(
+        endpoint: &str,
+        max_message_bytes: usize,
+        connect_timeout: Duration,
+        trace: TraceContext,
+        deadline: Instant,
+    ) -> Result<Self, ReceiverError> {
+        let unreachable = |reason: String| ReceiverError::SharerUnreachable {
+            endpoint: endpoint.to_string(),
+            reason,
+        };
+        let counters = ByteCounters::new();
+        let channel = Endpoint::from_shared(endpoint.to_string())
+            .map_err(|e| ReceiverError::invalid("sharer_endpoint", e.to_string()))?
+            .connect_timeout(connect_timeout)
+            .tcp_nodelay(true)
+            .connect_with_connector(CountingConnector::new(counters.clone()))
+            .await
+            .map_err(|e| unreachable(format!("{e}: {}", source_chain(&e))))?;
+        let client = SharerClient::new(channel)
+            .max_decoding_message_size(max_message_bytes)
+            .max_encoding_message_size(max_message_bytes);
+        Ok(Self {
+            client,
+            counters,
+            trace,
+            deadline,
+        })
+    }
+
+    /// Transport bytes so far on this link.
+    pub fn transport(&self) -> ByteSnapshot {
+        self.counters.snapshot()
+    }
+
+    fn request<T>(&self, message: T) -> Request<T> {
+        let mut request = Request::new(message);
+        self.trace.child().inject(request.metadata_mut());
+        request.set_timeout(self.deadline.saturating_duration_since(Instant::now()));
+        request
+    }
+
+    /// The sharer's forced-choice answer, and the gRPC message bytes of the exchange.
+    pub async fn answer(
+        &mut self,
+        req: pb::AnswerRequest,
+    ) -> Result<(pb::AnswerReply, u64), ReceiverError> {
+        let sent = req.encoded_len() as u64;
+        let reply = self
+            .client
+            .answer(self.request(req))
+            .await
+            .map_err(ReceiverError::from_sharer)?
+            .into_inner();
+        Ok((reply.clone(), sent + reply.encoded_len() as u64))
+    }
+
+    /// A text message, and the gRPC message bytes of the exchange.
+    pub async fn message(
+        &mut self,
+        req: pb::MessageRequest,
+    ) -> Result<(pb::MessageReply, u64), ReceiverError> {
+        let sent = req.encoded_len() as u64;
+        let reply = self
+            .client
+            .message(self.request(req))
+            .await
+            .map_err(ReceiverError::from_sharer)?
+            .into_inner();
+        let grpc = sent + reply.encoded_len() as u64;
+        Ok((reply, grpc))
+    }
+
+    /// Round 1: Share, decoding frames as they arrive.
+    pub async fn share(&mut self, req: pb::ShareRequest) -> Result<RoundTransfer, ReceiverError> {
+        let request_bytes = req.encoded_len() as u64;
+        let stream = self
+            .client
+            .share(self.request(req))
+            .await
+            .map_err(ReceiverError::from_sharer)?;
+        pull(stream.into_inner(), TransferDecoder::new(), request_bytes).await
+    }
+
+    /// Round 2 and later: Refine, applied on top of `cache`.
+    pub async fn refine(
+        &mut self,
+        req: pb::RefineRequest,
+        cache: DecodedCache,
+    ) -> Result<RoundTransfer, ReceiverError> {
+        let request_bytes = req.encoded_len() as u64;
+        let stream = self
+            .client
+            .refine(self.request(req))
+            .await
+            .map_err(ReceiverError::from_sharer)?;
+        pull(
+            stream.into_inner(),
+            TransferDecoder::refining(cache),
+            request_bytes,
+        )
+        .await
+    }
+}
+
+async fn pull(
+    mut stream: tonic::Streaming<pb::ShareChunk>,
+    mut decoder: TransferDecoder,
+    request_bytes: u64,
+) -> Result<RoundTransfer, ReceiverError> {
+    let mut grpc_bytes = request_bytes;
+    let (mut blob_bytes, mut decode_ms) = (0u64, 0f64);
+    let mut first: Option<Instant> = None;
+    let mut last = Instant::now();
+    let mut sharer_timings = pb::StageTimings::default();
+    let mut session_id = String::new();
+    loop {
+        let chunk = match stream.message().await {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => break,
+            Err(status) => return Err(stream_error(status, decoder.records)),
+        };
+        last = Instant::now();
+        first.get_or_insert(last);
+        grpc_bytes += chunk.encoded_len() as u64;
+        blob_bytes += chunk.frame.len() as u64;
+        if !chunk.session_id.is_empty() {
+            session_id = chunk.session_id;
+        }
+        if let Some(t) = chunk.timings {
+            sharer_timings = t;
+        }
+        let start = Instant::now();
+        decoder.push(&chunk.frame)?;
+        decode_ms += ms(start.elapsed());
+    }
+    let transfer_ms = first.map_or(0.0, |f| ms(last.duration_since(f)));
+    let frames = decoder.records as u32;
+    let (breakdown, estimated) = (decoder.breakdown, decoder.estimated);
+    let cache = decoder.finish()?;
+    Ok(RoundTransfer {
+        cache,
+        blob_bytes,
+        breakdown,
+        estimated,
+        frames,
+        grpc_bytes,
+        request_bytes,
+        sharer_timings,
+        transfer_ms,
+        decode_ms,
+        session_id,
+    })
+}
+
+/// A status on the stream is the sharer's own error when it says so (our sharer labels every
+/// error) or arrives before any frame; otherwise the connection broke mid-stream.
+fn stream_error(status: Status, frames: usize) -> ReceiverError {
+    if status.metadata().contains_key("kvwire-error-type")
+        || frames == 0 && status.code() != tonic::Code::Unknown
+    {
+        ReceiverError::from_sharer(status)
+    } else {
+        ReceiverError::StreamBroken {
+            frames,
+            reason: format!("{:?}: {}", status.code(), status.message()),
+        }
+    }
+}
+
+fn source_chain(e: &dyn std::error::Error) -> String {
+    let mut out = Vec::new();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push(s.to_string());
+        cur = s.source();
+    }
+    out.join(": ")
+}

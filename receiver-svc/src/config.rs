@@ -1,0 +1,167 @@
+//! The receiver's one typed configuration: defaults, then a TOML file, then `KVWIRE_RECEIVER__*`
+//! environment variables; validated once at start-up with every problem reported together.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use service_kit::config::{ConfigError, Problems, load_layered};
+use service_kit::model_spec::ModelSpec;
+use service_kit::telemetry::TelemetryConfig;
+
+/// Environment prefix of the receiver (`KVWIRE_RECEIVER__SHARER_ENDPOINT=...`).
+pub const ENV_PREFIX: &str = "KVWIRE_RECEIVER";
+
+/// How sharer caches become receiver caches for this pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum FuserKind {
+    /// Same model on both sides: the decoded sharer cache is the receiver's prompt cache.
+    #[default]
+    Identity,
+    /// No fuser: KV and C2C methods are refused (text and single-model methods still work).
+    None,
+}
+
+/// Everything the receiver needs to start.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ReceiverConfig {
+    /// gRPC listen address (used by the binary; `serve` takes a bound listener).
+    pub listen_addr: SocketAddr,
+    /// Model spec: `gguf:<path>`, `hf:<dir>` or `random:<preset>:<seed>`.
+    pub model: String,
+    /// Sharer endpoint used when a request names none (`http://host:port`).
+    pub sharer_endpoint: String,
+    /// The fuser of this pair. A trained C2C fuser plugs in here when the c2c crate lands.
+    pub fuser: FuserKind,
+    /// Request and resource limits.
+    pub limits: ReceiverLimits,
+    /// Logs and metrics.
+    pub telemetry: TelemetryConfig,
+}
+
+/// Request and resource limits of the receiver.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ReceiverLimits {
+    /// Largest gRPC message accepted or sent, on both the server and the sharer client, bytes.
+    pub max_message_bytes: usize,
+    /// Longest receiver prompt, tokens.
+    pub max_prompt_tokens: usize,
+    /// Default and maximum new tokens for generation scoring.
+    pub max_new_tokens: usize,
+    /// Deadline of one evaluation when the caller sets none, seconds.
+    pub default_timeout_secs: u64,
+    /// Seconds to wait for the TCP connection to the sharer.
+    pub connect_timeout_secs: u64,
+    /// Concurrent model jobs; further requests wait.
+    pub max_concurrent_jobs: usize,
+}
+
+impl Default for ReceiverConfig {
+    fn default() -> Self {
+        Self {
+            listen_addr: SocketAddr::from(([0, 0, 0, 0], 50052)),
+            model: "random:tiny-llama:0".into(),
+            sharer_endpoint: "http://127.0.0.1:50051".into(),
+            fuser: FuserKind::Identity,
+            limits: ReceiverLimits::default(),
+            telemetry: TelemetryConfig::default(),
+        }
+    }
+}
+
+impl Default for ReceiverLimits {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: 64 << 20,
+            max_prompt_tokens: 8192,
+            max_new_tokens: 64,
+            default_timeout_secs: 300,
+            connect_timeout_secs: 10,
+            max_concurrent_jobs: 1,
+        }
+    }
+}
+
+impl ReceiverConfig {
+    /// Loads defaults, `file` and the environment, then validates.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let config: Self = load_layered(file, ENV_PREFIX)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every field; all problems are reported in one error.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut p = Problems::new();
+        if let Err(e) = ModelSpec::parse(&self.model) {
+            p.push("model", e);
+        }
+        if let Err(e) = self.sharer_endpoint.parse::<http::Uri>() {
+            p.push("sharer_endpoint", e);
+        }
+        let l = &self.limits;
+        p.check(
+            l.max_message_bytes >= 1 << 16,
+            "limits.max_message_bytes",
+            "must be at least 65536",
+        );
+        p.check(
+            l.max_prompt_tokens > 0,
+            "limits.max_prompt_tokens",
+            "must be positive",
+        );
+        p.check(
+            l.max_new_tokens > 0,
+            "limits.max_new_tokens",
+            "must be positive",
+        );
+        p.check(
+            l.default_timeout_secs > 0,
+            "limits.default_timeout_secs",
+            "must be positive",
+        );
+        p.check(
+            l.connect_timeout_secs > 0,
+            "limits.connect_timeout_secs",
+            "must be positive",
+        );
+        p.check(
+            l.max_concurrent_jobs > 0,
+            "limits.max_concurrent_jobs",
+            "must be positive",
+        );
+        self.telemetry.validate(&mut p);
+        p.into_result()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_problems_are_collected() {
+        ReceiverConfig::default().validate().unwrap();
+        let mut c = ReceiverConfig::default();
+        c.sharer_endpoint = "not a uri at all".into();
+        c.limits.max_new_tokens = 0;
+        let err = c.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("sharer_endpoint") && err.contains("limits.max_new_tokens"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn example_file_loads_and_validates() {
+        let path = std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/receiver.example.toml"
+        ));
+        let c = ReceiverConfig::load(Some(path)).unwrap();
+        assert!(c.telemetry.metrics_addr.is_some());
+    }
+}

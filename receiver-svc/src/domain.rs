@@ -1,0 +1,188 @@
+//! The receiver's domain request and its conversion from the wire type, at the boundary.
+
+use kvwire_proto::v1 as pb;
+use service_kit::prompt::Example;
+
+use crate::error::ReceiverError;
+
+/// Communication method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// The receiver alone.
+    ReceiverOnly,
+    /// The sharer's own answer.
+    SharerOnly,
+    /// A sharer text message as prompt context.
+    Text {
+        /// Which baseline (wire code, checked).
+        kind: pb::MessageKind,
+        /// UTF-8 byte cap, 0 for none.
+        byte_cap: u64,
+    },
+    /// KV transfer through the pair's fuser (identity for a same-model pair).
+    Kv,
+    /// KV transfer through a trained C2C fuser.
+    C2c,
+}
+
+impl Method {
+    /// Metric and log label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Method::ReceiverOnly => "receiver_only",
+            Method::SharerOnly => "sharer_only",
+            Method::Text { .. } => "text",
+            Method::Kv => "kv",
+            Method::C2c => "c2c",
+        }
+    }
+}
+
+/// How to score.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scoring {
+    /// Forced choice over the letter tokens.
+    Letter,
+    /// Greedy generation and letter extraction.
+    Generate,
+}
+
+/// Round-2 policy.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RefinePlan {
+    /// Refine when the round-1 margin is below this.
+    pub margin_threshold: f32,
+    /// Payload of the residual upgrade (wire code, checked).
+    pub upgrade_payload: pb::Payload,
+}
+
+/// A validated Evaluate request.
+#[derive(Debug, Clone)]
+pub struct EvaluateParams {
+    /// The example (domain).
+    pub example: Example,
+    /// The example as sent to the sharer.
+    pub wire_example: pb::Example,
+    /// Method.
+    pub method: Method,
+    /// Transfer settings forwarded to the sharer (it validates them).
+    pub transfer: pb::TransferSettings,
+    /// Scoring.
+    pub scoring: Scoring,
+    /// Sharer endpoint, when the request names one.
+    pub sharer_endpoint: Option<String>,
+    /// Round 2, when enabled.
+    pub refine: Option<RefinePlan>,
+    /// New tokens for generation, 0 for the default.
+    pub max_new_tokens: usize,
+}
+
+impl TryFrom<pb::EvaluateRequest> for EvaluateParams {
+    type Error = ReceiverError;
+
+    fn try_from(r: pb::EvaluateRequest) -> Result<Self, ReceiverError> {
+        let wire_example = r
+            .example
+            .ok_or_else(|| ReceiverError::invalid("example", "missing"))?;
+        let e = wire_example.clone();
+        let example = Example::new(e.id, e.question, e.choices, &e.gold)
+            .map_err(|err| ReceiverError::invalid("example", err.to_string()))?;
+        let method = match pb::Method::try_from(r.method) {
+            Ok(pb::Method::ReceiverOnly) => Method::ReceiverOnly,
+            Ok(pb::Method::SharerOnly) => Method::SharerOnly,
+            Ok(pb::Method::Text) => {
+                let t = r.text.unwrap_or_default();
+                let kind = pb::MessageKind::try_from(t.kind).map_err(|_| {
+                    ReceiverError::invalid("text.kind", format!("unknown value {}", t.kind))
+                })?;
+                Method::Text {
+                    kind,
+                    byte_cap: t.byte_cap,
+                }
+            }
+            Ok(pb::Method::Kv) => Method::Kv,
+            Ok(pb::Method::C2c) => Method::C2c,
+            Ok(pb::Method::Unspecified) | Err(_) => {
+                return Err(ReceiverError::invalid(
+                    "method",
+                    format!("unknown or unset value {}", r.method),
+                ));
+            }
+        };
+        let scoring = match pb::Scoring::try_from(r.scoring) {
+            Ok(pb::Scoring::Unspecified | pb::Scoring::Letter) => Scoring::Letter,
+            Ok(pb::Scoring::Generate) => Scoring::Generate,
+            Err(_) => {
+                return Err(ReceiverError::invalid(
+                    "scoring",
+                    format!("unknown value {}", r.scoring),
+                ));
+            }
+        };
+        let refine = match r.refine {
+            Some(s) if s.margin_threshold > 0.0 => {
+                if s.margin_threshold > 1.0 {
+                    return Err(ReceiverError::invalid(
+                        "refine.margin_threshold",
+                        "must be in [0, 1]",
+                    ));
+                }
+                let upgrade_payload = pb::Payload::try_from(s.upgrade_payload).map_err(|_| {
+                    ReceiverError::invalid("refine.upgrade_payload", "unknown value")
+                })?;
+                Some(RefinePlan {
+                    margin_threshold: s.margin_threshold,
+                    upgrade_payload,
+                })
+            }
+            _ => None,
+        };
+        Ok(Self {
+            example,
+            wire_example,
+            method,
+            transfer: r.transfer.unwrap_or_default(),
+            scoring,
+            sharer_endpoint: Some(r.sharer_endpoint).filter(|s| !s.is_empty()),
+            refine,
+            max_new_tokens: r.max_new_tokens as usize,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request() -> pb::EvaluateRequest {
+        pb::EvaluateRequest {
+            example: Some(pb::Example {
+                id: "1".into(),
+                question: "q".into(),
+                choices: vec!["a".into(), "b".into()],
+                gold: "B".into(),
+            }),
+            method: pb::Method::Kv as i32,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn converts_a_kv_request_and_rejects_unset_methods() {
+        let p = EvaluateParams::try_from(request()).unwrap();
+        assert_eq!(
+            (p.method, p.scoring, p.example.gold),
+            (Method::Kv, Scoring::Letter, Some(1))
+        );
+        assert!(p.refine.is_none() && p.sharer_endpoint.is_none());
+        let mut r = request();
+        r.method = 0;
+        assert!(EvaluateParams::try_from(r).is_err());
+        let mut r = request();
+        r.refine = Some(pb::RefineSettings {
+            margin_threshold: 2.0,
+            upgrade_payload: 1,
+        });
+        assert!(EvaluateParams::try_from(r).is_err());
+    }
+}

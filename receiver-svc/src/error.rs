@@ -1,0 +1,144 @@
+//! The receiver's error type and its one mapping to gRPC status codes, with a stable label for
+//! metrics. Errors of the sharer keep their code (never flattened into a string).
+
+use tonic::{Code, Status};
+
+/// Everything that can fail in a receiver rpc.
+#[derive(Debug, thiserror::Error)]
+pub enum ReceiverError {
+    /// A request field is missing or out of range.
+    #[error("invalid {field}: {reason}")]
+    InvalidArgument {
+        /// The request field.
+        field: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The method needs a fuser this pair does not have.
+    #[error("method {method} needs a fuser; this receiver's pair has {fuser}")]
+    NoFuser {
+        /// The method.
+        method: &'static str,
+        /// The configured fuser.
+        fuser: &'static str,
+    },
+    /// The sharer could not be reached.
+    #[error("sharer {endpoint} unreachable: {reason}")]
+    SharerUnreachable {
+        /// The endpoint.
+        endpoint: String,
+        /// Connection error.
+        reason: String,
+    },
+    /// The sharer answered with an error status.
+    #[error("sharer returned {code:?}: {message}")]
+    SharerStatus {
+        /// The sharer's code.
+        code: Code,
+        /// The sharer's message.
+        message: String,
+    },
+    /// The frame stream broke (connection lost, sharer killed) after some frames arrived.
+    #[error("sharer stream broke after {frames} frame(s): {reason}")]
+    StreamBroken {
+        /// Frames received before the break.
+        frames: usize,
+        /// Transport error.
+        reason: String,
+    },
+    /// The frames do not form a valid transfer for this receiver.
+    #[error("kvwire transfer: {0}")]
+    Transfer(String),
+    /// A frame failed to decode.
+    #[error("kvwire decode: {0}")]
+    Decode(#[from] kvwire::DecodeError),
+    /// The model failed.
+    #[error("model: {0}")]
+    Model(#[from] model_runtime::RuntimeError),
+    /// The deadline passed.
+    #[error("deadline of {0:?} exceeded")]
+    Deadline(std::time::Duration),
+    /// A blocking worker panicked or was aborted.
+    #[error("worker failed: {0}")]
+    Worker(String),
+}
+
+impl ReceiverError {
+    /// Stable label for metrics and logs.
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            ReceiverError::InvalidArgument { .. } => "invalid_argument",
+            ReceiverError::NoFuser { .. } => "no_fuser",
+            ReceiverError::SharerUnreachable { .. } => "sharer_unreachable",
+            ReceiverError::SharerStatus { .. } => "sharer_status",
+            ReceiverError::StreamBroken { .. } => "sharer_stream_broken",
+            ReceiverError::Transfer(_) => "transfer",
+            ReceiverError::Decode(_) => "decode",
+            ReceiverError::Model(_) => "model",
+            ReceiverError::Deadline(_) => "deadline",
+            ReceiverError::Worker(_) => "worker",
+        }
+    }
+
+    /// The gRPC code of this error.
+    pub fn code(&self) -> Code {
+        match self {
+            ReceiverError::InvalidArgument { .. } => Code::InvalidArgument,
+            ReceiverError::NoFuser { .. } => Code::FailedPrecondition,
+            ReceiverError::SharerUnreachable { .. } | ReceiverError::StreamBroken { .. } => {
+                Code::Unavailable
+            }
+            ReceiverError::SharerStatus { code, .. } => *code,
+            ReceiverError::Transfer(_) | ReceiverError::Decode(_) => Code::DataLoss,
+            ReceiverError::Deadline(_) => Code::DeadlineExceeded,
+            ReceiverError::Model(_) | ReceiverError::Worker(_) => Code::Internal,
+        }
+    }
+
+    /// Shorthand for [`ReceiverError::InvalidArgument`].
+    pub fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
+        ReceiverError::InvalidArgument {
+            field,
+            reason: reason.into(),
+        }
+    }
+
+    /// A sharer status received on a unary call or at stream start.
+    pub fn from_sharer(status: Status) -> Self {
+        ReceiverError::SharerStatus {
+            code: status.code(),
+            message: status.message().to_string(),
+        }
+    }
+}
+
+impl From<ReceiverError> for Status {
+    fn from(e: ReceiverError) -> Status {
+        let mut status = Status::new(e.code(), e.to_string());
+        if let Ok(v) = e.error_type().parse() {
+            status.metadata_mut().insert("kvwire-error-type", v);
+        }
+        status
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sharer_codes_pass_through_and_breaks_are_unavailable() {
+        let s: Status = ReceiverError::from_sharer(Status::not_found("gone")).into();
+        assert_eq!(s.code(), Code::NotFound);
+        let s: Status = ReceiverError::StreamBroken {
+            frames: 2,
+            reason: "reset".into(),
+        }
+        .into();
+        assert_eq!(s.code(), Code::Unavailable);
+        assert_eq!(
+            s.metadata().get("kvwire-error-type").unwrap(),
+            "sharer_stream_broken"
+        );
+    }
+}

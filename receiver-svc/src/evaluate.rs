@@ -1,0 +1,391 @@
+//! One evaluation, method by method: what is asked of the sharer, what the receiver runs, and
+//! the per-round byte and time accounting of the data capture contract.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kvwire_proto::v1 as pb;
+use service_kit::counting::ByteSnapshot;
+use service_kit::letters::LetterPrompt;
+use service_kit::metrics_catalog::{add_bytes, record_stage_ms};
+use service_kit::prompt::LETTERS;
+use service_kit::timing::{ms, timed};
+use service_kit::trace_context::TraceContext;
+use tokio::sync::Semaphore;
+
+use crate::client::{RoundTransfer, SharerLink};
+use crate::config::ReceiverConfig;
+use crate::decode::DecodedCache;
+use crate::domain::{EvaluateParams, Method, Scoring};
+use crate::engine::{ReceiverEngine, Scored};
+use crate::error::ReceiverError;
+use crate::fuser::{Fuser, fuser_for};
+use crate::report::{Outcome, round_report, sum_rounds};
+
+const SERVICE: &str = "receiver";
+
+/// What a method produced: the outcome, its rounds, and the byte cap that applied.
+type MethodResult = Result<(Outcome, Vec<pb::RoundReport>, u64), ReceiverError>;
+
+/// One KV round after fusion.
+struct FusedRound {
+    /// The decoded sharer cache (what later rounds refine).
+    raw: DecodedCache,
+    /// The round's report.
+    report: pb::RoundReport,
+    /// Session id for Refine (empty when not kept).
+    session_id: String,
+    /// The receiver's prompt cache.
+    fused: DecodedCache,
+}
+
+/// Everything an evaluation needs: the engine, the job pool, the pair's fuser, the config.
+#[derive(Debug)]
+pub struct ReceiverCore {
+    engine: Arc<ReceiverEngine>,
+    jobs: Arc<Semaphore>,
+    fuser: Option<Arc<dyn Fuser>>,
+    config: ReceiverConfig,
+}
+
+impl ReceiverCore {
+    /// A core around a loaded engine.
+    pub fn new(engine: ReceiverEngine, config: ReceiverConfig) -> Self {
+        let spec = engine.loaded().spec.to_string();
+        Self {
+            fuser: fuser_for(config.fuser, &spec).map(Arc::from),
+            engine: Arc::new(engine),
+            jobs: Arc::new(Semaphore::new(config.limits.max_concurrent_jobs)),
+            config,
+        }
+    }
+
+    /// The engine (Info).
+    pub fn engine(&self) -> &ReceiverEngine {
+        &self.engine
+    }
+
+    /// The configured deadline of one evaluation.
+    pub fn default_timeout(&self) -> Duration {
+        Duration::from_secs(self.config.limits.default_timeout_secs)
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&ReceiverEngine) -> Result<T, ReceiverError> + Send + 'static,
+    ) -> Result<T, ReceiverError> {
+        let permit = self
+            .jobs
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| ReceiverError::Worker("job pool closed".into()))?;
+        let engine = self.engine.clone();
+        let span = tracing::Span::current();
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            span.in_scope(|| f(&engine))
+        })
+        .await
+        .map_err(|e| ReceiverError::Worker(e.to_string()))?
+    }
+
+    async fn connect(
+        &self,
+        p: &EvaluateParams,
+        trace: TraceContext,
+        deadline: Instant,
+    ) -> Result<SharerLink, ReceiverError> {
+        let endpoint = p
+            .sharer_endpoint
+            .as_deref()
+            .unwrap_or(&self.config.sharer_endpoint);
+        let l = &self.config.limits;
+        SharerLink::connect(
+            endpoint,
+            l.max_message_bytes,
+            Duration::from_secs(l.connect_timeout_secs),
+            trace,
+            deadline,
+        )
+        .await
+    }
+
+    async fn prompt(
+        &self,
+        p: &EvaluateParams,
+        context: Option<String>,
+    ) -> Result<LetterPrompt, ReceiverError> {
+        let example = p.example.clone();
+        let max = self.config.limits.max_prompt_tokens;
+        let prompt = self
+            .blocking(move |e| e.letter_prompt(&example, context.as_deref()))
+            .await?;
+        if prompt.ids.len() > max {
+            return Err(ReceiverError::invalid(
+                "example",
+                format!("prompt has {} tokens, limit {max}", prompt.ids.len()),
+            ));
+        }
+        Ok(prompt)
+    }
+
+    /// Scores by letters or by generation, with an optional injected cache.
+    async fn score(
+        &self,
+        p: &EvaluateParams,
+        prompt: LetterPrompt,
+        cache: Option<DecodedCache>,
+    ) -> Result<Outcome, ReceiverError> {
+        let n = p.example.choices.len();
+        match p.scoring {
+            Scoring::Letter => {
+                let scored: Scored = self
+                    .blocking(move |e| match &cache {
+                        Some(c) => e.score_with_cache(&prompt, c),
+                        None => e.score_plain(&prompt),
+                    })
+                    .await?;
+                Ok(Outcome::from_scored(scored))
+            }
+            Scoring::Generate => {
+                if cache.is_some() {
+                    return Err(ReceiverError::invalid(
+                        "scoring",
+                        "generation with an injected cache is not supported yet; use letter scoring",
+                    ));
+                }
+                let max_new = match p.max_new_tokens {
+                    0 => self.config.limits.max_new_tokens,
+                    k => k.min(self.config.limits.max_new_tokens),
+                };
+                let (text, letter, gen_ms) = self
+                    .blocking(move |e| e.generate(&prompt, max_new, n))
+                    .await?;
+                Ok(Outcome::generated(text, letter, gen_ms))
+            }
+        }
+    }
+
+    /// Runs one evaluation to completion.
+    pub async fn evaluate(
+        &self,
+        p: EvaluateParams,
+        trace: TraceContext,
+        deadline: Instant,
+    ) -> Result<pb::EvaluateReply, ReceiverError> {
+        let start = Instant::now();
+        let (outcome, rounds, cap) = match p.method {
+            Method::ReceiverOnly => {
+                let prompt = self.prompt(&p, None).await?;
+                (self.score(&p, prompt, None).await?, Vec::new(), 0)
+            }
+            Method::SharerOnly => self.sharer_only(&p, trace, deadline).await?,
+            Method::Text { kind, byte_cap } => {
+                self.text(&p, kind, byte_cap, trace, deadline).await?
+            }
+            Method::Kv => self.kv(&p, trace, deadline).await?,
+            Method::C2c => {
+                return Err(ReceiverError::NoFuser {
+                    method: "c2c",
+                    fuser: self.fuser.as_ref().map_or("none", |f| f.name()),
+                });
+            }
+        };
+        let total = sum_rounds(&rounds);
+        let mut timings = total.1;
+        if rounds.is_empty() {
+            timings.receiver_prefill_ms = outcome.prefill_ms;
+            timings.score_ms = outcome.score_ms;
+        }
+        timings.end_to_end_ms = ms(start.elapsed());
+        record_stage_ms(SERVICE, "receiver_prefill", outcome.prefill_ms);
+        record_stage_ms(SERVICE, "score", outcome.score_ms);
+        record_stage_ms(SERVICE, "end_to_end", timings.end_to_end_ms);
+        let correct = outcome.prediction.is_some() && outcome.prediction == p.example.gold;
+        Ok(pb::EvaluateReply {
+            prediction: outcome
+                .prediction
+                .map(|i| LETTERS[i].to_string())
+                .unwrap_or_default(),
+            correct,
+            margin: outcome.margin,
+            probabilities: outcome.probabilities,
+            rounds,
+            total: Some(total.0),
+            timings: Some(timings),
+            generated: outcome.generated,
+            budget_cap_bytes: cap,
+        })
+    }
+
+    async fn sharer_only(
+        &self,
+        p: &EvaluateParams,
+        trace: TraceContext,
+        deadline: Instant,
+    ) -> MethodResult {
+        let mut link = self.connect(p, trace, deadline).await?;
+        let t0 = Instant::now();
+        let (reply, grpc) = link
+            .answer(pb::AnswerRequest {
+                example: Some(p.wire_example.clone()),
+            })
+            .await?;
+        let elapsed = ms(t0.elapsed());
+        let mut letters = reply.prediction.chars();
+        let prediction = match (letters.next(), letters.next()) {
+            (Some(c), None) => LETTERS[..p.example.choices.len()]
+                .iter()
+                .position(|l| *l == c),
+            _ => None,
+        };
+        let bytes = pb::ByteCounts {
+            measured_total: reply.prediction.len() as u64,
+            breakdown: Some(pb::BlobBreakdown {
+                payload: reply.prediction.len() as u64,
+                ..Default::default()
+            }),
+            estimated_total: reply.prediction.len() as u64,
+            grpc_message_bytes: grpc,
+            ..Default::default()
+        };
+        let mut timings = reply.timings.unwrap_or_default();
+        timings.end_to_end_ms = elapsed;
+        let round = round_report(1, bytes, link.transport(), timings);
+        let outcome = Outcome {
+            prediction,
+            margin: reply.margin,
+            probabilities: reply.probabilities,
+            ..Outcome::default()
+        };
+        Ok((outcome, vec![round], 0))
+    }
+
+    async fn text(
+        &self,
+        p: &EvaluateParams,
+        kind: pb::MessageKind,
+        cap: u64,
+        trace: TraceContext,
+        deadline: Instant,
+    ) -> MethodResult {
+        let mut link = self.connect(p, trace, deadline).await?;
+        let t0 = Instant::now();
+        let req = pb::MessageRequest {
+            example: Some(p.wire_example.clone()),
+            kind: kind as i32,
+            byte_cap: cap,
+            max_new_tokens: 0,
+        };
+        let (reply, grpc) = link.message(req).await?;
+        let elapsed = ms(t0.elapsed());
+        let n = reply.text.len() as u64;
+        add_bytes(SERVICE, "text", n);
+        let bytes = pb::ByteCounts {
+            measured_total: n,
+            breakdown: Some(pb::BlobBreakdown {
+                payload: n,
+                ..Default::default()
+            }),
+            estimated_total: n,
+            grpc_message_bytes: grpc,
+            ..Default::default()
+        };
+        let mut timings = reply.timings.unwrap_or_default();
+        timings.transfer_ms = elapsed;
+        let mut round = round_report(1, bytes, link.transport(), timings);
+        let prompt = self.prompt(p, Some(reply.text)).await?;
+        let outcome = self.score(p, prompt, None).await?;
+        outcome.add_to(&mut round);
+        Ok((outcome, vec![round], cap))
+    }
+
+    async fn kv(&self, p: &EvaluateParams, trace: TraceContext, deadline: Instant) -> MethodResult {
+        let fuser = self.fuser.clone().ok_or(ReceiverError::NoFuser {
+            method: "kv",
+            fuser: "none",
+        })?;
+        let prompt = self.prompt(p, None).await?;
+        let mut link = self.connect(p, trace, deadline).await?;
+        let req = pb::ShareRequest {
+            prompt: Some(pb::share_request::Prompt::Example(p.wire_example.clone())),
+            transfer: Some(p.transfer),
+            keep_session: p.refine.is_some(),
+        };
+        let round1 = link.share(req).await?;
+        let snapshot1 = link.transport();
+        let FusedRound {
+            raw: cache,
+            report: mut report1,
+            session_id,
+            fused,
+        } = self.fuse_round(1, round1, snapshot1, fuser.as_ref())?;
+        let mut outcome = self.score(p, prompt.clone(), Some(fused)).await?;
+        outcome.add_to(&mut report1);
+        let mut rounds = vec![report1];
+        if let Some(plan) = p
+            .refine
+            .filter(|plan| outcome.margin < plan.margin_threshold && !session_id.is_empty())
+        {
+            let req = pb::RefineRequest {
+                session_id,
+                want: Some(pb::refine_request::Want::Upgrade(pb::PrecisionUpgrade {
+                    positions: cache.positions.clone(),
+                    payload: plan.upgrade_payload as i32,
+                })),
+                granularity: p.transfer.granularity,
+            };
+            let round2 = link.refine(req, cache).await?;
+            let round2 =
+                self.fuse_round(2, round2, link.transport().since(snapshot1), fuser.as_ref())?;
+            let mut report2 = round2.report;
+            outcome = self.score(p, prompt, Some(round2.fused)).await?;
+            outcome.add_to(&mut report2);
+            rounds.push(report2);
+        }
+        Ok((outcome, rounds, p.transfer.byte_cap))
+    }
+
+    /// Accounts one KV round and runs the fuser.
+    fn fuse_round(
+        &self,
+        round: u32,
+        t: RoundTransfer,
+        transport: ByteSnapshot,
+        fuser: &dyn Fuser,
+    ) -> Result<FusedRound, ReceiverError> {
+        add_bytes(SERVICE, "blob", t.blob_bytes);
+        add_bytes(SERVICE, "grpc_message", t.grpc_bytes);
+        record_stage_ms(SERVICE, "transfer", t.transfer_ms);
+        record_stage_ms(SERVICE, "decode", t.decode_ms);
+        let request = if round > 1 { t.request_bytes } else { 0 };
+        let b = t.breakdown;
+        let bytes = pb::ByteCounts {
+            measured_total: t.blob_bytes + request,
+            breakdown: Some(pb::BlobBreakdown {
+                headers: b.header,
+                indices: b.indices,
+                payload: b.payload,
+                scales: b.scales,
+                request,
+            }),
+            estimated_total: t.estimated + request,
+            grpc_message_bytes: t.grpc_bytes,
+            frames: t.frames,
+            ..Default::default()
+        };
+        let (fused, fuse_ms) = timed(|| fuser.fuse(t.cache.clone()));
+        record_stage_ms(SERVICE, "fuse", fuse_ms);
+        let mut timings = t.sharer_timings;
+        timings.transfer_ms = t.transfer_ms;
+        timings.decode_ms = t.decode_ms;
+        timings.fuse_ms = fuse_ms;
+        Ok(FusedRound {
+            raw: t.cache,
+            report: round_report(round, bytes, transport, timings),
+            session_id: t.session_id,
+            fused: fused?,
+        })
+    }
+}

@@ -1,0 +1,122 @@
+//! Every metric the services emit: names, units, descriptions and histogram buckets, in one
+//! place. [`describe_all`] runs at start-up so `/metrics` documents each series before its first
+//! sample.
+
+use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+
+/// Requests by `service`, `method` and `status` (a tonic code name).
+pub const RPC_REQUESTS: &str = "kvwire_rpc_requests_total";
+/// Errors by `service` and stable `error_type` label.
+pub const RPC_ERRORS: &str = "kvwire_rpc_errors_total";
+/// Handler latency by `service` and `method`.
+pub const RPC_DURATION: &str = "kvwire_rpc_duration_seconds";
+/// Stage latency by `service` and `stage` (prefill, select, quantize, encode, transfer, ...).
+pub const STAGE_DURATION: &str = "kvwire_stage_duration_seconds";
+/// Bytes by `service` and `level` (blob, grpc_message, transport_read, transport_written, text).
+pub const BYTES: &str = "kvwire_bytes_total";
+/// KVWire frames sent (sharer) or decoded (receiver), by `service`.
+pub const FRAMES: &str = "kvwire_frames_total";
+/// Refinement sessions currently held by the sharer.
+pub const SESSIONS_ACTIVE: &str = "kvwire_sessions_active";
+/// Sessions evicted from the sharer's store, by `reason` (capacity, ttl).
+pub const SESSIONS_EVICTED: &str = "kvwire_sessions_evicted_total";
+
+/// Buckets of the latency histograms, in seconds: 1 ms to 60 s.
+pub const LATENCY_BUCKETS_SECONDS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+/// Describes every metric (unit and help text). Harmless when no recorder is installed.
+pub fn describe_all() {
+    describe_counter!(
+        RPC_REQUESTS,
+        Unit::Count,
+        "gRPC requests handled, by service, method and status code"
+    );
+    describe_counter!(
+        RPC_ERRORS,
+        Unit::Count,
+        "gRPC requests that failed, by service and error type"
+    );
+    describe_histogram!(
+        RPC_DURATION,
+        Unit::Seconds,
+        "gRPC handler latency, by service and method"
+    );
+    describe_histogram!(
+        STAGE_DURATION,
+        Unit::Seconds,
+        "Latency of one pipeline stage, by service and stage"
+    );
+    describe_counter!(
+        BYTES,
+        Unit::Bytes,
+        "Bytes moved, by service and accounting level"
+    );
+    describe_counter!(
+        FRAMES,
+        Unit::Count,
+        "KVWire frames sent or decoded, by service"
+    );
+    describe_gauge!(
+        SESSIONS_ACTIVE,
+        Unit::Count,
+        "Refinement sessions held in the sharer's store"
+    );
+    describe_counter!(
+        SESSIONS_EVICTED,
+        Unit::Count,
+        "Sessions evicted from the sharer's store, by reason"
+    );
+}
+
+/// Records one stage latency given in milliseconds.
+pub fn record_stage_ms(service: &'static str, stage: &'static str, ms: f64) {
+    metrics::histogram!(STAGE_DURATION, "service" => service, "stage" => stage).record(ms / 1e3);
+}
+
+/// Adds bytes at one accounting level.
+pub fn add_bytes(service: &'static str, level: &'static str, bytes: u64) {
+    metrics::counter!(BYTES, "service" => service, "level" => level).increment(bytes);
+}
+
+/// Records the outcome of one rpc: count by status, latency, and the error type on failure.
+pub fn record_rpc(
+    service: &'static str,
+    method: &'static str,
+    status: tonic::Code,
+    error_type: Option<&'static str>,
+    seconds: f64,
+) {
+    metrics::counter!(RPC_REQUESTS, "service" => service, "method" => method, "status" => code_label(status))
+        .increment(1);
+    metrics::histogram!(RPC_DURATION, "service" => service, "method" => method).record(seconds);
+    if let Some(error_type) = error_type {
+        metrics::counter!(RPC_ERRORS, "service" => service, "error_type" => error_type)
+            .increment(1);
+    }
+}
+
+/// A stable, bounded label for a gRPC status code.
+pub fn code_label(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "ok",
+        Cancelled => "cancelled",
+        Unknown => "unknown",
+        InvalidArgument => "invalid_argument",
+        DeadlineExceeded => "deadline_exceeded",
+        NotFound => "not_found",
+        AlreadyExists => "already_exists",
+        PermissionDenied => "permission_denied",
+        ResourceExhausted => "resource_exhausted",
+        FailedPrecondition => "failed_precondition",
+        Aborted => "aborted",
+        OutOfRange => "out_of_range",
+        Unimplemented => "unimplemented",
+        Internal => "internal",
+        Unavailable => "unavailable",
+        DataLoss => "data_loss",
+        Unauthenticated => "unauthenticated",
+    }
+}

@@ -1,0 +1,169 @@
+//! The sharer's one typed configuration: defaults, then a TOML file, then `KVWIRE_SHARER__*`
+//! environment variables; validated once at start-up with every problem reported together.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use service_kit::config::{ConfigError, Problems, load_layered};
+use service_kit::telemetry::TelemetryConfig;
+
+/// Environment prefix of the sharer (`KVWIRE_SHARER__LIMITS__MAX_MESSAGE_BYTES=...`).
+pub const ENV_PREFIX: &str = "KVWIRE_SHARER";
+
+/// Everything the sharer needs to start.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SharerConfig {
+    /// gRPC listen address (used by the binary; `serve` takes a bound listener).
+    pub listen_addr: SocketAddr,
+    /// Model spec: `gguf:<path-or-asset>`, `hf:<dir>` or `random:<preset>:<seed>`.
+    pub model: String,
+    /// Request and resource limits.
+    pub limits: SharerLimits,
+    /// Refinement session store.
+    pub sessions: SessionConfig,
+    /// Logs and metrics.
+    pub telemetry: TelemetryConfig,
+}
+
+/// Request and resource limits of the sharer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SharerLimits {
+    /// Largest gRPC message accepted or sent (both directions), bytes.
+    pub max_message_bytes: usize,
+    /// Longest prompt, in sharer tokens.
+    pub max_prompt_tokens: usize,
+    /// Frames buffered between the producer and the gRPC stream.
+    pub stream_buffer_frames: usize,
+    /// Default and maximum tokens of a generated hint.
+    pub max_hint_tokens: usize,
+    /// Concurrent model jobs (prefill, generation); further requests wait.
+    pub max_concurrent_jobs: usize,
+}
+
+/// Bounds of the refinement session store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SessionConfig {
+    /// Most sessions held; the least recently used is evicted beyond it.
+    pub capacity: usize,
+    /// Most bytes of cached K/V held over all sessions.
+    pub max_bytes: u64,
+    /// Seconds a session lives after its last use.
+    pub ttl_secs: u64,
+}
+
+impl Default for SharerConfig {
+    fn default() -> Self {
+        Self {
+            listen_addr: SocketAddr::from(([0, 0, 0, 0], 50051)),
+            model: "random:tiny-llama:0".into(),
+            limits: SharerLimits::default(),
+            sessions: SessionConfig::default(),
+            telemetry: TelemetryConfig::default(),
+        }
+    }
+}
+
+impl Default for SharerLimits {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: 64 << 20,
+            max_prompt_tokens: 8192,
+            stream_buffer_frames: 4,
+            max_hint_tokens: 64,
+            max_concurrent_jobs: 1,
+        }
+    }
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            capacity: 64,
+            max_bytes: 2 << 30,
+            ttl_secs: 300,
+        }
+    }
+}
+
+impl SharerConfig {
+    /// Loads defaults, `file` and the environment, then validates.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let config: Self = load_layered(file, ENV_PREFIX)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every field; all problems are reported in one error.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut p = Problems::new();
+        if let Err(e) = service_kit::model_spec::ModelSpec::parse(&self.model) {
+            p.push("model", e);
+        }
+        let l = &self.limits;
+        p.check(
+            l.max_message_bytes >= 1 << 16,
+            "limits.max_message_bytes",
+            "must be at least 65536",
+        );
+        p.check(
+            l.max_prompt_tokens > 0,
+            "limits.max_prompt_tokens",
+            "must be positive",
+        );
+        p.check(
+            l.stream_buffer_frames > 0,
+            "limits.stream_buffer_frames",
+            "must be positive",
+        );
+        p.check(
+            l.max_hint_tokens > 0,
+            "limits.max_hint_tokens",
+            "must be positive",
+        );
+        p.check(
+            l.max_concurrent_jobs > 0,
+            "limits.max_concurrent_jobs",
+            "must be positive",
+        );
+        let s = &self.sessions;
+        p.check(s.capacity > 0, "sessions.capacity", "must be positive");
+        p.check(s.max_bytes > 0, "sessions.max_bytes", "must be positive");
+        p.check(s.ttl_secs > 0, "sessions.ttl_secs", "must be positive");
+        self.telemetry.validate(&mut p);
+        p.into_result()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        SharerConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn every_problem_is_reported() {
+        let mut c = SharerConfig::default();
+        c.model = "nonsense".into();
+        c.limits.stream_buffer_frames = 0;
+        c.sessions.ttl_secs = 0;
+        let err = c.validate().unwrap_err().to_string();
+        for field in ["model", "limits.stream_buffer_frames", "sessions.ttl_secs"] {
+            assert!(err.contains(field), "{field} missing from {err}");
+        }
+    }
+
+    #[test]
+    fn example_file_loads_and_validates() {
+        let path =
+            std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/sharer.example.toml"));
+        let c = SharerConfig::load(Some(path)).unwrap();
+        assert!(c.telemetry.metrics_addr.is_some());
+    }
+}

@@ -1,0 +1,278 @@
+//! Domain requests of the sharer and their conversion from the wire types, at the boundary.
+
+use kvwire::Granularity;
+use kvwire::v2::Payload;
+use kvwire_proto::v1 as pb;
+use service_kit::prompt::Example;
+
+use crate::error::SharerError;
+use crate::select::Selection;
+
+/// What to prefill.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PromptSource {
+    /// An example in the SPEC task prompt, inside the chat template, with the answer prefix.
+    Example(Example),
+    /// Raw text, tokenized as is.
+    Text(String),
+}
+
+/// How a transfer is selected, coded and capped.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TransferPlan {
+    /// Payload coding.
+    pub payload: Payload,
+    /// Scale granularity.
+    pub granularity: Granularity,
+    /// Token selection.
+    pub selection: Selection,
+    /// Byte cap on the summed frames, 0 for none.
+    pub byte_cap: u64,
+}
+
+/// A validated Share request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShareParams {
+    /// The prompt.
+    pub prompt: PromptSource,
+    /// The transfer plan.
+    pub plan: TransferPlan,
+    /// Keep the session for Refine.
+    pub keep_session: bool,
+}
+
+/// Which text baseline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageKind {
+    /// Question and choices.
+    Raw,
+    /// Extractive summary.
+    Summary,
+    /// Generated hint.
+    Hint,
+}
+
+impl MessageKind {
+    /// Metric and log label.
+    pub fn label(self) -> &'static str {
+        match self {
+            MessageKind::Raw => "raw",
+            MessageKind::Summary => "summary",
+            MessageKind::Hint => "hint",
+        }
+    }
+}
+
+/// What a Refine asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefineWant {
+    /// Positions not sent yet, at a payload.
+    Extra {
+        /// Positions, ascending, no duplicates.
+        positions: Vec<u32>,
+        /// Payload.
+        payload: Payload,
+    },
+    /// Residual upgrade of sent positions.
+    Upgrade {
+        /// Positions, ascending, no duplicates.
+        positions: Vec<u32>,
+        /// Residual payload.
+        payload: Payload,
+    },
+}
+
+/// A validated Refine request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefineParams {
+    /// Session id.
+    pub session_id: [u8; 16],
+    /// What to send.
+    pub want: RefineWant,
+    /// Scale granularity.
+    pub granularity: Granularity,
+}
+
+/// Converts a wire example.
+pub fn example_from_wire(e: Option<pb::Example>) -> Result<Example, SharerError> {
+    let e = e.ok_or_else(|| SharerError::invalid("example", "missing"))?;
+    Example::new(e.id, e.question, e.choices, &e.gold)
+        .map_err(|err| SharerError::invalid("example", err.to_string()))
+}
+
+/// Converts a wire payload (unspecified means int8).
+pub fn payload_from_wire(code: i32) -> Result<Payload, SharerError> {
+    match pb::Payload::try_from(code) {
+        Ok(pb::Payload::Unspecified | pb::Payload::Int8) => Ok(Payload::Int8),
+        Ok(pb::Payload::Fp16) => Ok(Payload::Fp16),
+        Ok(pb::Payload::Int4) => Ok(Payload::Int4),
+        Err(_) => Err(SharerError::invalid(
+            "payload",
+            format!("unknown value {code}"),
+        )),
+    }
+}
+
+/// Converts a wire granularity (unspecified means per block).
+pub fn granularity_from_wire(code: i32) -> Result<Granularity, SharerError> {
+    match pb::Granularity::try_from(code) {
+        Ok(pb::Granularity::Unspecified | pb::Granularity::PerBlock) => Ok(Granularity::PerBlock),
+        Ok(pb::Granularity::PerHead) => Ok(Granularity::PerHead),
+        Ok(pb::Granularity::PerTensor) => Ok(Granularity::PerTensor),
+        Err(_) => Err(SharerError::invalid(
+            "granularity",
+            format!("unknown value {code}"),
+        )),
+    }
+}
+
+impl TryFrom<Option<pb::TransferSettings>> for TransferPlan {
+    type Error = SharerError;
+
+    fn try_from(t: Option<pb::TransferSettings>) -> Result<Self, SharerError> {
+        let t = t.unwrap_or_default();
+        let fraction = if t.keep_fraction == 0.0 {
+            1.0
+        } else {
+            t.keep_fraction
+        };
+        if fraction.is_nan() || fraction <= 0.0 || fraction > 1.0 {
+            return Err(SharerError::invalid(
+                "transfer.keep_fraction",
+                format!("{fraction} is not in (0, 1]"),
+            ));
+        }
+        let selection = match pb::Selection::try_from(t.selection) {
+            Ok(pb::Selection::Unspecified | pb::Selection::All) => Selection::All,
+            Ok(pb::Selection::Front) => Selection::Front(fraction),
+            Ok(pb::Selection::Back) => Selection::Back(fraction),
+            Err(_) => {
+                return Err(SharerError::invalid(
+                    "transfer.selection",
+                    format!("unknown value {}", t.selection),
+                ));
+            }
+        };
+        Ok(TransferPlan {
+            payload: payload_from_wire(t.payload)?,
+            granularity: granularity_from_wire(t.granularity)?,
+            selection,
+            byte_cap: t.byte_cap,
+        })
+    }
+}
+
+impl TryFrom<pb::ShareRequest> for ShareParams {
+    type Error = SharerError;
+
+    fn try_from(r: pb::ShareRequest) -> Result<Self, SharerError> {
+        let prompt = match r.prompt {
+            Some(pb::share_request::Prompt::Example(e)) => {
+                PromptSource::Example(example_from_wire(Some(e))?)
+            }
+            Some(pb::share_request::Prompt::Text(t)) if !t.is_empty() => PromptSource::Text(t),
+            _ => return Err(SharerError::invalid("prompt", "missing or empty")),
+        };
+        Ok(ShareParams {
+            prompt,
+            plan: r.transfer.try_into()?,
+            keep_session: r.keep_session,
+        })
+    }
+}
+
+/// Parses a 32-hex-digit session id.
+pub fn session_id_from_hex(s: &str) -> Result<[u8; 16], SharerError> {
+    let bad = || SharerError::invalid("session_id", "expected 32 hex digits");
+    let value = u128::from_str_radix(s, 16).map_err(|_| bad())?;
+    if s.len() != 32 {
+        return Err(bad());
+    }
+    Ok(value.to_be_bytes())
+}
+
+/// Formats a session id as 32 hex digits.
+pub fn session_id_to_hex(id: &[u8; 16]) -> String {
+    format!("{:032x}", u128::from_be_bytes(*id))
+}
+
+fn sorted_unique(field: &'static str, mut positions: Vec<u32>) -> Result<Vec<u32>, SharerError> {
+    if positions.is_empty() {
+        return Err(SharerError::invalid(field, "no positions"));
+    }
+    positions.sort_unstable();
+    let n = positions.len();
+    positions.dedup();
+    if positions.len() != n {
+        return Err(SharerError::invalid(field, "duplicate positions"));
+    }
+    Ok(positions)
+}
+
+impl TryFrom<pb::RefineRequest> for RefineParams {
+    type Error = SharerError;
+
+    fn try_from(r: pb::RefineRequest) -> Result<Self, SharerError> {
+        let want = match r.want {
+            Some(pb::refine_request::Want::Extra(e)) => RefineWant::Extra {
+                positions: sorted_unique("extra.positions", e.positions)?,
+                payload: payload_from_wire(e.payload)?,
+            },
+            Some(pb::refine_request::Want::Upgrade(u)) => RefineWant::Upgrade {
+                positions: sorted_unique("upgrade.positions", u.positions)?,
+                payload: payload_from_wire(u.payload)?,
+            },
+            None => return Err(SharerError::invalid("want", "missing")),
+        };
+        Ok(RefineParams {
+            session_id: session_id_from_hex(&r.session_id)?,
+            want,
+            granularity: granularity_from_wire(r.granularity)?,
+        })
+    }
+}
+
+/// Converts a wire message kind (unspecified means raw).
+pub fn message_kind_from_wire(code: i32) -> Result<MessageKind, SharerError> {
+    match pb::MessageKind::try_from(code) {
+        Ok(pb::MessageKind::Unspecified | pb::MessageKind::Raw) => Ok(MessageKind::Raw),
+        Ok(pb::MessageKind::Summary) => Ok(MessageKind::Summary),
+        Ok(pb::MessageKind::Hint) => Ok(MessageKind::Hint),
+        Err(_) => Err(SharerError::invalid(
+            "kind",
+            format!("unknown value {code}"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transfer_defaults_and_rejections() {
+        let plan = TransferPlan::try_from(None).unwrap();
+        assert_eq!(
+            (plan.payload, plan.selection, plan.byte_cap),
+            (Payload::Int8, Selection::All, 0)
+        );
+        let bad = pb::TransferSettings {
+            keep_fraction: 1.5,
+            ..Default::default()
+        };
+        assert!(TransferPlan::try_from(Some(bad)).is_err());
+        let bad = pb::TransferSettings {
+            payload: 99,
+            ..Default::default()
+        };
+        assert!(TransferPlan::try_from(Some(bad)).is_err());
+    }
+
+    #[test]
+    fn session_ids_round_trip_and_reject_garbage() {
+        let id = [7u8; 16];
+        assert_eq!(session_id_from_hex(&session_id_to_hex(&id)).unwrap(), id);
+        assert!(session_id_from_hex("xyz").is_err());
+        assert!(session_id_from_hex("0f").is_err());
+    }
+}

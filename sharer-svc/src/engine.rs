@@ -1,0 +1,185 @@
+//! The sharer engine: owns the model; prefills prompts and exports the cache to host memory,
+//! answers examples by forced choice, and generates hints. Tensors never leave this module;
+//! callers get host `f32` rows. Every method is blocking (run it on a blocking thread).
+
+use model_runtime::candle_core::DType;
+use model_runtime::{GenerateParams, forced_choice};
+use service_kit::letters::letter_prompt;
+use service_kit::model_load::LoadedModel;
+use service_kit::prompt::Example;
+use service_kit::timing::timed;
+
+use crate::domain::PromptSource;
+use crate::error::SharerError;
+
+/// One layer's K and V in host memory, `[1, H, T, D]` each.
+#[derive(Debug, Clone)]
+pub struct HostLayer {
+    /// Keys (post-RoPE).
+    pub k: Vec<f32>,
+    /// Values.
+    pub v: Vec<f32>,
+}
+
+/// Model shape and identity, as Info reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineInfo {
+    /// The model spec.
+    pub spec: String,
+    /// Architecture name.
+    pub architecture: String,
+    /// Decoder layers.
+    pub layers: usize,
+    /// KV heads.
+    pub kv_heads: usize,
+    /// Head dimension.
+    pub head_dim: usize,
+    /// Vocabulary size.
+    pub vocab_size: usize,
+    /// Tokenizer source.
+    pub tokenizer: String,
+    /// Random weights.
+    pub random_weights: bool,
+    /// Device name.
+    pub device: String,
+}
+
+/// A prefilled prompt: its tokens and every layer's cache on the host.
+#[derive(Debug)]
+pub struct Prefilled {
+    /// Prompt token ids.
+    pub ids: Vec<u32>,
+    /// One entry per layer.
+    pub layers: Vec<HostLayer>,
+    /// Prefill wall time, ms.
+    pub prefill_ms: f64,
+    /// Device-to-host export time, ms.
+    pub export_ms: f64,
+}
+
+/// The sharer's forced-choice answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SharerAnswer {
+    /// Index of the predicted choice.
+    pub prediction: usize,
+    /// Letter probabilities in choice order.
+    pub probabilities: Vec<f32>,
+    /// p1 - p2.
+    pub margin: f32,
+    /// Prefill time, ms.
+    pub prefill_ms: f64,
+}
+
+/// The sharer's model and everything needed to run it.
+#[derive(Debug)]
+pub struct SharerEngine {
+    loaded: LoadedModel,
+    info: EngineInfo,
+}
+
+impl SharerEngine {
+    /// Wraps a loaded model.
+    pub fn new(loaded: LoadedModel) -> Self {
+        let c = loaded.model.config();
+        let info = EngineInfo {
+            spec: loaded.spec.to_string(),
+            architecture: c.arch.name().to_string(),
+            layers: c.n_layers,
+            kv_heads: c.n_kv_heads,
+            head_dim: c.head_dim,
+            vocab_size: c.vocab_size,
+            tokenizer: loaded.tokenizer_source.clone(),
+            random_weights: loaded.spec.is_random(),
+            device: format!("{:?}", loaded.model.device()).to_lowercase(),
+        };
+        Self { loaded, info }
+    }
+
+    /// Shape and identity.
+    pub fn info(&self) -> &EngineInfo {
+        &self.info
+    }
+
+    /// Token ids of a prompt: the letter prompt of an example, or raw text as is.
+    pub fn prompt_ids(&self, prompt: &PromptSource) -> Result<Vec<u32>, SharerError> {
+        match prompt {
+            PromptSource::Example(e) => Ok(self.letter_ids(e)?.0),
+            PromptSource::Text(t) => Ok(self.loaded.tokenizer.encode(t)?),
+        }
+    }
+
+    fn letter_ids(&self, e: &Example) -> Result<(Vec<u32>, Vec<u32>), SharerError> {
+        let p = letter_prompt(&self.loaded.tokenizer, self.loaded.template, e, None)
+            .map_err(|err| SharerError::invalid("example", err.to_string()))?;
+        Ok((p.ids, p.candidates))
+    }
+
+    /// Runs the prompt and copies every layer's K and V to host f32.
+    pub fn prefill(&self, ids: &[u32]) -> Result<Prefilled, SharerError> {
+        let model = &self.loaded.model;
+        let input = model.ids_tensor(ids)?;
+        let (result, prefill_ms) = timed(|| model.prefill(&input));
+        let (_, cache) = result?;
+        let (layers, export_ms) = timed(|| {
+            cache
+                .layers
+                .iter()
+                .map(|l| {
+                    let host = |t: &model_runtime::candle_core::Tensor| {
+                        t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()
+                    };
+                    Ok(HostLayer {
+                        k: host(&l.k)?,
+                        v: host(&l.v)?,
+                    })
+                })
+                .collect::<Result<Vec<_>, model_runtime::candle_core::Error>>()
+        });
+        let layers = layers.map_err(model_runtime::RuntimeError::from)?;
+        Ok(Prefilled {
+            ids: ids.to_vec(),
+            layers,
+            prefill_ms,
+            export_ms,
+        })
+    }
+
+    /// The sharer's own forced-choice answer.
+    pub fn answer(&self, example: &Example) -> Result<SharerAnswer, SharerError> {
+        let (ids, candidates) = self.letter_ids(example)?;
+        let (logits, prefill_ms) = timed(|| self.loaded.model.next_token_logits(&ids));
+        let choice = forced_choice(&logits?, &candidates)?;
+        Ok(SharerAnswer {
+            prediction: choice.prediction,
+            probabilities: choice.probs,
+            margin: choice.margin,
+            prefill_ms,
+        })
+    }
+
+    /// A greedy-generated hint about the example (no answer prefix), and the generation time.
+    pub fn hint(
+        &self,
+        example: &Example,
+        max_new_tokens: usize,
+    ) -> Result<(String, f64), SharerError> {
+        let mut choices = String::new();
+        for (l, c) in example.letters().zip(&example.choices) {
+            choices.push_str(&format!("{l}. {}\n", c.trim()));
+        }
+        let user = format!(
+            "Give a short, useful hint for answering this question. Do not state the answer letter.\n\n{}\n\nChoices:\n{}",
+            example.question.trim(),
+            choices.trim_end()
+        );
+        let text = self.loaded.template.prompt(&user, "");
+        let ids = self.loaded.tokenizer.encode(&text)?;
+        let params = GenerateParams {
+            max_new_tokens,
+            stop_ids: self.loaded.model.config().eos_token_ids.clone(),
+        };
+        let (generation, ms) = timed(|| self.loaded.model.generate_greedy(&ids, &params));
+        let hint = self.loaded.tokenizer.decode(&generation?.tokens, true)?;
+        Ok((hint.trim().to_string(), ms))
+    }
+}

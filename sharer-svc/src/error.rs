@@ -1,0 +1,116 @@
+//! The sharer's error type and its one mapping to gRPC status codes, with a stable label for
+//! metrics.
+
+use tonic::{Code, Status};
+
+/// Everything that can fail in a sharer rpc.
+#[derive(Debug, thiserror::Error)]
+pub enum SharerError {
+    /// A request field is missing or out of range.
+    #[error("invalid {field}: {reason}")]
+    InvalidArgument {
+        /// The request field.
+        field: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The prompt is longer than the configured limit.
+    #[error("prompt has {tokens} tokens, limit {max}")]
+    PromptTooLong {
+        /// Prompt tokens.
+        tokens: usize,
+        /// Limit.
+        max: usize,
+    },
+    /// Not even one token fits the byte cap.
+    #[error("byte cap {cap} is below the smallest transfer ({minimum} bytes)")]
+    CapTooSmall {
+        /// The cap.
+        cap: u64,
+        /// Bytes of a one-token transfer.
+        minimum: u64,
+    },
+    /// The session id is unknown or expired.
+    #[error("session {0} not found (unknown, expired or evicted)")]
+    SessionNotFound(String),
+    /// The refinement asks for something the session cannot give.
+    #[error("refinement: {0}")]
+    Refine(String),
+    /// The model failed.
+    #[error("model: {0}")]
+    Model(#[from] model_runtime::RuntimeError),
+    /// Frame encoding failed.
+    #[error("kvwire encode: {0}")]
+    Encode(#[from] kvwire::EncodeError),
+    /// The client went away or the deadline passed while work was in progress.
+    #[error("cancelled: {0}")]
+    Cancelled(&'static str),
+    /// A blocking worker panicked or was aborted.
+    #[error("worker failed: {0}")]
+    Worker(String),
+}
+
+impl SharerError {
+    /// Stable label for metrics and logs.
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            SharerError::InvalidArgument { .. } => "invalid_argument",
+            SharerError::PromptTooLong { .. } => "prompt_too_long",
+            SharerError::CapTooSmall { .. } => "cap_too_small",
+            SharerError::SessionNotFound(_) => "session_not_found",
+            SharerError::Refine(_) => "refine",
+            SharerError::Model(_) => "model",
+            SharerError::Encode(_) => "encode",
+            SharerError::Cancelled(_) => "cancelled",
+            SharerError::Worker(_) => "worker",
+        }
+    }
+
+    /// The gRPC code of this error.
+    pub fn code(&self) -> Code {
+        match self {
+            SharerError::InvalidArgument { .. } | SharerError::Refine(_) => Code::InvalidArgument,
+            SharerError::PromptTooLong { .. } => Code::OutOfRange,
+            SharerError::CapTooSmall { .. } => Code::FailedPrecondition,
+            SharerError::SessionNotFound(_) => Code::NotFound,
+            SharerError::Cancelled(_) => Code::Cancelled,
+            SharerError::Model(_) | SharerError::Encode(_) | SharerError::Worker(_) => {
+                Code::Internal
+            }
+        }
+    }
+
+    /// Shorthand for [`SharerError::InvalidArgument`].
+    pub fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
+        SharerError::InvalidArgument {
+            field,
+            reason: reason.into(),
+        }
+    }
+}
+
+impl From<SharerError> for Status {
+    fn from(e: SharerError) -> Status {
+        let mut status = Status::new(e.code(), e.to_string());
+        if let Ok(v) = e.error_type().parse() {
+            status.metadata_mut().insert("kvwire-error-type", v);
+        }
+        status
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_carries_code_message_and_type() {
+        let s: Status = SharerError::SessionNotFound("ab".into()).into();
+        assert_eq!(s.code(), Code::NotFound);
+        assert!(s.message().contains("ab"));
+        assert_eq!(
+            s.metadata().get("kvwire-error-type").unwrap(),
+            "session_not_found"
+        );
+    }
+}

@@ -1,0 +1,28 @@
+//! The `sharer-svc` binary: loads the layered config (`--config FILE`, then
+//! `KVWIRE_SHARER__*` environment variables), starts telemetry, serves until Ctrl-C/SIGTERM.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::Parser;
+use sharer_svc::SharerConfig;
+
+/// Command line of the sharer service.
+#[derive(Debug, Parser)]
+#[command(name = "sharer-svc", version, about = "KVWire sharer service (gRPC)")]
+struct Cli {
+    /// TOML config file; environment variables `KVWIRE_SHARER__<SECTION>__<KEY>` override it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let config = SharerConfig::load(cli.config.as_deref()).context("configuration")?;
+    service_kit::telemetry::init(&config.telemetry).context("telemetry")?;
+    let listener = tokio::net::TcpListener::bind(config.listen_addr)
+        .await
+        .with_context(|| format!("binding {}", config.listen_addr))?;
+    sharer_svc::serve(config, listener, service_kit::shutdown::signal()).await
+}

@@ -1,0 +1,314 @@
+//! The gRPC boundary of the sharer: converts wire requests to domain types, runs the engine on
+//! blocking threads, streams frames through a bounded channel, and maps errors to status codes
+//! in one place ([`SharerError`] -> `Status`).
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use futures::Stream;
+use kvwire_proto::v1 as pb;
+use kvwire_proto::v1::sharer_server::Sharer;
+use service_kit::metrics_catalog::{
+    SESSIONS_ACTIVE, SESSIONS_EVICTED, add_bytes, record_rpc, record_stage_ms,
+};
+use service_kit::prompt::LETTERS;
+use service_kit::trace_context::TraceContext;
+use tokio::sync::{Semaphore, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+use tracing::field::Empty;
+use tracing::{Instrument, instrument};
+
+use crate::config::SharerLimits;
+use crate::domain::{
+    MessageKind, RefineParams, ShareParams, example_from_wire, message_kind_from_wire,
+};
+use crate::engine::SharerEngine;
+use crate::error::SharerError;
+use crate::produce::{produce_refine, produce_share};
+use crate::session_state::HeldSession;
+use crate::sessions::{EvictionReason, SessionStore};
+use crate::text::{cap_utf8, raw_text, summary_text};
+
+const SERVICE: &str = "sharer";
+
+/// The Sharer gRPC service.
+#[derive(Debug, Clone)]
+pub struct SharerService {
+    engine: Arc<SharerEngine>,
+    sessions: Arc<Mutex<SessionStore<HeldSession>>>,
+    jobs: Arc<Semaphore>,
+    limits: SharerLimits,
+}
+
+type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::ShareChunk, Status>> + Send>>;
+
+fn count_evictions(evicted: &[EvictionReason]) {
+    for reason in evicted {
+        metrics::counter!(SESSIONS_EVICTED, "reason" => reason.label()).increment(1);
+    }
+}
+
+/// Records the rpc outcome (count, latency, error type) and converts the error.
+fn finish<T>(
+    method: &'static str,
+    start: Instant,
+    result: Result<T, SharerError>,
+) -> Result<T, Status> {
+    let seconds = start.elapsed().as_secs_f64();
+    match result {
+        Ok(v) => {
+            record_rpc(SERVICE, method, tonic::Code::Ok, None, seconds);
+            Ok(v)
+        }
+        Err(e) => {
+            tracing::warn!(error_type = e.error_type(), error = %e, "{method} failed");
+            record_rpc(SERVICE, method, e.code(), Some(e.error_type()), seconds);
+            Err(e.into())
+        }
+    }
+}
+
+impl SharerService {
+    /// A service around a loaded engine.
+    pub fn new(
+        engine: SharerEngine,
+        limits: SharerLimits,
+        sessions: SessionStore<HeldSession>,
+    ) -> Self {
+        Self {
+            engine: Arc::new(engine),
+            sessions: Arc::new(Mutex::new(sessions)),
+            jobs: Arc::new(Semaphore::new(limits.max_concurrent_jobs)),
+            limits,
+        }
+    }
+
+    /// Runs `f` on a blocking thread once a job slot is free.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&SharerEngine) -> Result<T, SharerError> + Send + 'static,
+    ) -> Result<T, SharerError> {
+        let permit = self
+            .jobs
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| SharerError::Worker("job pool closed".into()))?;
+        let engine = self.engine.clone();
+        let span = tracing::Span::current();
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            span.in_scope(|| f(&engine))
+        })
+        .await
+        .map_err(|e| SharerError::Worker(e.to_string()))?
+    }
+
+    /// Spawns a producer feeding a bounded channel; the returned stream ends with the
+    /// producer's error, if any. Dropping the stream closes the channel, which stops the
+    /// producer before its next frame.
+    fn stream_from(
+        &self,
+        method: &'static str,
+        produce: impl FnOnce(
+            &SharerEngine,
+            &mpsc::Sender<Result<pb::ShareChunk, Status>>,
+        ) -> Result<(), SharerError>
+        + Send
+        + 'static,
+    ) -> ChunkStream {
+        let (tx, rx) = mpsc::channel(self.limits.stream_buffer_frames);
+        let this = self.clone();
+        let start = Instant::now();
+        let span = tracing::Span::current();
+        tokio::spawn(
+            async move {
+                let tx_worker = tx.clone();
+                let result = this
+                    .blocking(move |engine| produce(engine, &tx_worker))
+                    .await;
+                let result = finish(method, start, result);
+                if let Err(status) = result {
+                    // The receiver may be gone already; then there is nobody to tell.
+                    let _ = tx.send(Err(status)).await;
+                }
+            }
+            .instrument(span),
+        );
+        Box::pin(ReceiverStream::new(rx))
+    }
+}
+
+#[tonic::async_trait]
+impl Sharer for SharerService {
+    type ShareStream = ChunkStream;
+    type RefineStream = ChunkStream;
+
+    #[instrument(skip_all, name = "sharer.share", fields(trace_id = Empty, payload = Empty, selection = Empty, keep_session = Empty))]
+    async fn share(
+        &self,
+        request: Request<pb::ShareRequest>,
+    ) -> Result<Response<ChunkStream>, Status> {
+        let trace = TraceContext::from_metadata_or_root(request.metadata());
+        let span = tracing::Span::current();
+        span.record("trace_id", trace.trace_id_hex());
+        let params = match ShareParams::try_from(request.into_inner()) {
+            Ok(p) => p,
+            Err(e) => return finish("Share", Instant::now(), Err(e)),
+        };
+        span.record("payload", params.plan.payload.name());
+        span.record("selection", format!("{:?}", params.plan.selection).as_str());
+        span.record("keep_session", params.keep_session);
+        let max_tokens = self.limits.max_prompt_tokens;
+        let sessions = self.sessions.clone();
+        let stream = self.stream_from("Share", move |engine, tx| {
+            if let Some((id, held)) = produce_share(engine, &params, max_tokens, tx)? {
+                let bytes = held.size_bytes();
+                let mut store = sessions.lock().unwrap_or_else(|p| p.into_inner());
+                match store.insert(id, Arc::new(held), bytes, Instant::now()) {
+                    Some(evicted) => count_evictions(&evicted),
+                    None => tracing::warn!(bytes, "session larger than the store; not kept"),
+                }
+                metrics::gauge!(SESSIONS_ACTIVE).set(store.len() as f64);
+            }
+            Ok(())
+        });
+        Ok(Response::new(stream))
+    }
+
+    #[instrument(skip_all, name = "sharer.refine", fields(trace_id = Empty, positions = Empty))]
+    async fn refine(
+        &self,
+        request: Request<pb::RefineRequest>,
+    ) -> Result<Response<ChunkStream>, Status> {
+        let trace = TraceContext::from_metadata_or_root(request.metadata());
+        tracing::Span::current().record("trace_id", trace.trace_id_hex());
+        let start = Instant::now();
+        let params = match RefineParams::try_from(request.into_inner()) {
+            Ok(p) => p,
+            Err(e) => return finish("Refine", start, Err(e)),
+        };
+        let positions = match &params.want {
+            crate::domain::RefineWant::Extra { positions, .. }
+            | crate::domain::RefineWant::Upgrade { positions, .. } => positions.len(),
+        };
+        tracing::Span::current().record("positions", positions);
+        let (held, evicted) = {
+            let mut store = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+            let got = store.get(&params.session_id, Instant::now());
+            metrics::gauge!(SESSIONS_ACTIVE).set(store.len() as f64);
+            got
+        };
+        count_evictions(&evicted);
+        let Some(held) = held else {
+            let id = crate::domain::session_id_to_hex(&params.session_id);
+            return finish("Refine", start, Err(SharerError::SessionNotFound(id)));
+        };
+        Ok(Response::new(
+            self.stream_from("Refine", move |engine, tx| {
+                produce_refine(engine, &held, &params, tx)
+            }),
+        ))
+    }
+
+    #[instrument(skip_all, name = "sharer.message", fields(trace_id = Empty, kind = Empty, byte_cap = Empty))]
+    async fn message(
+        &self,
+        request: Request<pb::MessageRequest>,
+    ) -> Result<Response<pb::MessageReply>, Status> {
+        let trace = TraceContext::from_metadata_or_root(request.metadata());
+        let span = tracing::Span::current();
+        span.record("trace_id", trace.trace_id_hex());
+        let start = Instant::now();
+        let pb::MessageRequest {
+            example,
+            kind,
+            byte_cap,
+            max_new_tokens,
+        } = request.into_inner();
+        let max_hint = self.limits.max_hint_tokens;
+        let result = async {
+            let example = example_from_wire(example)?;
+            let kind = message_kind_from_wire(kind)?;
+            span.record("kind", kind.label());
+            span.record("byte_cap", byte_cap);
+            let max_new = match max_new_tokens as usize {
+                0 => max_hint,
+                n => n.min(max_hint),
+            };
+            let (text, timings) = match kind {
+                MessageKind::Raw => (raw_text(&example), pb::StageTimings::default()),
+                MessageKind::Summary => (summary_text(&example), pb::StageTimings::default()),
+                MessageKind::Hint => {
+                    let (text, ms) = self.blocking(move |e| e.hint(&example, max_new)).await?;
+                    record_stage_ms(SERVICE, "generate", ms);
+                    (
+                        text,
+                        pb::StageTimings {
+                            score_ms: ms,
+                            ..Default::default()
+                        },
+                    )
+                }
+            };
+            let cap = usize::try_from(byte_cap).unwrap_or(usize::MAX);
+            let (text, truncated) = cap_utf8(&text, cap);
+            add_bytes(SERVICE, "text", text.len() as u64);
+            Ok(pb::MessageReply {
+                text: text.to_string(),
+                truncated,
+                timings: Some(timings),
+            })
+        }
+        .await;
+        finish("Message", start, result).map(Response::new)
+    }
+
+    #[instrument(skip_all, name = "sharer.answer", fields(trace_id = Empty))]
+    async fn answer(
+        &self,
+        request: Request<pb::AnswerRequest>,
+    ) -> Result<Response<pb::AnswerReply>, Status> {
+        let trace = TraceContext::from_metadata_or_root(request.metadata());
+        tracing::Span::current().record("trace_id", trace.trace_id_hex());
+        let start = Instant::now();
+        let result = async {
+            let example = example_from_wire(request.into_inner().example)?;
+            let a = self.blocking(move |e| e.answer(&example)).await?;
+            record_stage_ms(SERVICE, "prefill", a.prefill_ms);
+            Ok(pb::AnswerReply {
+                prediction: LETTERS[a.prediction].to_string(),
+                probabilities: a.probabilities,
+                margin: a.margin,
+                timings: Some(pb::StageTimings {
+                    sharer_prefill_ms: a.prefill_ms,
+                    ..Default::default()
+                }),
+            })
+        }
+        .await;
+        finish("Answer", start, result).map(Response::new)
+    }
+
+    #[instrument(skip_all, name = "sharer.info")]
+    async fn info(
+        &self,
+        _request: Request<pb::InfoRequest>,
+    ) -> Result<Response<pb::ModelInfo>, Status> {
+        let i = self.engine.info();
+        finish("Info", Instant::now(), Ok(()))?;
+        Ok(Response::new(pb::ModelInfo {
+            spec: i.spec.clone(),
+            architecture: i.architecture.clone(),
+            layers: i.layers as u32,
+            kv_heads: i.kv_heads as u32,
+            head_dim: i.head_dim as u32,
+            vocab_size: i.vocab_size as u32,
+            tokenizer: i.tokenizer.clone(),
+            random_weights: i.random_weights,
+            device: i.device.clone(),
+        }))
+    }
+}

@@ -1,0 +1,252 @@
+//! End-to-end: a sharer and a receiver on loopback with tiny random models, checked for the
+//! byte accounting contract, kvwire's estimate, failure behaviour and the non-KV methods.
+
+use std::time::Duration;
+
+use e2e_tests::{TINY_MODEL, cutting_relay, example, start_receiver, start_sharer};
+use kvwire_proto::v1 as pb;
+use kvwire_proto::v1::receiver_client::ReceiverClient;
+use kvwire_proto::v1::sharer_client::SharerClient;
+use tonic::Code;
+
+fn kv_request(payload: pb::Payload, sharer_endpoint: &str) -> pb::EvaluateRequest {
+    pb::EvaluateRequest {
+        example: Some(example("e1")),
+        method: pb::Method::Kv as i32,
+        transfer: Some(pb::TransferSettings {
+            payload: payload as i32,
+            ..Default::default()
+        }),
+        sharer_endpoint: sharer_endpoint.into(),
+        ..Default::default()
+    }
+}
+
+/// Frame lengths the sharer sends for this transfer, pulled straight from its Share stream.
+async fn frame_lengths(sharer: &str, payload: pb::Payload) -> Vec<usize> {
+    let mut client = SharerClient::connect(sharer.to_string()).await.unwrap();
+    let req = pb::ShareRequest {
+        prompt: Some(pb::share_request::Prompt::Example(example("e1"))),
+        transfer: Some(pb::TransferSettings {
+            payload: payload as i32,
+            ..Default::default()
+        }),
+        keep_session: false,
+    };
+    let mut stream = client.share(req).await.unwrap().into_inner();
+    let mut lengths = Vec::new();
+    while let Some(chunk) = stream.message().await.unwrap() {
+        lengths.push(chunk.frame.len());
+    }
+    lengths
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kv_transfer_bytes_agree_at_every_level() {
+    let sharer = start_sharer(TINY_MODEL).await;
+    let receiver = start_receiver(TINY_MODEL, &sharer.endpoint()).await;
+    let mut client = ReceiverClient::connect(receiver.endpoint()).await.unwrap();
+    let info = client.info(pb::InfoRequest {}).await.unwrap().into_inner();
+    assert!(info.random_weights && info.layers == 2, "{info:?}");
+    let mut blobs = Vec::new();
+    for payload in [pb::Payload::Fp16, pb::Payload::Int8, pb::Payload::Int4] {
+        let reply = client
+            .evaluate(kv_request(payload, ""))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(
+            ["A", "B", "C", "D"].contains(&reply.prediction.as_str()),
+            "{reply:?}"
+        );
+        assert_eq!(reply.probabilities.len(), 4);
+        let total = reply.total.clone().unwrap();
+        let sent = frame_lengths(&sharer.endpoint(), payload).await;
+        // Session header plus one frame per layer, and the receiver counted exactly those bytes.
+        assert_eq!(sent.len(), 1 + info.layers as usize);
+        assert_eq!(total.frames as usize, sent.len());
+        assert_eq!(
+            total.measured_total,
+            sent.iter().sum::<usize>() as u64,
+            "{payload:?}"
+        );
+        let b = total.breakdown.clone().unwrap();
+        assert_eq!(
+            b.headers + b.indices + b.payload + b.scales + b.request,
+            total.measured_total
+        );
+        // No entropy coding: kvwire's formula is exact.
+        assert_eq!(total.estimated_total, total.measured_total, "{payload:?}");
+        assert!(total.transport_read + total.transport_written > total.grpc_message_bytes, "{total:?}");
+        assert!(total.grpc_message_bytes > total.measured_total, "{total:?}");
+        let t = reply.timings.unwrap();
+        assert!(
+            t.sharer_prefill_ms > 0.0 && t.decode_ms > 0.0 && t.receiver_prefill_ms > 0.0,
+            "{t:?}"
+        );
+        assert!(t.end_to_end_ms >= t.receiver_prefill_ms);
+        blobs.push(total.measured_total);
+    }
+    // fp16 > int8 > int4 on the wire.
+    assert!(blobs[0] > blobs[1] && blobs[1] > blobs[2], "{blobs:?}");
+    drop(receiver);
+    sharer.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sharer_dying_mid_stream_is_a_typed_error() {
+    let sharer = start_sharer(TINY_MODEL).await;
+    let full: usize = frame_lengths(&sharer.endpoint(), pb::Payload::Fp16)
+        .await
+        .iter()
+        .sum();
+    // Let the connection preface, headers and part of the frames through, then cut.
+    let relay = cutting_relay(sharer.addr, full / 2).await;
+    let receiver = start_receiver(TINY_MODEL, &sharer.endpoint()).await;
+    let mut client = ReceiverClient::connect(receiver.endpoint()).await.unwrap();
+    let call = client.evaluate(kv_request(pb::Payload::Fp16, &format!("http://{relay}")));
+    let status = tokio::time::timeout(Duration::from_secs(60), call)
+        .await
+        .expect("the receiver must not hang")
+        .expect_err("a cut stream cannot produce a prediction");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert_eq!(
+        status.metadata().get("kvwire-error-type").unwrap(),
+        "sharer_stream_broken",
+        "{status:?}"
+    );
+    // The receiver is still healthy: the same request through the sharer directly succeeds.
+    let ok = client
+        .evaluate(kv_request(pb::Payload::Fp16, ""))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!ok.prediction.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn text_sharer_only_and_receiver_only_methods() {
+    let sharer = start_sharer(TINY_MODEL).await;
+    let receiver = start_receiver(TINY_MODEL, &sharer.endpoint()).await;
+    let mut client = ReceiverClient::connect(receiver.endpoint()).await.unwrap();
+    let base = pb::EvaluateRequest {
+        example: Some(example("e2")),
+        ..Default::default()
+    };
+
+    let alone = client
+        .evaluate(pb::EvaluateRequest {
+            method: pb::Method::ReceiverOnly as i32,
+            ..base.clone()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(alone.rounds.is_empty() && alone.total.unwrap().measured_total == 0);
+
+    // Same model, same prompt: the identity KV transfer at fp16 reproduces the receiver-only
+    // prediction.
+    let kv = client
+        .evaluate(kv_request(pb::Payload::Fp16, ""))
+        .await
+        .unwrap()
+        .into_inner();
+    let alone_e1 = client
+        .evaluate(pb::EvaluateRequest {
+            method: pb::Method::ReceiverOnly as i32,
+            example: Some(example("e1")),
+            ..base.clone()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(kv.prediction, alone_e1.prediction);
+
+    let sharer_only = client
+        .evaluate(pb::EvaluateRequest {
+            method: pb::Method::SharerOnly as i32,
+            ..base.clone()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        sharer_only.prediction, alone.prediction,
+        "same model, same prompt, same answer"
+    );
+
+    for (kind, cap) in [
+        (pb::MessageKind::Raw, 40u64),
+        (pb::MessageKind::Summary, 0),
+        (pb::MessageKind::Hint, 0),
+    ] {
+        let req = pb::EvaluateRequest {
+            method: pb::Method::Text as i32,
+            text: Some(pb::TextSettings {
+                kind: kind as i32,
+                byte_cap: cap,
+            }),
+            ..base.clone()
+        };
+        let reply = client.evaluate(req).await.unwrap().into_inner();
+        let total = reply.total.unwrap();
+        if cap > 0 {
+            assert!(
+                total.measured_total <= cap && total.measured_total > 30,
+                "{kind:?} {total:?}"
+            );
+        }
+        assert!(
+            total.transport_read + total.transport_written > total.grpc_message_bytes
+                && total.grpc_message_bytes > total.measured_total
+        );
+    }
+
+    let c2c = client
+        .evaluate(pb::EvaluateRequest {
+            method: pb::Method::C2c as i32,
+            ..base.clone()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(c2c.code(), Code::FailedPrecondition);
+    let bad = client
+        .evaluate(pb::EvaluateRequest { method: 0, ..base })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn refinement_round_two_upgrades_precision_and_counts_the_request() {
+    let sharer = start_sharer(TINY_MODEL).await;
+    let receiver = start_receiver(TINY_MODEL, &sharer.endpoint()).await;
+    let mut client = ReceiverClient::connect(receiver.endpoint()).await.unwrap();
+    let mut req = kv_request(pb::Payload::Int4, "");
+    // Any margin below 1 asks for round 2: an int8 residual over the int4 values held.
+    req.refine = Some(pb::RefineSettings {
+        margin_threshold: 1.0,
+        upgrade_payload: pb::Payload::Int8 as i32,
+    });
+    let reply = client.evaluate(req).await.unwrap().into_inner();
+    assert_eq!(reply.rounds.len(), 2, "{reply:?}");
+    let (r1, r2) = (
+        reply.rounds[0].bytes.clone().unwrap(),
+        reply.rounds[1].bytes.clone().unwrap(),
+    );
+    let b2 = r2.breakdown.clone().unwrap();
+    assert!(b2.request > 0 && r1.breakdown.unwrap().request == 0);
+    assert_eq!(
+        r2.measured_total,
+        b2.headers + b2.indices + b2.payload + b2.scales + b2.request
+    );
+    assert_eq!(r2.estimated_total, r2.measured_total);
+    // int8 residual payload is twice the int4 payload of round 1.
+    assert!(r2.measured_total > r1.measured_total);
+    let total = reply.total.unwrap();
+    assert_eq!(total.measured_total, r1.measured_total + r2.measured_total);
+    assert!(
+        r2.transport_read + r2.transport_written > r2.grpc_message_bytes
+            && r2.grpc_message_bytes > r2.measured_total - b2.request
+    );
+}
