@@ -201,7 +201,7 @@ impl ModelConfig {
                 return Err(RuntimeError::config(field, "must be positive"));
             }
         }
-        if self.n_heads % self.n_kv_heads != 0 {
+        if !self.n_heads.is_multiple_of(self.n_kv_heads) {
             return Err(RuntimeError::config(
                 "n_kv_heads",
                 format!(
@@ -210,13 +210,14 @@ impl ModelConfig {
                 ),
             ));
         }
-        if self.head_dim % 2 != 0 {
+        if !self.head_dim.is_multiple_of(2) {
             return Err(RuntimeError::config(
                 "head_dim",
                 "RoPE needs an even head_dim",
             ));
         }
-        if !(self.rope_theta > 0.0) || !(self.rms_eps > 0.0) {
+        let positive_finite = |x: f64| x.is_finite() && x > 0.0;
+        if !positive_finite(self.rope_theta) || !positive_finite(self.rms_eps) {
             return Err(RuntimeError::config(
                 "rope_theta/rms_eps",
                 "must be positive",
