@@ -9,6 +9,7 @@ pub mod align;
 pub mod cache;
 pub mod checkpoint;
 pub mod error;
+mod ffn;
 pub mod fuse;
 pub mod layer_map;
 pub mod layer_policy;

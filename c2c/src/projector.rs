@@ -15,9 +15,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::cache::{KvLayer, from_token_rows, to_token_rows};
 use crate::error::{C2cError, Result, TensorContext};
+use crate::ffn::{FfnBlock, ffn_stack, run_stack};
 
-/// RMSNorm epsilon of the released projector.
-pub const RMS_EPS: f64 = 1e-6;
+pub use crate::ffn::RMS_EPS;
 
 /// Shapes of one projector. The released C2C projector uses `hidden = intermediate = 1024` and
 /// one block in each FFN stack (`num_layers = 3`).
@@ -87,61 +87,6 @@ pub enum GateMode {
         /// Gumbel noise for the V branch, `[N, Hr]`.
         value_noise: Tensor,
     },
-}
-
-/// One residual block: h + W2 GELU_erf(W1 RMSNorm(h)).
-#[derive(Debug, Clone)]
-struct FfnBlock {
-    norm: Tensor,
-    w1: Linear,
-    w2: Linear,
-}
-
-impl FfnBlock {
-    fn new(width: usize, inner: usize, vb: VarBuilder) -> Result<Self> {
-        let norm = vb
-            .get_with_hints(width, "norm.weight", Init::Const(1.0))
-            .ctx("loading FFN norm")?;
-        let w1 = candle_nn::linear_no_bias(width, inner, vb.pp("w1")).ctx("loading FFN w1")?;
-        let w2 = candle_nn::linear_no_bias(inner, width, vb.pp("w2")).ctx("loading FFN w2")?;
-        Ok(Self { norm, w1, w2 })
-    }
-
-    fn forward(&self, h: &Tensor) -> Result<Tensor> {
-        let normed = rms_norm(h, &self.norm)?;
-        let inner = self.w1.forward(&normed).ctx("FFN w1")?;
-        let inner = inner.gelu_erf().ctx("FFN gelu")?;
-        let out = self.w2.forward(&inner).ctx("FFN w2")?;
-        (h + out).ctx("FFN residual")
-    }
-}
-
-/// RMSNorm over the last dimension, written with differentiable primitives.
-fn rms_norm(x: &Tensor, weight: &Tensor) -> Result<Tensor> {
-    let ms = x.sqr().and_then(|s| s.mean_keepdim(candle_core::D::Minus1));
-    let inv = ms
-        .and_then(|ms| ms + RMS_EPS)
-        .and_then(|v| v.sqrt())
-        .and_then(|v| v.recip())
-        .ctx("RMSNorm statistics")?;
-    x.broadcast_mul(&inv)
-        .and_then(|x| x.broadcast_mul(weight))
-        .ctx("RMSNorm scale")
-}
-
-fn ffn_stack(width: usize, inner: usize, blocks: usize, vb: VarBuilder) -> Result<Vec<FfnBlock>> {
-    let vb = vb.pp("blocks");
-    (0..blocks)
-        .map(|j| FfnBlock::new(width, inner, vb.pp(j)))
-        .collect()
-}
-
-fn run_stack(stack: &[FfnBlock], h: &Tensor) -> Result<Tensor> {
-    let mut h = h.clone();
-    for block in stack {
-        h = block.forward(&h)?;
-    }
-    Ok(h)
 }
 
 /// One branch (K or V) of the projector.
