@@ -64,9 +64,9 @@ fn layers_without_sharer_rows_stay_and_the_last_token_is_not_fused() {
     let sent = SharerLayer::dense_prefix(&layer(t, 5.0), positions.len()).expect("prefix");
     let sharer = vec![None, Some(sent)];
     let fused = fuse(&projectors, &map, &sharer, &receiver, &GateMode::Hard).expect("fuse");
-    for l in 0..2 {
+    for (l, kv) in fused.iter().enumerate().take(2) {
         assert_eq!(
-            values(&fused[l].k),
+            values(&kv.k),
             vec![1.0; 2 * t],
             "layer {l} had no sharer rows"
         );
