@@ -65,6 +65,10 @@ fn handmade_torch_zip_pickle_loads_and_matches_reference() {
         (2, 2, 2, 3)
     );
     assert_eq!((d.hidden, d.intermediate, d.proj_blocks), (8, 6, 2));
+    // projector_1.pt holds bf16 storages, as a checkpoint saved in a bf16 model's dtype would.
+    let sd = c2c::released::read_state_dict(&dir.join("projector_1.pt"), &Device::Cpu).expect("sd");
+    assert!(!sd.contains_key("gate_temperature"));
+    assert!(sd.values().all(|t| t.dtype() == DType::BF16));
     let (gk, gv) = fuser.projectors[0].gate_logits().expect("gates");
     assert!(gk > 0.0 && gv <= 0.0);
 }
