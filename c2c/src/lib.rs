@@ -17,6 +17,7 @@ pub mod projector;
 pub mod quant;
 pub mod rate;
 pub mod released;
+pub mod scores;
 pub mod select;
 pub mod train;
 

@@ -93,3 +93,21 @@ fn layers_without_sharer_rows_stay_and_the_last_token_is_not_fused() {
     assert!(fuse(&projectors, &map, &sharer[..1], &receiver, &GateMode::Hard).is_err());
     assert!(SharerLayer::dense_prefix(&layer(t, 5.0), t + 1).is_err());
 }
+
+#[test]
+fn receiver_scores_measure_projection_and_change() {
+    use c2c::scores::receiver_scores;
+    let t = 3;
+    let receiver = layer(t, 1.0);
+    let rows = SharerLayer {
+        kv: layer(2, 5.0),
+        positions: vec![0, 2],
+    };
+    // P = b_out = [4, 4] (norm sqrt 32); fused - own = 0.5 * P on K and V: sqrt(2 * 8) = 4.
+    let s = receiver_scores(&projector(4.0), &rows, &receiver).expect("scores");
+    assert_eq!(s.positions, vec![0, 2]);
+    for (p, d) in s.proj_vnorm.iter().zip(&s.delta) {
+        assert!((p - 32f32.sqrt()).abs() < 1e-5, "{p}");
+        assert!((d - 4.0).abs() < 1e-5, "{d}");
+    }
+}
