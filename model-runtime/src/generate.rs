@@ -228,3 +228,27 @@ impl Model {
             .collect())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forced_choice_restricts_softmax_to_candidates() {
+        // Token 0 has the highest logit overall but is not a candidate.
+        let logits = [9.0, 1.0, 2.0, 0.0, 2.0];
+        let fc = forced_choice(&logits, &[1, 2, 3, 4]).unwrap();
+        let sum: f32 = fc.probs.iter().sum();
+        assert!((sum - 1.0).abs() < 1e-6);
+        assert_eq!(fc.prediction, 1, "ties go to the first candidate");
+        assert_eq!(fc.margin, 0.0);
+        let e = [1f32.exp(), 2f32.exp(), 1.0, 2f32.exp()];
+        let total: f32 = e.iter().sum();
+        assert!((fc.probs[0] - e[0] / total).abs() < 1e-6);
+        let fc = forced_choice(&logits, &[1, 3]).unwrap();
+        assert_eq!(fc.prediction, 0);
+        assert!((fc.margin - (fc.probs[0] - fc.probs[1])).abs() < 1e-7 && fc.margin > 0.0);
+        assert!(forced_choice(&logits, &[7]).is_err());
+        assert!(forced_choice(&logits, &[]).is_err());
+    }
+}

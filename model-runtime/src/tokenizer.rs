@@ -327,6 +327,22 @@ mod tests {
     }
 
     #[test]
+    fn spans_cover_the_text_in_order() {
+        let tok = Tokenizer::tiny().unwrap();
+        let text = "<|im_start|>the cat sat on 42 mats";
+        let spans = tok.encode_with_spans(text).unwrap();
+        assert_eq!(
+            spans.iter().map(|s| s.id).collect::<Vec<_>>(),
+            tok.encode(text).unwrap()
+        );
+        assert_eq!((spans[0].start, spans[0].end), (0, "<|im_start|>".len()));
+        assert_eq!(spans.last().unwrap().end, text.len());
+        for pair in spans.windows(2) {
+            assert!(pair[0].end <= pair[1].start + 1 && pair[0].start < pair[1].start);
+        }
+    }
+
+    #[test]
     fn byte_table_is_gpt2() {
         let chars = byte_chars();
         assert_eq!(chars[b' ' as usize], 'Ġ');
