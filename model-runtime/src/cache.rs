@@ -82,6 +82,33 @@ impl KvCache {
         Ok(Self { layers })
     }
 
+    /// Keeps the positions listed in `positions` (in that order) of every layer, e.g. the
+    /// tokens a sharer selected. Positions must be below `seq_len()`.
+    pub fn select_positions(&self, positions: &[u32]) -> Result<Self> {
+        let len = self.seq_len();
+        if let Some(&bad) = positions.iter().find(|&&p| p as usize >= len) {
+            return Err(RuntimeError::input(
+                "positions",
+                format!("position {bad} outside a cache of {len} positions"),
+            ));
+        }
+        let Some(first) = self.layers.first() else {
+            return Ok(Self::new());
+        };
+        let index = Tensor::new(positions, first.k.device())?;
+        let layers = self
+            .layers
+            .iter()
+            .map(|l| {
+                Ok(LayerKv {
+                    k: l.k.index_select(&index, 2)?,
+                    v: l.v.index_select(&index, 2)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self { layers })
+    }
+
     /// Repeats a batch-1 cache `n` times along the batch axis (to score several
     /// continuations of one prompt in one forward).
     pub fn repeat_batch(&self, n: usize) -> Result<Self> {

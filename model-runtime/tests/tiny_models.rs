@@ -220,6 +220,24 @@ fn pruned_cache_runs_at_absolute_offset() {
 }
 
 #[test]
+fn selected_positions_equal_truncation_for_a_prefix() {
+    let model = tiny(Arch::Qwen3, 10);
+    let (_, cache) = model.prefill(&ids(&model, &PROMPT)).unwrap();
+    let picked = cache.select_positions(&[0, 1, 2]).unwrap();
+    let cut = cache.truncate(3).unwrap();
+    for (a, b) in picked.layers.iter().zip(&cut.layers) {
+        assert_eq!(host(&a.k), host(&b.k));
+        assert_eq!(host(&a.v), host(&b.v));
+    }
+    let odd = cache.select_positions(&[8, 2]).unwrap();
+    assert_eq!(
+        host(&odd.layers[1].v.i((.., .., 0, ..)).unwrap()),
+        host(&cache.layers[1].v.i((.., .., 8, ..)).unwrap())
+    );
+    assert!(cache.select_positions(&[9]).is_err());
+}
+
+#[test]
 fn bad_inputs_are_typed_errors() {
     let model = tiny(Arch::Qwen3, 9);
     let (_, cache) = model.prefill(&ids(&model, &PROMPT)).unwrap();
