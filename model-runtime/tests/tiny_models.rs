@@ -269,3 +269,20 @@ fn bad_inputs_are_typed_errors() {
         "{err}"
     );
 }
+
+#[test]
+fn models_caches_and_tokenizers_can_be_shared_across_threads() {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<Model>();
+    shareable::<KvCache>();
+    shareable::<model_runtime::Tokenizer>();
+    let model = std::sync::Arc::new(tiny(Arch::Llama, 11));
+    let handles: Vec<_> = (0..2)
+        .map(|_| {
+            let m = model.clone();
+            std::thread::spawn(move || m.next_token_logits(&PROMPT).unwrap())
+        })
+        .collect();
+    let outs: Vec<Vec<f32>> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    assert_eq!(outs[0], outs[1]);
+}
