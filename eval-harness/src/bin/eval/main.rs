@@ -168,6 +168,8 @@ fn main() -> Result<()> {
             line["model"] = serde_json::json!(format!("{:?}", args.model));
             line["mode"] = serde_json::json!(args.mode.name());
             writeln!(out, "{line}")?;
+            // Rows survive an interrupted run.
+            out.flush()?;
         }
         rows.push(row);
         let correct = rows.iter().filter(|r| r.correct).count();
