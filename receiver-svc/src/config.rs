@@ -145,8 +145,10 @@ mod tests {
     #[test]
     fn defaults_are_valid_and_problems_are_collected() {
         ReceiverConfig::default().validate().unwrap();
-        let mut c = ReceiverConfig::default();
-        c.sharer_endpoint = "not a uri at all".into();
+        let mut c = ReceiverConfig {
+            sharer_endpoint: "not a uri at all".into(),
+            ..ReceiverConfig::default()
+        };
         c.limits.max_new_tokens = 0;
         let err = c.validate().unwrap_err().to_string();
         assert!(

@@ -78,7 +78,7 @@ pub fn sum_rounds(rounds: &[pb::RoundReport]) -> (pb::ByteCounts, pb::StageTimin
     };
     let mut t = pb::StageTimings::default();
     for r in rounds {
-        let x = r.bytes.clone().unwrap_or_default();
+        let x = r.bytes.unwrap_or_default();
         b.measured_total += x.measured_total;
         b.estimated_total += x.estimated_total;
         b.grpc_message_bytes += x.grpc_message_bytes;

@@ -17,9 +17,9 @@ pub enum ConfigError {
         file: Option<String>,
         /// The environment prefix (`KVWIRE_SHARER`, ...).
         prefix: String,
-        /// The `config` crate's error.
+        /// The `config` crate's error (boxed: it is large).
         #[source]
-        source: config::ConfigError,
+        source: Box<config::ConfigError>,
     },
     /// Validation found one or more problems.
     #[error("invalid configuration: {0}")]
@@ -49,7 +49,7 @@ where
     let err = |source| ConfigError::Load {
         file: file.map(|p| p.display().to_string()),
         prefix: prefix.to_string(),
-        source,
+        source: Box::new(source),
     };
     let defaults = config::Config::try_from(&T::default()).map_err(err)?;
     let mut builder = config::Config::builder().add_source(defaults);

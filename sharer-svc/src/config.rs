@@ -149,8 +149,10 @@ mod tests {
 
     #[test]
     fn every_problem_is_reported() {
-        let mut c = SharerConfig::default();
-        c.model = "nonsense".into();
+        let mut c = SharerConfig {
+            model: "nonsense".into(),
+            ..SharerConfig::default()
+        };
         c.limits.stream_buffer_frames = 0;
         c.sessions.ttl_secs = 0;
         let err = c.validate().unwrap_err().to_string();

@@ -105,7 +105,9 @@ pub async fn wait_serving(addr: SocketAddr, service: &str) {
             .connect()
             .await
         {
-            let req = HealthCheckRequest { service: service.into() };
+            let req = HealthCheckRequest {
+                service: service.into(),
+            };
             if let Ok(r) = HealthClient::new(channel).check(req).await
                 && r.into_inner().status == ServingStatus::Serving as i32
             {

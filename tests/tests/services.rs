@@ -60,7 +60,7 @@ async fn kv_transfer_bytes_agree_at_every_level() {
             "{reply:?}"
         );
         assert_eq!(reply.probabilities.len(), 4);
-        let total = reply.total.clone().unwrap();
+        let total = reply.total.unwrap();
         let sent = frame_lengths(&sharer.endpoint(), payload).await;
         // Session header plus one frame per layer, and the receiver counted exactly those bytes.
         assert_eq!(sent.len(), 1 + info.layers as usize);
@@ -70,14 +70,17 @@ async fn kv_transfer_bytes_agree_at_every_level() {
             sent.iter().sum::<usize>() as u64,
             "{payload:?}"
         );
-        let b = total.breakdown.clone().unwrap();
+        let b = total.breakdown.unwrap();
         assert_eq!(
             b.headers + b.indices + b.payload + b.scales + b.request,
             total.measured_total
         );
         // No entropy coding: kvwire's formula is exact.
         assert_eq!(total.estimated_total, total.measured_total, "{payload:?}");
-        assert!(total.transport_read + total.transport_written > total.grpc_message_bytes, "{total:?}");
+        assert!(
+            total.transport_read + total.transport_written > total.grpc_message_bytes,
+            "{total:?}"
+        );
         assert!(total.grpc_message_bytes > total.measured_total, "{total:?}");
         let t = reply.timings.unwrap();
         assert!(
@@ -85,6 +88,16 @@ async fn kv_transfer_bytes_agree_at_every_level() {
             "{t:?}"
         );
         assert!(t.end_to_end_ms >= t.receiver_prefill_ms);
+        eprintln!(
+            "{payload:?}: blob {} B (payload {} scales {} headers {}), grpc {} B, tcp read {} written {}",
+            total.measured_total,
+            b.payload,
+            b.scales,
+            b.headers,
+            total.grpc_message_bytes,
+            total.transport_read,
+            total.transport_written
+        );
         blobs.push(total.measured_total);
     }
     // fp16 > int8 > int4 on the wire.
@@ -231,10 +244,10 @@ async fn refinement_round_two_upgrades_precision_and_counts_the_request() {
     let reply = client.evaluate(req).await.unwrap().into_inner();
     assert_eq!(reply.rounds.len(), 2, "{reply:?}");
     let (r1, r2) = (
-        reply.rounds[0].bytes.clone().unwrap(),
-        reply.rounds[1].bytes.clone().unwrap(),
+        reply.rounds[0].bytes.unwrap(),
+        reply.rounds[1].bytes.unwrap(),
     );
-    let b2 = r2.breakdown.clone().unwrap();
+    let b2 = r2.breakdown.unwrap();
     assert!(b2.request > 0 && r1.breakdown.unwrap().request == 0);
     assert_eq!(
         r2.measured_total,
