@@ -263,3 +263,43 @@ async fn refinement_round_two_upgrades_precision_and_counts_the_request() {
             && r2.grpc_message_bytes > r2.measured_total - b2.request
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn byte_cap_is_honoured_and_sharer_errors_keep_their_codes() {
+    let sharer = start_sharer(TINY_MODEL).await;
+    let receiver = start_receiver(TINY_MODEL, &sharer.endpoint()).await;
+    let mut client = ReceiverClient::connect(receiver.endpoint()).await.unwrap();
+    let capped = |cap: u64| {
+        let mut req = kv_request(pb::Payload::Int8, "");
+        req.transfer = Some(pb::TransferSettings {
+            payload: pb::Payload::Int8 as i32,
+            selection: pb::Selection::Back as i32,
+            byte_cap: cap,
+            ..Default::default()
+        });
+        req
+    };
+    let reply = client.evaluate(capped(20_000)).await.unwrap().into_inner();
+    let total = reply.total.unwrap();
+    assert_eq!(reply.budget_cap_bytes, 20_000);
+    // The cap binds (the full int8 transfer is about 67 kB) and the largest fitting suffix is
+    // sent: one more token per layer would not fit.
+    assert!(
+        total.measured_total <= 20_000 && total.measured_total > 20_000 - 200,
+        "{total:?}"
+    );
+    // Not even one token fits: the sharer's FAILED_PRECONDITION reaches the caller as is.
+    let err = client.evaluate(capped(100)).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    let mut sharer_client = SharerClient::connect(sharer.endpoint()).await.unwrap();
+    let refine = pb::RefineRequest {
+        session_id: "0".repeat(32),
+        want: Some(pb::refine_request::Want::Extra(pb::ExtraPositions {
+            positions: vec![1],
+            payload: pb::Payload::Int8 as i32,
+        })),
+        granularity: 0,
+    };
+    let err = sharer_client.refine(refine).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+}
