@@ -76,7 +76,27 @@ impl ReceiverEngine {
         cache: &DecodedCache,
     ) -> Result<Scored, ReceiverError> {
         let model = &self.loaded.model;
-        let c = model.config();
+        self.check_fits(prompt, cache)?;
+        let last = prompt.ids.len() - 1;
+        let (logits, prefill_ms) = timed(|| -> Result<Vec<f32>, ReceiverError> {
+            let mut kv = self.kv_cache(cache)?;
+            let input = model.ids_tensor(&prompt.ids[last..])?;
+            let logits = model.forward(&input, last, &mut kv)?;
+            let flat = logits.flatten_all().and_then(|t| t.to_vec1::<f32>());
+            flat.map_err(|e| ReceiverError::Model(e.into()))
+        });
+        let logits = logits?;
+        let (choice, score_ms) = timed(|| forced_choice(&logits, &prompt.candidates));
+        Ok(Scored {
+            choice: choice?,
+            prefill_ms,
+            score_ms,
+        })
+    }
+
+    /// Checks the injected cache matches this model and this prompt.
+    fn check_fits(&self, prompt: &LetterPrompt, cache: &DecodedCache) -> Result<(), ReceiverError> {
+        let c = self.loaded.model.config();
         if cache.layers.len() != c.n_layers
             || cache.heads != c.n_kv_heads
             || cache.head_dim != c.head_dim
@@ -98,21 +118,7 @@ impl ReceiverEngine {
                 prompt.ids.len()
             )));
         }
-        let last = prompt.ids.len() - 1;
-        let (logits, prefill_ms) = timed(|| -> Result<Vec<f32>, ReceiverError> {
-            let mut kv = self.kv_cache(cache)?;
-            let input = model.ids_tensor(&prompt.ids[last..])?;
-            let logits = model.forward(&input, last, &mut kv)?;
-            let flat = logits.flatten_all().and_then(|t| t.to_vec1::<f32>());
-            flat.map_err(|e| ReceiverError::Model(e.into()))
-        });
-        let logits = logits?;
-        let (choice, score_ms) = timed(|| forced_choice(&logits, &prompt.candidates));
-        Ok(Scored {
-            choice: choice?,
-            prefill_ms,
-            score_ms,
-        })
+        Ok(())
     }
 
     fn kv_cache(&self, cache: &DecodedCache) -> Result<KvCache, ReceiverError> {
@@ -135,19 +141,31 @@ impl ReceiverEngine {
         KvCache::from_layers(layers).map_err(ReceiverError::from)
     }
 
-    /// Greedy generation from the prompt (the answer prefix included), and the extracted
-    /// letter index if any; the generation time in ms.
+    /// Greedy generation from the prompt (the answer prefix included), with `cache` injected as
+    /// the prompt cache when given; the text, the extracted letter index if any, and the
+    /// generation time in ms (the prompt forward included).
     pub fn generate(
         &self,
         prompt: &LetterPrompt,
+        cache: Option<&DecodedCache>,
         max_new_tokens: usize,
         n_choices: usize,
     ) -> Result<(String, Option<usize>, f64), ReceiverError> {
+        let model = &self.loaded.model;
         let params = GenerateParams {
             max_new_tokens,
-            stop_ids: self.loaded.model.config().eos_token_ids.clone(),
+            stop_ids: model.config().eos_token_ids.clone(),
         };
-        let (generation, ms) = timed(|| self.loaded.model.generate_greedy(&prompt.ids, &params));
+        let (generation, ms) = timed(|| -> Result<_, ReceiverError> {
+            let Some(cache) = cache else {
+                return Ok(model.generate_greedy(&prompt.ids, &params)?);
+            };
+            self.check_fits(prompt, cache)?;
+            let last = prompt.ids.len() - 1;
+            let mut kv = self.kv_cache(cache)?;
+            let logits = model.forward(&model.ids_tensor(&prompt.ids[last..])?, last, &mut kv)?;
+            Ok(model.generate_greedy_from(&logits, kv, last + 1, &params)?)
+        });
         let text = self.loaded.tokenizer.decode(&generation?.tokens, true)?;
         let letter = extract_letter(&text, n_choices);
         Ok((text, letter, ms))

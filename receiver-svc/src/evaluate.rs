@@ -149,18 +149,12 @@ impl ReceiverCore {
                 Ok(Outcome::from_scored(scored))
             }
             Scoring::Generate => {
-                if cache.is_some() {
-                    return Err(ReceiverError::invalid(
-                        "scoring",
-                        "generation with an injected cache is not supported yet; use letter scoring",
-                    ));
-                }
                 let max_new = match p.max_new_tokens {
                     0 => self.config.limits.max_new_tokens,
                     k => k.min(self.config.limits.max_new_tokens),
                 };
                 let (text, letter, gen_ms) = self
-                    .blocking(move |e| e.generate(&prompt, max_new, n))
+                    .blocking(move |e| e.generate(&prompt, cache.as_ref(), max_new, n))
                     .await?;
                 Ok(Outcome::generated(text, letter, gen_ms))
             }

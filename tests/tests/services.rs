@@ -215,6 +215,21 @@ async fn text_sharer_only_and_receiver_only_methods() {
         );
     }
 
+    // Generation scoring, on the receiver's own prompt and with the sharer's cache injected.
+    for method in [pb::Method::ReceiverOnly, pb::Method::Kv] {
+        let req = pb::EvaluateRequest {
+            method: method as i32,
+            scoring: pb::Scoring::Generate as i32,
+            max_new_tokens: 4,
+            ..base.clone()
+        };
+        let reply = client.evaluate(req).await.unwrap().into_inner();
+        assert!(
+            reply.probabilities.is_empty() && reply.timings.unwrap().score_ms > 0.0,
+            "{method:?}"
+        );
+    }
+
     let c2c = client
         .evaluate(pb::EvaluateRequest {
             method: pb::Method::C2c as i32,
