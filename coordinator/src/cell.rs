@@ -168,12 +168,12 @@ mod tests {
             {extra}
             [[pairs]]
             label = "s<-s"
-            sharer = {{ model = "smol" }}
-            receiver = {{ model = "smol" }}
+            sharer = {{ model = "gguf:smol" }}
+            receiver = {{ model = "gguf:smol" }}
             [[pairs]]
             label = "q<-s"
-            sharer = {{ model = "qwen" }}
-            receiver = {{ model = "smol" }}
+            sharer = {{ model = "gguf:qwen" }}
+            receiver = {{ model = "gguf:smol" }}
             methods = ["receiver-only", "text-raw"]
             [[datasets]]
             name = "arc_easy"
@@ -257,6 +257,33 @@ mod tests {
         // Changing the hashing would orphan every existing run folder's registry.
         let cell = expand(&grid("")).remove(0);
         assert_eq!(cell.config.method_label, "receiver-only");
-        assert_eq!(cell.id, "33fe962986c919d1");
+        assert_eq!(cell.id, "9a7a263ba998186c");
+    }
+}
+
+#[cfg(test)]
+mod default_grid_tests {
+    use super::*;
+
+    #[test]
+    fn the_default_grid_expands_to_six_cells() {
+        let text = include_str!("../../grids/default.toml");
+        let cells = expand(&Grid::from_toml(text).unwrap());
+        let labels: Vec<&str> = cells
+            .iter()
+            .map(|c| c.config.method_label.as_str())
+            .collect();
+        assert_eq!(
+            labels,
+            [
+                "receiver-only",
+                "kv-fp16",
+                "kv-int8",
+                "kv-int4",
+                "text-raw@256",
+                "text-raw@1024"
+            ]
+        );
+        assert!(cells.iter().all(|c| c.config.dataset.n == Some(30)));
     }
 }

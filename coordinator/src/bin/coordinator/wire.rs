@@ -1,0 +1,259 @@
+//! The gRPC edge: a resolved cell becomes an `EvaluateRequest`, and an `EvaluateReply` (or a
+//! status) becomes a result row. Settings the v1 API cannot express are refused here, once,
+//! before any sample runs.
+
+use std::collections::BTreeMap;
+
+use coordinator::cell::CellConfig;
+use coordinator::grid::Scoring;
+use coordinator::method::{Granularity, MethodSpec, Precision, Selection, TextMode};
+use coordinator::row::{
+    ByteBreakdown, ByteCounts, ResultRow, RoundRecord, RowError, RowStatus, budget_slack,
+};
+use kvwire_proto::v1 as pb;
+
+/// The parts of an `EvaluateRequest` that are the same for every sample of a cell.
+#[derive(Debug, Clone)]
+pub struct RequestTemplate {
+    method: i32,
+    transfer: Option<pb::TransferSettings>,
+    text: Option<pb::TextSettings>,
+    scoring: i32,
+    refine: Option<pb::RefineSettings>,
+}
+
+impl RequestTemplate {
+    /// Converts a cell's method and scoring, or says which setting the API lacks.
+    pub fn of(cell: &CellConfig) -> Result<RequestTemplate, String> {
+        let scoring = match cell.scoring {
+            Scoring::Letter => pb::Scoring::Letter,
+            Scoring::Generate => pb::Scoring::Generate,
+            Scoring::Rank => return Err("scoring `rank` is not in the v1 Receiver API".into()),
+        } as i32;
+        let cap = cell.budget_cap_bytes.unwrap_or(0);
+        let mut template = RequestTemplate {
+            method: pb::Method::ReceiverOnly as i32,
+            transfer: None,
+            text: None,
+            scoring,
+            refine: None,
+        };
+        match &cell.method {
+            MethodSpec::ReceiverOnly(_) => {}
+            MethodSpec::SharerOnly(_) => template.method = pb::Method::SharerOnly as i32,
+            MethodSpec::Text(t) => {
+                template.method = pb::Method::Text as i32;
+                let kind = match t.mode {
+                    TextMode::Raw => pb::MessageKind::Raw,
+                    TextMode::Summary => pb::MessageKind::Summary,
+                    TextMode::Hint => pb::MessageKind::Hint,
+                };
+                template.text = Some(pb::TextSettings {
+                    kind: kind as i32,
+                    byte_cap: cap,
+                });
+            }
+            MethodSpec::Kv(s) | MethodSpec::C2c(s) => {
+                template.method = if matches!(cell.method, MethodSpec::Kv(_)) {
+                    pb::Method::Kv
+                } else {
+                    pb::Method::C2c
+                } as i32;
+                let payload = payload(s.precision);
+                let granularity = match s.granularity {
+                    Granularity::PerBlock => pb::Granularity::PerBlock,
+                    Granularity::PerHead => pb::Granularity::PerHead,
+                    Granularity::PerTensor => pb::Granularity::PerTensor,
+                    Granularity::PerLayer => {
+                        return Err("granularity `per_layer` is not in the v1 API".into());
+                    }
+                };
+                let selection = match s.selection {
+                    Selection::All => pb::Selection::All,
+                    Selection::Front => pb::Selection::Front,
+                    Selection::Back => pb::Selection::Back,
+                    other => {
+                        return Err(format!("selection `{other:?}` is not in the v1 API yet"));
+                    }
+                };
+                template.transfer = Some(pb::TransferSettings {
+                    payload: payload as i32,
+                    granularity: granularity as i32,
+                    selection: selection as i32,
+                    keep_fraction: s.keep.unwrap_or(1.0) as f32,
+                    byte_cap: cap,
+                });
+                if let Some(r) = &s.refine {
+                    if r.mode != coordinator::method::RefineMode::Upgrade {
+                        return Err(
+                            "refinement mode `indices` is not in the v1 Evaluate API".into()
+                        );
+                    }
+                    template.refine = Some(pb::RefineSettings {
+                        margin_threshold: r.margin_threshold as f32,
+                        upgrade_payload: pb::Payload::Int8 as i32,
+                    });
+                }
+            }
+        }
+        Ok(template)
+    }
+
+    /// The request for one example.
+    pub fn request(&self, example: pb::Example, sharer_endpoint: &str) -> pb::EvaluateRequest {
+        pb::EvaluateRequest {
+            example: Some(example),
+            method: self.method,
+            transfer: self.transfer,
+            text: self.text,
+            scoring: self.scoring,
+            sharer_endpoint: sharer_endpoint.to_string(),
+            refine: self.refine,
+            max_new_tokens: 0,
+        }
+    }
+}
+
+fn payload(p: Precision) -> pb::Payload {
+    match p {
+        Precision::Fp16 => pb::Payload::Fp16,
+        Precision::Int8 => pb::Payload::Int8,
+        Precision::Int4 => pb::Payload::Int4,
+    }
+}
+
+/// Stage timings as a map, keeping stages that ran (non-zero) and always `end_to_end`.
+fn stages(t: Option<&pb::StageTimings>) -> BTreeMap<String, f64> {
+    let Some(t) = t else {
+        return BTreeMap::new();
+    };
+    let all = [
+        ("sharer_prefill", t.sharer_prefill_ms),
+        ("sharer_select", t.sharer_select_ms),
+        ("sharer_quantize", t.sharer_quantize_ms),
+        ("sharer_encode", t.sharer_encode_ms),
+        ("transfer", t.transfer_ms),
+        ("decode", t.decode_ms),
+        ("project", t.project_ms),
+        ("fuse", t.fuse_ms),
+        ("receiver_prefill", t.receiver_prefill_ms),
+        ("score", t.score_ms),
+    ];
+    let mut map: BTreeMap<String, f64> = all
+        .into_iter()
+        .filter(|(_, ms)| *ms > 0.0)
+        .map(|(k, ms)| (k.to_string(), ms))
+        .collect();
+    map.insert("end_to_end".into(), t.end_to_end_ms);
+    map
+}
+
+fn bytes(b: Option<&pb::ByteCounts>) -> ByteCounts {
+    let Some(b) = b else {
+        return ByteCounts::default();
+    };
+    let d = b.breakdown.unwrap_or_default();
+    ByteCounts {
+        bytes_measured_total: b.measured_total,
+        bytes_measured_breakdown: ByteBreakdown {
+            headers: d.headers,
+            indices: d.indices,
+            payload: d.payload,
+            scales: d.scales,
+            request: d.request,
+        },
+        bytes_estimated_total: b.estimated_total,
+        grpc_message_bytes: b.grpc_message_bytes,
+        transport_bytes_read: b.transport_read,
+        transport_bytes_written: b.transport_written,
+    }
+}
+
+/// What identifies one try of one sample.
+#[derive(Debug, Clone)]
+pub struct Try<'a> {
+    /// The cell id.
+    pub cell_id: &'a str,
+    /// The cell's config.
+    pub cell: &'a CellConfig,
+    /// The example id.
+    pub sample_id: &'a str,
+    /// The gold letter.
+    pub gold: &'a str,
+    /// Try number.
+    pub attempt: u32,
+    /// Wall time of the call, ms.
+    pub wall_ms: f64,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn base_row(t: &Try<'_>) -> ResultRow {
+    ResultRow {
+        cell_id: t.cell_id.to_string(),
+        sample_id: t.sample_id.to_string(),
+        attempt: t.attempt,
+        status: RowStatus::Failed,
+        error: None,
+        pair: t.cell.pair.label.clone(),
+        dataset: t.cell.dataset.name.clone(),
+        method: t.cell.method_label.clone(),
+        gold: t.gold.to_string(),
+        prediction: None,
+        correct: None,
+        margin: None,
+        bytes: ByteCounts::default(),
+        budget_cap_bytes: t.cell.budget_cap_bytes,
+        budget_actual_bytes: 0,
+        budget_slack_bytes: budget_slack(t.cell.budget_cap_bytes, 0),
+        timings_ms: BTreeMap::new(),
+        rounds: Vec::new(),
+        coordinator_wall_ms: t.wall_ms,
+        finished_at_unix_ms: now_ms(),
+    }
+}
+
+/// The row of an answered try.
+pub fn answered_row(t: &Try<'_>, reply: &pb::EvaluateReply) -> ResultRow {
+    let mut row = base_row(t);
+    let total = bytes(reply.total.as_ref());
+    row.status = RowStatus::Ok;
+    row.prediction = Some(reply.prediction.clone());
+    row.correct = Some(reply.correct);
+    row.margin = Some(f64::from(reply.margin));
+    row.bytes = total;
+    let cap = (reply.budget_cap_bytes > 0).then_some(reply.budget_cap_bytes);
+    row.budget_cap_bytes = cap.or(t.cell.budget_cap_bytes);
+    row.budget_actual_bytes = total.bytes_measured_total;
+    row.budget_slack_bytes = budget_slack(row.budget_cap_bytes, total.bytes_measured_total);
+    row.timings_ms = stages(reply.timings.as_ref());
+    row.rounds = reply
+        .rounds
+        .iter()
+        .map(|r| RoundRecord {
+            round: r.round,
+            bytes: bytes(r.bytes.as_ref()),
+            timings_ms: stages(r.timings.as_ref()),
+        })
+        .collect();
+    row
+}
+
+/// The row of a failed try: the gRPC code name (or a coordinator-side kind) and message.
+pub fn failed_row(t: &Try<'_>, kind: &str, message: &str) -> ResultRow {
+    let mut row = base_row(t);
+    row.error = Some(RowError {
+        kind: kind.to_string(),
+        message: message.to_string(),
+    });
+    row
+}
+
+/// Stable name of a gRPC status code (`Unavailable`, `DeadlineExceeded`, ...).
+pub fn code_name(code: tonic::Code) -> String {
+    format!("{code:?}")
+}
