@@ -91,10 +91,18 @@ fn numbers(text: &str) -> Vec<String> {
 }
 
 /// The final answer of a generated gsm8k solution: the first number after the last `####`,
-/// else after "answer is", else the last number in the text.
+/// else inside the last `\boxed{..}`, else after "answer is", else the last number.
 pub fn extract_final_number(text: &str) -> Option<String> {
     if let Some((_, tail)) = text.rsplit_once("####")
         && let Some(n) = numbers(tail).into_iter().next()
+    {
+        return Some(n);
+    }
+    // Qwen-style chat models box their result: `\boxed{940}`.
+    if let Some((_, tail)) = text.rsplit_once("\\boxed{")
+        && let Some(n) = numbers(tail.split('}').next().unwrap_or(""))
+            .into_iter()
+            .next()
     {
         return Some(n);
     }
@@ -172,6 +180,8 @@ mod tests {
             Some("18")
         );
         assert_eq!(extract_final_number("none"), None);
+        let boxed = "So 10 + 5 = 15, in 3 years: \\(\\boxed{15}\\) years.";
+        assert_eq!(extract_final_number(boxed).as_deref(), Some("15"));
         assert!(numbers_match("18.00", "18"));
         assert!(!numbers_match("17", "18"));
     }
