@@ -74,7 +74,6 @@ fn handmade_torch_zip_pickle_loads_and_matches_reference() {
 }
 
 #[test]
-#[ignore = "needs c2c/fixtures/released_torch/, written by make_fixture.py on a machine with PyTorch"]
 fn pytorch_written_fixture_loads_and_matches_torch() {
     check_fixture(&fixture("released_torch"));
 }
