@@ -9,7 +9,9 @@ use std::borrow::Cow;
 use half::f16;
 use half::slice::HalfFloatSliceExt as _;
 
-use super::header::{FRAME_HEADER_LEN, FrameHeader, IndexEncoding, RECORD_TRAILER_LEN};
+use super::header::{
+    FRAME_HEADER_LEN, FrameHeader, IndexEncoding, RECORD_TRAILER_LEN, checked_record,
+};
 use super::{FrameOptions, Payload};
 use crate::breakdown::Breakdown;
 use crate::error::{DecodeError, EncodeError};
@@ -178,36 +180,8 @@ pub fn decode_frame(buf: &[u8]) -> Result<Frame, DecodeError> {
 pub fn decode_frame_at(buf: &[u8], base: usize) -> Result<Frame, DecodeError> {
     let header = FrameHeader::read(buf, base)?;
     let len = header.record_len;
-    if buf.len() < len {
-        return Err(DecodeError::Truncated {
-            field: "frame",
-            offset: base,
-            needed: len,
-            available: buf.len(),
-        });
-    }
-    if buf.len() > len {
-        return Err(DecodeError::TrailingBytes {
-            offset: base + len,
-            count: buf.len() - len,
-        });
-    }
-    let crc_at = len - RECORD_TRAILER_LEN;
-    let stored = u32::from_le_bytes([
-        buf[crc_at],
-        buf[crc_at + 1],
-        buf[crc_at + 2],
-        buf[crc_at + 3],
-    ]);
-    let computed = crc32c::crc32c(&buf[..crc_at]);
-    if stored != computed {
-        return Err(DecodeError::Checksum {
-            offset: base,
-            stored,
-            computed,
-        });
-    }
-    let mut r = Reader::new(&buf[..crc_at], base);
+    let body = checked_record(buf, base, len, "frame")?;
+    let mut r = Reader::new(body, base);
     r.take(FRAME_HEADER_LEN, "frame header")?;
     let t = header.shape[2];
     let idx = r.take(header.index.bytes(t), "indices")?;

@@ -323,3 +323,43 @@ pub(crate) fn read_prefix(buf: &[u8], base: usize) -> Result<(u8, usize), Decode
     }
     Ok((record_type, len))
 }
+
+/// Checks that `buf` (starting at stream offset `base`) is exactly one record of `len` bytes
+/// whose CRC32C trailer matches, and returns the record without its trailer.
+pub(crate) fn checked_record<'a>(
+    buf: &'a [u8],
+    base: usize,
+    len: usize,
+    field: &'static str,
+) -> Result<&'a [u8], DecodeError> {
+    if buf.len() < len {
+        return Err(DecodeError::Truncated {
+            field,
+            offset: base,
+            needed: len,
+            available: buf.len(),
+        });
+    }
+    if buf.len() > len {
+        return Err(DecodeError::TrailingBytes {
+            offset: base + len,
+            count: buf.len() - len,
+        });
+    }
+    let crc_at = len - RECORD_TRAILER_LEN;
+    let stored = u32::from_le_bytes([
+        buf[crc_at],
+        buf[crc_at + 1],
+        buf[crc_at + 2],
+        buf[crc_at + 3],
+    ]);
+    let computed = crc32c::crc32c(&buf[..crc_at]);
+    if stored != computed {
+        return Err(DecodeError::Checksum {
+            offset: base,
+            stored,
+            computed,
+        });
+    }
+    Ok(&buf[..crc_at])
+}

@@ -1,6 +1,6 @@
 //! The v2 session header: what the frames that follow describe.
 
-use super::header::{RECORD_TRAILER_LEN, TYPE_SESSION, read_prefix};
+use super::header::{RECORD_TRAILER_LEN, TYPE_SESSION, checked_record, read_prefix};
 use super::{MAGIC, MINOR};
 use crate::error::{DecodeError, EncodeError};
 use crate::limits::MAX_MODEL_ID_LEN;
@@ -89,36 +89,8 @@ impl SessionHeader {
                 value: record_type.to_string(),
             });
         }
-        if buf.len() < len {
-            return Err(DecodeError::Truncated {
-                field: "session header",
-                offset: base,
-                needed: len,
-                available: buf.len(),
-            });
-        }
-        if buf.len() > len {
-            return Err(DecodeError::TrailingBytes {
-                offset: base + len,
-                count: buf.len() - len,
-            });
-        }
-        let crc_at = len - RECORD_TRAILER_LEN;
-        let stored = u32::from_le_bytes([
-            buf[crc_at],
-            buf[crc_at + 1],
-            buf[crc_at + 2],
-            buf[crc_at + 3],
-        ]);
-        let computed = crc32c::crc32c(&buf[..crc_at]);
-        if stored != computed {
-            return Err(DecodeError::Checksum {
-                offset: base,
-                stored,
-                computed,
-            });
-        }
-        let mut r = Reader::new(&buf[..crc_at], base);
+        let body = checked_record(buf, base, len, "session header")?;
+        let mut r = Reader::new(body, base);
         r.take(6, "record prefix")?;
         let round = r.u8("round")?;
         let reserved_at = r.offset();
