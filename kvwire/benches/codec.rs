@@ -110,7 +110,7 @@ fn bench(c: &mut Criterion) {
                 let frame = v2::encode_frame(&layer, &v2o).unwrap();
                 group.bench_function(BenchmarkId::new("v2_decode", mode.name()), |b| {
                     b.iter(|| {
-                        let f = v2::decode_frame(black_box(&frame)).unwrap();
+                        let f = v2::decode_frame_ref(black_box(&frame)).unwrap();
                         f.dequantize_into(&mut kout, &mut vout).unwrap();
                     })
                 });
@@ -123,7 +123,7 @@ fn bench(c: &mut Criterion) {
                 let blob = v1::encode(&layer, &v1o).unwrap();
                 group.bench_function(BenchmarkId::new("v1_decode", mode.name()), |b| {
                     b.iter(|| {
-                        let d = v1::decode(black_box(&blob)).unwrap();
+                        let d = v1::decode_ref(black_box(&blob)).unwrap();
                         d.dequantize_into(&mut kout, &mut vout).unwrap();
                     })
                 });

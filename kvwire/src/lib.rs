@@ -39,6 +39,8 @@ pub mod limits;
 pub mod npy;
 pub mod quant;
 mod reader;
+#[cfg(target_arch = "x86_64")]
+mod simd;
 pub mod v1;
 pub mod v2;
 mod version;

@@ -45,6 +45,12 @@ proptest! {
         prop_assert_eq!(&dec.indices, &sorted);
         prop_assert_eq!(dec.breakdown().total(), blob.len() as u64);
         let (dk, dv) = dec.dequantize();
+        // The borrowing decoder sees the same blob and dequantizes to the same bits.
+        let view = v1::decode_ref(&blob).unwrap();
+        let (mut rk, mut rv) = (vec![0f32; n], vec![0f32; n]);
+        view.dequantize_into(&mut rk, &mut rv).unwrap();
+        prop_assert_eq!((&rk, &rv), (&dk, &dv));
+        prop_assert_eq!(&view.into_owned(), &dec);
         // indices are strictly decreasing, so sorting reverses the T rows of each (b, h).
         let params = QuantParams { mode: opts.mode, granularity: opts.granularity, scale_dtype: opts.scale_dtype };
         for (src, got) in [(&k, &dk), (&v, &dv)] {

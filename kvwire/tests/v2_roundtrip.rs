@@ -67,6 +67,13 @@ fn check_roundtrip(shape: [usize; 4], indices: &[u32], opts: FrameOptions, f16_i
     let (sorted, order) = layer.sorted_positions();
     assert_eq!(&*frame.indices(), sorted.as_slice());
     let (dk, dv) = frame.dequantize();
+    // The borrowing decoder agrees with the owning one, bit for bit.
+    let view = v2::decode_frame_ref(&bytes).unwrap();
+    let (mut rk, mut rv) = (vec![0f32; dk.len()], vec![0f32; dv.len()]);
+    view.dequantize_into(&mut rk, &mut rv).unwrap();
+    let bits = |x: &[f32]| x.iter().map(|f| f.to_bits()).collect::<Vec<u32>>();
+    assert_eq!((bits(&rk), bits(&rv)), (bits(&dk), bits(&dv)));
+    assert_eq!(view.into_owned(), frame);
     let to_f32 = |x: &[f16]| x.iter().map(|v| v.to_f32()).collect::<Vec<f32>>();
     let (k, v) = if f16_input {
         (to_f32(&k16), to_f32(&v16))

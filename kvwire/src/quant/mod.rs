@@ -3,13 +3,18 @@
 //! `scale = max(absmax / qmax, 1e-6)` in f32; `q = clip(round_half_even(x / scale), ±qmax)`
 //! with a true f32 division (no reciprocal); dequantization multiplies by the scale after it was
 //! rounded to the scale dtype (fp16 round-to-nearest-even, or bf16 = upper 16 bits of the f32).
-//! The loops are written so the compiler vectorizes them: the rounding uses the 1.5 * 2^23
-//! addition, which rounds half to even in the default FP mode and is exact for |y| <= 127.
+//! The scalar loops are written so the compiler vectorizes them: the rounding uses the
+//! 1.5 * 2^23 addition, which rounds half to even in the default FP mode and is exact for
+//! |y| <= 127. On x86-64 CPUs with AVX2 + F16C the row kernels run bit-identical vector
+//! versions chosen at run time (`crate::simd`).
 
-mod kernels;
+pub(crate) mod kernels;
 mod tensor;
 
-pub use kernels::{absmax_checked, int4_hi, int4_lo, pack_int4, quantize_row, quantize_row_int4};
+pub use kernels::{
+    absmax_checked, dequantize_row, dequantize_row_int4, f16_to_f32_row, int4_hi, int4_lo,
+    pack_int4, quantize_row, quantize_row_int4,
+};
 pub use tensor::{dequantize_tensor, fake_quantize, quantize_tensor};
 
 use half::f16;

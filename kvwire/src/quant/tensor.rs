@@ -1,12 +1,12 @@
 //! Whole-tensor quantization and dequantization over `[B, H, T, D]` with a row permutation.
 
+use half::slice::HalfFloatSliceExt as _;
+
 use super::kernels::{
-    absmax_checked, int4_hi, int4_lo, pack_int4, quantize_row, quantize_row_int4,
+    absmax_checked, dequantize_row, dequantize_row_int4, f16_to_f32_row, int4_hi, int4_lo,
+    pack_int4, quantize_row, quantize_row_int4,
 };
-use super::{
-    Granularity, QuantMode, QuantParams, compute_scale, f16_bits_to_f32, scale_from_bits,
-    scale_to_bits,
-};
+use super::{Granularity, QuantMode, QuantParams, compute_scale, scale_from_bits, scale_to_bits};
 use crate::error::{DecodeError, EncodeError};
 use crate::layer::KvData;
 
@@ -15,9 +15,7 @@ fn load_row<'s>(data: &'s KvData<'_>, start: usize, buf: &'s mut [f32]) -> &'s [
     match data {
         KvData::F32(s) => &s[start..start + buf.len()],
         KvData::F16(s) => {
-            for (o, h) in buf.iter_mut().zip(&s[start..]) {
-                *o = f16_bits_to_f32(h.to_bits());
-            }
+            f16_to_f32_row(s[start..start + buf.len()].reinterpret_cast(), buf);
             buf
         }
     }
@@ -176,10 +174,7 @@ pub fn dequantize_tensor(
                 .zip(payload.chunks_exact(d))
                 .enumerate()
             {
-                let s = scales[granularity.group_of_row(r, t)];
-                for (o, &q) in o.iter_mut().zip(q) {
-                    *o = f32::from(q as i8) * s;
-                }
+                dequantize_row(q, scales[granularity.group_of_row(r, t)], o);
             }
         }
         QuantMode::Int4 if d % 2 == 0 => {
@@ -189,11 +184,7 @@ pub fn dequantize_tensor(
                 .zip(payload.chunks_exact(half_d))
                 .enumerate()
             {
-                let s = scales[granularity.group_of_row(r, t)];
-                for (o, &q) in o.chunks_exact_mut(2).zip(q) {
-                    o[0] = f32::from(int4_lo(q)) * s;
-                    o[1] = f32::from(int4_hi(q)) * s;
-                }
+                dequantize_row_int4(q, scales[granularity.group_of_row(r, t)], o);
             }
         }
         QuantMode::Int4 => {

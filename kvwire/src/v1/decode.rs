@@ -65,8 +65,80 @@ impl V1Blob {
     }
 }
 
+/// A checked v1 blob that borrows its sections from the input (no copy of the payloads).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct V1BlobRef<'a> {
+    /// The JSON header.
+    pub header: V1Header,
+    /// Positions as stored: uint16 or uint32 little-endian bytes.
+    pub indices: &'a [u8],
+    /// Quantized K (int8 bytes or packed int4).
+    pub k_quant: &'a [u8],
+    /// Quantized V.
+    pub v_quant: &'a [u8],
+    /// All K scales then all V scales, 2 bytes each, little-endian.
+    pub scales: &'a [u8],
+}
+
+impl V1BlobRef<'_> {
+    /// Dequantizes into caller buffers of `B*H*T*D` elements each (see
+    /// [`V1Blob::dequantize_into`]).
+    pub fn dequantize_into(&self, k: &mut [f32], v: &mut [f32]) -> Result<(), DecodeError> {
+        let h = &self.header;
+        let d = h.scale_dtype;
+        let (ks, vs) = self
+            .scales
+            .split_at(2 * h.granularity.scale_count(h.k_shape));
+        let to_f32 = |b: &[u8]| -> Vec<f32> {
+            b.chunks_exact(2)
+                .map(|c| scale_from_bits(u16::from_le_bytes([c[0], c[1]]), d))
+                .collect()
+        };
+        dequantize_tensor(
+            h.mode,
+            h.granularity,
+            h.k_shape,
+            self.k_quant,
+            &to_f32(ks),
+            k,
+        )?;
+        dequantize_tensor(
+            h.mode,
+            h.granularity,
+            h.v_shape,
+            self.v_quant,
+            &to_f32(vs),
+            v,
+        )
+    }
+
+    /// Copies everything into an owned [`V1Blob`].
+    pub fn into_owned(self) -> V1Blob {
+        let indices = match self.header.index_width {
+            IndexWidth::U16 => le_u16s(self.indices).into_iter().map(u32::from).collect(),
+            IndexWidth::U32 => le_u32s(self.indices),
+        };
+        let scales = le_u16s(self.scales);
+        let n_k = self.header.granularity.scale_count(self.header.k_shape);
+        let (k_scales, v_scales) = scales.split_at(n_k);
+        V1Blob {
+            k_scales: k_scales.to_vec(),
+            v_scales: v_scales.to_vec(),
+            header: self.header,
+            indices,
+            k_quant: self.k_quant.to_vec(),
+            v_quant: self.v_quant.to_vec(),
+        }
+    }
+}
+
 /// Decodes a whole v1 blob (no trailing bytes allowed).
 pub fn decode(blob: &[u8]) -> Result<V1Blob, DecodeError> {
+    decode_ref(blob).map(V1BlobRef::into_owned)
+}
+
+/// Checks a whole v1 blob (no trailing bytes allowed) and borrows its sections.
+pub fn decode_ref(blob: &[u8]) -> Result<V1BlobRef<'_>, DecodeError> {
     let mut r = Reader::new(blob, 0);
     let magic = r.array::<8>("magic")?;
     if &magic != MAGIC {
@@ -87,28 +159,21 @@ pub fn decode(blob: &[u8]) -> Result<V1Blob, DecodeError> {
     let json_at = r.offset();
     let header = json::read_header(r.take(json_len, "json header")?, json_at)?;
     let s = header.sections;
-    let idx = r.take(s.indices, "indices")?;
-    let indices = match header.index_width {
-        IndexWidth::U16 => le_u16s(idx).into_iter().map(u32::from).collect(),
-        IndexWidth::U32 => le_u32s(idx),
-    };
-    let k_quant = r.take(s.k_quant, "k_quant")?.to_vec();
-    let v_quant = r.take(s.v_quant, "v_quant")?.to_vec();
-    let scales = le_u16s(r.take(s.scales, "scales")?);
+    let indices = r.take(s.indices, "indices")?;
+    let k_quant = r.take(s.k_quant, "k_quant")?;
+    let v_quant = r.take(s.v_quant, "v_quant")?;
+    let scales = r.take(s.scales, "scales")?;
     if r.remaining() > 0 {
         return Err(DecodeError::TrailingBytes {
             offset: r.offset(),
             count: r.remaining(),
         });
     }
-    let n_k = header.granularity.scale_count(header.k_shape);
-    let (k_scales, v_scales) = scales.split_at(n_k);
-    Ok(V1Blob {
-        k_scales: k_scales.to_vec(),
-        v_scales: v_scales.to_vec(),
+    Ok(V1BlobRef {
         header,
         indices,
         k_quant,
         v_quant,
+        scales,
     })
 }

@@ -7,7 +7,7 @@ mod decode;
 mod encode;
 mod json;
 
-pub use decode::{V1Blob, decode};
+pub use decode::{V1Blob, V1BlobRef, decode, decode_ref};
 pub use encode::{encode, encode_into};
 
 use crate::breakdown::Breakdown;

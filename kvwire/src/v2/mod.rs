@@ -6,6 +6,7 @@
 //! decode layer 0 while later layers are still on the wire ([`StreamDecoder`]). Byte tables are
 //! in `FORMAT.md`.
 
+mod decode;
 #[cfg(feature = "entropy")]
 mod entropy;
 mod frame;
@@ -13,7 +14,10 @@ mod header;
 mod session;
 mod stream;
 
-pub use frame::{Frame, decode_frame, decode_frame_at, encode_frame, encode_frame_into};
+pub use decode::{
+    Frame, FrameRef, decode_frame, decode_frame_at, decode_frame_ref, decode_frame_ref_at,
+};
+pub use frame::{encode_frame, encode_frame_into};
 pub use header::{FRAME_HEADER_LEN, FrameHeader, IndexEncoding, RECORD_TRAILER_LEN};
 pub use session::SessionHeader;
 pub use stream::{StreamDecoder, StreamItem, decode_stream};

@@ -1,7 +1,7 @@
 //! Incremental decoding of a v2 byte stream: push bytes as they arrive, take out session
 //! headers and frames as soon as each record is complete.
 
-use super::frame::{Frame, decode_frame_at};
+use super::decode::{Frame, decode_frame_at};
 use super::header::{RECORD_PREFIX_LEN, TYPE_FRAME, read_prefix};
 use super::session::SessionHeader;
 use crate::error::DecodeError;

@@ -1,0 +1,273 @@
+//! Runtime-dispatched x86-64 AVX2 + F16C kernels for the quantization hot loops.
+//!
+//! The only module of the crate with `unsafe`. Every kernel is a `#[target_feature]` function
+//! reached through [`Avx2`], a token that can only be made after `is_x86_feature_detected!`
+//! said yes, so its methods are safe to call. Each kernel reproduces the scalar reference in
+//! `quant::kernels` bit for bit (the tests below compare them on random and edge inputs): the
+//! same f32 division (`vdivps`, never a reciprocal), the same clamp, round-half-even
+//! conversion (`vcvtps2dq` in the default rounding mode) and a single multiplication for
+//! dequantization. No FMA: a fused multiply-add rounds once where the reference rounds twice.
+#![allow(unsafe_code)]
+
+use std::arch::x86_64::*;
+
+/// Proof that this CPU has AVX2 and F16C; its methods run the vector kernels.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Avx2 {
+    _detected: (),
+}
+
+impl Avx2 {
+    /// The token, when the CPU supports AVX2 and F16C (detection is cached by std).
+    #[inline]
+    pub(crate) fn get() -> Option<Self> {
+        (is_x86_feature_detected!("avx2") && is_x86_feature_detected!("f16c"))
+            .then_some(Self { _detected: () })
+    }
+
+    /// Largest |x| of a row, or `None` if any value is NaN or infinite.
+    #[inline]
+    pub(crate) fn absmax_checked(self, row: &[f32]) -> Option<f32> {
+        // SAFETY: `self` exists only after AVX2 was detected on this CPU.
+        unsafe { absmax_checked(row) }
+    }
+
+    /// int8 quantization of a row (`dst.len() == src.len()`), finite quotients.
+    #[inline]
+    pub(crate) fn quantize_row(self, src: &[f32], scale: f32, qmax: f32, dst: &mut [u8]) {
+        // SAFETY: `self` exists only after AVX2 was detected on this CPU.
+        unsafe { quantize_row(src, scale, qmax, dst) }
+    }
+
+    /// int4 quantization of an even-length row into packed nibbles (`dst.len() == src.len()/2`).
+    #[inline]
+    pub(crate) fn quantize_row_int4(self, src: &[f32], scale: f32, dst: &mut [u8]) {
+        // SAFETY: `self` exists only after AVX2 was detected on this CPU.
+        unsafe { quantize_row_int4(src, scale, dst) }
+    }
+
+    /// `out[i] = q[i] as i8 as f32 * scale`.
+    #[inline]
+    pub(crate) fn dequantize_row(self, q: &[u8], scale: f32, out: &mut [f32]) {
+        // SAFETY: `self` exists only after AVX2 was detected on this CPU.
+        unsafe { dequantize_row(q, scale, out) }
+    }
+
+    /// Packed int4 (`out.len() == 2 * q.len()`) times `scale`.
+    #[inline]
+    pub(crate) fn dequantize_row_int4(self, q: &[u8], scale: f32, out: &mut [f32]) {
+        // SAFETY: `self` exists only after AVX2 was detected on this CPU.
+        unsafe { dequantize_row_int4(q, scale, out) }
+    }
+
+    /// IEEE half bits to f32 (`dst.len() == src.len()`); exact for every non-NaN value.
+    #[inline]
+    pub(crate) fn f16_to_f32(self, src: &[u16], dst: &mut [f32]) {
+        // SAFETY: `self` exists only after AVX2 and F16C were detected on this CPU.
+        unsafe { f16_to_f32(src, dst) }
+    }
+}
+
+#[inline]
+#[target_feature(enable = "avx2")]
+fn load8(x: &[f32; 8]) -> __m256 {
+    // SAFETY: `x` is 32 readable bytes and `loadu` has no alignment requirement.
+    unsafe { _mm256_loadu_ps(x.as_ptr()) }
+}
+
+#[inline]
+#[target_feature(enable = "avx2")]
+fn store8(x: &mut [f32; 8], v: __m256) {
+    // SAFETY: `x` is 32 writable bytes and `storeu` has no alignment requirement.
+    unsafe { _mm256_storeu_ps(x.as_mut_ptr(), v) }
+}
+
+#[inline]
+#[target_feature(enable = "avx2")]
+fn load_bytes8(x: &[u8; 8]) -> __m128i {
+    // SAFETY: `x` is 8 readable bytes; `loadl_epi64` reads exactly 8, unaligned.
+    unsafe { _mm_loadl_epi64(x.as_ptr().cast()) }
+}
+
+#[inline]
+#[target_feature(enable = "avx2")]
+fn load_bytes16(x: &[u8; 16]) -> __m128i {
+    // SAFETY: `x` is 16 readable bytes and `loadu` has no alignment requirement.
+    unsafe { _mm_loadu_si128(x.as_ptr().cast()) }
+}
+
+#[inline]
+#[target_feature(enable = "avx2")]
+fn store_bytes16(x: &mut [u8; 16], v: __m128i) {
+    // SAFETY: `x` is 16 writable bytes and `storeu` has no alignment requirement.
+    unsafe { _mm_storeu_si128(x.as_mut_ptr().cast(), v) }
+}
+
+#[inline]
+#[target_feature(enable = "avx2")]
+fn store_bytes32(x: &mut [u8; 32], v: __m256i) {
+    // SAFETY: `x` is 32 writable bytes and `storeu` has no alignment requirement.
+    unsafe { _mm256_storeu_si256(x.as_mut_ptr().cast(), v) }
+}
+
+#[target_feature(enable = "avx2")]
+fn absmax_checked(row: &[f32]) -> Option<f32> {
+    // |x| as bits: for non-negative floats integer order is float order, and a value is
+    // non-finite exactly when its bits reach those of infinity.
+    let abs = _mm256_set1_epi32(0x7fff_ffff);
+    let (blocks, rest) = row.as_chunks::<16>();
+    let (mut m0, mut m1) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+    for b in blocks {
+        let (v, _) = b.as_chunks::<8>();
+        m0 = _mm256_max_epi32(m0, _mm256_and_si256(_mm256_castps_si256(load8(&v[0])), abs));
+        m1 = _mm256_max_epi32(m1, _mm256_and_si256(_mm256_castps_si256(load8(&v[1])), abs));
+    }
+    let m = _mm256_max_epi32(m0, m1);
+    let m = _mm_max_epi32(_mm256_castsi256_si128(m), _mm256_extracti128_si256::<1>(m));
+    let m = _mm_max_epi32(m, _mm_shuffle_epi32::<0b01_00_11_10>(m));
+    let m = _mm_max_epi32(m, _mm_shuffle_epi32::<0b10_11_00_01>(m));
+    let mut max = _mm_cvtsi128_si32(m) as u32;
+    for &x in rest {
+        max = max.max(x.to_bits() & 0x7fff_ffff);
+    }
+    (max < 0x7f80_0000).then_some(f32::from_bits(max))
+}
+
+/// Eight quotients `x / scale`, clamped to `[lo, hi]` and rounded half to even to i32.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn quantize8(x: &[f32; 8], scale: __m256, lo: __m256, hi: __m256) -> __m256i {
+    let y = _mm256_div_ps(load8(x), scale);
+    _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(y, lo), hi))
+}
+
+/// 32 quantized values as bytes in element order.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn quantize32(x: &[f32; 32], scale: __m256, lo: __m256, hi: __m256) -> __m256i {
+    let (v, _) = x.as_chunks::<8>();
+    let a = quantize8(&v[0], scale, lo, hi);
+    let b = quantize8(&v[1], scale, lo, hi);
+    let c = quantize8(&v[2], scale, lo, hi);
+    let d = quantize8(&v[3], scale, lo, hi);
+    // Packing works per 128-bit lane: the dwords come out as a0 b0 c0 d0 a1 b1 c1 d1
+    // (a0 = a[0..4]); the permutation puts them back in order. |q| <= 127, no saturation.
+    let packed = _mm256_packs_epi16(_mm256_packs_epi32(a, b), _mm256_packs_epi32(c, d));
+    _mm256_permutevar8x32_epi32(packed, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7))
+}
+
+#[target_feature(enable = "avx2")]
+fn quantize_row(src: &[f32], scale: f32, qmax: f32, dst: &mut [u8]) {
+    let n = src.len().min(dst.len());
+    let (src, dst) = (&src[..n], &mut dst[..n]);
+    let (s, lo, hi) = (
+        _mm256_set1_ps(scale),
+        _mm256_set1_ps(-qmax),
+        _mm256_set1_ps(qmax),
+    );
+    let (xs, x_rest) = src.as_chunks::<32>();
+    let (ds, d_rest) = dst.as_chunks_mut::<32>();
+    for (x, d) in xs.iter().zip(ds) {
+        store_bytes32(d, quantize32(x, s, lo, hi));
+    }
+    crate::quant::kernels::quantize_row_scalar(x_rest, scale, qmax, d_rest);
+}
+
+#[target_feature(enable = "avx2")]
+fn quantize_row_int4(src: &[f32], scale: f32, dst: &mut [u8]) {
+    let n = (src.len() / 2).min(dst.len());
+    let (src, dst) = (&src[..2 * n], &mut dst[..n]);
+    let (s, lo, hi) = (
+        _mm256_set1_ps(scale),
+        _mm256_set1_ps(-7.0),
+        _mm256_set1_ps(7.0),
+    );
+    let (xs, x_rest) = src.as_chunks::<32>();
+    let (ds, d_rest) = dst.as_chunks_mut::<16>();
+    let low = _mm256_set1_epi16(0x000f);
+    let high = _mm256_set1_epi16(0x00f0);
+    for (x, d) in xs.iter().zip(ds) {
+        // Each 16-bit word holds element 2i (low byte) and 2i+1 (high byte); keep the low
+        // nibble of each, side by side in the low byte, then narrow words to bytes.
+        let w = quantize32(x, s, lo, hi);
+        let nib = _mm256_or_si256(
+            _mm256_and_si256(w, low),
+            _mm256_and_si256(_mm256_srli_epi16::<4>(w), high),
+        );
+        let bytes = _mm_packus_epi16(
+            _mm256_castsi256_si128(nib),
+            _mm256_extracti128_si256::<1>(nib),
+        );
+        store_bytes16(d, bytes);
+    }
+    crate::quant::kernels::quantize_row_int4_scalar(x_rest, scale, d_rest);
+}
+
+/// Eight sign-extended bytes times `scale`.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn dequantize8(q: __m128i, scale: __m256) -> __m256 {
+    _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)), scale)
+}
+
+#[target_feature(enable = "avx2")]
+fn dequantize_row(q: &[u8], scale: f32, out: &mut [f32]) {
+    let n = q.len().min(out.len());
+    let (q, out) = (&q[..n], &mut out[..n]);
+    let s = _mm256_set1_ps(scale);
+    let (qs, q_rest) = q.as_chunks::<8>();
+    let (os, o_rest) = out.as_chunks_mut::<8>();
+    for (q, o) in qs.iter().zip(os) {
+        store8(o, dequantize8(load_bytes8(q), s));
+    }
+    crate::quant::kernels::dequantize_row_scalar(q_rest, scale, o_rest);
+}
+
+#[target_feature(enable = "avx2")]
+fn dequantize_row_int4(q: &[u8], scale: f32, out: &mut [f32]) {
+    let n = q.len().min(out.len() / 2);
+    let (q, out) = (&q[..n], &mut out[..2 * n]);
+    let s = _mm256_set1_ps(scale);
+    let nibble = _mm_set1_epi8(0x0f);
+    let eight = _mm_set1_epi8(8);
+    let (qs, q_rest) = q.as_chunks::<16>();
+    let (os, o_rest) = out.as_chunks_mut::<32>();
+    for (q, o) in qs.iter().zip(os) {
+        let b = load_bytes16(q);
+        // Sign-extend a nibble v as (v ^ 8) - 8, then interleave low (even) and high (odd).
+        let lo = _mm_and_si128(b, nibble);
+        let hi = _mm_and_si128(_mm_srli_epi16::<4>(b), nibble);
+        let lo = _mm_sub_epi8(_mm_xor_si128(lo, eight), eight);
+        let hi = _mm_sub_epi8(_mm_xor_si128(hi, eight), eight);
+        let first = _mm_unpacklo_epi8(lo, hi);
+        let second = _mm_unpackhi_epi8(lo, hi);
+        let (o, _) = o.as_chunks_mut::<8>();
+        store8(&mut o[0], dequantize8(first, s));
+        store8(&mut o[1], dequantize8(_mm_unpackhi_epi64(first, first), s));
+        store8(&mut o[2], dequantize8(second, s));
+        store8(
+            &mut o[3],
+            dequantize8(_mm_unpackhi_epi64(second, second), s),
+        );
+    }
+    crate::quant::kernels::dequantize_row_int4_scalar(q_rest, scale, o_rest);
+}
+
+#[target_feature(enable = "avx2,f16c")]
+fn f16_to_f32(src: &[u16], dst: &mut [f32]) {
+    let n = src.len().min(dst.len());
+    let (src, dst) = (&src[..n], &mut dst[..n]);
+    let (xs, x_rest) = src.as_chunks::<8>();
+    let (ds, d_rest) = dst.as_chunks_mut::<8>();
+    for (x, d) in xs.iter().zip(ds) {
+        // SAFETY: `x` is 16 readable bytes and `loadu` has no alignment requirement.
+        let h = unsafe { _mm_loadu_si128(x.as_ptr().cast()) };
+        store8(d, _mm256_cvtph_ps(h));
+    }
+    for (d, &h) in d_rest.iter_mut().zip(x_rest) {
+        *d = crate::quant::f16_bits_to_f32(h);
+    }
+}
+
+#[cfg(test)]
+mod tests;

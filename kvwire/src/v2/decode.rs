@@ -1,0 +1,282 @@
+//! v2 frame decoding: [`FrameRef`] borrows the input (no copy of the payload), [`Frame`] owns
+//! its data (what [`super::StreamDecoder`] hands out). Both dequantize the same way.
+
+use std::borrow::Cow;
+
+use super::Payload;
+use super::header::{
+    FRAME_HEADER_LEN, FrameHeader, IndexEncoding, RECORD_TRAILER_LEN, checked_record,
+};
+use crate::breakdown::Breakdown;
+use crate::error::DecodeError;
+use crate::quant::{dequantize_tensor, f16_to_f32_row, scale_from_bits};
+use crate::reader::{Reader, le_u16s, le_u32s};
+
+/// One decoded frame: its header, positions, scales and (decoded) payload.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Frame {
+    header: FrameHeader,
+    indices: Vec<u32>,
+    k_scales: Vec<u16>,
+    v_scales: Vec<u16>,
+    payload: Vec<u8>,
+    breakdown: Breakdown,
+}
+
+/// A checked frame that borrows the buffer it was decoded from: positions, scales and a raw
+/// payload stay where they are (an entropy-coded payload is decoded into an owned buffer).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FrameRef<'a> {
+    header: FrameHeader,
+    indices: &'a [u8],
+    k_scales: &'a [u8],
+    v_scales: &'a [u8],
+    payload: Cow<'a, [u8]>,
+    breakdown: Breakdown,
+}
+
+/// Decodes a buffer holding exactly one frame (for example one gRPC message).
+pub fn decode_frame(buf: &[u8]) -> Result<Frame, DecodeError> {
+    decode_frame_at(buf, 0)
+}
+
+/// Decodes exactly one frame found at absolute offset `base` of a larger stream.
+pub fn decode_frame_at(buf: &[u8], base: usize) -> Result<Frame, DecodeError> {
+    decode_frame_ref_at(buf, base).map(FrameRef::into_owned)
+}
+
+/// Checks a buffer holding exactly one frame (length, CRC32C, every section) and borrows it.
+pub fn decode_frame_ref(buf: &[u8]) -> Result<FrameRef<'_>, DecodeError> {
+    decode_frame_ref_at(buf, 0)
+}
+
+/// [`decode_frame_ref`] for a frame found at absolute offset `base` (used in error offsets).
+pub fn decode_frame_ref_at(buf: &[u8], base: usize) -> Result<FrameRef<'_>, DecodeError> {
+    let header = FrameHeader::read(buf, base)?;
+    let len = header.record_len;
+    let body = checked_record(buf, base, len, "frame")?;
+    let mut r = Reader::new(body, base);
+    r.take(FRAME_HEADER_LEN, "frame header")?;
+    let t = header.shape[2];
+    let indices = r.take(header.index.bytes(t), "indices")?;
+    let scale_count = header.scale_count();
+    let k_scales = r.take(2 * scale_count, "k scales")?;
+    let v_scales = r.take(2 * scale_count, "v scales")?;
+    let tensor_bytes = header.tensor_payload_bytes();
+    let payload_at = r.offset();
+    let stored_payload = r.remaining();
+    let payload = if header.entropy {
+        Cow::Owned(decode_entropy(
+            r.take(stored_payload, "payload")?,
+            tensor_bytes,
+            header.payload,
+            payload_at,
+        )?)
+    } else {
+        if stored_payload != 2 * tensor_bytes {
+            return Err(DecodeError::LengthMismatch {
+                field: "payload",
+                offset: payload_at,
+                expected: 2 * tensor_bytes as u64,
+                found: stored_payload as u64,
+            });
+        }
+        Cow::Borrowed(r.take(stored_payload, "payload")?)
+    };
+    let breakdown = Breakdown {
+        header: (FRAME_HEADER_LEN + RECORD_TRAILER_LEN) as u64,
+        indices: indices.len() as u64,
+        payload: stored_payload as u64,
+        scales: 4 * scale_count as u64,
+    };
+    Ok(FrameRef {
+        header,
+        indices,
+        k_scales,
+        v_scales,
+        payload,
+        breakdown,
+    })
+}
+
+#[cfg(feature = "entropy")]
+fn decode_entropy(
+    src: &[u8],
+    tensor_bytes: usize,
+    payload: Payload,
+    offset: usize,
+) -> Result<Vec<u8>, DecodeError> {
+    super::entropy::decode_payload(src, tensor_bytes, payload, offset)
+}
+
+#[cfg(not(feature = "entropy"))]
+fn decode_entropy(_: &[u8], _: usize, _: Payload, offset: usize) -> Result<Vec<u8>, DecodeError> {
+    Err(DecodeError::EntropyUnsupported { offset })
+}
+
+impl FrameRef<'_> {
+    /// The fixed header fields.
+    pub fn header(&self) -> &FrameHeader {
+        &self.header
+    }
+
+    /// `[B, H, T, D]`.
+    pub fn shape(&self) -> [usize; 4] {
+        self.header.shape
+    }
+
+    /// Bytes by section; `total()` is the record length.
+    pub fn breakdown(&self) -> Breakdown {
+        self.breakdown
+    }
+
+    /// Dequantizes into caller buffers of `B*H*T*D` elements each (see
+    /// [`Frame::dequantize_into`]).
+    pub fn dequantize_into(&self, k: &mut [f32], v: &mut [f32]) -> Result<(), DecodeError> {
+        let (kp, vp) = self.payload.split_at(self.header.tensor_payload_bytes());
+        tensor_into(&self.header, kp, le_u16_iter(self.k_scales), k)?;
+        tensor_into(&self.header, vp, le_u16_iter(self.v_scales), v)
+    }
+
+    /// Copies everything into an owned [`Frame`].
+    pub fn into_owned(self) -> Frame {
+        let indices = match self.header.index {
+            IndexEncoding::Contiguous { .. } => Vec::new(),
+            IndexEncoding::U16 => le_u16s(self.indices).into_iter().map(u32::from).collect(),
+            IndexEncoding::U32 => le_u32s(self.indices),
+        };
+        Frame {
+            header: self.header,
+            indices,
+            k_scales: le_u16s(self.k_scales),
+            v_scales: le_u16s(self.v_scales),
+            payload: self.payload.into_owned(),
+            breakdown: self.breakdown,
+        }
+    }
+}
+
+fn le_u16_iter(bytes: &[u8]) -> impl Iterator<Item = u16> + '_ {
+    bytes
+        .chunks_exact(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+}
+
+/// Dequantizes one tensor's payload (or converts fp16) into `out`.
+fn tensor_into(
+    h: &FrameHeader,
+    payload: &[u8],
+    scales: impl Iterator<Item = u16>,
+    out: &mut [f32],
+) -> Result<(), DecodeError> {
+    match h.payload.quant_mode() {
+        Some(mode) => {
+            let s: Vec<f32> = scales.map(|b| scale_from_bits(b, h.scale_dtype)).collect();
+            dequantize_tensor(mode, h.granularity, h.shape, payload, &s, out)
+        }
+        None => {
+            if out.len() * 2 != payload.len() {
+                return Err(DecodeError::LengthMismatch {
+                    field: "out",
+                    offset: 0,
+                    expected: (payload.len() / 2) as u64,
+                    found: out.len() as u64,
+                });
+            }
+            // Through a small stack buffer so the row kernel (F16C when present) does the work.
+            let mut bits = [0u16; 256];
+            for (o, c) in out.chunks_mut(256).zip(payload.chunks(512)) {
+                let bits = &mut bits[..o.len()];
+                for (b, c) in bits.iter_mut().zip(c.chunks_exact(2)) {
+                    *b = u16::from_le_bytes([c[0], c[1]]);
+                }
+                f16_to_f32_row(bits, o);
+            }
+            Ok(())
+        }
+    }
+}
+
+impl Frame {
+    /// The fixed header fields.
+    pub fn header(&self) -> &FrameHeader {
+        &self.header
+    }
+
+    /// `[B, H, T, D]`.
+    pub fn shape(&self) -> [usize; 4] {
+        self.header.shape
+    }
+
+    /// Sorted token positions of the T rows.
+    pub fn indices(&self) -> Cow<'_, [u32]> {
+        match self.header.index {
+            IndexEncoding::Contiguous { start } => Cow::Owned(
+                (0..self.header.shape[2] as u32)
+                    .map(|i| start.wrapping_add(i))
+                    .collect(),
+            ),
+            _ => Cow::Borrowed(&self.indices),
+        }
+    }
+
+    /// Stored K payload bytes (after entropy decoding): fp16 LE, int8, or packed int4.
+    pub fn k_payload(&self) -> &[u8] {
+        &self.payload[..self.header.tensor_payload_bytes()]
+    }
+
+    /// Stored V payload bytes.
+    pub fn v_payload(&self) -> &[u8] {
+        &self.payload[self.header.tensor_payload_bytes()..]
+    }
+
+    /// K scale bits (empty for fp16).
+    pub fn k_scales(&self) -> &[u16] {
+        &self.k_scales
+    }
+
+    /// V scale bits (empty for fp16).
+    pub fn v_scales(&self) -> &[u16] {
+        &self.v_scales
+    }
+
+    /// Bytes by section; `total()` is the record length.
+    pub fn breakdown(&self) -> Breakdown {
+        self.breakdown
+    }
+
+    /// Dequantized K and V, `[B, H, T, D]` f32, rows in [`Frame::indices`] order.
+    pub fn dequantize(&self) -> (Vec<f32>, Vec<f32>) {
+        let n = self.header.elements();
+        let (mut k, mut v) = (vec![0f32; n], vec![0f32; n]);
+        // Sizes match by construction, so this cannot fail.
+        let done = self.dequantize_into(&mut k, &mut v);
+        debug_assert!(done.is_ok());
+        (k, v)
+    }
+
+    /// Dequantizes into caller buffers of `B*H*T*D` elements each.
+    pub fn dequantize_into(&self, k: &mut [f32], v: &mut [f32]) -> Result<(), DecodeError> {
+        let h = &self.header;
+        tensor_into(h, self.k_payload(), self.k_scales.iter().copied(), k)?;
+        tensor_into(h, self.v_payload(), self.v_scales.iter().copied(), v)
+    }
+
+    /// Adds the dequantized values to `k` and `v`: how a receiver applies a residual frame to
+    /// the values it already holds for the same rows.
+    pub fn add_dequantized_into(&self, k: &mut [f32], v: &mut [f32]) -> Result<(), DecodeError> {
+        let (dk, dv) = self.dequantize();
+        for (held, add, field) in [(k, dk, "k"), (v, dv, "v")] {
+            if held.len() != add.len() {
+                return Err(DecodeError::LengthMismatch {
+                    field,
+                    offset: 0,
+                    expected: add.len() as u64,
+                    found: held.len() as u64,
+                });
+            }
+            held.iter_mut().zip(&add).for_each(|(h, a)| *h += a);
+        }
+        Ok(())
+    }
+}
