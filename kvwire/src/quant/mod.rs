@@ -15,6 +15,7 @@ pub use kernels::{
     absmax_checked, dequantize_row, dequantize_row_int4, f16_to_f32_row, int4_hi, int4_lo,
     pack_int4, quantize_row, quantize_row_int4,
 };
+pub(crate) use tensor::dequantize_tensor_le;
 pub use tensor::{dequantize_tensor, fake_quantize, quantize_tensor};
 
 use half::f16;
@@ -171,11 +172,12 @@ pub fn quantize_value(x: f32, scale: f32, qmax: f32) -> i8 {
 
 /// Rounds an f32 scale to the scale dtype's bits; `None` when it overflows to infinity.
 pub fn scale_to_bits(scale: f32, dtype: ScaleDtype) -> Option<u16> {
-    let bits = match dtype {
-        ScaleDtype::Fp16 => f16::from_f32(scale).to_bits(),
-        ScaleDtype::Bf16 => (scale.to_bits() >> 16) as u16,
+    // Finite exactly when the exponent field is not all ones.
+    let (bits, exponent) = match dtype {
+        ScaleDtype::Fp16 => (f16::from_f32(scale).to_bits(), 0x7c00),
+        ScaleDtype::Bf16 => ((scale.to_bits() >> 16) as u16, 0x7f80),
     };
-    scale_from_bits(bits, dtype).is_finite().then_some(bits)
+    (bits & exponent != exponent).then_some(bits)
 }
 
 /// The f32 value of stored scale bits.

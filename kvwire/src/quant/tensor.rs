@@ -6,7 +6,9 @@ use super::kernels::{
     absmax_checked, dequantize_row, dequantize_row_int4, f16_to_f32_row, int4_hi, int4_lo,
     pack_int4, quantize_row, quantize_row_int4,
 };
-use super::{Granularity, QuantMode, QuantParams, compute_scale, scale_from_bits, scale_to_bits};
+use super::{
+    Granularity, QuantMode, QuantParams, ScaleDtype, compute_scale, scale_from_bits, scale_to_bits,
+};
 use crate::error::{DecodeError, EncodeError};
 use crate::layer::KvData;
 
@@ -146,13 +148,51 @@ pub fn dequantize_tensor(
     scales: &[f32],
     out: &mut [f32],
 ) -> Result<(), DecodeError> {
+    let found = scales.len();
+    dequantize_with(mode, granularity, shape, payload, found, |g| scales[g], out)
+}
+
+/// [`dequantize_tensor`] with the scales as stored: little-endian fp16/bf16 bits, converted
+/// row by row (no scale buffer).
+pub(crate) fn dequantize_tensor_le(
+    mode: QuantMode,
+    granularity: Granularity,
+    shape: [usize; 4],
+    payload: &[u8],
+    scales: (&[u8], ScaleDtype),
+    out: &mut [f32],
+) -> Result<(), DecodeError> {
+    let (bytes, dtype) = scales;
+    let scale_of = |g: usize| {
+        let bits = u16::from_le_bytes([bytes[2 * g], bytes[2 * g + 1]]);
+        scale_from_bits(bits, dtype)
+    };
+    // An odd byte count can never match (the decoders always pass whole scales).
+    let found = if bytes.len() % 2 == 0 {
+        bytes.len() / 2
+    } else {
+        usize::MAX
+    };
+    dequantize_with(mode, granularity, shape, payload, found, scale_of, out)
+}
+
+/// Checks the lengths, then dequantizes with `scale_of(group)` (`scale_count` groups).
+fn dequantize_with(
+    mode: QuantMode,
+    granularity: Granularity,
+    shape: [usize; 4],
+    payload: &[u8],
+    scale_count: usize,
+    scale_of: impl Fn(usize) -> f32,
+    out: &mut [f32],
+) -> Result<(), DecodeError> {
     let [b, h, t, d] = shape;
     let rows = b * h * t;
     let n = rows * d;
     let checks = [
         ("out", n, out.len()),
         ("payload", mode.payload_bytes(n), payload.len()),
-        ("scales", granularity.scale_count(shape), scales.len()),
+        ("scales", granularity.scale_count(shape), scale_count),
     ];
     for (field, expected, found) in checks {
         if expected != found {
@@ -167,24 +207,16 @@ pub fn dequantize_tensor(
     if d == 0 {
         return Ok(());
     }
+    let rows = out.chunks_exact_mut(d).enumerate();
     match mode {
         QuantMode::Int8 => {
-            for (r, (o, q)) in out
-                .chunks_exact_mut(d)
-                .zip(payload.chunks_exact(d))
-                .enumerate()
-            {
-                dequantize_row(q, scales[granularity.group_of_row(r, t)], o);
+            for ((r, o), q) in rows.zip(payload.chunks_exact(d)) {
+                dequantize_row(q, scale_of(granularity.group_of_row(r, t)), o);
             }
         }
         QuantMode::Int4 if d % 2 == 0 => {
-            let half_d = d / 2;
-            for (r, (o, q)) in out
-                .chunks_exact_mut(d)
-                .zip(payload.chunks_exact(half_d))
-                .enumerate()
-            {
-                dequantize_row_int4(q, scales[granularity.group_of_row(r, t)], o);
+            for ((r, o), q) in rows.zip(payload.chunks_exact(d / 2)) {
+                dequantize_row_int4(q, scale_of(granularity.group_of_row(r, t)), o);
             }
         }
         QuantMode::Int4 => {
@@ -195,7 +227,7 @@ pub fn dequantize_tensor(
                 } else {
                     int4_hi(byte)
                 };
-                *o = f32::from(q) * scales[granularity.group_of_row(i / d, t)];
+                *o = f32::from(q) * scale_of(granularity.group_of_row(i / d, t));
             }
         }
     }

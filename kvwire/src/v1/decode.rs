@@ -4,7 +4,7 @@ use super::{IndexWidth, MAGIC, V1Header, json};
 use crate::breakdown::Breakdown;
 use crate::error::DecodeError;
 use crate::limits::MAX_JSON_LEN;
-use crate::quant::{dequantize_tensor, scale_from_bits};
+use crate::quant::{dequantize_tensor, dequantize_tensor_le, scale_from_bits};
 use crate::reader::{Reader, le_u16s, le_u32s};
 
 /// A decoded v1 blob: header, positions, quantized payloads and scale bits.
@@ -85,31 +85,12 @@ impl V1BlobRef<'_> {
     /// [`V1Blob::dequantize_into`]).
     pub fn dequantize_into(&self, k: &mut [f32], v: &mut [f32]) -> Result<(), DecodeError> {
         let h = &self.header;
-        let d = h.scale_dtype;
         let (ks, vs) = self
             .scales
             .split_at(2 * h.granularity.scale_count(h.k_shape));
-        let to_f32 = |b: &[u8]| -> Vec<f32> {
-            b.chunks_exact(2)
-                .map(|c| scale_from_bits(u16::from_le_bytes([c[0], c[1]]), d))
-                .collect()
-        };
-        dequantize_tensor(
-            h.mode,
-            h.granularity,
-            h.k_shape,
-            self.k_quant,
-            &to_f32(ks),
-            k,
-        )?;
-        dequantize_tensor(
-            h.mode,
-            h.granularity,
-            h.v_shape,
-            self.v_quant,
-            &to_f32(vs),
-            v,
-        )
+        let (g, d) = (h.granularity, h.scale_dtype);
+        dequantize_tensor_le(h.mode, g, h.k_shape, self.k_quant, (ks, d), k)?;
+        dequantize_tensor_le(h.mode, g, h.v_shape, self.v_quant, (vs, d), v)
     }
 
     /// Copies everything into an owned [`V1Blob`].

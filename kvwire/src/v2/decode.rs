@@ -9,7 +9,7 @@ use super::header::{
 };
 use crate::breakdown::Breakdown;
 use crate::error::DecodeError;
-use crate::quant::{dequantize_tensor, f16_to_f32_row, scale_from_bits};
+use crate::quant::{dequantize_tensor, dequantize_tensor_le, f16_to_f32_row, scale_from_bits};
 use crate::reader::{Reader, le_u16s, le_u32s};
 
 /// One decoded frame: its header, positions, scales and (decoded) payload.
@@ -134,8 +134,18 @@ impl FrameRef<'_> {
     /// [`Frame::dequantize_into`]).
     pub fn dequantize_into(&self, k: &mut [f32], v: &mut [f32]) -> Result<(), DecodeError> {
         let (kp, vp) = self.payload.split_at(self.header.tensor_payload_bytes());
-        tensor_into(&self.header, kp, le_u16_iter(self.k_scales), k)?;
-        tensor_into(&self.header, vp, le_u16_iter(self.v_scales), v)
+        let h = &self.header;
+        match h.payload.quant_mode() {
+            Some(mode) => {
+                let (g, d) = (h.granularity, h.scale_dtype);
+                dequantize_tensor_le(mode, g, h.shape, kp, (self.k_scales, d), k)?;
+                dequantize_tensor_le(mode, g, h.shape, vp, (self.v_scales, d), v)
+            }
+            None => {
+                tensor_into(h, kp, std::iter::empty(), k)?;
+                tensor_into(h, vp, std::iter::empty(), v)
+            }
+        }
     }
 
     /// Copies everything into an owned [`Frame`].
@@ -154,12 +164,6 @@ impl FrameRef<'_> {
             breakdown: self.breakdown,
         }
     }
-}
-
-fn le_u16_iter(bytes: &[u8]) -> impl Iterator<Item = u16> + '_ {
-    bytes
-        .chunks_exact(2)
-        .map(|c| u16::from_le_bytes([c[0], c[1]]))
 }
 
 /// Dequantizes one tensor's payload (or converts fp16) into `out`.
