@@ -95,6 +95,38 @@ proptest! {
     }
 
     #[test]
+    fn quantize_near_ties_matches(
+        s in prop_oneof![
+            3 => 1e-6f32..1e3,
+            1 => prop::num::f32::POSITIVE | prop::num::f32::NORMAL | prop::num::f32::SUBNORMAL,
+        ],
+        ks in prop::collection::vec((-140i32..140, -4i32..=4), 0..100),
+        int4 in any::<bool>(),
+    ) {
+        let Some(k) = kernels() else { return Ok(()) };
+        // Values within a few ulps of (k + 0.5) * s, where a reciprocal could round differently.
+        let r: Vec<f32> = ks
+            .iter()
+            .map(|&(k, ulps)| {
+                let x = (k as f32 + 0.5) * s;
+                let y = f32::from_bits(x.to_bits().wrapping_add_signed(ulps));
+                if y.is_finite() { y } else { x }
+            })
+            .filter(|x| x.is_finite())
+            .collect();
+        let qmax = if int4 { 7.0 } else { 127.0 };
+        let (mut want, mut got) = (vec![0u8; r.len()], vec![0u8; r.len()]);
+        quantize_row_scalar(&r, s, qmax, &mut want);
+        k.quantize_row(&r, s, qmax, &mut got);
+        prop_assert_eq!(&got, &want);
+        let even = &r[..r.len() / 2 * 2];
+        let (mut want4, mut got4) = (vec![0u8; even.len() / 2], vec![0u8; even.len() / 2]);
+        quantize_row_int4_scalar(even, s, &mut want4);
+        k.quantize_row_int4(even, s, &mut got4);
+        prop_assert_eq!(got4, want4);
+    }
+
+    #[test]
     fn dequantize_matches(q in prop::collection::vec(any::<u8>(), 0..300),
             s in prop_oneof![
                 3 => (0u16..0x7c00).prop_map(f16_bits_to_f32),
