@@ -3,8 +3,11 @@
 //! - [`v1`]: one blob per layer, byte-exact with the reference (JSON header).
 //! - [`v2`]: ours, the default for services: a session header and one CRC32C-checked frame per
 //!   (layer, precision group, round) with a fixed 36-byte header, decodable frame by frame
-//!   from a byte stream ([`v2::StreamDecoder`]).
-//! - [`quant`]: the reference quantize/dequantize arithmetic both versions share.
+//!   from a byte stream ([`v2::StreamDecoder`]); [`v2::decode_frame_ref`] checks one frame and
+//!   dequantizes it without copying the payload.
+//! - [`quant`]: the reference quantize/dequantize arithmetic both versions share; on x86-64
+//!   CPUs with AVX2 + F16C its row kernels run bit-identical vector versions chosen at run
+//!   time (the crate's only `unsafe`, confined to one private module).
 //! - [`decode_any`]: dispatch on the magic, with a typed error for unknown versions.
 //!
 //! Every length and count from the wire is bounded by a [`limits`] constant before allocating,
