@@ -36,15 +36,19 @@ impl Rope {
         })
     }
 
-    /// Rotates `x` of `[B, H, T, D]` whose first position is `offset`.
-    fn apply(&self, x: &Tensor, offset: usize) -> Result<Tensor> {
+    /// Rotates `x` of `[B, H, T, D]` whose first position is `offset`. `autograd` picks
+    /// candle's composite (differentiable) kernel over the fused one.
+    fn apply(&self, x: &Tensor, offset: usize, autograd: bool) -> Result<Tensor> {
         let t = x.dim(2)?;
         let cos = self.cos.narrow(0, offset, t)?;
         let sin = self.sin.narrow(0, offset, t)?;
         let x = x.contiguous()?;
-        Ok(match self.style {
-            RopeStyle::Half => candle_nn::rotary_emb::rope(&x, &cos, &sin)?,
-            RopeStyle::Interleaved => candle_nn::rotary_emb::rope_i(&x, &cos, &sin)?,
+        use candle_nn::rotary_emb as re;
+        Ok(match (self.style, autograd) {
+            (RopeStyle::Half, false) => re::rope(&x, &cos, &sin)?,
+            (RopeStyle::Half, true) => re::rope_slow(&x, &cos, &sin)?,
+            (RopeStyle::Interleaved, false) => re::rope_i(&x, &cos, &sin)?,
+            (RopeStyle::Interleaved, true) => re::rope_i_slow(&x, &cos, &sin)?,
         })
     }
 }
@@ -72,6 +76,9 @@ pub(crate) struct Dims {
     pub(crate) n_kv_heads: usize,
     pub(crate) head_dim: usize,
     pub(crate) eps: f32,
+    /// Use differentiable composite ops (RMSNorm, softmax, RoPE) instead of candle's fused
+    /// kernels, which have no backward pass.
+    pub(crate) autograd: bool,
 }
 
 impl Layer {
@@ -88,7 +95,7 @@ impl Layer {
         dims: Dims,
     ) -> Result<(Tensor, LayerKv)> {
         let (b, t, _) = x.dims3()?;
-        let h = candle_nn::ops::rms_norm(x, &self.attn_norm, dims.eps)?;
+        let h = rms_norm(x, &self.attn_norm, dims.eps, dims.autograd)?;
         let q = self
             .q
             .forward(&h)?
@@ -102,15 +109,15 @@ impl Layer {
             .forward(&h)?
             .reshape((b, t, dims.n_kv_heads, dims.head_dim))?;
         let q = match &self.q_norm {
-            Some(w) => candle_nn::ops::rms_norm(&q.contiguous()?, w, dims.eps)?,
+            Some(w) => rms_norm(&q.contiguous()?, w, dims.eps, dims.autograd)?,
             None => q,
         };
         let k = match &self.k_norm {
-            Some(w) => candle_nn::ops::rms_norm(&k.contiguous()?, w, dims.eps)?,
+            Some(w) => rms_norm(&k.contiguous()?, w, dims.eps, dims.autograd)?,
             None => k,
         };
-        let q = rope.apply(&q.transpose(1, 2)?, offset)?;
-        let k = rope.apply(&k.transpose(1, 2)?, offset)?;
+        let q = rope.apply(&q.transpose(1, 2)?, offset, dims.autograd)?;
+        let k = rope.apply(&k.transpose(1, 2)?, offset, dims.autograd)?;
         let v = v.transpose(1, 2)?.contiguous()?;
         let (k, v) = match past {
             Some(p) => (Tensor::cat(&[&p.k, &k], 2)?, Tensor::cat(&[&p.v, &v], 2)?),
@@ -128,14 +135,18 @@ impl Layer {
             Some(m) => att.broadcast_add(m)?,
             None => att,
         };
-        let att = candle_nn::ops::softmax_last_dim(&att)?;
+        let att = if dims.autograd {
+            candle_nn::ops::softmax(&att, D::Minus1)?
+        } else {
+            candle_nn::ops::softmax_last_dim(&att)?
+        };
         let y = att.matmul(&v.contiguous()?)?;
         let y = y
             .transpose(1, 2)?
             .reshape((b, t, dims.n_heads * dims.head_dim))?;
         let x = (self.o.forward(&y)? + x)?;
 
-        let h = candle_nn::ops::rms_norm(&x, &self.mlp_norm, dims.eps)?;
+        let h = rms_norm(&x, &self.mlp_norm, dims.eps, dims.autograd)?;
         let gate = candle_nn::ops::silu(&self.gate.forward(&h)?)?;
         let mlp = self.down.forward(&(gate * self.up.forward(&h)?)?)?;
         Ok(((mlp + x)?, kv))
@@ -171,9 +182,14 @@ pub(crate) fn causal_mask(
     ))
 }
 
-/// RMSNorm over the last axis, used for the final norm.
-pub(crate) fn rms_norm(x: &Tensor, w: &Tensor, eps: f32) -> Result<Tensor> {
-    Ok(candle_nn::ops::rms_norm(x, w, eps)?)
+/// RMSNorm over the last axis: candle's fused kernel, or its composite form (which has a
+/// backward pass) when `autograd` is set.
+pub(crate) fn rms_norm(x: &Tensor, w: &Tensor, eps: f32, autograd: bool) -> Result<Tensor> {
+    Ok(if autograd {
+        candle_nn::ops::rms_norm_slow(x, w, eps)?
+    } else {
+        candle_nn::ops::rms_norm(x, w, eps)?
+    })
 }
 
 /// Log-softmax over the last axis in f32.

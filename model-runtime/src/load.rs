@@ -272,5 +272,6 @@ fn build(
         device: dev.clone(),
         dtype: dt,
         info,
+        autograd: false,
     })
 }

