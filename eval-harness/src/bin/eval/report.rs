@@ -40,6 +40,9 @@ pub struct Summary {
     pub mean_prompt_tokens: f64,
     pub seconds_per_question: f64,
     pub answered: usize,
+    /// Items whose prefill started from the shared chat prefix's cache, and its length.
+    pub prefix_reused_items: usize,
+    pub prefix_tokens: usize,
     /// How often each choice letter was predicted (A, B, ...), to spot constant answers.
     pub predicted_letters: Vec<usize>,
 }
@@ -83,6 +86,12 @@ impl Summary {
                 .iter()
                 .filter(|r| r.prediction.is_some() || r.extracted.is_some())
                 .count(),
+            prefix_reused_items: rows.iter().filter(|r| r.reused_prefix_tokens > 0).count(),
+            prefix_tokens: rows
+                .iter()
+                .map(|r| r.reused_prefix_tokens)
+                .max()
+                .unwrap_or(0),
             predicted_letters: letter_histogram(rows),
         }
     }
@@ -123,6 +132,12 @@ impl Summary {
             self.seconds_per_question,
             r.load_seconds
         );
+        if self.prefix_reused_items > 0 {
+            println!(
+                "  shared chat prefix of {} tokens prefilled once, reused on {} items",
+                self.prefix_tokens, self.prefix_reused_items,
+            );
+        }
         if !self.predicted_letters.is_empty() {
             let hist: Vec<String> = self
                 .predicted_letters
