@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::grid::{DatasetSpec, Grid, ModelSpec, Scoring};
+use crate::grid::{DatasetSpec, Grid, ModelSpec, RankNormalization, Scoring};
 use crate::method::MethodSpec;
 
 /// Hex characters of the sha256 kept in a cell id (64 bits).
@@ -38,6 +38,9 @@ pub struct CellConfig {
     pub method: MethodSpec,
     /// Scoring mode.
     pub scoring: Scoring,
+    /// Rank scoring's normalisation (absent for other modes, so their ids do not change).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rank_normalization: Option<RankNormalization>,
     /// Per-sample byte cap, when the method sends a payload and a cap applies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget_cap_bytes: Option<u64>,
@@ -136,6 +139,8 @@ pub fn expand(grid: &Grid) -> Vec<Cell> {
                                 method_label: method.label(),
                                 method: method.clone(),
                                 scoring,
+                                rank_normalization: (scoring == Scoring::Rank)
+                                    .then_some(grid.rank_normalization),
                                 budget_cap_bytes: method
                                     .own_cap()
                                     .or_else(|| budget.filter(|_| method.uses_budget_axis())),
@@ -284,6 +289,8 @@ mod default_grid_tests {
                 "text-raw@1024"
             ]
         );
-        assert!(cells.iter().all(|c| c.config.dataset.n == Some(30)));
+        assert!(cells.iter().all(|c| c.config.dataset.n == Some(30)
+            && c.config.scoring == Scoring::Rank
+            && c.config.rank_normalization == Some(RankNormalization::PerChar)));
     }
 }

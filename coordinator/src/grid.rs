@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::GridError;
 use crate::method::MethodSpec;
+use crate::retry::RetryPolicy;
 
 /// An experiment grid as written in a `grids/*.toml` file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -25,6 +26,10 @@ pub struct Grid {
     /// Scoring modes (an axis); forced-choice letter scoring when omitted.
     #[serde(default = "default_scoring")]
     pub scoring: Vec<Scoring>,
+    /// Rank scoring: the normalisation that picks the prediction, the accuracy and the margin
+    /// (all three are recorded in every row either way).
+    #[serde(default)]
+    pub rank_normalization: RankNormalization,
     /// Per-sample byte caps (an axis); empty means uncapped. Methods that send nothing ignore it.
     #[serde(default)]
     pub budgets: Vec<u64>,
@@ -34,6 +39,10 @@ pub struct Grid {
     /// Limits applied to every sample of the grid.
     #[serde(default)]
     pub limits: Limits,
+    /// Tries per sample and the back-off between them (not part of any cell's identity: a
+    /// retry repeats the same experiment).
+    #[serde(default)]
+    pub retry: RetryPolicy,
 }
 
 fn default_scoring() -> Vec<Scoring> {
@@ -130,6 +139,31 @@ impl Scoring {
             Scoring::Letter => "letter",
             Scoring::Rank => "rank",
             Scoring::Generate => "generate",
+        }
+    }
+}
+
+/// How rank scores are normalised before ranking (OLMES `acc_raw`, `acc_per_token`,
+/// `acc_per_char`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RankNormalization {
+    /// Summed log-probability.
+    Raw,
+    /// Divided by the continuation's token count.
+    PerToken,
+    /// Divided by the continuation's character count (the OLMES choice for ARC).
+    #[default]
+    PerChar,
+}
+
+impl RankNormalization {
+    /// Stable name, as in result rows.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RankNormalization::Raw => "raw",
+            RankNormalization::PerToken => "per_token",
+            RankNormalization::PerChar => "per_char",
         }
     }
 }
@@ -239,6 +273,7 @@ impl Grid {
         if self.limits.sample_timeout_s == 0 {
             problems.push("limits.sample_timeout_s must be positive".into());
         }
+        problems.extend(self.retry.problems());
         if problems.is_empty() {
             Ok(())
         } else {
@@ -273,6 +308,16 @@ mod tests {
         assert_eq!(grid.seeds, vec![0]);
         assert!(!grid.pairs[0].sharer.is_random());
         assert_eq!(grid.limits.sample_timeout_s, 300);
+        assert_eq!(grid.retry, RetryPolicy::default());
+    }
+
+    #[test]
+    fn retry_policy_is_read_and_checked() {
+        let text = format!("{SMALL}\n[retry]\nattempts = 4\nbackoff_ms = 250\n");
+        let grid = Grid::from_toml(&text).unwrap();
+        assert_eq!((grid.retry.attempts, grid.retry.backoff_ms), (4, 250));
+        let bad = format!("{SMALL}\n[retry]\nattempts = 0\n");
+        assert!(matches!(Grid::from_toml(&bad), Err(GridError::Invalid(_))));
     }
 
     #[test]

@@ -1,10 +1,12 @@
 //! Coordinator: expands experiment grids into cells, keeps a crash-safe registry of result rows
 //! per cell, and summarises them (accuracy, bytes at every level, latency per stage).
 //!
-//! This library is the pure part plus plain file I/O: grid model and expansion ([`grid`],
-//! [`method`], [`cell`]), the run folder and registry ([`registry`]), result rows ([`row`]),
-//! statistics and summary tables ([`stats`], [`summary`]) and run manifests ([`manifest`]).
-//! The network (gRPC calls, the embedded services) lives in the `coordinator` binary.
+//! The pure part plus plain file I/O: grid model and expansion ([`grid`], [`method`],
+//! [`cell`]), the retry policy ([`retry`]), the run folder and registry ([`registry`]), result
+//! rows ([`row`]), statistics and summary tables ([`stats`], [`summary`]), run manifests
+//! ([`manifest`]) and UTC time stamps ([`timestamp`]). The gRPC edge is here too, so tests can
+//! drive a run against real services: requests and rows ([`wire`]) and the run loop
+//! ([`runner`]). The CLI, datasets and the embedded services live in the `coordinator` binary.
 
 pub mod cell;
 pub mod error;
@@ -12,9 +14,13 @@ pub mod grid;
 pub mod manifest;
 pub mod method;
 pub mod registry;
+pub mod retry;
 pub mod row;
+pub mod runner;
 pub mod stats;
 pub mod summary;
+pub mod timestamp;
+pub mod wire;
 
 #[cfg(test)]
 mod testutil;
@@ -23,5 +29,6 @@ pub use cell::{Cell, CellConfig, expand};
 pub use error::{GridError, RegistryError};
 pub use grid::Grid;
 pub use registry::{CellRows, RunDir};
+pub use retry::RetryPolicy;
 pub use row::ResultRow;
 pub use summary::CellSummary;

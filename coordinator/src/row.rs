@@ -25,8 +25,15 @@ pub struct RowError {
     /// Stable error type: a gRPC code name (`Unavailable`, `DeadlineExceeded`, ...) or a
     /// coordinator-side kind (`connect`, `timeout`, `invalid_response`).
     pub kind: String,
+    /// The service's stable error label (gRPC metadata `kvwire-error-type`, for example
+    /// `sharer_stream_broken`), when it sent one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_type: Option<String>,
     /// Human-readable message.
     pub message: String,
+    /// Set when the runner tries the sample again: the wait before the next try, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
 }
 
 /// Blob bytes split by what they carry.
@@ -80,6 +87,21 @@ pub struct RoundRecord {
     pub timings_ms: BTreeMap<String, f64>,
 }
 
+/// Rank-classification scores of a sample under one normalisation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RankRecord {
+    /// `raw`, `per_token` or `per_char`.
+    pub normalization: String,
+    /// Predicted letter under this normalisation.
+    pub prediction: String,
+    /// Whether that prediction equals gold.
+    pub correct: bool,
+    /// Best minus second-best score.
+    pub margin: f64,
+    /// Score of each choice, in choice order.
+    pub scores: Vec<f64>,
+}
+
 /// One try of one sample of one cell.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ResultRow {
@@ -106,8 +128,12 @@ pub struct ResultRow {
     pub prediction: Option<String>,
     /// Whether the prediction equals gold, when answered.
     pub correct: Option<bool>,
-    /// Probability margin between the best and second-best choice.
+    /// Margin between the best and second-best choice (letter: probability; rank: score under
+    /// the cell's normalisation).
     pub margin: Option<f64>,
+    /// Rank scoring: the scores under every normalisation.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rank: Vec<RankRecord>,
     /// Bytes at every level, all rounds together.
     #[serde(flatten)]
     pub bytes: ByteCounts,

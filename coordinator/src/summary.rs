@@ -59,6 +59,10 @@ pub struct CellSummary {
     pub accuracy: Option<f64>,
     /// Wilson 95% interval of the accuracy.
     pub accuracy_ci95: Option<(f64, f64)>,
+    /// Rank scoring: accuracy under each normalisation (`raw`, `per_token`, `per_char`) over
+    /// the answered samples that report it.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub rank_accuracy: BTreeMap<String, f64>,
     /// KVWire blob (or message) bytes per sample.
     pub blob_bytes: Dist,
     /// gRPC message bytes per sample.
@@ -98,7 +102,19 @@ impl CellSummary {
             .fold(None, |acc: Option<f64>, d| {
                 Some(acc.map_or(d, |a| a.max(d)))
             });
+        let mut rank_counts: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+        for row in &ok {
+            for r in &row.rank {
+                let (n, correct) = rank_counts.entry(r.normalization.clone()).or_default();
+                *n += 1;
+                *correct += usize::from(r.correct);
+            }
+        }
         CellSummary {
+            rank_accuracy: rank_counts
+                .into_iter()
+                .map(|(k, (n, c))| (k, c as f64 / n as f64))
+                .collect(),
             cell_id: cell.id.clone(),
             pair: cell.config.pair.label.clone(),
             dataset: cell.config.dataset.name.clone(),
@@ -133,6 +149,19 @@ fn num(v: Option<f64>, decimals: usize) -> String {
 /// A number for CSV: empty when absent, so plotting tools read it as missing.
 fn csv_num(v: Option<f64>, decimals: usize) -> String {
     v.map_or_else(String::new, |x| format!("{x:.decimals$}"))
+}
+
+/// `raw/per_token/per_char` rank accuracies in percent, or `-`.
+fn rank_cell(s: &CellSummary) -> String {
+    let parts: Vec<String> = ["raw", "per_token", "per_char"]
+        .iter()
+        .map(|k| num(s.rank_accuracy.get(*k).map(|a| a * 100.0), 1))
+        .collect();
+    if parts.iter().all(|p| p == "-") {
+        "-".into()
+    } else {
+        parts.join("/")
+    }
 }
 
 fn acc_cell(s: &CellSummary) -> String {
@@ -181,6 +210,7 @@ fn tables(summaries: &[CellSummary]) -> [(Vec<String>, Vec<Vec<String>>); 2] {
         "n",
         "fail",
         "acc% [95% CI]",
+        "rank acc% raw/tok/char",
         "blob mean",
         "blob p50",
         "blob p95",
@@ -195,7 +225,12 @@ fn tables(summaries: &[CellSummary]) -> [(Vec<String>, Vec<Vec<String>>); 2] {
         .iter()
         .map(|s| {
             let mut row = ident(s);
-            row.extend([s.n_ok.to_string(), s.n_failed.to_string(), acc_cell(s)]);
+            row.extend([
+                s.n_ok.to_string(),
+                s.n_failed.to_string(),
+                acc_cell(s),
+                rank_cell(s),
+            ]);
             for d in [s.blob_bytes, s.grpc_bytes, s.tcp_bytes] {
                 row.extend([num(d.mean, 0), num(d.p50, 0), num(d.p95, 0)]);
             }
@@ -293,6 +328,9 @@ pub fn render_csv(summaries: &[CellSummary]) -> String {
         "accuracy",
         "ci95_low",
         "ci95_high",
+        "rank_accuracy_raw",
+        "rank_accuracy_per_token",
+        "rank_accuracy_per_char",
         "max_estimate_drift",
     ]
     .iter()
@@ -331,6 +369,9 @@ pub fn render_csv(summaries: &[CellSummary]) -> String {
             csv_num(s.accuracy, 6),
             csv_num(s.accuracy_ci95.map(|c| c.0), 6),
             csv_num(s.accuracy_ci95.map(|c| c.1), 6),
+            csv_num(s.rank_accuracy.get("raw").copied(), 6),
+            csv_num(s.rank_accuracy.get("per_token").copied(), 6),
+            csv_num(s.rank_accuracy.get("per_char").copied(), 6),
             csv_num(s.max_estimate_drift, 6),
         ];
         for d in [s.blob_bytes, s.grpc_bytes, s.tcp_bytes, s.estimated_bytes] {

@@ -88,3 +88,26 @@ fn an_empty_cell_renders_dashes() {
     assert_eq!(s.accuracy, None);
     assert!(render_text(&[s]).contains(" - "));
 }
+
+#[test]
+fn rank_accuracy_is_reported_per_normalisation() {
+    use crate::row::RankRecord;
+    let mut rows = rows();
+    let record = |normalization: &str, correct: bool| RankRecord {
+        normalization: normalization.into(),
+        prediction: if correct { "A" } else { "B" }.into(),
+        correct,
+        margin: 0.1,
+        scores: vec![-1.0, -1.1],
+    };
+    // Answered latest rows: a@2, b@1, c@1.
+    for (i, per_char) in [(1, true), (2, false), (3, true)] {
+        rows.rows[i].rank = vec![record("raw", false), record("per_char", per_char)];
+    }
+    let s = CellSummary::of(&cell(), &rows);
+    assert_eq!(s.rank_accuracy["raw"], 0.0);
+    assert!((s.rank_accuracy["per_char"] - 2.0 / 3.0).abs() < 1e-12);
+    let text = render_text(std::slice::from_ref(&s));
+    assert!(text.contains("0.0/-/66.7"), "{text}");
+    assert!(render_csv(&[s]).contains(",0.000000,,0.666667,"));
+}

@@ -31,7 +31,9 @@ pub fn row(cell: &str, sample: &str, attempt: u32, ok: bool) -> ResultRow {
         status: if ok { RowStatus::Ok } else { RowStatus::Failed },
         error: (!ok).then(|| RowError {
             kind: "Unavailable".into(),
+            error_type: Some("sharer_stream_broken".into()),
             message: "sharer went away".into(),
+            retry_after_ms: None,
         }),
         pair: "p".into(),
         dataset: "arc_easy".into(),
@@ -40,6 +42,7 @@ pub fn row(cell: &str, sample: &str, attempt: u32, ok: bool) -> ResultRow {
         prediction: ok.then(|| "A".into()),
         correct: ok.then_some(true),
         margin: ok.then_some(0.5),
+        rank: Vec::new(),
         bytes,
         budget_cap_bytes: Some(2000),
         budget_actual_bytes: bytes.bytes_measured_total,

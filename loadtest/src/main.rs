@@ -126,6 +126,7 @@ fn evaluate_request(method: Method, sharer: &str) -> pb::EvaluateRequest {
         sharer_endpoint: sharer.to_string(),
         refine: None,
         max_new_tokens: 0,
+        rank_normalization: pb::RankNormalization::Unspecified as i32,
     }
 }
 

@@ -2,11 +2,9 @@
 //! environment variables; validated once at start-up with every problem reported together.
 
 use std::net::SocketAddr;
-use std::path::Path;
 
 use serde::{Deserialize, Serialize};
-use service_kit::config::{ConfigError, Problems, load_layered};
-use service_kit::model_spec::ModelSpec;
+use service_kit::config::{CommonSettings, Problems, ServiceConfig};
 use service_kit::telemetry::TelemetryConfig;
 
 /// Environment prefix of the receiver (`KVWIRE_RECEIVER__SHARER_ENDPOINT=...`).
@@ -31,7 +29,8 @@ pub struct ReceiverConfig {
     pub listen_addr: SocketAddr,
     /// Model spec: `gguf:<path>`, `hf:<dir>` or `random:<preset>:<seed>`.
     pub model: String,
-    /// Sharer endpoint used when a request names none (`http://host:port`).
+    /// Sharer endpoint used when a request names none (`http://host:port`); empty means none:
+    /// requests must then name their sharer.
     pub sharer_endpoint: String,
     /// The fuser of this pair. A trained C2C fuser plugs in here when the c2c crate lands.
     pub fuser: FuserKind,
@@ -85,34 +84,27 @@ impl Default for ReceiverLimits {
     }
 }
 
-impl ReceiverConfig {
-    /// Loads defaults, `file` and the environment, then validates.
-    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
-        let config: Self = load_layered(file, ENV_PREFIX)?;
-        config.validate()?;
-        Ok(config)
+impl ServiceConfig for ReceiverConfig {
+    const ENV_PREFIX: &'static str = ENV_PREFIX;
+
+    fn common(&self) -> CommonSettings<'_> {
+        CommonSettings {
+            model: &self.model,
+            max_message_bytes: self.limits.max_message_bytes,
+            max_prompt_tokens: self.limits.max_prompt_tokens,
+            max_concurrent_jobs: self.limits.max_concurrent_jobs,
+            telemetry: &self.telemetry,
+        }
     }
 
-    /// Checks every field; all problems are reported in one error.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        let mut p = Problems::new();
-        if let Err(e) = ModelSpec::parse(&self.model) {
-            p.push("model", e);
-        }
-        if let Err(e) = self.sharer_endpoint.parse::<http::Uri>() {
+    fn check_own(&self, p: &mut Problems) {
+        // Empty is allowed: every request may name its sharer.
+        if !self.sharer_endpoint.is_empty()
+            && let Err(e) = self.sharer_endpoint.parse::<http::Uri>()
+        {
             p.push("sharer_endpoint", e);
         }
         let l = &self.limits;
-        p.check(
-            l.max_message_bytes >= 1 << 16,
-            "limits.max_message_bytes",
-            "must be at least 65536",
-        );
-        p.check(
-            l.max_prompt_tokens > 0,
-            "limits.max_prompt_tokens",
-            "must be positive",
-        );
         p.check(
             l.max_new_tokens > 0,
             "limits.max_new_tokens",
@@ -128,13 +120,6 @@ impl ReceiverConfig {
             "limits.connect_timeout_secs",
             "must be positive",
         );
-        p.check(
-            l.max_concurrent_jobs > 0,
-            "limits.max_concurrent_jobs",
-            "must be positive",
-        );
-        self.telemetry.validate(&mut p);
-        p.into_result()
     }
 }
 
@@ -155,6 +140,15 @@ mod tests {
             err.contains("sharer_endpoint") && err.contains("limits.max_new_tokens"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn an_empty_default_sharer_is_valid() {
+        let c = ReceiverConfig {
+            sharer_endpoint: String::new(),
+            ..ReceiverConfig::default()
+        };
+        c.validate().unwrap();
     }
 
     #[test]

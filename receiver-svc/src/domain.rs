@@ -1,5 +1,6 @@
 //! The receiver's domain request and its conversion from the wire type, at the boundary.
 
+use eval_harness::Normalization;
 use kvwire_proto::v1 as pb;
 use service_kit::prompt::Example;
 
@@ -45,6 +46,8 @@ pub enum Scoring {
     Letter,
     /// Greedy generation and letter extraction.
     Generate,
+    /// Rank classification; the normalisation picks the prediction and the margin.
+    Rank(Normalization),
 }
 
 /// Round-2 policy.
@@ -112,6 +115,7 @@ impl TryFrom<pb::EvaluateRequest> for EvaluateParams {
         let scoring = match pb::Scoring::try_from(r.scoring) {
             Ok(pb::Scoring::Unspecified | pb::Scoring::Letter) => Scoring::Letter,
             Ok(pb::Scoring::Generate) => Scoring::Generate,
+            Ok(pb::Scoring::Rank) => Scoring::Rank(normalization(r.rank_normalization)?),
             Err(_) => {
                 return Err(ReceiverError::invalid(
                     "scoring",
@@ -121,10 +125,16 @@ impl TryFrom<pb::EvaluateRequest> for EvaluateParams {
         };
         let refine = match r.refine {
             Some(s) if s.margin_threshold > 0.0 => {
-                if s.margin_threshold > 1.0 {
+                // Letter margins are probabilities; rank margins are log-probability gaps.
+                let bounded = !matches!(scoring, Scoring::Rank(_));
+                if !s.margin_threshold.is_finite() || (bounded && s.margin_threshold > 1.0) {
                     return Err(ReceiverError::invalid(
                         "refine.margin_threshold",
-                        "must be in [0, 1]",
+                        if bounded {
+                            "must be in [0, 1] for letter scoring"
+                        } else {
+                            "must be finite"
+                        },
                     ));
                 }
                 let upgrade_payload = pb::Payload::try_from(s.upgrade_payload).map_err(|_| {
@@ -147,6 +157,30 @@ impl TryFrom<pb::EvaluateRequest> for EvaluateParams {
             refine,
             max_new_tokens: r.max_new_tokens as usize,
         })
+    }
+}
+
+/// The rank normalisation a request asks for (per character when unset, as OLMES for ARC).
+fn normalization(code: i32) -> Result<Normalization, ReceiverError> {
+    match pb::RankNormalization::try_from(code) {
+        Ok(pb::RankNormalization::Raw) => Ok(Normalization::Raw),
+        Ok(pb::RankNormalization::PerToken) => Ok(Normalization::PerToken),
+        Ok(pb::RankNormalization::Unspecified | pb::RankNormalization::PerChar) => {
+            Ok(Normalization::PerChar)
+        }
+        Err(_) => Err(ReceiverError::invalid(
+            "rank_normalization",
+            format!("unknown value {code}"),
+        )),
+    }
+}
+
+/// The wire code of a normalisation.
+pub fn normalization_code(n: Normalization) -> pb::RankNormalization {
+    match n {
+        Normalization::Raw => pb::RankNormalization::Raw,
+        Normalization::PerToken => pb::RankNormalization::PerToken,
+        Normalization::PerChar => pb::RankNormalization::PerChar,
     }
 }
 
@@ -183,6 +217,24 @@ mod tests {
             margin_threshold: 2.0,
             upgrade_payload: 1,
         });
+        assert!(EvaluateParams::try_from(r).is_err());
+    }
+
+    #[test]
+    fn rank_scoring_defaults_to_per_char_and_takes_unbounded_margins() {
+        let mut r = request();
+        r.scoring = pb::Scoring::Rank as i32;
+        r.refine = Some(pb::RefineSettings {
+            margin_threshold: 2.0,
+            upgrade_payload: 1,
+        });
+        let p = EvaluateParams::try_from(r.clone()).unwrap();
+        assert_eq!(p.scoring, Scoring::Rank(Normalization::PerChar));
+        assert!(p.refine.is_some());
+        r.rank_normalization = pb::RankNormalization::Raw as i32;
+        let p = EvaluateParams::try_from(r.clone()).unwrap();
+        assert_eq!(p.scoring, Scoring::Rank(Normalization::Raw));
+        r.rank_normalization = 9;
         assert!(EvaluateParams::try_from(r).is_err());
     }
 }

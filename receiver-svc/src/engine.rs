@@ -1,16 +1,52 @@
-//! The receiver engine: owns the model; scores an example by forced choice from its own
-//! prefill or from an injected prompt cache, or by greedy generation. Tensors stay here; the
-//! rest of the service hands in host rows. Every method is blocking.
+//! The receiver engine: owns the model; scores an example by forced choice or by rank
+//! classification, from its own prefill or from an injected prompt cache, or by greedy
+//! generation. Tensors stay here; the rest of the service hands in host rows. Every method is
+//! blocking.
 
+use eval_harness::{ChoiceLogprob, Normalization};
 use model_runtime::candle_core::Tensor;
 use model_runtime::{ForcedChoice, GenerateParams, KvCache, LayerKv, forced_choice};
 use service_kit::letters::{LetterPrompt, letter_prompt};
 use service_kit::model_load::LoadedModel;
 use service_kit::prompt::Example;
+use service_kit::rank::{RankPrompt, rank_prompt};
 use service_kit::timing::timed;
 
 use crate::decode::DecodedCache;
 use crate::error::ReceiverError;
+
+/// The tokens the receiver runs for an example, by scoring mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReceiverPrompt {
+    /// Forced choice over the letter tokens after the chat prompt.
+    Letter(LetterPrompt),
+    /// Greedy generation after the chat prompt.
+    Generate(LetterPrompt),
+    /// Rank classification of the choice texts after the plain context; the normalisation
+    /// picks the prediction and the margin.
+    Rank(RankPrompt, Normalization),
+}
+
+impl ReceiverPrompt {
+    /// The prompt token ids.
+    pub fn ids(&self) -> &[u32] {
+        match self {
+            ReceiverPrompt::Letter(p) | ReceiverPrompt::Generate(p) => &p.ids,
+            ReceiverPrompt::Rank(p, _) => &p.ids,
+        }
+    }
+}
+
+/// Rank-classification inputs of every choice, with the stage times.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ranked {
+    /// Summed log-probability, token and character count of each choice's continuation.
+    pub choices: Vec<ChoiceLogprob>,
+    /// Receiver forward over the prompt (or its last token, with an injected cache), ms.
+    pub prefill_ms: f64,
+    /// Forward over the continuations and their log-probabilities, ms.
+    pub score_ms: f64,
+}
 
 /// A scored example.
 #[derive(Debug, Clone, PartialEq)]
@@ -55,33 +91,68 @@ impl ReceiverEngine {
         .map_err(|e| ReceiverError::invalid("example", e.to_string()))
     }
 
-    /// Scores from the receiver's own prefill of the prompt.
-    pub fn score_plain(&self, prompt: &LetterPrompt) -> Result<Scored, ReceiverError> {
+    /// The rank prompt of an example, with an optional sharer message before the context.
+    pub fn rank_prompt(
+        &self,
+        example: &Example,
+        message: Option<&str>,
+    ) -> Result<RankPrompt, ReceiverError> {
+        rank_prompt(&self.loaded.tokenizer, example, message)
+            .map_err(|e| ReceiverError::invalid("example", e.to_string()))
+    }
+
+    /// Runs the prompt: a full prefill of `ids`, or, with `cache` (the fused prompt cache for
+    /// the positions before the last prompt token) injected, only the last token at its
+    /// absolute position. Last-position logits `[1, V]` and the cache after the prompt.
+    fn prompt_forward(
+        &self,
+        ids: &[u32],
+        cache: Option<&DecodedCache>,
+    ) -> Result<(Tensor, KvCache), ReceiverError> {
         let model = &self.loaded.model;
-        let (logits, prefill_ms) = timed(|| model.next_token_logits(&prompt.ids));
-        let logits = logits?;
-        let (choice, score_ms) = timed(|| forced_choice(&logits, &prompt.candidates));
-        Ok(Scored {
-            choice: choice?,
+        let Some(cache) = cache else {
+            return Ok(model.prefill(&model.ids_tensor(ids)?)?);
+        };
+        self.check_fits(ids, cache)?;
+        let last = ids.len() - 1;
+        let mut kv = self.kv_cache(cache)?;
+        let logits = model.forward(&model.ids_tensor(&ids[last..])?, last, &mut kv)?;
+        Ok((logits, kv))
+    }
+
+    /// Rank classification: the prompt runs (see [`Self::prompt_forward`]), then every
+    /// continuation is scored from the prompt's cache (the score stage).
+    pub fn rank(
+        &self,
+        prompt: &RankPrompt,
+        cache: Option<&DecodedCache>,
+    ) -> Result<Ranked, ReceiverError> {
+        let (prefilled, prefill_ms) = timed(|| self.prompt_forward(&prompt.ids, cache));
+        let (logits, kv) = prefilled?;
+        let (scores, score_ms) = timed(|| {
+            self.loaded.model.score_continuations(
+                &logits,
+                &kv,
+                prompt.ids.len(),
+                &prompt.continuations,
+            )
+        });
+        Ok(Ranked {
+            choices: prompt.choice_logprobs(&scores?),
             prefill_ms,
             score_ms,
         })
     }
 
-    /// Scores with `cache` (the fused prompt cache for positions before the last prompt token)
-    /// injected: only the last prompt token runs, at its absolute position.
-    pub fn score_with_cache(
+    /// Forced choice over the letter tokens after the prompt (see [`Self::prompt_forward`]);
+    /// the score stage is the softmax over the letters (the LM head runs in the forward).
+    pub fn score(
         &self,
         prompt: &LetterPrompt,
-        cache: &DecodedCache,
+        cache: Option<&DecodedCache>,
     ) -> Result<Scored, ReceiverError> {
-        let model = &self.loaded.model;
-        self.check_fits(prompt, cache)?;
-        let last = prompt.ids.len() - 1;
         let (logits, prefill_ms) = timed(|| -> Result<Vec<f32>, ReceiverError> {
-            let mut kv = self.kv_cache(cache)?;
-            let input = model.ids_tensor(&prompt.ids[last..])?;
-            let logits = model.forward(&input, last, &mut kv)?;
+            let (logits, _) = self.prompt_forward(&prompt.ids, cache)?;
             let flat = logits.flatten_all().and_then(|t| t.to_vec1::<f32>());
             flat.map_err(|e| ReceiverError::Model(e.into()))
         });
@@ -95,7 +166,7 @@ impl ReceiverEngine {
     }
 
     /// Checks the injected cache matches this model and this prompt.
-    fn check_fits(&self, prompt: &LetterPrompt, cache: &DecodedCache) -> Result<(), ReceiverError> {
+    fn check_fits(&self, ids: &[u32], cache: &DecodedCache) -> Result<(), ReceiverError> {
         let c = self.loaded.model.config();
         if cache.layers.len() != c.n_layers
             || cache.heads != c.n_kv_heads
@@ -111,11 +182,11 @@ impl ReceiverEngine {
                 c.head_dim
             )));
         }
-        if cache.prompt_tokens != prompt.ids.len() {
+        if cache.prompt_tokens != ids.len() || ids.is_empty() {
             return Err(ReceiverError::Transfer(format!(
                 "sharer prompt has {} tokens, receiver prompt {}: not the same prompt",
                 cache.prompt_tokens,
-                prompt.ids.len()
+                ids.len()
             )));
         }
         Ok(())
@@ -157,14 +228,8 @@ impl ReceiverEngine {
             stop_ids: model.config().eos_token_ids.clone(),
         };
         let (generation, ms) = timed(|| -> Result<_, ReceiverError> {
-            let Some(cache) = cache else {
-                return Ok(model.generate_greedy(&prompt.ids, &params)?);
-            };
-            self.check_fits(prompt, cache)?;
-            let last = prompt.ids.len() - 1;
-            let mut kv = self.kv_cache(cache)?;
-            let logits = model.forward(&model.ids_tensor(&prompt.ids[last..])?, last, &mut kv)?;
-            Ok(model.generate_greedy_from(&logits, kv, last + 1, &params)?)
+            let (logits, kv) = self.prompt_forward(&prompt.ids, cache)?;
+            Ok(model.generate_greedy_from(&logits, kv, prompt.ids.len(), &params)?)
         });
         let text = self.loaded.tokenizer.decode(&generation?.tokens, true)?;
         let letter = extract_letter(&text, n_choices);

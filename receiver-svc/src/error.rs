@@ -1,6 +1,7 @@
 //! The receiver's error type and its one mapping to gRPC status codes, with a stable label for
 //! metrics. Errors of the sharer keep their code (never flattened into a string).
 
+use service_kit::rpc::{ServiceError, to_status};
 use tonic::{Code, Status};
 
 /// Everything that can fail in a receiver rpc.
@@ -55,6 +56,9 @@ pub enum ReceiverError {
     /// The model failed.
     #[error("model: {0}")]
     Model(#[from] model_runtime::RuntimeError),
+    /// The model's scores cannot rank the choices (not finite).
+    #[error("scoring: {0}")]
+    Scoring(String),
     /// The deadline passed.
     #[error("deadline of {0:?} exceeded")]
     Deadline(std::time::Duration),
@@ -64,37 +68,6 @@ pub enum ReceiverError {
 }
 
 impl ReceiverError {
-    /// Stable label for metrics and logs.
-    pub fn error_type(&self) -> &'static str {
-        match self {
-            ReceiverError::InvalidArgument { .. } => "invalid_argument",
-            ReceiverError::NoFuser { .. } => "no_fuser",
-            ReceiverError::SharerUnreachable { .. } => "sharer_unreachable",
-            ReceiverError::SharerStatus { .. } => "sharer_status",
-            ReceiverError::StreamBroken { .. } => "sharer_stream_broken",
-            ReceiverError::Transfer(_) => "transfer",
-            ReceiverError::Decode(_) => "decode",
-            ReceiverError::Model(_) => "model",
-            ReceiverError::Deadline(_) => "deadline",
-            ReceiverError::Worker(_) => "worker",
-        }
-    }
-
-    /// The gRPC code of this error.
-    pub fn code(&self) -> Code {
-        match self {
-            ReceiverError::InvalidArgument { .. } => Code::InvalidArgument,
-            ReceiverError::NoFuser { .. } => Code::FailedPrecondition,
-            ReceiverError::SharerUnreachable { .. } | ReceiverError::StreamBroken { .. } => {
-                Code::Unavailable
-            }
-            ReceiverError::SharerStatus { code, .. } => *code,
-            ReceiverError::Transfer(_) | ReceiverError::Decode(_) => Code::DataLoss,
-            ReceiverError::Deadline(_) => Code::DeadlineExceeded,
-            ReceiverError::Model(_) | ReceiverError::Worker(_) => Code::Internal,
-        }
-    }
-
     /// Shorthand for [`ReceiverError::InvalidArgument`].
     pub fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
         ReceiverError::InvalidArgument {
@@ -112,13 +85,47 @@ impl ReceiverError {
     }
 }
 
+impl ServiceError for ReceiverError {
+    fn code(&self) -> Code {
+        match self {
+            ReceiverError::InvalidArgument { .. } => Code::InvalidArgument,
+            ReceiverError::NoFuser { .. } => Code::FailedPrecondition,
+            ReceiverError::SharerUnreachable { .. } | ReceiverError::StreamBroken { .. } => {
+                Code::Unavailable
+            }
+            ReceiverError::SharerStatus { code, .. } => *code,
+            ReceiverError::Transfer(_) | ReceiverError::Decode(_) => Code::DataLoss,
+            ReceiverError::Deadline(_) => Code::DeadlineExceeded,
+            ReceiverError::Model(_) | ReceiverError::Scoring(_) | ReceiverError::Worker(_) => {
+                Code::Internal
+            }
+        }
+    }
+
+    fn error_type(&self) -> &'static str {
+        match self {
+            ReceiverError::InvalidArgument { .. } => "invalid_argument",
+            ReceiverError::NoFuser { .. } => "no_fuser",
+            ReceiverError::SharerUnreachable { .. } => "sharer_unreachable",
+            ReceiverError::SharerStatus { .. } => "sharer_status",
+            ReceiverError::StreamBroken { .. } => "sharer_stream_broken",
+            ReceiverError::Transfer(_) => "transfer",
+            ReceiverError::Decode(_) => "decode",
+            ReceiverError::Model(_) => "model",
+            ReceiverError::Scoring(_) => "scoring",
+            ReceiverError::Deadline(_) => "deadline",
+            ReceiverError::Worker(_) => "worker",
+        }
+    }
+
+    fn worker(reason: String) -> Self {
+        ReceiverError::Worker(reason)
+    }
+}
+
 impl From<ReceiverError> for Status {
     fn from(e: ReceiverError) -> Status {
-        let mut status = Status::new(e.code(), e.to_string());
-        if let Ok(v) = e.error_type().parse() {
-            status.metadata_mut().insert("kvwire-error-type", v);
-        }
-        status
+        to_status(&e)
     }
 }
 

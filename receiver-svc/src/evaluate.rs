@@ -6,18 +6,17 @@ use std::time::{Duration, Instant};
 
 use kvwire_proto::v1 as pb;
 use service_kit::counting::ByteSnapshot;
-use service_kit::letters::LetterPrompt;
 use service_kit::metrics_catalog::{add_bytes, record_stage_ms};
 use service_kit::prompt::LETTERS;
+use service_kit::rpc::JobPool;
 use service_kit::timing::{ms, timed};
 use service_kit::trace_context::TraceContext;
-use tokio::sync::Semaphore;
 
 use crate::client::{RoundTransfer, SharerLink};
 use crate::config::ReceiverConfig;
 use crate::decode::DecodedCache;
 use crate::domain::{EvaluateParams, Method, Scoring};
-use crate::engine::{ReceiverEngine, Scored};
+use crate::engine::{ReceiverEngine, ReceiverPrompt, Scored};
 use crate::error::ReceiverError;
 use crate::fuser::{Fuser, fuser_for};
 use crate::report::{Outcome, round_report, sum_rounds};
@@ -42,8 +41,7 @@ struct FusedRound {
 /// Everything an evaluation needs: the engine, the job pool, the pair's fuser, the config.
 #[derive(Debug)]
 pub struct ReceiverCore {
-    engine: Arc<ReceiverEngine>,
-    jobs: Arc<Semaphore>,
+    pool: JobPool<ReceiverEngine>,
     fuser: Option<Arc<dyn Fuser>>,
     config: ReceiverConfig,
 }
@@ -54,15 +52,14 @@ impl ReceiverCore {
         let spec = engine.loaded().spec.to_string();
         Self {
             fuser: fuser_for(config.fuser, &spec).map(Arc::from),
-            engine: Arc::new(engine),
-            jobs: Arc::new(Semaphore::new(config.limits.max_concurrent_jobs)),
+            pool: JobPool::new(engine, config.limits.max_concurrent_jobs),
             config,
         }
     }
 
     /// The engine (Info).
     pub fn engine(&self) -> &ReceiverEngine {
-        &self.engine
+        self.pool.resource()
     }
 
     /// The configured deadline of one evaluation.
@@ -70,24 +67,12 @@ impl ReceiverCore {
         Duration::from_secs(self.config.limits.default_timeout_secs)
     }
 
+    /// Runs `f` on a blocking thread once a job slot is free.
     async fn blocking<T: Send + 'static>(
         &self,
         f: impl FnOnce(&ReceiverEngine) -> Result<T, ReceiverError> + Send + 'static,
     ) -> Result<T, ReceiverError> {
-        let permit = self
-            .jobs
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| ReceiverError::Worker("job pool closed".into()))?;
-        let engine = self.engine.clone();
-        let span = tracing::Span::current();
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            span.in_scope(|| f(&engine))
-        })
-        .await
-        .map_err(|e| ReceiverError::Worker(e.to_string()))?
+        self.pool.run(f).await
     }
 
     async fn connect(
@@ -96,10 +81,16 @@ impl ReceiverCore {
         trace: TraceContext,
         deadline: Instant,
     ) -> Result<SharerLink, ReceiverError> {
-        let endpoint = p
-            .sharer_endpoint
-            .as_deref()
-            .unwrap_or(&self.config.sharer_endpoint);
+        let endpoint = match p.sharer_endpoint.as_deref() {
+            Some(e) => e,
+            None if !self.config.sharer_endpoint.is_empty() => &self.config.sharer_endpoint,
+            None => {
+                return Err(ReceiverError::invalid(
+                    "sharer_endpoint",
+                    "the request names no sharer and this receiver has no default one",
+                ));
+            }
+        };
         let l = &self.config.limits;
         SharerLink::connect(
             endpoint,
@@ -111,44 +102,60 @@ impl ReceiverCore {
         .await
     }
 
+    /// The receiver's prompt for the request's scoring mode, with an optional sharer message.
     async fn prompt(
         &self,
         p: &EvaluateParams,
-        context: Option<String>,
-    ) -> Result<LetterPrompt, ReceiverError> {
+        message: Option<String>,
+    ) -> Result<ReceiverPrompt, ReceiverError> {
         let example = p.example.clone();
         let max = self.config.limits.max_prompt_tokens;
+        let scoring = p.scoring;
         let prompt = self
-            .blocking(move |e| e.letter_prompt(&example, context.as_deref()))
+            .blocking(move |e| {
+                let message = message.as_deref();
+                Ok(match scoring {
+                    Scoring::Letter => ReceiverPrompt::Letter(e.letter_prompt(&example, message)?),
+                    Scoring::Generate => {
+                        ReceiverPrompt::Generate(e.letter_prompt(&example, message)?)
+                    }
+                    Scoring::Rank(chosen) => {
+                        ReceiverPrompt::Rank(e.rank_prompt(&example, message)?, chosen)
+                    }
+                })
+            })
             .await?;
-        if prompt.ids.len() > max {
+        if prompt.ids().len() > max {
             return Err(ReceiverError::invalid(
                 "example",
-                format!("prompt has {} tokens, limit {max}", prompt.ids.len()),
+                format!("prompt has {} tokens, limit {max}", prompt.ids().len()),
             ));
         }
         Ok(prompt)
     }
 
-    /// Scores by letters or by generation, with an optional injected cache.
+    /// Scores by letters, by rank or by generation, with an optional injected cache.
     async fn score(
         &self,
         p: &EvaluateParams,
-        prompt: LetterPrompt,
+        prompt: ReceiverPrompt,
         cache: Option<DecodedCache>,
     ) -> Result<Outcome, ReceiverError> {
         let n = p.example.choices.len();
-        match p.scoring {
-            Scoring::Letter => {
+        match prompt {
+            ReceiverPrompt::Letter(prompt) => {
                 let scored: Scored = self
-                    .blocking(move |e| match &cache {
-                        Some(c) => e.score_with_cache(&prompt, c),
-                        None => e.score_plain(&prompt),
-                    })
+                    .blocking(move |e| e.score(&prompt, cache.as_ref()))
                     .await?;
                 Ok(Outcome::from_scored(scored))
             }
-            Scoring::Generate => {
+            ReceiverPrompt::Rank(prompt, chosen) => {
+                let ranked = self
+                    .blocking(move |e| e.rank(&prompt, cache.as_ref()))
+                    .await?;
+                Outcome::from_ranked(ranked, chosen)
+            }
+            ReceiverPrompt::Generate(prompt) => {
                 let max_new = match p.max_new_tokens {
                     0 => self.config.limits.max_new_tokens,
                     k => k.min(self.config.limits.max_new_tokens),
@@ -210,6 +217,7 @@ impl ReceiverCore {
             timings: Some(timings),
             generated: outcome.generated,
             budget_cap_bytes: cap,
+            rank: outcome.rank,
         })
     }
 
@@ -219,6 +227,13 @@ impl ReceiverCore {
         trace: TraceContext,
         deadline: Instant,
     ) -> MethodResult {
+        if p.scoring != Scoring::Letter {
+            return Err(ReceiverError::invalid(
+                "scoring",
+                "sharer_only takes the sharer's own forced-choice answer (Answer rpc): letter \
+                 scoring only",
+            ));
+        }
         let mut link = self.connect(p, trace, deadline).await?;
         let t0 = Instant::now();
         let (reply, grpc) = link
@@ -264,6 +279,7 @@ impl ReceiverCore {
         trace: TraceContext,
         deadline: Instant,
     ) -> MethodResult {
+        let round_start = Instant::now();
         let mut link = self.connect(p, trace, deadline).await?;
         let t0 = Instant::now();
         let req = pb::MessageRequest {
@@ -292,6 +308,7 @@ impl ReceiverCore {
         let prompt = self.prompt(p, Some(reply.text)).await?;
         let outcome = self.score(p, prompt, None).await?;
         outcome.add_to(&mut round);
+        end_round(&mut round, round_start);
         Ok((outcome, vec![round], cap))
     }
 
@@ -301,9 +318,18 @@ impl ReceiverCore {
             fuser: "none",
         })?;
         let prompt = self.prompt(p, None).await?;
+        let round1_start = Instant::now();
         let mut link = self.connect(p, trace, deadline).await?;
+        // The sharer builds the same prompt: the chat prompt from the example, or the plain
+        // rank context as text.
+        let shared_prompt = match &prompt {
+            ReceiverPrompt::Rank(r, _) => pb::share_request::Prompt::Text(r.text.clone()),
+            ReceiverPrompt::Letter(_) | ReceiverPrompt::Generate(_) => {
+                pb::share_request::Prompt::Example(p.wire_example.clone())
+            }
+        };
         let req = pb::ShareRequest {
-            prompt: Some(pb::share_request::Prompt::Example(p.wire_example.clone())),
+            prompt: Some(shared_prompt),
             transfer: Some(p.transfer),
             keep_session: p.refine.is_some(),
         };
@@ -317,6 +343,7 @@ impl ReceiverCore {
         } = self.fuse_round(1, round1, snapshot1, fuser.as_ref())?;
         let mut outcome = self.score(p, prompt.clone(), Some(fused)).await?;
         outcome.add_to(&mut report1);
+        end_round(&mut report1, round1_start);
         let mut rounds = vec![report1];
         if let Some(plan) = p
             .refine
@@ -330,12 +357,14 @@ impl ReceiverCore {
                 })),
                 granularity: p.transfer.granularity,
             };
+            let round2_start = Instant::now();
             let round2 = link.refine(req, cache).await?;
             let round2 =
                 self.fuse_round(2, round2, link.transport().since(snapshot1), fuser.as_ref())?;
             let mut report2 = round2.report;
             outcome = self.score(p, prompt, Some(round2.fused)).await?;
             outcome.add_to(&mut report2);
+            end_round(&mut report2, round2_start);
             rounds.push(report2);
         }
         Ok((outcome, rounds, p.transfer.byte_cap))
@@ -382,4 +411,10 @@ impl ReceiverCore {
             fused: fused?,
         })
     }
+}
+
+/// Sets a round's end-to-end time: from its first request to the sharer (connection included)
+/// to the end of scoring on what it brought.
+fn end_round(round: &mut pb::RoundReport, start: Instant) {
+    round.timings.get_or_insert_default().end_to_end_ms = ms(start.elapsed());
 }

@@ -20,7 +20,8 @@ use std::future::Future;
 
 use anyhow::Context as _;
 use kvwire_proto::v1::receiver_server::ReceiverServer;
-use service_kit::model_spec::ModelSpec;
+use service_kit::config::ServiceConfig;
+use service_kit::server::{load_model, serve_grpc};
 use tokio::net::TcpListener;
 
 pub use config::ReceiverConfig;
@@ -31,7 +32,7 @@ pub use service::ReceiverService;
 /// Serves the receiver on `listener` until `shutdown` resolves.
 ///
 /// Validates the config and loads the model first; health reports SERVING once loaded.
-/// Telemetry is not initialised here: binaries call `service_kit::telemetry::init`.
+/// Telemetry is not initialised here: binaries call `service_kit::server::listen`.
 pub async fn serve(
     config: ReceiverConfig,
     listener: TcpListener,
@@ -39,31 +40,15 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     config.validate().context("receiver configuration")?;
     service_kit::metrics_catalog::describe_all();
-    let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(kvwire_proto::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .context("building the reflection service")?;
-    let spec = ModelSpec::parse(&config.model)?;
-    let loaded = tokio::task::spawn_blocking(move || service_kit::model_load::load(&spec))
-        .await
-        .context("model loader thread")?
-        .with_context(|| format!("loading model {}", config.model))?;
+    let loaded = load_model(&config.model).await?;
     tracing::info!(model = %config.model, addr = ?listener.local_addr().ok(), "receiver ready");
     let max = config.limits.max_message_bytes;
     let core = evaluate::ReceiverCore::new(ReceiverEngine::new(loaded), config);
     let receiver = ReceiverServer::new(ReceiverService::new(core))
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
-    health_reporter
-        .set_serving::<ReceiverServer<ReceiverService>>()
-        .await;
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-    tonic::transport::Server::builder()
-        .add_service(health_service)
-        .add_service(reflection)
-        .add_service(receiver)
-        .serve_with_incoming_shutdown(incoming, shutdown)
+    serve_grpc(receiver, incoming, shutdown)
         .await
         .context("receiver gRPC server")
 }

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::Parser;
 use receiver_svc::ReceiverConfig;
+use service_kit::config::ServiceConfig;
 
 /// Command line of the receiver service.
 #[derive(Debug, Parser)]
@@ -24,9 +25,6 @@ struct Cli {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config = ReceiverConfig::load(cli.config.as_deref()).context("configuration")?;
-    service_kit::telemetry::init(&config.telemetry).context("telemetry")?;
-    let listener = tokio::net::TcpListener::bind(config.listen_addr)
-        .await
-        .with_context(|| format!("binding {}", config.listen_addr))?;
+    let listener = service_kit::server::listen(&config.telemetry, config.listen_addr).await?;
     receiver_svc::serve(config, listener, service_kit::shutdown::signal()).await
 }

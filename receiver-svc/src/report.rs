@@ -1,10 +1,13 @@
 //! Building the per-round and total reports of an evaluation (bytes at every level, stage
 //! timings) from what each round measured.
 
+use eval_harness::{Normalization, rank_all};
 use kvwire_proto::v1 as pb;
 use service_kit::counting::ByteSnapshot;
 
-use crate::engine::Scored;
+use crate::domain::normalization_code;
+use crate::engine::{Ranked, Scored};
+use crate::error::ReceiverError;
 
 /// What scoring produced.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -21,6 +24,8 @@ pub struct Outcome {
     pub prefill_ms: f64,
     /// Scoring or generation time, ms.
     pub score_ms: f64,
+    /// Rank scores under every normalisation (rank scoring).
+    pub rank: Vec<pb::RankScores>,
 }
 
 impl Outcome {
@@ -33,7 +38,40 @@ impl Outcome {
             generated: String::new(),
             prefill_ms: s.prefill_ms,
             score_ms: s.score_ms,
+            rank: Vec::new(),
         }
+    }
+
+    /// From rank inputs: all three normalisations reported, `chosen` picks the prediction and
+    /// the margin.
+    pub fn from_ranked(r: Ranked, chosen: Normalization) -> Result<Self, ReceiverError> {
+        let all = rank_all(&r.choices).ok_or_else(|| {
+            ReceiverError::Scoring(format!(
+                "continuation log-probabilities are not finite: {:?}",
+                r.choices.iter().map(|c| c.logprob).collect::<Vec<_>>()
+            ))
+        })?;
+        let pick = all
+            .iter()
+            .find(|s| s.normalization == chosen)
+            .unwrap_or(&all[2]);
+        Ok(Self {
+            prediction: Some(pick.prediction),
+            margin: pick.margin as f32,
+            probabilities: Vec::new(),
+            generated: String::new(),
+            prefill_ms: r.prefill_ms,
+            score_ms: r.score_ms,
+            rank: all
+                .iter()
+                .map(|s| pb::RankScores {
+                    normalization: normalization_code(s.normalization) as i32,
+                    prediction: s.prediction as u32,
+                    scores: s.scores.clone(),
+                    margin: s.margin,
+                })
+                .collect(),
+        })
     }
 
     /// From a generation (prefill is inside the generation time).

@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use kvwire_proto::v1 as pb;
 use kvwire_proto::v1::receiver_server::Receiver;
-use service_kit::metrics_catalog::record_rpc;
 use service_kit::trace_context::TraceContext;
 use tonic::{Request, Response, Status};
 use tracing::field::Empty;
@@ -49,23 +48,13 @@ pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
     })
 }
 
+/// Records the rpc outcome (count, latency, error type) and converts the error.
 fn finish<T>(
     method: &'static str,
     start: Instant,
     result: Result<T, ReceiverError>,
 ) -> Result<T, Status> {
-    let seconds = start.elapsed().as_secs_f64();
-    match result {
-        Ok(v) => {
-            record_rpc(SERVICE, method, tonic::Code::Ok, None, seconds);
-            Ok(v)
-        }
-        Err(e) => {
-            tracing::warn!(error_type = e.error_type(), error = %e, "{method} failed");
-            record_rpc(SERVICE, method, e.code(), Some(e.error_type()), seconds);
-            Err(e.into())
-        }
-    }
+    service_kit::rpc::finish(SERVICE, method, start, result)
 }
 
 #[tonic::async_trait]

@@ -7,6 +7,9 @@ use std::path::Path;
 
 use serde::de::DeserializeOwned;
 
+use crate::model_spec::ModelSpec;
+use crate::telemetry::TelemetryConfig;
+
 /// Why a configuration could not be loaded or is invalid.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -67,6 +70,74 @@ where
         .build()
         .and_then(|c| c.try_deserialize())
         .map_err(err)
+}
+
+/// The settings every service has, checked the same way.
+#[derive(Debug, Clone, Copy)]
+pub struct CommonSettings<'a> {
+    /// Model spec.
+    pub model: &'a str,
+    /// Largest gRPC message, bytes.
+    pub max_message_bytes: usize,
+    /// Longest prompt, tokens.
+    pub max_prompt_tokens: usize,
+    /// Concurrent model jobs.
+    pub max_concurrent_jobs: usize,
+    /// Logs and metrics.
+    pub telemetry: &'a TelemetryConfig,
+}
+
+impl CommonSettings<'_> {
+    /// Records every problem of the common settings.
+    pub fn check(&self, p: &mut Problems) {
+        if let Err(e) = ModelSpec::parse(self.model) {
+            p.push("model", e);
+        }
+        p.check(
+            self.max_message_bytes >= 1 << 16,
+            "limits.max_message_bytes",
+            "must be at least 65536",
+        );
+        p.check(
+            self.max_prompt_tokens > 0,
+            "limits.max_prompt_tokens",
+            "must be positive",
+        );
+        p.check(
+            self.max_concurrent_jobs > 0,
+            "limits.max_concurrent_jobs",
+            "must be positive",
+        );
+        self.telemetry.validate(p);
+    }
+}
+
+/// A service's one typed configuration: layered loading and validation of the common settings
+/// are said here once; each service adds its own checks.
+pub trait ServiceConfig: DeserializeOwned + serde::Serialize + Default {
+    /// Environment prefix (`KVWIRE_SHARER`, ...).
+    const ENV_PREFIX: &'static str;
+
+    /// The settings every service has.
+    fn common(&self) -> CommonSettings<'_>;
+
+    /// Records the problems of this service's own settings.
+    fn check_own(&self, p: &mut Problems);
+
+    /// Checks every field; all problems are reported in one error.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let mut p = Problems::new();
+        self.common().check(&mut p);
+        self.check_own(&mut p);
+        p.into_result()
+    }
+
+    /// Loads defaults, `file` and the environment, then validates.
+    fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let config: Self = load_layered(file, Self::ENV_PREFIX)?;
+        config.validate()?;
+        Ok(config)
+    }
 }
 
 /// Every problem found while validating one configuration.

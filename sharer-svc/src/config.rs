@@ -2,10 +2,9 @@
 //! environment variables; validated once at start-up with every problem reported together.
 
 use std::net::SocketAddr;
-use std::path::Path;
 
 use serde::{Deserialize, Serialize};
-use service_kit::config::{ConfigError, Problems, load_layered};
+use service_kit::config::{CommonSettings, Problems, ServiceConfig};
 use service_kit::telemetry::TelemetryConfig;
 
 /// Environment prefix of the sharer (`KVWIRE_SHARER__LIMITS__MAX_MESSAGE_BYTES=...`).
@@ -89,31 +88,21 @@ impl Default for SessionConfig {
     }
 }
 
-impl SharerConfig {
-    /// Loads defaults, `file` and the environment, then validates.
-    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
-        let config: Self = load_layered(file, ENV_PREFIX)?;
-        config.validate()?;
-        Ok(config)
+impl ServiceConfig for SharerConfig {
+    const ENV_PREFIX: &'static str = ENV_PREFIX;
+
+    fn common(&self) -> CommonSettings<'_> {
+        CommonSettings {
+            model: &self.model,
+            max_message_bytes: self.limits.max_message_bytes,
+            max_prompt_tokens: self.limits.max_prompt_tokens,
+            max_concurrent_jobs: self.limits.max_concurrent_jobs,
+            telemetry: &self.telemetry,
+        }
     }
 
-    /// Checks every field; all problems are reported in one error.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        let mut p = Problems::new();
-        if let Err(e) = service_kit::model_spec::ModelSpec::parse(&self.model) {
-            p.push("model", e);
-        }
+    fn check_own(&self, p: &mut Problems) {
         let l = &self.limits;
-        p.check(
-            l.max_message_bytes >= 1 << 16,
-            "limits.max_message_bytes",
-            "must be at least 65536",
-        );
-        p.check(
-            l.max_prompt_tokens > 0,
-            "limits.max_prompt_tokens",
-            "must be positive",
-        );
         p.check(
             l.stream_buffer_frames > 0,
             "limits.stream_buffer_frames",
@@ -124,17 +113,10 @@ impl SharerConfig {
             "limits.max_hint_tokens",
             "must be positive",
         );
-        p.check(
-            l.max_concurrent_jobs > 0,
-            "limits.max_concurrent_jobs",
-            "must be positive",
-        );
         let s = &self.sessions;
         p.check(s.capacity > 0, "sessions.capacity", "must be positive");
         p.check(s.max_bytes > 0, "sessions.max_bytes", "must be positive");
         p.check(s.ttl_secs > 0, "sessions.ttl_secs", "must be positive");
-        self.telemetry.validate(&mut p);
-        p.into_result()
     }
 }
 

@@ -1,6 +1,7 @@
 //! The sharer's error type and its one mapping to gRPC status codes, with a stable label for
 //! metrics.
 
+use service_kit::rpc::{ServiceError, to_status};
 use tonic::{Code, Status};
 
 /// Everything that can fail in a sharer rpc.
@@ -51,8 +52,30 @@ pub enum SharerError {
 }
 
 impl SharerError {
-    /// Stable label for metrics and logs.
-    pub fn error_type(&self) -> &'static str {
+    /// Shorthand for [`SharerError::InvalidArgument`].
+    pub fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
+        SharerError::InvalidArgument {
+            field,
+            reason: reason.into(),
+        }
+    }
+}
+
+impl ServiceError for SharerError {
+    fn code(&self) -> Code {
+        match self {
+            SharerError::InvalidArgument { .. } | SharerError::Refine(_) => Code::InvalidArgument,
+            SharerError::PromptTooLong { .. } => Code::OutOfRange,
+            SharerError::CapTooSmall { .. } => Code::FailedPrecondition,
+            SharerError::SessionNotFound(_) => Code::NotFound,
+            SharerError::Cancelled(_) => Code::Cancelled,
+            SharerError::Model(_) | SharerError::Encode(_) | SharerError::Worker(_) => {
+                Code::Internal
+            }
+        }
+    }
+
+    fn error_type(&self) -> &'static str {
         match self {
             SharerError::InvalidArgument { .. } => "invalid_argument",
             SharerError::PromptTooLong { .. } => "prompt_too_long",
@@ -66,36 +89,14 @@ impl SharerError {
         }
     }
 
-    /// The gRPC code of this error.
-    pub fn code(&self) -> Code {
-        match self {
-            SharerError::InvalidArgument { .. } | SharerError::Refine(_) => Code::InvalidArgument,
-            SharerError::PromptTooLong { .. } => Code::OutOfRange,
-            SharerError::CapTooSmall { .. } => Code::FailedPrecondition,
-            SharerError::SessionNotFound(_) => Code::NotFound,
-            SharerError::Cancelled(_) => Code::Cancelled,
-            SharerError::Model(_) | SharerError::Encode(_) | SharerError::Worker(_) => {
-                Code::Internal
-            }
-        }
-    }
-
-    /// Shorthand for [`SharerError::InvalidArgument`].
-    pub fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
-        SharerError::InvalidArgument {
-            field,
-            reason: reason.into(),
-        }
+    fn worker(reason: String) -> Self {
+        SharerError::Worker(reason)
     }
 }
 
 impl From<SharerError> for Status {
     fn from(e: SharerError) -> Status {
-        let mut status = Status::new(e.code(), e.to_string());
-        if let Ok(v) = e.error_type().parse() {
-            status.metadata_mut().insert("kvwire-error-type", v);
-        }
-        status
+        to_status(&e)
     }
 }
 

@@ -21,8 +21,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use kvwire_proto::v1::sharer_server::SharerServer;
+use service_kit::config::ServiceConfig;
 use service_kit::counting::{ByteCounters, counted_incoming};
-use service_kit::model_spec::ModelSpec;
+use service_kit::server::{load_model, serve_grpc};
 use tokio::net::TcpListener;
 
 pub use config::SharerConfig;
@@ -30,19 +31,10 @@ pub use engine::SharerEngine;
 pub use error::SharerError;
 pub use service::SharerService;
 
-/// Loads the model named by the config (blocking work, run off the async threads).
-pub async fn load_engine(config: &SharerConfig) -> anyhow::Result<SharerEngine> {
-    let spec = ModelSpec::parse(&config.model)?;
-    let loaded = tokio::task::spawn_blocking(move || service_kit::model_load::load(&spec))
-        .await
-        .context("model loader thread")??;
-    Ok(SharerEngine::new(loaded))
-}
-
 /// Serves the sharer on `listener` until `shutdown` resolves.
 ///
 /// Validates the config and loads the model first; health reports SERVING once the model is
-/// loaded. Telemetry is not initialised here: binaries call `service_kit::telemetry::init`.
+/// loaded. Telemetry is not initialised here: binaries call `service_kit::server::listen`.
 pub async fn serve(
     config: SharerConfig,
     listener: TcpListener,
@@ -50,14 +42,7 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     config.validate().context("sharer configuration")?;
     service_kit::metrics_catalog::describe_all();
-    let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(kvwire_proto::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .context("building the reflection service")?;
-    let engine = load_engine(&config)
-        .await
-        .with_context(|| format!("loading model {}", config.model))?;
+    let engine = SharerEngine::new(load_model(&config.model).await?);
     tracing::info!(model = %config.model, addr = ?listener.local_addr().ok(), "sharer ready");
     let sessions = sessions::SessionStore::new(
         config.sessions.capacity,
@@ -68,17 +53,9 @@ pub async fn serve(
     let sharer = SharerServer::new(SharerService::new(engine, config.limits.clone(), sessions))
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
-    health_reporter
-        .set_serving::<SharerServer<SharerService>>()
-        .await;
     let counters = ByteCounters::new();
     let reporter = tokio::spawn(report_transport(counters.clone()));
-    let incoming = counted_incoming(listener, counters);
-    let served = tonic::transport::Server::builder()
-        .add_service(health_service)
-        .add_service(reflection)
-        .add_service(sharer)
-        .serve_with_incoming_shutdown(incoming, shutdown)
+    let served = serve_grpc(sharer, counted_incoming(listener, counters), shutdown)
         .await
         .context("sharer gRPC server");
     reporter.abort();

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::Parser;
+use service_kit::config::ServiceConfig;
 use sharer_svc::SharerConfig;
 
 /// Command line of the sharer service.
@@ -20,9 +21,6 @@ struct Cli {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config = SharerConfig::load(cli.config.as_deref()).context("configuration")?;
-    service_kit::telemetry::init(&config.telemetry).context("telemetry")?;
-    let listener = tokio::net::TcpListener::bind(config.listen_addr)
-        .await
-        .with_context(|| format!("binding {}", config.listen_addr))?;
+    let listener = service_kit::server::listen(&config.telemetry, config.listen_addr).await?;
     sharer_svc::serve(config, listener, service_kit::shutdown::signal()).await
 }

@@ -9,12 +9,11 @@ use std::time::Instant;
 use futures::Stream;
 use kvwire_proto::v1 as pb;
 use kvwire_proto::v1::sharer_server::Sharer;
-use service_kit::metrics_catalog::{
-    SESSIONS_ACTIVE, SESSIONS_EVICTED, add_bytes, record_rpc, record_stage_ms,
-};
+use service_kit::metrics_catalog::{SESSIONS_ACTIVE, SESSIONS_EVICTED, add_bytes, record_stage_ms};
 use service_kit::prompt::LETTERS;
+use service_kit::rpc::JobPool;
 use service_kit::trace_context::TraceContext;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use tracing::field::Empty;
@@ -36,9 +35,8 @@ const SERVICE: &str = "sharer";
 /// The Sharer gRPC service.
 #[derive(Debug, Clone)]
 pub struct SharerService {
-    engine: Arc<SharerEngine>,
+    pool: JobPool<SharerEngine>,
     sessions: Arc<Mutex<SessionStore<HeldSession>>>,
-    jobs: Arc<Semaphore>,
     limits: SharerLimits,
 }
 
@@ -56,18 +54,7 @@ fn finish<T>(
     start: Instant,
     result: Result<T, SharerError>,
 ) -> Result<T, Status> {
-    let seconds = start.elapsed().as_secs_f64();
-    match result {
-        Ok(v) => {
-            record_rpc(SERVICE, method, tonic::Code::Ok, None, seconds);
-            Ok(v)
-        }
-        Err(e) => {
-            tracing::warn!(error_type = e.error_type(), error = %e, "{method} failed");
-            record_rpc(SERVICE, method, e.code(), Some(e.error_type()), seconds);
-            Err(e.into())
-        }
-    }
+    service_kit::rpc::finish(SERVICE, method, start, result)
 }
 
 impl SharerService {
@@ -78,9 +65,8 @@ impl SharerService {
         sessions: SessionStore<HeldSession>,
     ) -> Self {
         Self {
-            engine: Arc::new(engine),
+            pool: JobPool::new(engine, limits.max_concurrent_jobs),
             sessions: Arc::new(Mutex::new(sessions)),
-            jobs: Arc::new(Semaphore::new(limits.max_concurrent_jobs)),
             limits,
         }
     }
@@ -90,20 +76,7 @@ impl SharerService {
         &self,
         f: impl FnOnce(&SharerEngine) -> Result<T, SharerError> + Send + 'static,
     ) -> Result<T, SharerError> {
-        let permit = self
-            .jobs
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| SharerError::Worker("job pool closed".into()))?;
-        let engine = self.engine.clone();
-        let span = tracing::Span::current();
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            span.in_scope(|| f(&engine))
-        })
-        .await
-        .map_err(|e| SharerError::Worker(e.to_string()))?
+        self.pool.run(f).await
     }
 
     /// Spawns a producer feeding a bounded channel; the returned stream ends with the
@@ -297,7 +270,7 @@ impl Sharer for SharerService {
         &self,
         _request: Request<pb::InfoRequest>,
     ) -> Result<Response<pb::ModelInfo>, Status> {
-        let i = self.engine.info();
+        let i = self.pool.resource().info();
         finish("Info", Instant::now(), Ok(()))?;
         Ok(Response::new(pb::ModelInfo {
             spec: i.spec.clone(),

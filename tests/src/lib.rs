@@ -10,7 +10,7 @@ use receiver_svc::ReceiverConfig;
 use sharer_svc::SharerConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 /// The model both sides run in tests (a same-model pair).
@@ -58,7 +58,14 @@ async fn bind() -> (TcpListener, SocketAddr) {
 
 /// Starts a sharer with `model`.
 pub async fn start_sharer(model: &str) -> Running {
-    let (listener, addr) = bind().await;
+    let (listener, _) = bind().await;
+    start_sharer_on(model, listener).await
+}
+
+/// Starts a sharer with `model` on an already bound listener (for example a second instance
+/// on the address of one that died).
+pub async fn start_sharer_on(model: &str, listener: TcpListener) -> Running {
+    let addr = listener.local_addr().expect("local addr");
     let config = SharerConfig {
         model: model.into(),
         ..SharerConfig::default()
@@ -125,15 +132,89 @@ pub async fn cutting_relay(target: SocketAddr, limit: usize) -> SocketAddr {
     let (listener, addr) = bind().await;
     tokio::spawn(async move {
         while let Ok((client, _)) = listener.accept().await {
-            tokio::spawn(relay_one(client, target, limit));
+            tokio::spawn(async move {
+                relay_one(client, target, limit).await;
+            });
         }
     });
     addr
 }
 
-async fn relay_one(client: TcpStream, target: SocketAddr, limit: usize) {
+/// A sharer that dies mid-stream, as everyone else sees it: a TCP relay at its own address to
+/// `target` that forwards server bytes until one connection has carried `limit` of them; then
+/// it cuts every connection, stops listening (the port refuses connections) and fires the
+/// returned signal, so a test can bring a new sharer up on the same address.
+pub async fn dying_sharer(target: SocketAddr, limit: usize) -> (SocketAddr, oneshot::Receiver<()>) {
+    let (listener, addr) = bind().await;
+    let (died_tx, died_rx) = oneshot::channel();
+    let (dead, _) = watch::channel(false);
+    tokio::spawn(async move {
+        let mut watching = dead.subscribe();
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let Ok((client, _)) = accepted else { break };
+                    let dead = dead.clone();
+                    tokio::spawn(async move {
+                        let mut cut = dead.subscribe();
+                        tokio::select! {
+                            reached = relay_one(client, target, limit) => {
+                                if reached {
+                                    dead.send_replace(true);
+                                }
+                            }
+                            _ = cut.wait_for(|d| *d) => {}
+                        }
+                    });
+                }
+                _ = watching.wait_for(|d| *d) => break,
+            }
+        }
+        drop(listener);
+        let _ = died_tx.send(());
+    });
+    (addr, died_rx)
+}
+
+/// Binds `addr` again once its previous owner has let go (retrying for up to 10 s).
+pub async fn rebind(addr: SocketAddr) -> TcpListener {
+    for _ in 0..100 {
+        if let Ok(listener) = TcpListener::bind(addr).await {
+            return listener;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{addr} could not be bound again");
+}
+
+/// Total bytes of the KVWire records a sharer sends for `example` at `payload`, read straight
+/// from its Share stream (session header and every frame).
+pub async fn share_blob_bytes(sharer: &str, example: pb::Example, payload: pb::Payload) -> usize {
+    use kvwire_proto::v1::sharer_client::SharerClient;
+    let mut client = SharerClient::connect(sharer.to_string())
+        .await
+        .expect("sharer reachable");
+    let req = pb::ShareRequest {
+        prompt: Some(pb::share_request::Prompt::Example(example)),
+        transfer: Some(pb::TransferSettings {
+            payload: payload as i32,
+            ..Default::default()
+        }),
+        keep_session: false,
+    };
+    let mut stream = client.share(req).await.expect("share").into_inner();
+    let mut total = 0;
+    while let Some(chunk) = stream.message().await.expect("share stream") {
+        total += chunk.frame.len();
+    }
+    total
+}
+
+/// Relays one connection; true when the server-to-client direction reached `limit` bytes
+/// (the connection was cut on purpose).
+async fn relay_one(client: TcpStream, target: SocketAddr, limit: usize) -> bool {
     let Ok(server) = TcpStream::connect(target).await else {
-        return;
+        return false;
     };
     let (mut cr, mut cw) = client.into_split();
     let (mut sr, mut sw) = server.into_split();
@@ -154,6 +235,7 @@ async fn relay_one(client: TcpStream, target: SocketAddr, limit: usize) {
     }
     upstream.abort();
     // Dropping both halves closes the connections.
+    forwarded >= limit
 }
 
 /// A four-choice example.

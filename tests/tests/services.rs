@@ -258,6 +258,22 @@ async fn refinement_round_two_upgrades_precision_and_counts_the_request() {
     });
     let reply = client.evaluate(req).await.unwrap().into_inner();
     assert_eq!(reply.rounds.len(), 2, "{reply:?}");
+    // Each round's end-to-end time covers its own stages; the call covers both rounds.
+    for r in &reply.rounds {
+        let t = r.timings.unwrap();
+        assert!(
+            t.end_to_end_ms > 0.0 && t.end_to_end_ms >= t.transfer_ms + t.receiver_prefill_ms,
+            "round {}: {t:?}",
+            r.round
+        );
+    }
+    let whole = reply.timings.unwrap().end_to_end_ms;
+    let rounds_sum: f64 = reply
+        .rounds
+        .iter()
+        .map(|r| r.timings.unwrap().end_to_end_ms)
+        .sum();
+    assert!(whole >= rounds_sum, "{whole} < {rounds_sum}");
     let (r1, r2) = (
         reply.rounds[0].bytes.unwrap(),
         reply.rounds[1].bytes.unwrap(),
@@ -317,4 +333,112 @@ async fn byte_cap_is_honoured_and_sharer_errors_keep_their_codes() {
     };
     let err = sharer_client.refine(refine).await.unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rank_scoring_from_own_prefill_and_from_the_sharer_cache() {
+    let sharer = start_sharer(TINY_MODEL).await;
+    let receiver = start_receiver(TINY_MODEL, &sharer.endpoint()).await;
+    let mut client = ReceiverClient::connect(receiver.endpoint()).await.unwrap();
+    let rank = |method: pb::Method, norm: pb::RankNormalization| pb::EvaluateRequest {
+        example: Some(example("e1")),
+        method: method as i32,
+        scoring: pb::Scoring::Rank as i32,
+        rank_normalization: norm as i32,
+        transfer: Some(pb::TransferSettings {
+            payload: pb::Payload::Fp16 as i32,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let alone = client
+        .evaluate(rank(
+            pb::Method::ReceiverOnly,
+            pb::RankNormalization::Unspecified,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    // Three normalisations, per character chosen by default, one score per choice.
+    let norms: Vec<i32> = alone.rank.iter().map(|r| r.normalization).collect();
+    assert_eq!(
+        norms,
+        [
+            pb::RankNormalization::Raw as i32,
+            pb::RankNormalization::PerToken as i32,
+            pb::RankNormalization::PerChar as i32
+        ]
+    );
+    assert!(
+        alone
+            .rank
+            .iter()
+            .all(|r| r.scores.len() == 4 && r.scores.iter().all(|s| s.is_finite() && *s < 0.0))
+    );
+    let per_char = &alone.rank[2];
+    assert_eq!(
+        alone.prediction,
+        ["A", "B", "C", "D"][per_char.prediction as usize]
+    );
+    assert!((f64::from(alone.margin) - per_char.margin).abs() < 1e-5);
+    assert!(alone.probabilities.is_empty());
+    // The score stage (continuation forward) is timed apart from the prompt's prefill.
+    let t = alone.timings.unwrap();
+    assert!(t.receiver_prefill_ms > 0.0 && t.score_ms > 0.0, "{t:?}");
+
+    // Raw normalisation picks the raw ranking.
+    let raw = client
+        .evaluate(rank(pb::Method::ReceiverOnly, pb::RankNormalization::Raw))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        raw.prediction,
+        ["A", "B", "C", "D"][alone.rank[0].prediction as usize]
+    );
+
+    // Same model, fp16 cache of the same plain context from the sharer: the same scores (up to
+    // fp16 rounding of the cache) as the receiver's own prefill.
+    let kv = client
+        .evaluate(rank(pb::Method::Kv, pb::RankNormalization::Unspecified))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(kv.total.unwrap().measured_total > 0);
+    for (a, b) in alone.rank.iter().zip(&kv.rank) {
+        for (x, y) in a.scores.iter().zip(&b.scores) {
+            assert!((x - y).abs() < 0.05, "{a:?} vs {b:?}");
+        }
+    }
+    let round = kv.rounds[0].timings.unwrap();
+    assert!(round.score_ms > 0.0 && round.receiver_prefill_ms > 0.0 && round.end_to_end_ms > 0.0);
+
+    // A text message goes before the context.
+    let text = client
+        .evaluate(pb::EvaluateRequest {
+            method: pb::Method::Text as i32,
+            text: Some(pb::TextSettings {
+                kind: pb::MessageKind::Raw as i32,
+                byte_cap: 64,
+            }),
+            ..rank(pb::Method::Text, pb::RankNormalization::PerToken)
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(text.rank.len(), 3);
+    assert_eq!(
+        text.prediction,
+        ["A", "B", "C", "D"][text.rank[1].prediction as usize]
+    );
+
+    // The sharer's own answer is by letter only: refused clearly.
+    let err = client
+        .evaluate(rank(
+            pb::Method::SharerOnly,
+            pb::RankNormalization::Unspecified,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
 }

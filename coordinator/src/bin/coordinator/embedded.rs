@@ -137,8 +137,8 @@ impl Embedded {
                 let (listener, url) = bind().await?;
                 let config = ReceiverConfig {
                     model: service_model_spec(&pair.receiver.model)?,
-                    // Requests name their sharer; this default only has to be valid.
-                    sharer_endpoint: me.sharer_url(&pair.sharer.model)?,
+                    // Every request names its sharer.
+                    sharer_endpoint: String::new(),
                     fuser: FuserKind::Identity,
                     ..Default::default()
                 };

@@ -1,5 +1,5 @@
-//! The run's log file (`logs/coordinator.log`): one timestamped line per event, appended, so
-//! every invocation on a run folder (first run, resumes) leaves its trace.
+//! The run's log file (`logs/coordinator.log`): one line per event, stamped in RFC 3339 UTC,
+//! appended, so every invocation on a run folder (first run, resumes) leaves its trace.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use anyhow::Context;
+use coordinator::timestamp::{now_unix_ms, rfc3339_utc};
 
 /// An append-only log file; lines also go to stderr when `echo` is set.
 #[derive(Debug)]
@@ -29,12 +30,10 @@ impl RunLog {
         })
     }
 
-    /// Writes one line, prefixed by the time in ms since the Unix epoch.
+    /// Writes one line, prefixed by the time in RFC 3339 UTC.
     pub fn line(&self, message: impl AsRef<str>) {
-        let ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis());
-        let text = format!("{ms} {}\n", message.as_ref());
+        let stamp = rfc3339_utc(now_unix_ms());
+        let text = format!("{stamp} {}\n", message.as_ref());
         if self.echo {
             eprint!("{text}");
         }

@@ -11,9 +11,9 @@ mod data;
 mod embedded;
 mod log;
 mod report;
+#[cfg(test)]
+mod resume_tests;
 mod run;
-mod runner;
-mod wire;
 
 use std::path::{Path, PathBuf};
 

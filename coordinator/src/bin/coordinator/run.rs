@@ -13,6 +13,9 @@ use coordinator::cell::{Cell, CellPair, canonical_json, expand};
 use coordinator::grid::Grid;
 use coordinator::manifest::{GitInfo, ModelRecord, RunManifest, SystemInfo};
 use coordinator::registry::{CellPlan, RunDir, write_json_atomic, write_text_atomic};
+use coordinator::runner::{self, ReadyCell, RunOptions, receiver_channel};
+use coordinator::timestamp::now_unix_ms;
+use coordinator::wire::RequestTemplate;
 use kvwire_proto::v1 as pb;
 use kvwire_proto::v1::receiver_client::ReceiverClient;
 use kvwire_proto::v1::sharer_client::SharerClient;
@@ -22,8 +25,6 @@ use crate::data;
 use crate::embedded::{Embedded, service_model_spec};
 use crate::log::RunLog;
 use crate::report;
-use crate::runner::{self, ReadyCell, receiver_channel};
-use crate::wire::RequestTemplate;
 
 /// Where the services are.
 #[derive(Debug, Clone)]
@@ -54,12 +55,6 @@ pub struct RunArgs {
     pub progress: bool,
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 /// A loaded dataset slice: examples by id, and the ids in evaluation order.
 type Slice = (Arc<BTreeMap<String, pb::Example>>, Vec<String>);
 
@@ -72,7 +67,7 @@ struct PairEndpoints {
 /// Runs a grid; returns the run folder.
 pub async fn run(args: RunArgs) -> anyhow::Result<PathBuf> {
     let started = Instant::now();
-    let started_ms = now_ms();
+    let started_ms = now_unix_ms();
     let grid = Grid::from_toml(&args.grid_text)?;
     let cells = expand(&grid);
     let dir = RunDir::create(args.out.join(&grid.name))?;
@@ -188,15 +183,21 @@ pub async fn run(args: RunArgs) -> anyhow::Result<PathBuf> {
     dir.write_plans(&plans)?;
     warn_random_weights(&cells, &log);
 
-    let counts = runner::run(&dir, ready, args.concurrency, args.progress).await?;
+    let options = RunOptions {
+        concurrency: args.concurrency,
+        progress: args.progress,
+        retry: grid.retry,
+    };
+    let counts = runner::run(&dir, ready, options).await?;
     log.line(format!(
         "finished: {} cells done now, {} already done; {} samples answered, {} failed, {} \
-         already answered",
+         already answered; {} failed tries retried",
         counts.cells_finished,
         counts.cells_skipped,
         counts.answered,
         counts.failed,
-        counts.samples_skipped
+        counts.samples_skipped,
+        counts.retried
     ));
     if let Some(e) = embedded {
         e.shutdown().await;
@@ -216,7 +217,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<PathBuf> {
             Services::Embedded => "embedded: in-process on loopback, real gRPC".to_string(),
         },
         started_at_unix_ms: started_ms,
-        finished_at_unix_ms: now_ms(),
+        finished_at_unix_ms: now_unix_ms(),
         wall_s: started.elapsed().as_secs_f64(),
         system: SystemInfo::collect(),
         git: GitInfo::collect(&std::env::current_dir()?),

@@ -4,13 +4,16 @@
 
 use std::collections::BTreeMap;
 
-use coordinator::cell::CellConfig;
-use coordinator::grid::Scoring;
-use coordinator::method::{Granularity, MethodSpec, Precision, Selection, TextMode};
-use coordinator::row::{
-    ByteBreakdown, ByteCounts, ResultRow, RoundRecord, RowError, RowStatus, budget_slack,
-};
 use kvwire_proto::v1 as pb;
+
+use crate::cell::CellConfig;
+use crate::grid::{RankNormalization, Scoring};
+use crate::method::{Granularity, MethodSpec, Precision, Selection, TextMode};
+use crate::row::{
+    ByteBreakdown, ByteCounts, RankRecord, ResultRow, RoundRecord, RowError, RowStatus,
+    budget_slack,
+};
+use crate::timestamp::now_unix_ms;
 
 /// The parts of an `EvaluateRequest` that are the same for every sample of a cell.
 #[derive(Debug, Clone)]
@@ -19,6 +22,7 @@ pub struct RequestTemplate {
     transfer: Option<pb::TransferSettings>,
     text: Option<pb::TextSettings>,
     scoring: i32,
+    rank_normalization: i32,
     refine: Option<pb::RefineSettings>,
 }
 
@@ -28,14 +32,27 @@ impl RequestTemplate {
         let scoring = match cell.scoring {
             Scoring::Letter => pb::Scoring::Letter,
             Scoring::Generate => pb::Scoring::Generate,
-            Scoring::Rank => return Err("scoring `rank` is not in the v1 Receiver API".into()),
+            Scoring::Rank => pb::Scoring::Rank,
         } as i32;
+        let rank_normalization = match cell.rank_normalization {
+            None => pb::RankNormalization::Unspecified,
+            Some(RankNormalization::Raw) => pb::RankNormalization::Raw,
+            Some(RankNormalization::PerToken) => pb::RankNormalization::PerToken,
+            Some(RankNormalization::PerChar) => pb::RankNormalization::PerChar,
+        } as i32;
+        if matches!(cell.method, MethodSpec::SharerOnly(_)) && cell.scoring != Scoring::Letter {
+            return Err(format!(
+                "sharer_only answers by letter only; scoring `{}` is not available for it",
+                cell.scoring.as_str()
+            ));
+        }
         let cap = cell.budget_cap_bytes.unwrap_or(0);
         let mut template = RequestTemplate {
             method: pb::Method::ReceiverOnly as i32,
             transfer: None,
             text: None,
             scoring,
+            rank_normalization,
             refine: None,
         };
         match &cell.method {
@@ -84,7 +101,7 @@ impl RequestTemplate {
                     byte_cap: cap,
                 });
                 if let Some(r) = &s.refine {
-                    if r.mode != coordinator::method::RefineMode::Upgrade {
+                    if r.mode != crate::method::RefineMode::Upgrade {
                         return Err(
                             "refinement mode `indices` is not in the v1 Evaluate API".into()
                         );
@@ -110,6 +127,7 @@ impl RequestTemplate {
             sharer_endpoint: sharer_endpoint.to_string(),
             refine: self.refine,
             max_new_tokens: 0,
+            rank_normalization: self.rank_normalization,
         }
     }
 }
@@ -186,12 +204,6 @@ pub struct Try<'a> {
     pub wall_ms: f64,
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 fn base_row(t: &Try<'_>) -> ResultRow {
     ResultRow {
         cell_id: t.cell_id.to_string(),
@@ -206,6 +218,7 @@ fn base_row(t: &Try<'_>) -> ResultRow {
         prediction: None,
         correct: None,
         margin: None,
+        rank: Vec::new(),
         bytes: ByteCounts::default(),
         budget_cap_bytes: t.cell.budget_cap_bytes,
         budget_actual_bytes: 0,
@@ -213,7 +226,7 @@ fn base_row(t: &Try<'_>) -> ResultRow {
         timings_ms: BTreeMap::new(),
         rounds: Vec::new(),
         coordinator_wall_ms: t.wall_ms,
-        finished_at_unix_ms: now_ms(),
+        finished_at_unix_ms: now_unix_ms(),
     }
 }
 
@@ -225,6 +238,26 @@ pub fn answered_row(t: &Try<'_>, reply: &pb::EvaluateReply) -> ResultRow {
     row.prediction = Some(reply.prediction.clone());
     row.correct = Some(reply.correct);
     row.margin = Some(f64::from(reply.margin));
+    row.rank = reply
+        .rank
+        .iter()
+        .map(|r| {
+            let prediction = letter(r.prediction);
+            RankRecord {
+                normalization: match pb::RankNormalization::try_from(r.normalization) {
+                    Ok(pb::RankNormalization::Raw) => "raw",
+                    Ok(pb::RankNormalization::PerToken) => "per_token",
+                    Ok(pb::RankNormalization::PerChar) => "per_char",
+                    Ok(pb::RankNormalization::Unspecified) | Err(_) => "unknown",
+                }
+                .to_string(),
+                correct: !prediction.is_empty() && prediction == t.gold,
+                prediction,
+                margin: r.margin,
+                scores: r.scores.clone(),
+            }
+        })
+        .collect();
     row.bytes = total;
     let cap = (reply.budget_cap_bytes > 0).then_some(reply.budget_cap_bytes);
     row.budget_cap_bytes = cap.or(t.cell.budget_cap_bytes);
@@ -243,14 +276,33 @@ pub fn answered_row(t: &Try<'_>, reply: &pb::EvaluateReply) -> ResultRow {
     row
 }
 
-/// The row of a failed try: the gRPC code name (or a coordinator-side kind) and message.
-pub fn failed_row(t: &Try<'_>, kind: &str, message: &str) -> ResultRow {
+/// The letter of a choice index (empty when out of range).
+fn letter(index: u32) -> String {
+    char::from_u32(u32::from(b'A') + index)
+        .filter(|c| c.is_ascii_uppercase())
+        .map_or_else(String::new, String::from)
+}
+
+/// The row of a failed try: the gRPC code name (or a coordinator-side kind), the service's
+/// error label when it sent one, and the message.
+pub fn failed_row(t: &Try<'_>, kind: &str, error_type: Option<&str>, message: &str) -> ResultRow {
     let mut row = base_row(t);
     row.error = Some(RowError {
         kind: kind.to_string(),
+        error_type: error_type.map(str::to_string),
         message: message.to_string(),
+        retry_after_ms: None,
     });
     row
+}
+
+/// The row of a try that ended in a gRPC status.
+pub fn status_row(t: &Try<'_>, status: &tonic::Status) -> ResultRow {
+    let error_type = status
+        .metadata()
+        .get(service_kit::rpc::ERROR_TYPE_KEY)
+        .and_then(|v| v.to_str().ok());
+    failed_row(t, &code_name(status.code()), error_type, status.message())
 }
 
 /// Stable name of a gRPC status code (`Unavailable`, `DeadlineExceeded`, ...).

@@ -1,0 +1,127 @@
+//! Resume across invocations against the embedded services: samples that failed in one
+//! invocation (retries off) are tried again by the next one, with their failed tries kept.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use coordinator::cell::expand;
+use coordinator::grid::Grid;
+use coordinator::registry::{CellPlan, RunDir};
+use coordinator::retry::RetryPolicy;
+use coordinator::runner::{ReadyCell, RunOptions, receiver_channel, run};
+use coordinator::wire::RequestTemplate;
+use kvwire_proto::v1 as pb;
+
+use crate::embedded::Embedded;
+use crate::log::RunLog;
+
+const GRID: &str = r#"
+    name = "retry"
+    [[pairs]]
+    label = "tiny<-tiny"
+    sharer = { model = "random:tiny-llama:0" }
+    receiver = { model = "random:tiny-llama:0" }
+    [[datasets]]
+    name = "arc_easy"
+    split = "test"
+    [[methods]]
+    kind = "kv"
+    precision = "int8"
+    [limits]
+    sample_timeout_s = 60
+"#;
+
+fn examples() -> BTreeMap<String, pb::Example> {
+    (0..3)
+        .map(|i| {
+            let ex = pb::Example {
+                id: format!("q{i}"),
+                question: format!("Which number is the largest of these, case {i}?"),
+                choices: vec!["1".into(), "20".into(), "300".into(), "4".into()],
+                gold: "C".into(),
+            };
+            (ex.id.clone(), ex)
+        })
+        .collect()
+}
+
+/// Real services (random tiny models) on loopback; the first pass points the receiver at
+/// a sharer port nobody listens on, so every sample fails; the second pass retries them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_samples_become_rows_and_a_retry_replaces_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = RunDir::create(tmp.path().join("run")).unwrap();
+    let log = RunLog::open(&tmp.path().join("log"), false).unwrap();
+    let cell = expand(&Grid::from_toml(GRID).unwrap()).remove(0);
+    let services = Embedded::start(std::slice::from_ref(&cell.config.pair), &log)
+        .await
+        .unwrap();
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    let examples = Arc::new(examples());
+    // One try per invocation: the resume path, not the in-run retry, is under test here.
+    let options = RunOptions {
+        concurrency: 2,
+        progress: false,
+        retry: RetryPolicy {
+            attempts: 1,
+            ..RetryPolicy::default()
+        },
+    };
+    let ready = ReadyCell {
+        plan: CellPlan {
+            cell: cell.clone(),
+            sample_ids: examples.keys().cloned().collect(),
+        },
+        template: RequestTemplate::of(&cell.config).unwrap(),
+        examples,
+        receiver: receiver_channel(
+            &services
+                .receiver_url(&cell.config.pair.receiver.model, None)
+                .unwrap(),
+        )
+        .unwrap(),
+        sharer_endpoint: dead,
+    };
+
+    let first = run(&dir, vec![ready.clone()], options).await.unwrap();
+    assert_eq!((first.answered, first.failed), (0, 3));
+    let rows = dir.read_rows(&cell.id).unwrap();
+    assert!(rows.rows.iter().all(|r| !r.is_ok()
+        && r.error.as_ref().is_some_and(|e| e.kind == "Unavailable"
+            && e.error_type.as_deref() == Some("sharer_unreachable")
+            && e.retry_after_ms.is_none())));
+    assert!(!dir.is_done(&cell.id));
+
+    let good = ReadyCell {
+        sharer_endpoint: services.sharer_url(&cell.config.pair.sharer.model).unwrap(),
+        ..ready
+    };
+    let second = run(&dir, vec![good.clone()], options).await.unwrap();
+    assert_eq!((second.answered, second.failed), (3, 0));
+    assert!(dir.is_done(&cell.id));
+    let rows = dir.read_rows(&cell.id).unwrap();
+    assert_eq!(
+        rows.rows.len(),
+        6,
+        "three failed tries on record, three retries"
+    );
+    let latest = rows.latest();
+    assert_eq!(latest.len(), 3);
+    for row in latest.values() {
+        assert!(row.is_ok() && row.attempt == 2, "{row:?}");
+        let b = row.bytes;
+        assert!(b.bytes_measured_total > 0);
+        assert!(b.grpc_message_bytes > b.bytes_measured_total, "{b:?}");
+        assert!(b.transport_bytes_read > b.grpc_message_bytes, "{b:?}");
+    }
+
+    let third = run(&dir, vec![good], options).await.unwrap();
+    assert_eq!(
+        (third.cells_skipped, third.answered, third.failed),
+        (1, 0, 0)
+    );
+    services.shutdown().await;
+}

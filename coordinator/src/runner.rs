@@ -1,0 +1,275 @@
+//! The run loop: every pending sample of every unfinished cell becomes `Evaluate` calls, at
+//! most `concurrency` in flight (a tokio semaphore), retried under the grid's [`RetryPolicy`].
+//! Every try, failed or answered, becomes a row; rows are appended (and synced) by the run task
+//! alone as tries finish, so the registry never sees two writers; a cell is marked done as soon
+//! as its last sample is answered.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+use kvwire_proto::v1 as pb;
+use kvwire_proto::v1::receiver_client::ReceiverClient;
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinSet;
+use tonic::transport::Channel;
+
+use crate::registry::{CellPlan, DoneMarker, RowAppender, RunDir};
+use crate::retry::RetryPolicy;
+use crate::row::ResultRow;
+use crate::timestamp::now_unix_ms;
+use crate::wire::{RequestTemplate, Try, answered_row, failed_row, status_row};
+
+/// Largest reply accepted from a receiver (replies are small: numbers and a short text).
+pub const MAX_REPLY_BYTES: usize = 4 << 20;
+
+/// A cell ready to run: its plan, request template, examples and endpoints.
+#[derive(Debug, Clone)]
+pub struct ReadyCell {
+    /// The cell and its sample ids.
+    pub plan: CellPlan,
+    /// The per-cell part of each request.
+    pub template: RequestTemplate,
+    /// Examples by id.
+    pub examples: Arc<BTreeMap<String, pb::Example>>,
+    /// Receiver channel.
+    pub receiver: Channel,
+    /// Sharer endpoint the receiver should call.
+    pub sharer_endpoint: String,
+}
+
+/// Counts of one invocation.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunCounts {
+    /// Cells skipped because their done marker exists.
+    pub cells_skipped: usize,
+    /// Cells marked done by this invocation.
+    pub cells_finished: usize,
+    /// Samples skipped because an answered row exists.
+    pub samples_skipped: usize,
+    /// Samples answered.
+    pub answered: usize,
+    /// Samples whose last try of this invocation failed.
+    pub failed: usize,
+    /// Failed tries followed by another try (each one a row on record).
+    pub retried: usize,
+}
+
+/// Connects a lazy channel to a receiver, with explicit message limits applied per client.
+pub fn receiver_channel(url: &str) -> anyhow::Result<Channel> {
+    Ok(Channel::from_shared(url.to_string())
+        .with_context(|| format!("receiver endpoint {url:?} is not a URL"))?
+        .connect_timeout(Duration::from_secs(10))
+        .connect_lazy())
+}
+
+fn client(channel: Channel) -> ReceiverClient<Channel> {
+    ReceiverClient::new(channel)
+        .max_decoding_message_size(MAX_REPLY_BYTES)
+        .max_encoding_message_size(MAX_REPLY_BYTES)
+}
+
+/// One try of one sample; never fails: errors become failed rows.
+async fn evaluate(cell: &ReadyCell, sample_id: &str, attempt: u32) -> ResultRow {
+    let config = &cell.plan.cell.config;
+    let example = cell.examples.get(sample_id).cloned().unwrap_or_default();
+    let gold = example.gold.clone();
+    let deadline = Duration::from_secs(config.sample_timeout_s);
+    let mut request = tonic::Request::new(cell.template.request(example, &cell.sharer_endpoint));
+    request.set_timeout(deadline);
+    let start = Instant::now();
+    // The client-side guard fires only if the server ignores the propagated deadline.
+    let outcome = tokio::time::timeout(
+        deadline + Duration::from_secs(5),
+        client(cell.receiver.clone()).evaluate(request),
+    )
+    .await;
+    let t = Try {
+        cell_id: &cell.plan.cell.id,
+        cell: config,
+        sample_id,
+        gold: &gold,
+        attempt,
+        wall_ms: start.elapsed().as_secs_f64() * 1e3,
+    };
+    match outcome {
+        Ok(Ok(reply)) => answered_row(&t, reply.get_ref()),
+        Ok(Err(status)) => status_row(&t, &status),
+        Err(_) => failed_row(&t, "timeout", None, "no reply within the deadline plus 5 s"),
+    }
+}
+
+/// A finished try on its way to the writer: the cell index, the row, and whether it is the
+/// sample's last try of this invocation.
+type TryDone = (usize, ResultRow, bool);
+
+/// Tries one sample until it is answered, fails for good, or runs out of tries. Every try is
+/// sent to the writer as it ends; the job pool permit is held only while a call is in flight,
+/// never during a back-off wait.
+async fn run_sample(
+    i: usize,
+    cell: Arc<ReadyCell>,
+    sample_id: String,
+    first_attempt: u32,
+    retry: RetryPolicy,
+    permits: Arc<Semaphore>,
+    rows: mpsc::UnboundedSender<TryDone>,
+) {
+    let mut tries = 0;
+    loop {
+        let mut row = {
+            let Ok(_permit) = permits.acquire().await else {
+                return;
+            };
+            evaluate(&cell, &sample_id, first_attempt + tries).await
+        };
+        tries += 1;
+        let delay = row.error.as_mut().and_then(|e| {
+            let delay = retry.next_delay(tries, &e.kind)?;
+            e.retry_after_ms = Some(delay.as_millis() as u64);
+            Some(delay)
+        });
+        if rows.send((i, row, delay.is_none())).is_err() {
+            return;
+        }
+        match delay {
+            Some(d) => tokio::time::sleep(d).await,
+            None => return,
+        }
+    }
+}
+
+/// How a run proceeds.
+#[derive(Debug, Clone, Copy)]
+pub struct RunOptions {
+    /// Evaluate calls in flight.
+    pub concurrency: usize,
+    /// Show a progress bar.
+    pub progress: bool,
+    /// Tries per sample and back-off.
+    pub retry: RetryPolicy,
+}
+
+/// Runs every pending sample of `cells` and appends every try's row to `dir`.
+pub async fn run(
+    dir: &RunDir,
+    cells: Vec<ReadyCell>,
+    options: RunOptions,
+) -> anyhow::Result<RunCounts> {
+    let mut counts = RunCounts::default();
+    let mut appenders: Vec<Option<RowAppender>> = Vec::new();
+    let mut remaining: Vec<usize> = Vec::new();
+    let mut work: Vec<(usize, String, u32)> = Vec::new();
+    let cells: Vec<Arc<ReadyCell>> = cells.into_iter().map(Arc::new).collect();
+    for (i, cell) in cells.iter().enumerate() {
+        let id = &cell.plan.cell.id;
+        if dir.is_done(id) {
+            counts.cells_skipped += 1;
+            appenders.push(None);
+            remaining.push(0);
+            continue;
+        }
+        let rows = dir.read_rows(id)?;
+        let pending = rows.pending(&cell.plan.sample_ids);
+        counts.samples_skipped += cell.plan.sample_ids.len() - pending.len();
+        for sample in &pending {
+            work.push((i, sample.to_string(), rows.next_attempt(sample)));
+        }
+        remaining.push(pending.len());
+        appenders.push(Some(dir.appender(id)?));
+        if pending.is_empty() {
+            finish_cell(dir, &cell.plan, &mut counts)?;
+        }
+    }
+
+    let progress = if options.progress {
+        ProgressBar::new(work.len() as u64)
+    } else {
+        ProgressBar::hidden()
+    };
+    progress.set_style(
+        ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} samples  {elapsed_precise} elapsed, ~{eta} left  {msg}",
+        )
+        .context("progress bar template")?,
+    );
+
+    let permits = Arc::new(Semaphore::new(options.concurrency.max(1)));
+    let (tx, mut rx) = mpsc::unbounded_channel::<TryDone>();
+    let mut tasks = JoinSet::new();
+    for (i, sample, attempt) in work {
+        tasks.spawn(run_sample(
+            i,
+            Arc::clone(&cells[i]),
+            sample,
+            attempt,
+            options.retry,
+            Arc::clone(&permits),
+            tx.clone(),
+        ));
+    }
+    drop(tx);
+    // Ends when every sample task has sent its last try (or died, which is reported below).
+    while let Some((i, row, last)) = rx.recv().await {
+        let appender = appenders[i]
+            .as_mut()
+            .context("row for a cell that was not opened")?;
+        appender.append(&row)?;
+        if let Some(e) = &row.error {
+            let next = match e.retry_after_ms {
+                Some(ms) => format!("; trying again in {ms} ms"),
+                None => String::new(),
+            };
+            progress.println(format!(
+                "failed: cell {} sample {} try {}: {} ({}): {}{next}",
+                row.cell_id,
+                row.sample_id,
+                row.attempt,
+                e.kind,
+                e.error_type.as_deref().unwrap_or("-"),
+                e.message
+            ));
+        }
+        if !last {
+            counts.retried += 1;
+            continue;
+        }
+        if row.is_ok() {
+            counts.answered += 1;
+        } else {
+            counts.failed += 1;
+        }
+        progress.set_message(format!(
+            "{} failed, {} retried",
+            counts.failed, counts.retried
+        ));
+        progress.inc(1);
+        remaining[i] -= 1;
+        if remaining[i] == 0 {
+            finish_cell(dir, &cells[i].plan, &mut counts)?;
+        }
+    }
+    while let Some(joined) = tasks.join_next().await {
+        joined.context("an evaluation task panicked")?;
+    }
+    progress.finish_and_clear();
+    Ok(counts)
+}
+
+/// Marks a cell done when every sample's latest try is answered.
+fn finish_cell(dir: &RunDir, plan: &CellPlan, counts: &mut RunCounts) -> anyhow::Result<()> {
+    let rows = dir.read_rows(&plan.cell.id)?;
+    if !rows.pending(&plan.sample_ids).is_empty() {
+        return Ok(());
+    }
+    dir.mark_done(&DoneMarker {
+        cell_id: plan.cell.id.clone(),
+        samples: plan.sample_ids.len(),
+        attempts: rows.rows.len(),
+        finished_at_unix_ms: now_unix_ms(),
+    })?;
+    counts.cells_finished += 1;
+    Ok(())
+}
