@@ -19,6 +19,21 @@ pub enum FuserKind {
     Identity,
     /// No fuser: KV and C2C methods are refused (text and single-model methods still work).
     None,
+    /// A trained C2C fuser (`[c2c]` names it): the `c2c` method projects the sharer's cache
+    /// into the receiver's and fuses it; the `kv` method is refused (different models).
+    C2c,
+}
+
+/// Where the C2C fuser and the sharer's tokenizer come from (for `fuser = "c2c"`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct C2cSettings {
+    /// Folder with `fuser.safetensors` and `fuser.json` (written by `fuser train`).
+    pub fuser_dir: String,
+    /// The sharer's tokenizer: a `tokenizer.json`, or a GGUF file whose metadata holds it. The
+    /// receiver aligns the prompt text across the two tokenizers, so the wire carries plain
+    /// sharer positions.
+    pub sharer_tokenizer: String,
 }
 
 /// Everything the receiver needs to start.
@@ -32,8 +47,10 @@ pub struct ReceiverConfig {
     /// Sharer endpoint used when a request names none (`http://host:port`); empty means none:
     /// requests must then name their sharer.
     pub sharer_endpoint: String,
-    /// The fuser of this pair. A trained C2C fuser plugs in here when the c2c crate lands.
+    /// The fuser of this pair.
     pub fuser: FuserKind,
+    /// The C2C fuser, when `fuser = "c2c"`.
+    pub c2c: C2cSettings,
     /// Request and resource limits.
     pub limits: ReceiverLimits,
     /// Logs and metrics.
@@ -65,6 +82,7 @@ impl Default for ReceiverConfig {
             model: "random:tiny-llama:0".into(),
             sharer_endpoint: "http://127.0.0.1:50051".into(),
             fuser: FuserKind::Identity,
+            c2c: C2cSettings::default(),
             limits: ReceiverLimits::default(),
             telemetry: TelemetryConfig::default(),
         }
@@ -103,6 +121,18 @@ impl ServiceConfig for ReceiverConfig {
             && let Err(e) = self.sharer_endpoint.parse::<http::Uri>()
         {
             p.push("sharer_endpoint", e);
+        }
+        if self.fuser == FuserKind::C2c {
+            p.check(
+                !self.c2c.fuser_dir.is_empty(),
+                "c2c.fuser_dir",
+                "fuser = \"c2c\" needs the fuser folder",
+            );
+            p.check(
+                !self.c2c.sharer_tokenizer.is_empty(),
+                "c2c.sharer_tokenizer",
+                "fuser = \"c2c\" needs the sharer's tokenizer",
+            );
         }
         let l = &self.limits;
         p.check(

@@ -13,12 +13,13 @@ use service_kit::timing::{ms, timed};
 use service_kit::trace_context::TraceContext;
 
 use crate::client::{RoundTransfer, SharerLink};
+use crate::config::FuserKind;
 use crate::config::ReceiverConfig;
 use crate::decode::DecodedCache;
 use crate::domain::{EvaluateParams, Method, Scoring};
 use crate::engine::{ReceiverEngine, ReceiverPrompt, Scored};
 use crate::error::ReceiverError;
-use crate::fuser::{Fuser, fuser_for};
+use crate::fuser::{C2cFuser, Fuser, fuser_for};
 use crate::report::{Outcome, round_report, sum_rounds};
 
 const SERVICE: &str = "receiver";
@@ -43,18 +44,27 @@ struct FusedRound {
 pub struct ReceiverCore {
     pool: JobPool<ReceiverEngine>,
     fuser: Option<Arc<dyn Fuser>>,
+    c2c: Option<Arc<C2cFuser>>,
     config: ReceiverConfig,
 }
 
 impl ReceiverCore {
-    /// A core around a loaded engine.
-    pub fn new(engine: ReceiverEngine, config: ReceiverConfig) -> Self {
+    /// A core around a loaded engine (loads the C2C fuser when the config names one).
+    pub fn new(engine: ReceiverEngine, config: ReceiverConfig) -> Result<Self, ReceiverError> {
         let spec = engine.loaded().spec.to_string();
-        Self {
+        let c2c = match config.fuser {
+            FuserKind::C2c => Some(Arc::new(C2cFuser::load(
+                &config.c2c,
+                &engine.loaded().model,
+            )?)),
+            FuserKind::Identity | FuserKind::None => None,
+        };
+        Ok(Self {
             fuser: fuser_for(config.fuser, &spec).map(Arc::from),
+            c2c,
             pool: JobPool::new(engine, config.limits.max_concurrent_jobs),
             config,
-        }
+        })
     }
 
     /// The engine (Info).
@@ -185,13 +195,8 @@ impl ReceiverCore {
             Method::Text { kind, byte_cap } => {
                 self.text(&p, kind, byte_cap, trace, deadline).await?
             }
-            Method::Kv => self.kv(&p, trace, deadline).await?,
-            Method::C2c => {
-                return Err(ReceiverError::NoFuser {
-                    method: "c2c",
-                    fuser: self.fuser.as_ref().map_or("none", |f| f.name()),
-                });
-            }
+            Method::Kv => self.kv(&p, trace, deadline, false).await?,
+            Method::C2c => self.kv(&p, trace, deadline, true).await?,
         };
         let total = sum_rounds(&rounds);
         let mut timings = total.1;
@@ -312,12 +317,38 @@ impl ReceiverCore {
         Ok((outcome, vec![round], cap))
     }
 
-    async fn kv(&self, p: &EvaluateParams, trace: TraceContext, deadline: Instant) -> MethodResult {
-        let fuser = self.fuser.clone().ok_or(ReceiverError::NoFuser {
-            method: "kv",
-            fuser: "none",
-        })?;
+    /// KV transfer (`c2c` false: through the pair's identity fuser) or C2C (the sharer's cache
+    /// projected and fused into the receiver's own prompt cache; rank scoring only, the context
+    /// the fuser was trained on).
+    async fn kv(
+        &self,
+        p: &EvaluateParams,
+        trace: TraceContext,
+        deadline: Instant,
+        c2c: bool,
+    ) -> MethodResult {
+        let configured = if self.c2c.is_some() { "c2c" } else { "none" };
+        let (fuser, c2c_fuser): (Arc<dyn Fuser>, Option<Arc<C2cFuser>>) = if c2c {
+            let f = self.c2c.clone().ok_or(ReceiverError::NoFuser {
+                method: "c2c",
+                fuser: self.fuser.as_ref().map_or("none", |f| f.name()),
+            })?;
+            (Arc::new(PassThrough), Some(f))
+        } else {
+            let f = self.fuser.clone().ok_or(ReceiverError::NoFuser {
+                method: "kv",
+                fuser: configured,
+            })?;
+            (f, None)
+        };
         let prompt = self.prompt(p, None).await?;
+        if c2c && !matches!(prompt, ReceiverPrompt::Rank(..)) {
+            return Err(ReceiverError::invalid(
+                "scoring",
+                "c2c fuses the plain \"Question: ...\\nAnswer:\" context its fuser was trained on: \
+                 use rank scoring",
+            ));
+        }
         let round1_start = Instant::now();
         let mut link = self.connect(p, trace, deadline).await?;
         // The sharer builds the same prompt: the chat prompt from the example, or the plain
@@ -341,6 +372,9 @@ impl ReceiverCore {
             session_id,
             fused,
         } = self.fuse_round(1, round1, snapshot1, fuser.as_ref())?;
+        let fused = self
+            .project(c2c_fuser.as_ref(), &prompt, fused, &mut report1)
+            .await?;
         let mut outcome = self.score(p, prompt.clone(), Some(fused)).await?;
         outcome.add_to(&mut report1);
         end_round(&mut report1, round1_start);
@@ -362,12 +396,42 @@ impl ReceiverCore {
             let round2 =
                 self.fuse_round(2, round2, link.transport().since(snapshot1), fuser.as_ref())?;
             let mut report2 = round2.report;
-            outcome = self.score(p, prompt, Some(round2.fused)).await?;
+            let fused2 = self
+                .project(c2c_fuser.as_ref(), &prompt, round2.fused, &mut report2)
+                .await?;
+            outcome = self.score(p, prompt, Some(fused2)).await?;
             outcome.add_to(&mut report2);
             end_round(&mut report2, round2_start);
             rounds.push(report2);
         }
         Ok((outcome, rounds, p.transfer.byte_cap))
+    }
+
+    /// C2C: projects the decoded sharer cache into the receiver's own prompt cache on the job
+    /// pool (the receiver model runs its prefill), adding the time to the round's fuse stage.
+    /// Without a C2C fuser the cache passes unchanged.
+    async fn project(
+        &self,
+        c2c: Option<&Arc<C2cFuser>>,
+        prompt: &ReceiverPrompt,
+        sharer: DecodedCache,
+        report: &mut pb::RoundReport,
+    ) -> Result<DecodedCache, ReceiverError> {
+        let (Some(c2c), ReceiverPrompt::Rank(rank, _)) = (c2c, prompt) else {
+            return Ok(sharer);
+        };
+        let (c2c, text, ids) = (Arc::clone(c2c), rank.text.clone(), rank.ids.clone());
+        let (fused, fuse_ms) = self
+            .blocking(move |e| {
+                let loaded = e.loaded();
+                Ok(timed(|| {
+                    c2c.fuse(&loaded.model, &loaded.tokenizer, &text, &ids, &sharer)
+                }))
+            })
+            .await?;
+        record_stage_ms(SERVICE, "fuse", fuse_ms);
+        report.timings.get_or_insert_default().fuse_ms += fuse_ms;
+        fused
     }
 
     /// Accounts one KV round and runs the fuser.
@@ -410,6 +474,20 @@ impl ReceiverCore {
             session_id: t.session_id,
             fused: fused?,
         })
+    }
+}
+
+/// The `kv`-slot fuser of a C2C round: the decoded sharer cache goes to [`C2cFuser`] as is.
+#[derive(Debug)]
+struct PassThrough;
+
+impl Fuser for PassThrough {
+    fn name(&self) -> &'static str {
+        "c2c"
+    }
+
+    fn fuse(&self, sharer: DecodedCache) -> Result<DecodedCache, ReceiverError> {
+        Ok(sharer)
     }
 }
 

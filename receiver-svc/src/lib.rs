@@ -43,7 +43,8 @@ pub async fn serve(
     let loaded = load_model(&config.model).await?;
     tracing::info!(model = %config.model, addr = ?listener.local_addr().ok(), "receiver ready");
     let max = config.limits.max_message_bytes;
-    let core = evaluate::ReceiverCore::new(ReceiverEngine::new(loaded), config);
+    let core = evaluate::ReceiverCore::new(ReceiverEngine::new(loaded), config)
+        .context("loading the pair's fuser")?;
     let receiver = ReceiverServer::new(ReceiverService::new(core))
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);

@@ -14,7 +14,7 @@ use kvwire_proto::v1 as pb;
 use kvwire_proto::v1::receiver_client::ReceiverClient;
 use kvwire_proto::v1::sharer_client::SharerClient;
 use receiver_svc::ReceiverConfig;
-use receiver_svc::config::FuserKind;
+use receiver_svc::config::{C2cSettings, FuserKind};
 use sharer_svc::SharerConfig;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -128,20 +128,33 @@ impl Embedded {
                 .iter()
                 .any(|r| r.model == pair.receiver.model && r.fuser == pair.fuser)
             {
-                if let Some(fuser) = &pair.fuser {
-                    bail!(
-                        "pair {:?}: the receiver cannot load fuser checkpoint {fuser:?} yet",
-                        pair.label
-                    );
-                }
                 let (listener, url) = bind().await?;
-                let config = ReceiverConfig {
+                let mut config = ReceiverConfig {
                     model: service_model_spec(&pair.receiver.model)?,
                     // Every request names its sharer.
                     sharer_endpoint: String::new(),
                     fuser: FuserKind::Identity,
                     ..Default::default()
                 };
+                if let Some(fuser) = &pair.fuser {
+                    // A C2C pair: the receiver loads the fuser folder and aligns prompts with
+                    // the sharer's tokenizer (read from the sharer's GGUF or HF folder).
+                    let sharer = service_model_spec(&pair.sharer.model)?;
+                    let tokenizer = match (sharer.strip_prefix("gguf:"), sharer.strip_prefix("hf:"))
+                    {
+                        (Some(path), _) => path.to_string(),
+                        (None, Some(dir)) => format!("{dir}/tokenizer.json"),
+                        _ => bail!(
+                            "pair {:?}: the sharer {sharer:?} has no tokenizer file for C2C alignment",
+                            pair.label
+                        ),
+                    };
+                    config.fuser = FuserKind::C2c;
+                    config.c2c = C2cSettings {
+                        fuser_dir: fuser.clone(),
+                        sharer_tokenizer: tokenizer,
+                    };
+                }
                 log.line(format!(
                     "starting embedded receiver {} on {url}",
                     config.model

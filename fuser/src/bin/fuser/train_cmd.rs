@@ -101,6 +101,10 @@ pub struct TrainArgs {
     /// Checkpoint every N steps (and at the end).
     #[arg(long, default_value_t = 500)]
     pub ckpt_every: usize,
+    /// Stop (and checkpoint) after this many steps, keeping the schedule of --steps (a run cut
+    /// short on purpose, reproducibly).
+    #[arg(long)]
+    pub stop_at_step: Option<usize>,
     /// Continue from the checkpoint in --out.
     #[arg(long)]
     pub resume: bool,
@@ -158,6 +162,9 @@ fn prepare(
 }
 
 fn git_commit() -> String {
+    if let Ok(commit) = std::env::var("KVWIRE_GIT_COMMIT") {
+        return commit;
+    }
     std::process::Command::new("git")
         .args(["rev-parse", "HEAD"])
         .output()
@@ -401,7 +408,8 @@ pub fn run(args: TrainArgs) -> Result<()> {
     bar.set_position(start_step as u64);
     let mut ema: Option<f64> = None;
     let mut last_val = None;
-    for step in start_step..args.steps {
+    let end = args.stop_at_step.unwrap_or(args.steps).min(args.steps);
+    for step in start_step..end {
         // Deterministic per step, so a resumed run continues the same sequence.
         let mut srng = ChaCha8Rng::seed_from_u64(args.seed.wrapping_add(0x9e37 * step as u64 + 1));
         let temperature = gate_temperature(step, args.steps, 1.0, args.final_temperature);
@@ -450,7 +458,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         ));
         bar.inc(1);
         let done = step + 1;
-        if done % args.val_every == 0 || done == args.steps {
+        if done % args.val_every == 0 || done == end {
             let v = validate(true)?;
             last_val = Some(v);
             let gates = gate_summary(&fuser)?;
@@ -464,15 +472,15 @@ pub fn run(args: TrainArgs) -> Result<()> {
                 json!({"step": done, "val_loss": v, "open_key_gates": gates.0, "open_value_gates": gates.1})
             )?;
         }
-        if done % args.ckpt_every == 0 || done == args.steps {
+        if done % args.ckpt_every == 0 || done == end {
             save(done, &opt, last_val)?;
         }
     }
     bar.finish_and_clear();
-    save(args.steps, &opt, last_val)?;
+    save(end, &opt, last_val)?;
     eprintln!(
         "trained {} steps in {:.0} s; checkpoint in {}",
-        args.steps - start_step,
+        end.saturating_sub(start_step),
         started.elapsed().as_secs_f64(),
         args.out.display()
     );
