@@ -9,7 +9,9 @@ use candle_nn::{VarBuilder, VarMap};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use crate::checkpoint::{FORMAT, Fuser, FuserConfig};
 use crate::error::{C2cError, Result, TensorContext};
+use crate::layer_map::LayerMap;
 use crate::projector::{Projector, ProjectorDims};
 
 /// Gate temperature at `step`: `t0 * (t1 / t0) ^ min(step / anneal_steps, 1)`.
@@ -109,6 +111,39 @@ pub fn trainable_projector(
         }
     }
     Ok(projector)
+}
+
+/// A trainable fuser: one projector per receiver layer (`projector.{i}` in `varmap`, projector
+/// i seeded with `seed * 1_000_003 + i`), the last-aligned layer map, our checkpoint format.
+pub fn trainable_fuser(
+    dims: ProjectorDims,
+    receiver_layers: usize,
+    sharer_layers: usize,
+    varmap: &VarMap,
+    seed: u64,
+    device: &Device,
+) -> Result<Fuser> {
+    let projectors = (0..receiver_layers)
+        .map(|i| {
+            trainable_projector(
+                dims,
+                varmap,
+                &format!("projector.{i}"),
+                seed.wrapping_mul(1_000_003).wrapping_add(i as u64),
+                device,
+            )
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Fuser {
+        config: FuserConfig {
+            format: FORMAT.into(),
+            receiver_layers,
+            sharer_layers,
+            projectors: vec![dims; receiver_layers],
+            layer_map: LayerMap::last_aligned(receiver_layers, sharer_layers),
+        },
+        projectors,
+    })
 }
 
 /// Scales the gradients of `vars` so their global L2 norm is at most `max_norm`; returns the norm

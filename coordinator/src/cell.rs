@@ -271,7 +271,7 @@ mod default_grid_tests {
     use super::*;
 
     #[test]
-    fn the_default_grid_expands_to_six_cells() {
+    fn the_default_grid_expands_to_seven_cells() {
         let text = include_str!("../../grids/default.toml");
         let cells = expand(&Grid::from_toml(text).unwrap());
         let labels: Vec<&str> = cells
@@ -286,9 +286,20 @@ mod default_grid_tests {
                 "kv-int8",
                 "kv-int4",
                 "text-raw@256",
-                "text-raw@1024"
+                "text-raw@1024",
+                "c2c-fp16"
             ]
         );
+        let c2c = cells.last().unwrap();
+        assert_eq!(
+            c2c.config.pair.fuser.as_deref(),
+            Some("fuser/checkpoints/smollm2-from-qwen-coder-0.5b")
+        );
+        // The committed checkpoint the demo loads (paths are relative to the repository root).
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join(c2c.config.pair.fuser.as_deref().unwrap_or_default());
+        assert!(dir.join("fuser.json").is_file() && dir.join("fuser.safetensors").is_file());
         assert!(cells.iter().all(|c| c.config.dataset.n == Some(30)
             && c.config.scoring == Scoring::Rank
             && c.config.rank_normalization == Some(RankNormalization::PerChar)));

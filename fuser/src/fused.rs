@@ -239,8 +239,6 @@ pub fn score_from_cache(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use c2c::LayerMap;
-    use c2c::checkpoint::FuserConfig;
     use c2c::projector::ProjectorDims;
     use candle_core::{DType, Device};
     use model_runtime::{Arch, ModelConfig};
@@ -255,30 +253,16 @@ mod tests {
             intermediate: 16,
             proj_blocks: 1,
         };
-        let map = LayerMap::last_aligned(receiver.n_layers, sharer.n_layers);
         let varmap = candle_nn::VarMap::new();
-        let projectors = (0..receiver.n_layers)
-            .map(|i| {
-                c2c::train::trainable_projector(
-                    dims,
-                    &varmap,
-                    &format!("projector.{i}"),
-                    i as u64,
-                    &Device::Cpu,
-                )
-                .unwrap()
-            })
-            .collect();
-        Fuser {
-            config: FuserConfig {
-                format: c2c::checkpoint::FORMAT.into(),
-                receiver_layers: receiver.n_layers,
-                sharer_layers: sharer.n_layers,
-                projectors: vec![dims; receiver.n_layers],
-                layer_map: map,
-            },
-            projectors,
-        }
+        c2c::train::trainable_fuser(
+            dims,
+            receiver.n_layers,
+            sharer.n_layers,
+            &varmap,
+            0,
+            &Device::Cpu,
+        )
+        .unwrap()
     }
 
     #[test]

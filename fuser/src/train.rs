@@ -282,8 +282,6 @@ mod tests {
 mod loss_tests {
     use super::*;
     use crate::fused::{gather_sharer_rows, receiver_prompt_cache, sharer_cache};
-    use c2c::LayerMap;
-    use c2c::checkpoint::FuserConfig;
     use c2c::projector::ProjectorDims;
     use candle_nn::VarMap;
     use model_runtime::{Arch, ModelConfig};
@@ -319,22 +317,8 @@ mod loss_tests {
             proj_blocks: 1,
         };
         let varmap = VarMap::new();
-        let projectors = (0..rc.n_layers)
-            .map(|i| {
-                c2c::train::trainable_projector(dims, &varmap, &format!("projector.{i}"), 7, &dev)
-                    .unwrap()
-            })
-            .collect();
-        let fuser = Fuser {
-            config: FuserConfig {
-                format: c2c::checkpoint::FORMAT.into(),
-                receiver_layers: rc.n_layers,
-                sharer_layers: sc.n_layers,
-                projectors: vec![dims; rc.n_layers],
-                layer_map: LayerMap::last_aligned(rc.n_layers, sc.n_layers),
-            },
-            projectors,
-        };
+        let fuser =
+            c2c::train::trainable_fuser(dims, rc.n_layers, sc.n_layers, &varmap, 7, &dev).unwrap();
         let item = TrainItem {
             prompt: AlignedPrompt {
                 receiver: vec![3, 9, 4, 7, 1, 12],

