@@ -36,6 +36,17 @@ pub fn receiver_prompt_cache(receiver: &Model, ids: &[u32]) -> Result<KvCache> {
     Ok(cache)
 }
 
+/// The map must pair every one of the `count` receiver positions.
+fn check_map(map: &[usize], count: usize) -> Result<()> {
+    if map.len() < count {
+        return Err(FuserError::input(
+            "alignment map",
+            format!("{} entries for {count} receiver positions", map.len()),
+        ));
+    }
+    Ok(())
+}
+
 /// Sharer rows for receiver positions `0..count`: row `i` of every sharer layer is the sharer
 /// token `map[i]`.
 pub fn gather_sharer_rows(
@@ -43,12 +54,7 @@ pub fn gather_sharer_rows(
     map: &[usize],
     count: usize,
 ) -> Result<Vec<Option<SharerLayer>>> {
-    if map.len() < count {
-        return Err(FuserError::input(
-            "alignment map",
-            format!("{} entries for {count} receiver positions", map.len()),
-        ));
-    }
+    check_map(map, count)?;
     let t = cache.seq_len();
     if let Some(&bad) = map[..count].iter().find(|&&j| j >= t) {
         return Err(FuserError::input(
@@ -87,12 +93,7 @@ pub fn rows_from_transfer(
     map: &[usize],
     count: usize,
 ) -> Result<Vec<Option<SharerLayer>>> {
-    if map.len() < count {
-        return Err(FuserError::input(
-            "alignment map",
-            format!("{} entries for {count} receiver positions", map.len()),
-        ));
-    }
+    check_map(map, count)?;
     if arrived.windows(2).any(|w| w[0] >= w[1]) {
         return Err(FuserError::input(
             "sharer positions",

@@ -20,9 +20,9 @@ use fuser::fused::{
     FusedPrompt, HardGate, fuse_prompt, gather_sharer_rows, receiver_prompt_cache,
     score_from_cache, sharer_cache,
 };
-use fuser::{AlignedPrompt, align_text, proportional_map, qat};
+use fuser::{AlignedPrompt, align_text, proportional_map};
 use indicatif::{ProgressBar, ProgressStyle};
-use model_runtime::{ContinuationScore, KvCache};
+use model_runtime::ContinuationScore;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
@@ -123,14 +123,6 @@ fn load_fuser(dir: &std::path::Path, dev: &candle_core::Device) -> Result<Fuser>
         dev,
     )
     .with_context(|| format!("loading fuser from {}", dir.display()))
-}
-
-fn quantized(cache: KvCache, mode: Qat) -> Result<KvCache> {
-    Ok(match mode {
-        Qat::None => cache,
-        Qat::Int8 => qat::fake_quantize_cache(&cache, kvwire::QuantMode::Int8)?,
-        Qat::Int4 => qat::fake_quantize_cache(&cache, kvwire::QuantMode::Int4)?,
-    })
 }
 
 /// Runs `fuser eval`.
@@ -261,17 +253,20 @@ fn eval_set(
             let scores = sharer.model.continuation_logprobs(&p.sharer, &s_conts)?;
             push("sharer_only", &scores, t.elapsed().as_secs_f64())?;
         }
+        // The sharer reads `sharer_ids`; receiver position i takes sharer token `map[i]`.
+        let fused_scores = |f: &Fuser, sharer_ids: &[u32], map: &[usize]| -> Result<_> {
+            let cache = args
+                .sharer_quant
+                .apply(sharer_cache(&sharer.model, sharer_ids)?)?;
+            let rows_in = gather_sharer_rows(&cache, map, n - 1)?;
+            let fused = fuse_prompt(f, &rows_in, &own, &mut HardGate)?;
+            let prompt = FusedPrompt::new(fused, &p.receiver)?;
+            Ok(score_from_cache(&receiver.model, &prompt, &r_conts)?)
+        };
         if let Some(f) = &methods.c2c {
             let t = Instant::now();
-            let cache = quantized(sharer_cache(&sharer.model, &p.sharer)?, args.sharer_quant)?;
-            let rows_in = gather_sharer_rows(&cache, &p.map, n - 1)?;
-            let fused = fuse_prompt(f, &rows_in, &own, &mut HardGate)?;
-            let scores = score_from_cache(
-                &receiver.model,
-                &FusedPrompt::new(fused, &p.receiver)?,
-                &r_conts,
-            )?;
-            push("c2c", &scores, t.elapsed().as_secs_f64() + 0.0)?;
+            let scores = fused_scores(f, &p.sharer, &p.map)?;
+            push("c2c", &scores, t.elapsed().as_secs_f64())?;
         }
         if let Some(f) = &methods.control {
             let t = Instant::now();
@@ -280,14 +275,7 @@ fn eval_set(
                 j = (j + 1) % items.len();
             }
             let other = &prompts[j].sharer;
-            let cache = quantized(sharer_cache(&sharer.model, other)?, args.sharer_quant)?;
-            let rows_in = gather_sharer_rows(&cache, &proportional_map(n, other.len()), n - 1)?;
-            let fused = fuse_prompt(f, &rows_in, &own, &mut HardGate)?;
-            let scores = score_from_cache(
-                &receiver.model,
-                &FusedPrompt::new(fused, &p.receiver)?,
-                &r_conts,
-            )?;
+            let scores = fused_scores(f, other, &proportional_map(n, other.len()))?;
             push("control", &scores, t.elapsed().as_secs_f64())?;
         }
         let acc = |m: &str| {

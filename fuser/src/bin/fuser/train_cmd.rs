@@ -51,6 +51,17 @@ pub enum Qat {
     Int4,
 }
 
+impl Qat {
+    /// The sharer cache as a receiver would reconstruct it from the wire at this precision.
+    pub fn apply(self, cache: KvCache) -> fuser::Result<KvCache> {
+        match self {
+            Qat::None => Ok(cache),
+            Qat::Int8 => qat::fake_quantize_cache(&cache, kvwire::QuantMode::Int8),
+            Qat::Int4 => qat::fake_quantize_cache(&cache, kvwire::QuantMode::Int4),
+        }
+    }
+}
+
 /// Arguments of `fuser train`.
 #[derive(Debug, Args, serde::Serialize)]
 pub struct TrainArgs {
@@ -202,16 +213,8 @@ fn sharer_rows_for(
             )
         }
     };
-    let cache = quantize(&cache, qat_mode)?;
+    let cache = qat_mode.apply(cache)?;
     Ok(gather_sharer_rows(&cache, &map, n - 1)?)
-}
-
-fn quantize(cache: &KvCache, mode: Qat) -> Result<KvCache> {
-    Ok(match mode {
-        Qat::None => cache.clone(),
-        Qat::Int8 => qat::fake_quantize_cache(cache, kvwire::QuantMode::Int8)?,
-        Qat::Int4 => qat::fake_quantize_cache(cache, kvwire::QuantMode::Int4)?,
-    })
 }
 
 /// Runs `fuser train`.
