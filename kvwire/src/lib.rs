@@ -36,6 +36,7 @@
 //! ```
 
 pub mod breakdown;
+pub mod checksum;
 pub mod error;
 pub mod layer;
 pub mod limits;

@@ -60,6 +60,36 @@ impl Avx2 {
         unsafe { dequantize_row_int4(q, scale, out) }
     }
 
+    /// per_block quantization of a whole tensor (see [`block`]): rows in output order start at
+    /// the element offsets `starts`; one scale per row appended to `scales`. Lengths must
+    /// match (`payload` holds a row per start; for int4, `d` is even).
+    #[inline]
+    pub(crate) fn quantize_per_block(
+        self,
+        job: &QuantizeJob<'_>,
+        starts: impl Iterator<Item = usize>,
+        payload: &mut [u8],
+        scales: &mut Vec<u16>,
+    ) -> Result<(), (usize, RowFault)> {
+        // SAFETY: `self` exists only after AVX2 and F16C were detected on this CPU.
+        unsafe { block::quantize_per_block(job, starts, payload, scales) }
+    }
+
+    /// per_block dequantization of a whole tensor with little-endian stored scales.
+    #[inline]
+    pub(crate) fn dequantize_per_block(
+        self,
+        payload: &[u8],
+        scales: &[u8],
+        bf16_scales: bool,
+        d: usize,
+        int4: bool,
+        out: &mut [f32],
+    ) {
+        // SAFETY: `self` exists only after AVX2 and F16C were detected on this CPU.
+        unsafe { block::dequantize_per_block(payload, scales, bf16_scales, d, int4, out) }
+    }
+
     /// IEEE half bits to f32 (`dst.len() == src.len()`); exact for every non-NaN value.
     #[inline]
     pub(crate) fn f16_to_f32(self, src: &[u16], dst: &mut [f32]) {
@@ -150,6 +180,13 @@ fn quantize32(x: &[f32; 32], scale: __m256, lo: __m256, hi: __m256) -> __m256i {
     let b = quantize8(&v[1], scale, lo, hi);
     let c = quantize8(&v[2], scale, lo, hi);
     let d = quantize8(&v[3], scale, lo, hi);
+    pack_bytes(a, b, c, d)
+}
+
+/// Four vectors of eight i32 in [-127, 127] to 32 bytes in element order.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn pack_bytes(a: __m256i, b: __m256i, c: __m256i, d: __m256i) -> __m256i {
     // Packing works per 128-bit lane: the dwords come out as a0 b0 c0 d0 a1 b1 c1 d1
     // (a0 = a[0..4]); the permutation puts them back in order. |q| <= 127, no saturation.
     let packed = _mm256_packs_epi16(_mm256_packs_epi32(a, b), _mm256_packs_epi32(c, d));
@@ -184,23 +221,26 @@ fn quantize_row_int4(src: &[f32], scale: f32, dst: &mut [u8]) {
     );
     let (xs, x_rest) = src.as_chunks::<32>();
     let (ds, d_rest) = dst.as_chunks_mut::<16>();
-    let low = _mm256_set1_epi16(0x000f);
-    let high = _mm256_set1_epi16(0x00f0);
     for (x, d) in xs.iter().zip(ds) {
-        // Each 16-bit word holds element 2i (low byte) and 2i+1 (high byte); keep the low
-        // nibble of each, side by side in the low byte, then narrow words to bytes.
-        let w = quantize32(x, s, lo, hi);
-        let nib = _mm256_or_si256(
-            _mm256_and_si256(w, low),
-            _mm256_and_si256(_mm256_srli_epi16::<4>(w), high),
-        );
-        let bytes = _mm_packus_epi16(
-            _mm256_castsi256_si128(nib),
-            _mm256_extracti128_si256::<1>(nib),
-        );
-        store_bytes16(d, bytes);
+        store_bytes16(d, nibbles(quantize32(x, s, lo, hi)));
     }
     crate::quant::kernels::quantize_row_int4_scalar(x_rest, scale, d_rest);
+}
+
+/// Packs 32 int4 values held as bytes into 16 bytes (low nibble first).
+#[inline]
+#[target_feature(enable = "avx2")]
+fn nibbles(w: __m256i) -> __m128i {
+    // Each 16-bit word holds element 2i (low byte) and 2i+1 (high byte); keep the low nibble of
+    // each, side by side in the low byte, then narrow words to bytes.
+    let nib = _mm256_or_si256(
+        _mm256_and_si256(w, _mm256_set1_epi16(0x000f)),
+        _mm256_and_si256(_mm256_srli_epi16::<4>(w), _mm256_set1_epi16(0x00f0)),
+    );
+    _mm_packus_epi16(
+        _mm256_castsi256_si128(nib),
+        _mm256_extracti128_si256::<1>(nib),
+    )
 }
 
 /// Eight sign-extended bytes times `scale`.
@@ -228,29 +268,35 @@ fn dequantize_row_int4(q: &[u8], scale: f32, out: &mut [f32]) {
     let n = q.len().min(out.len() / 2);
     let (q, out) = (&q[..n], &mut out[..2 * n]);
     let s = _mm256_set1_ps(scale);
-    let nibble = _mm_set1_epi8(0x0f);
-    let eight = _mm_set1_epi8(8);
     let (qs, q_rest) = q.as_chunks::<16>();
     let (os, o_rest) = out.as_chunks_mut::<32>();
     for (q, o) in qs.iter().zip(os) {
-        let b = load_bytes16(q);
-        // Sign-extend a nibble v as (v ^ 8) - 8, then interleave low (even) and high (odd).
-        let lo = _mm_and_si128(b, nibble);
-        let hi = _mm_and_si128(_mm_srli_epi16::<4>(b), nibble);
-        let lo = _mm_sub_epi8(_mm_xor_si128(lo, eight), eight);
-        let hi = _mm_sub_epi8(_mm_xor_si128(hi, eight), eight);
-        let first = _mm_unpacklo_epi8(lo, hi);
-        let second = _mm_unpackhi_epi8(lo, hi);
-        let (o, _) = o.as_chunks_mut::<8>();
-        store8(&mut o[0], dequantize8(first, s));
-        store8(&mut o[1], dequantize8(_mm_unpackhi_epi64(first, first), s));
-        store8(&mut o[2], dequantize8(second, s));
-        store8(
-            &mut o[3],
-            dequantize8(_mm_unpackhi_epi64(second, second), s),
-        );
+        dequantize32_int4(load_bytes16(q), s, o);
     }
     crate::quant::kernels::dequantize_row_int4_scalar(q_rest, scale, o_rest);
+}
+
+/// 16 bytes of packed int4 (low nibble first) times `scale` into 32 floats.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn dequantize32_int4(b: __m128i, s: __m256, o: &mut [f32; 32]) {
+    let nibble = _mm_set1_epi8(0x0f);
+    let eight = _mm_set1_epi8(8);
+    // Sign-extend a nibble v as (v ^ 8) - 8, then interleave low (even) and high (odd).
+    let lo = _mm_and_si128(b, nibble);
+    let hi = _mm_and_si128(_mm_srli_epi16::<4>(b), nibble);
+    let lo = _mm_sub_epi8(_mm_xor_si128(lo, eight), eight);
+    let hi = _mm_sub_epi8(_mm_xor_si128(hi, eight), eight);
+    let first = _mm_unpacklo_epi8(lo, hi);
+    let second = _mm_unpackhi_epi8(lo, hi);
+    let (o, _) = o.as_chunks_mut::<8>();
+    store8(&mut o[0], dequantize8(first, s));
+    store8(&mut o[1], dequantize8(_mm_unpackhi_epi64(first, first), s));
+    store8(&mut o[2], dequantize8(second, s));
+    store8(
+        &mut o[3],
+        dequantize8(_mm_unpackhi_epi64(second, second), s),
+    );
 }
 
 #[target_feature(enable = "avx2,f16c")]
@@ -268,6 +314,11 @@ fn f16_to_f32(src: &[u16], dst: &mut [f32]) {
         *d = crate::quant::f16_bits_to_f32(h);
     }
 }
+
+mod block;
+mod crc;
+pub(crate) use block::{QuantizeJob, RowFault, Rows};
+pub(crate) use crc::Clmul;
 
 #[cfg(test)]
 mod tests;

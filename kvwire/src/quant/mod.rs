@@ -16,6 +16,8 @@ pub use kernels::{
     pack_int4, quantize_row, quantize_row_int4,
 };
 pub(crate) use tensor::dequantize_tensor_le;
+#[cfg(test)]
+pub(crate) use tensor::quantize_rows;
 pub use tensor::{dequantize_tensor, fake_quantize, quantize_tensor};
 
 use half::f16;
@@ -156,7 +158,7 @@ pub struct QuantParams {
     pub scale_dtype: ScaleDtype,
 }
 
-const SCALE_FLOOR: f32 = 1e-6;
+pub(crate) const SCALE_FLOOR: f32 = 1e-6;
 pub(crate) const ROUND_MAGIC: f32 = 12_582_912.0; // 1.5 * 2^23
 
 /// `max(absmax / qmax, 1e-6)` in f32.

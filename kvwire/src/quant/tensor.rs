@@ -38,7 +38,7 @@ pub fn quantize_tensor(
     payload: &mut [u8],
     scales: &mut Vec<u16>,
 ) -> Result<(), EncodeError> {
-    let [b, h, t, d] = shape;
+    let [_, _, t, d] = shape;
     let n = crate::layer::checked_elements(shape).ok_or(EncodeError::TooLarge {
         field: "elements",
         value: u64::MAX,
@@ -65,6 +65,69 @@ pub fn quantize_tensor(
             found: bad,
         });
     }
+    #[cfg(target_arch = "x86_64")]
+    if let Some(k) = crate::simd::Avx2::get()
+        && params.granularity == Granularity::PerBlock
+        && d > 0
+        && d % 32 == 0
+    {
+        return quantize_fused(k, (data, shape, order), params, field, payload, scales);
+    }
+    quantize_rows((data, shape, order), params, field, payload, scales)
+}
+
+/// A validated tensor: data, `[B, H, T, D]`, the row order within each (b, h).
+pub(crate) type Source<'a> = (KvData<'a>, [usize; 4], &'a [usize]);
+
+/// per_block through the whole-tensor vector kernel (`crate::simd::block`), bit-identical to
+/// [`quantize_rows`].
+#[cfg(target_arch = "x86_64")]
+fn quantize_fused(
+    k: crate::simd::Avx2,
+    (data, shape, order): Source<'_>,
+    params: QuantParams,
+    field: &'static str,
+    payload: &mut [u8],
+    scales: &mut Vec<u16>,
+) -> Result<(), EncodeError> {
+    use crate::simd::{QuantizeJob, RowFault, Rows};
+    let [b, h, t, d] = shape;
+    let src = match data {
+        KvData::F32(s) => Rows::F32(s),
+        KvData::F16(s) => Rows::F16(s.reinterpret_cast()),
+    };
+    let job = QuantizeJob {
+        src,
+        d,
+        int4: params.mode == QuantMode::Int4,
+        bf16_scales: params.scale_dtype == ScaleDtype::Bf16,
+    };
+    let result = if order.iter().enumerate().all(|(i, &o)| i == o) {
+        // Rows in source order (sorted positions, the common case): a plain stride.
+        k.quantize_per_block(&job, (0..b * h * t).map(|r| r * d), payload, scales)
+    } else {
+        let starts = (0..b * h).flat_map(|bh| order.iter().map(move |&o| (bh * t + o) * d));
+        k.quantize_per_block(&job, starts, payload, scales)
+    };
+    result.map_err(|(group, fault)| match fault {
+        RowFault::NonFinite => EncodeError::NonFinite { field, group },
+        RowFault::ScaleOverflow(scale) => EncodeError::ScaleOverflow {
+            field,
+            group,
+            scale,
+        },
+    })
+}
+
+/// The row-by-row path: every granularity, any D (odd-D int4 through an unpacked buffer).
+pub(crate) fn quantize_rows(
+    (data, shape, order): Source<'_>,
+    params: QuantParams,
+    field: &'static str,
+    payload: &mut [u8],
+    scales: &mut Vec<u16>,
+) -> Result<(), EncodeError> {
+    let [b, h, t, d] = shape;
     let rows = b * h * t;
     let qmax = params.mode.qmax();
     let gran = params.granularity;
@@ -148,8 +211,7 @@ pub fn dequantize_tensor(
     scales: &[f32],
     out: &mut [f32],
 ) -> Result<(), DecodeError> {
-    let found = scales.len();
-    dequantize_with(mode, granularity, shape, payload, found, |g| scales[g], out)
+    dequantize_with(mode, granularity, shape, payload, Scales::F32(scales), out)
 }
 
 /// [`dequantize_tensor`] with the scales as stored: little-endian fp16/bf16 bits, converted
@@ -163,29 +225,56 @@ pub(crate) fn dequantize_tensor_le(
     out: &mut [f32],
 ) -> Result<(), DecodeError> {
     let (bytes, dtype) = scales;
-    let scale_of = |g: usize| {
-        let bits = u16::from_le_bytes([bytes[2 * g], bytes[2 * g + 1]]);
-        scale_from_bits(bits, dtype)
-    };
-    // An odd byte count can never match (the decoders always pass whole scales).
-    let found = if bytes.len() % 2 == 0 {
-        bytes.len() / 2
-    } else {
-        usize::MAX
-    };
-    dequantize_with(mode, granularity, shape, payload, found, scale_of, out)
+    dequantize_with(
+        mode,
+        granularity,
+        shape,
+        payload,
+        Scales::Le(bytes, dtype),
+        out,
+    )
 }
 
-/// Checks the lengths, then dequantizes with `scale_of(group)` (`scale_count` groups).
+/// Scales as f32 values or as stored bits.
+#[derive(Clone, Copy)]
+enum Scales<'a> {
+    F32(&'a [f32]),
+    Le(&'a [u8], ScaleDtype),
+}
+
+impl Scales<'_> {
+    fn count(self) -> usize {
+        match self {
+            Scales::F32(s) => s.len(),
+            // An odd byte count can never match (the decoders always pass whole scales).
+            Scales::Le(b, _) if b.len() % 2 == 0 => b.len() / 2,
+            Scales::Le(..) => usize::MAX,
+        }
+    }
+
+    /// Scale of group `g` (`g < count()`).
+    #[inline(always)]
+    fn get(self, g: usize) -> f32 {
+        match self {
+            Scales::F32(s) => s[g],
+            Scales::Le(b, dtype) => {
+                scale_from_bits(u16::from_le_bytes([b[2 * g], b[2 * g + 1]]), dtype)
+            }
+        }
+    }
+}
+
+/// Checks the lengths, then dequantizes (stored per_block scales through the whole-tensor
+/// vector kernel where the CPU has one).
 fn dequantize_with(
     mode: QuantMode,
     granularity: Granularity,
     shape: [usize; 4],
     payload: &[u8],
-    scale_count: usize,
-    scale_of: impl Fn(usize) -> f32,
+    scales: Scales<'_>,
     out: &mut [f32],
 ) -> Result<(), DecodeError> {
+    let scale_count = scales.count();
     let [b, h, t, d] = shape;
     let rows = b * h * t;
     let n = rows * d;
@@ -207,6 +296,15 @@ fn dequantize_with(
     if d == 0 {
         return Ok(());
     }
+    #[cfg(target_arch = "x86_64")]
+    if let (Some(k), Scales::Le(bytes, dtype)) = (crate::simd::Avx2::get(), scales) {
+        let int4 = mode == QuantMode::Int4;
+        if granularity == Granularity::PerBlock && (!int4 || d % 2 == 0) {
+            k.dequantize_per_block(payload, bytes, dtype == ScaleDtype::Bf16, d, int4, out);
+            return Ok(());
+        }
+    }
+    let scale_of = |g| scales.get(g);
     let rows = out.chunks_exact_mut(d).enumerate();
     match mode {
         QuantMode::Int8 => {

@@ -126,7 +126,7 @@ pub fn encode_frame_into(
         });
     }
     out[start + 8..start + 12].copy_from_slice(&(record_len as u32).to_le_bytes());
-    let crc = crc32c::crc32c(&out[start..]);
+    let crc = crate::checksum::crc32c(&out[start..]);
     out.extend_from_slice(&crc.to_le_bytes());
     Ok(())
 }

@@ -353,7 +353,7 @@ pub(crate) fn checked_record<'a>(
         buf[crc_at + 2],
         buf[crc_at + 3],
     ]);
-    let computed = crc32c::crc32c(&buf[..crc_at]);
+    let computed = crate::checksum::crc32c(&buf[..crc_at]);
     if stored != computed {
         return Err(DecodeError::Checksum {
             offset: base,

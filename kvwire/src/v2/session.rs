@@ -69,7 +69,7 @@ impl SessionHeader {
         out.extend_from_slice(&self.frames.to_le_bytes());
         out.extend_from_slice(self.sharer_model.as_bytes());
         out.extend_from_slice(self.receiver_model.as_bytes());
-        let crc = crc32c::crc32c(&out);
+        let crc = crate::checksum::crc32c(&out);
         out.extend_from_slice(&crc.to_le_bytes());
         Ok(out)
     }

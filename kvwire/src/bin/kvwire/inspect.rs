@@ -12,7 +12,7 @@ fn breakdown_json(b: Breakdown) -> Value {
 }
 
 fn section(name: &str, offset: usize, bytes: &[u8]) -> Value {
-    json!({"name": name, "offset": offset, "bytes": bytes.len(), "crc32c": format!("{:08x}", crc32c::crc32c(bytes))})
+    json!({"name": name, "offset": offset, "bytes": bytes.len(), "crc32c": format!("{:08x}", kvwire::checksum::crc32c(bytes))})
 }
 
 fn frame_json(f: &Frame, offset: usize, record: &[u8]) -> Value {
@@ -58,7 +58,7 @@ pub fn describe(bytes: &[u8]) -> anyhow::Result<Value> {
                 "quant_mode": h.mode.name(), "index_dtype": h.index_width.name(),
                 "scale_dtype": h.scale_dtype.name(), "granularity": h.granularity.name(),
                 "k_shape": h.k_shape, "v_shape": h.v_shape, "indices_len": h.indices_len,
-                "sections": sections, "crc32c_whole": format!("{:08x}", crc32c::crc32c(bytes)),
+                "sections": sections, "crc32c_whole": format!("{:08x}", kvwire::checksum::crc32c(bytes)),
                 "breakdown": breakdown_json(blob.breakdown()),
             })
         }

@@ -1,0 +1,441 @@
+//! Whole-tensor per_block kernels: one call quantizes (or dequantizes) every row of a tensor, so
+//! the per-row work (absmax, scale, its stored bits, the reciprocal) stays inside one
+//! `#[target_feature]` function instead of a dispatched call per kernel per row.
+//!
+//! Quantization multiplies by the reciprocal of the scale instead of dividing, twice: by
+//! `r_lo = fl(r·(1 − 2⁻²⁰))` and `r_hi = fl(r·(1 + 2⁻²⁰))` with `r = fl(1/scale)`. Each product
+//! is within `3·2⁻²⁴` (relative, plus the margin) of `x/scale`, the reference quotient
+//! `fl(x/scale)` within `2⁻²⁴`, and the margin is `2⁻²⁰ = 16·2⁻²⁴`, so `fl(x/scale)` always lies
+//! between the two products. Rounding to the nearest integer (half to even) is monotonic, so
+//! where both products round to the same integer that integer is the reference's. Where they
+//! differ anywhere in a row (some `x/scale` within about `1e-4` of a .5 tie), the row is
+//! quantized again with the true division. The scale comes from the row's own absmax, so
+//! `|x/scale| <= qmax·(1 + 2⁻²³)` and the reference's clamp never changes a rounded value: no
+//! clamp here. Products that underflow are below 1 in magnitude, where both round to 0 as the
+//! reference does. The bit-for-bit agreement with the generic row-by-row path is tested on
+//! random tensors and on rows built from exact and near ties (`tests.rs`).
+
+use std::arch::x86_64::*;
+
+use super::{load_bytes8, load_bytes16, load8, store_bytes16, store_bytes32, store8};
+use crate::quant::kernels::{dequantize_row_int4_scalar, dequantize_row_scalar};
+
+/// Source rows of a tensor: f32 values or IEEE half bits.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Rows<'a> {
+    /// f32 values.
+    F32(&'a [f32]),
+    /// IEEE half bits.
+    F16(&'a [u16]),
+}
+
+/// Why a row could not be quantized; the caller names the field and group.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum RowFault {
+    /// A NaN or infinite value.
+    NonFinite,
+    /// The scale does not fit the scale dtype.
+    ScaleOverflow(f32),
+}
+
+/// One per_block quantization job: `rows` of `d` values in output order given by `starts`
+/// (element offset of each output row in the source).
+pub(crate) struct QuantizeJob<'a> {
+    pub src: Rows<'a>,
+    pub d: usize,
+    pub int4: bool,
+    pub bf16_scales: bool,
+}
+
+impl QuantizeJob<'_> {
+    fn scale_dtype(&self) -> crate::quant::ScaleDtype {
+        if self.bf16_scales {
+            crate::quant::ScaleDtype::Bf16
+        } else {
+            crate::quant::ScaleDtype::Fp16
+        }
+    }
+}
+
+const LO: f32 = 1.0 - 1.0 / 1_048_576.0; // 1 - 2^-20, exact in f32
+const HI: f32 = 1.0 + 1.0 / 1_048_576.0; // 1 + 2^-20, exact in f32
+
+/// Quantizes every row: appends one scale per row to `scales` and writes the packed row into
+/// `payload` (`d` bytes per row for int8, `d / 2` for int4). `d` is a positive multiple of 32.
+/// Stops at the first faulty row with its output index.
+#[target_feature(enable = "avx2,f16c")]
+pub(super) fn quantize_per_block(
+    job: &QuantizeJob<'_>,
+    starts: impl Iterator<Item = usize>,
+    payload: &mut [u8],
+    scales: &mut Vec<u16>,
+) -> Result<(), (usize, RowFault)> {
+    // The usual head dims get their own copies, with the row loops unrolled.
+    match job.d {
+        64 => with_d::<64>(job, starts, payload, scales),
+        128 => with_d::<128>(job, starts, payload, scales),
+        _ => with_d::<0>(job, starts, payload, scales),
+    }
+}
+
+/// [`quantize_per_block`] with the row length `D` known at compile time (0: `job.d`).
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+fn with_d<const D: usize>(
+    job: &QuantizeJob<'_>,
+    starts: impl Iterator<Item = usize>,
+    payload: &mut [u8],
+    scales: &mut Vec<u16>,
+) -> Result<(), (usize, RowFault)> {
+    let d = if D == 0 { job.d } else { D };
+    match job.src {
+        Rows::F32(x) => {
+            let ops = Ops {
+                row_max: |at: usize| row_max_f32(&x[at..at + d]),
+                // |x| bits: non-finite from the bits of infinity up; the bits are the value.
+                amax: |m: __m256i| {
+                    let bad = _mm256_cmpgt_epi32(m, _mm256_set1_epi32(0x7f7f_ffff));
+                    (
+                        _mm256_castsi256_ps(m),
+                        _mm256_movemask_ps(_mm256_castsi256_ps(bad)),
+                    )
+                },
+                absmax: |at: usize| super::absmax_checked(&x[at..at + d]),
+                load: |at: usize| f32x32(&x[at..at + 32].as_chunks::<32>().0[0]),
+                exact: |at: usize| x[at..at + d].to_vec(),
+            };
+            batches::<D, _, _, _, _, _>(job, starts, payload, scales, ops)
+        }
+        Rows::F16(x) => {
+            let ops = Ops {
+                row_max: |at: usize| row_max_f16(&x[at..at + d]),
+                amax: |m: __m256i| {
+                    let bad = _mm256_cmpgt_epi32(m, _mm256_set1_epi32(0x7bff));
+                    // Eight half bits (one per 32-bit lane) to f32, exact.
+                    let w = _mm256_permute4x64_epi64::<0b1000>(_mm256_packus_epi32(m, m));
+                    let amax = _mm256_cvtph_ps(_mm256_castsi256_si128(w));
+                    (amax, _mm256_movemask_ps(_mm256_castsi256_ps(bad)))
+                },
+                absmax: |at: usize| absmax_f16(&x[at..at + d]),
+                load: |at: usize| f16x32(&x[at..at + 32].as_chunks::<32>().0[0]),
+                exact: |at: usize| {
+                    let mut row = vec![0f32; d];
+                    super::f16_to_f32(&x[at..at + d], &mut row);
+                    row
+                },
+            };
+            batches::<D, _, _, _, _, _>(job, starts, payload, scales, ops)
+        }
+    }
+}
+
+/// How [`batches`] reads one source type.
+struct Ops<M, A, B, L, E> {
+    /// A row's |x| bits folded to eight 32-bit lanes (any order).
+    row_max: M,
+    /// Eight rows' folded maxima (one per lane) as f32 absmaxes, and a bit mask of the rows
+    /// holding a NaN or an infinity.
+    amax: A,
+    /// A row's absmax (fault reports).
+    absmax: B,
+    /// 32 values as f32 from an element offset.
+    load: L,
+    /// A row as f32 (the exact path, rare: allocates).
+    exact: E,
+}
+
+/// The largest |x| bits of each 32-bit lane over a row of f32 (`len % 8 == 0`).
+#[inline]
+#[target_feature(enable = "avx2")]
+fn row_max_f32(row: &[f32]) -> __m256i {
+    let abs = _mm256_set1_epi32(0x7fff_ffff);
+    let mut m = _mm256_setzero_si256();
+    for v in row.as_chunks::<8>().0 {
+        m = _mm256_max_epi32(m, _mm256_and_si256(_mm256_castps_si256(load8(v)), abs));
+    }
+    m
+}
+
+/// The largest |x| half bits over a row of halves (`len % 16 == 0`), folded to eight 32-bit
+/// lanes (the bits in the low 16 of each).
+#[inline]
+#[target_feature(enable = "avx2")]
+fn row_max_f16(row: &[u16]) -> __m256i {
+    let abs = _mm256_set1_epi16(0x7fff);
+    let mut m = _mm256_setzero_si256();
+    for b in row.as_chunks::<16>().0 {
+        // SAFETY: `b` is 32 readable bytes and `loadu` has no alignment requirement.
+        let v = unsafe { _mm256_loadu_si256(b.as_ptr().cast()) };
+        m = _mm256_max_epu16(m, _mm256_and_si256(v, abs));
+    }
+    let m = _mm256_max_epu16(m, _mm256_srli_epi32::<16>(m));
+    _mm256_and_si256(m, _mm256_set1_epi32(0xffff))
+}
+
+/// Eight vectors of eight non-negative i32 to one vector: lane `i` = the largest lane of `m[i]`.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn max_across(m: [__m256i; 8]) -> __m256i {
+    let pair = |a: __m256i, b: __m256i| {
+        _mm256_max_epi32(_mm256_unpacklo_epi32(a, b), _mm256_unpackhi_epi32(a, b))
+    };
+    let quad = |a: __m256i, b: __m256i| {
+        _mm256_max_epi32(_mm256_unpacklo_epi64(a, b), _mm256_unpackhi_epi64(a, b))
+    };
+    // Per 128-bit half: [max m0, max m1, max m2, max m3] over that half's lanes.
+    let lo = quad(pair(m[0], m[1]), pair(m[2], m[3]));
+    let hi = quad(pair(m[4], m[5]), pair(m[6], m[7]));
+    _mm256_max_epi32(
+        _mm256_permute2x128_si256::<0x20>(lo, hi),
+        _mm256_permute2x128_si256::<0x31>(lo, hi),
+    )
+}
+
+/// Rows per chunk: scales for the whole chunk first, then its rows.
+const CHUNK: usize = 64;
+
+/// Rows in chunks of [`CHUNK`]: first the chunk's scales, eight rows at a time (absmaxes folded
+/// across the eight rows into one vector, then the scales, their stored bits and the
+/// reciprocals as one vector each: a row's divisions and conversions are a latency chain that a
+/// row of 64 values cannot hide), then the chunk's rows, whose values are still in cache.
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+fn batches<const D: usize, M, A, B, L, E>(
+    job: &QuantizeJob<'_>,
+    mut starts: impl Iterator<Item = usize>,
+    payload: &mut [u8],
+    scales: &mut Vec<u16>,
+    ops: Ops<M, A, B, L, E>,
+) -> Result<(), (usize, RowFault)>
+where
+    M: Fn(usize) -> __m256i,
+    A: Fn(__m256i) -> (__m256, i32),
+    B: Fn(usize) -> Option<f32>,
+    L: Fn(usize) -> [__m256; 4],
+    E: Fn(usize) -> Vec<f32>,
+{
+    let Ops {
+        row_max,
+        amax,
+        absmax,
+        load,
+        exact,
+    } = ops;
+    let d = if D == 0 { job.d } else { D };
+    let (qmax, row_bytes) = if job.int4 { (7.0, d / 2) } else { (127.0, d) };
+    let exponent = if job.bf16_scales { 0x7f80 } else { 0x7c00 };
+    let mut dsts = payload.chunks_exact_mut(row_bytes);
+    scales.reserve(dsts.len());
+    let (mut at, mut sc, mut lo, mut hi) =
+        ([0usize; CHUNK], [0f32; CHUNK], [0f32; CHUNK], [0f32; CHUNK]);
+    let mut bits = [0u16; CHUNK];
+    let mut row = 0;
+    loop {
+        let n = at
+            .iter_mut()
+            .map_while(|x| starts.next().map(|s| *x = s))
+            .count();
+        if n == 0 {
+            return Ok(());
+        }
+        let mut fault = false;
+        for g in (0..n).step_by(8) {
+            let k = (n - g).min(8);
+            let mut m = [_mm256_setzero_si256(); 8];
+            for (m, &start) in m.iter_mut().zip(&at[g..g + k]) {
+                *m = row_max(start);
+            }
+            let (amax, bad) = amax(max_across(m));
+            // scale = max(absmax / qmax, 1e-6) as `compute_scale`, eight at a time.
+            let s = _mm256_max_ps(
+                _mm256_div_ps(amax, _mm256_set1_ps(qmax)),
+                _mm256_set1_ps(crate::quant::SCALE_FLOOR),
+            );
+            let r = _mm256_div_ps(_mm256_set1_ps(1.0), s);
+            store8(lanes(&mut sc, g), s);
+            store8(lanes(&mut lo, g), _mm256_mul_ps(r, _mm256_set1_ps(LO)));
+            store8(lanes(&mut hi, g), _mm256_mul_ps(r, _mm256_set1_ps(HI)));
+            let b = &mut bits[g..g + 8];
+            if job.bf16_scales {
+                for (b, s) in b.iter_mut().zip(&sc[g..g + 8]) {
+                    *b = (s.to_bits() >> 16) as u16;
+                }
+            } else {
+                let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(s);
+                // SAFETY: `b` is 16 writable bytes and `storeu` has no alignment requirement.
+                unsafe { _mm_storeu_si128(b.as_mut_ptr().cast(), h) };
+            }
+            let overflow = b[..k].iter().any(|x| x & exponent == exponent);
+            fault |= bad & ((1 << k) - 1) != 0 || overflow;
+        }
+        if fault {
+            // The first row with a fault, as the row-by-row path would report it.
+            for (i, &start) in at[..n].iter().enumerate() {
+                let a = absmax(start).ok_or((row + i, RowFault::NonFinite))?;
+                let s = crate::quant::compute_scale(a, qmax);
+                if crate::quant::scale_to_bits(s, job.scale_dtype()).is_none() {
+                    return Err((row + i, RowFault::ScaleOverflow(s)));
+                }
+            }
+        }
+        scales.extend_from_slice(&bits[..n]);
+        for (i, dst) in dsts.by_ref().take(n).enumerate() {
+            let start = at[i];
+            let (l, h) = (_mm256_set1_ps(lo[i]), _mm256_set1_ps(hi[i]));
+            let mut diff = _mm256_setzero_si256();
+            if job.int4 {
+                for (c, d) in dst.as_chunks_mut::<16>().0.iter_mut().enumerate() {
+                    let q = bracket32(load(start + 32 * c), l, h, &mut diff);
+                    store_bytes16(d, super::nibbles(q));
+                }
+            } else {
+                for (c, d) in dst.as_chunks_mut::<32>().0.iter_mut().enumerate() {
+                    store_bytes32(d, bracket32(load(start + 32 * c), l, h, &mut diff));
+                }
+            }
+            if _mm256_testz_si256(diff, diff) == 0 {
+                // Within a hair of a tie somewhere: the true division decides, as the reference.
+                let x = exact(start);
+                if job.int4 {
+                    super::quantize_row_int4(&x, sc[i], dst);
+                } else {
+                    super::quantize_row(&x, sc[i], qmax, dst);
+                }
+            }
+        }
+        row += n;
+    }
+}
+
+/// Lanes `g..g + 8` of a chunk's array.
+fn lanes(a: &mut [f32; CHUNK], g: usize) -> &mut [f32; 8] {
+    &mut a[g..g + 8].as_chunks_mut::<8>().0[0]
+}
+
+/// Largest |x| of a row of half bits as f32, or `None` if any is NaN or infinite.
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+fn absmax_f16(row: &[u16]) -> Option<f32> {
+    // |x| as bits: for non-negative halves integer order is value order.
+    let abs = _mm256_set1_epi16(0x7fff);
+    let (blocks, rest) = row.as_chunks::<16>();
+    let mut m = _mm256_setzero_si256();
+    for b in blocks {
+        // SAFETY: `b` is 32 readable bytes and `loadu` has no alignment requirement.
+        let v = unsafe { _mm256_loadu_si256(b.as_ptr().cast()) };
+        m = _mm256_max_epu16(m, _mm256_and_si256(v, abs));
+    }
+    let m = _mm_max_epu16(_mm256_castsi256_si128(m), _mm256_extracti128_si256::<1>(m));
+    // The largest word is the complement of the smallest complemented word.
+    let min_of_not = _mm_minpos_epu16(_mm_xor_si128(m, _mm_set1_epi32(-1)));
+    let mut max = !(_mm_cvtsi128_si32(min_of_not) as u16);
+    for &h in rest {
+        max = max.max(h & 0x7fff);
+    }
+    (max < 0x7c00).then(|| _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(max)))))
+}
+
+/// Eight halves to f32.
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+fn load8_f16(x: &[u16; 8]) -> __m256 {
+    // SAFETY: `x` is 16 readable bytes and `loadu` has no alignment requirement.
+    _mm256_cvtph_ps(unsafe { _mm_loadu_si128(x.as_ptr().cast()) })
+}
+
+/// 32 values (as four vectors) times `lo` rounded to 32 signed bytes in element order; bytes
+/// where the products by `hi` round elsewhere are marked in `diff`. The two byte vectors are
+/// compared before the final lane permutation, which is the same for both.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn bracket32(v: [__m256; 4], lo: __m256, hi: __m256, diff: &mut __m256i) -> __m256i {
+    let round = |s: __m256| v.map(|x| _mm256_cvtps_epi32(_mm256_mul_ps(x, s)));
+    let bytes = |q: [__m256i; 4]| {
+        _mm256_packs_epi16(
+            _mm256_packs_epi32(q[0], q[1]),
+            _mm256_packs_epi32(q[2], q[3]),
+        )
+    };
+    let (a, b) = (bytes(round(lo)), bytes(round(hi)));
+    *diff = _mm256_or_si256(*diff, _mm256_xor_si256(a, b));
+    // |q| <= 127: the packs never saturate; the permutation restores element order.
+    _mm256_permutevar8x32_epi32(a, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7))
+}
+
+#[inline]
+#[target_feature(enable = "avx2")]
+fn f32x32(x: &[f32; 32]) -> [__m256; 4] {
+    let (v, _) = x.as_chunks::<8>();
+    [load8(&v[0]), load8(&v[1]), load8(&v[2]), load8(&v[3])]
+}
+
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+fn f16x32(x: &[u16; 32]) -> [__m256; 4] {
+    let (v, _) = x.as_chunks::<8>();
+    [
+        load8_f16(&v[0]),
+        load8_f16(&v[1]),
+        load8_f16(&v[2]),
+        load8_f16(&v[3]),
+    ]
+}
+
+/// Dequantizes every row of a per_block payload: row `r` uses the scale stored little-endian at
+/// `scales[2r..2r + 2]` (fp16, or bf16 when `bf16_scales`). `out.len()` is a multiple of `d`;
+/// the caller checked every length.
+#[target_feature(enable = "avx2,f16c")]
+pub(super) fn dequantize_per_block(
+    payload: &[u8],
+    scales: &[u8],
+    bf16_scales: bool,
+    d: usize,
+    int4: bool,
+    out: &mut [f32],
+) {
+    let row_bytes = if int4 { d / 2 } else { d };
+    let rows = out
+        .chunks_exact_mut(d.max(1))
+        .zip(payload.chunks_exact(row_bytes.max(1)));
+    for ((o, q), sb) in rows.zip(scales.as_chunks::<2>().0) {
+        let bits = u16::from_le_bytes(*sb);
+        let s = if bf16_scales {
+            _mm_set_ss(f32::from_bits(u32::from(bits) << 16))
+        } else {
+            _mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(bits)))
+        };
+        if int4 {
+            dequant_int4_row(q, s, o);
+        } else {
+            dequant_int8_row(q, s, o);
+        }
+    }
+}
+
+#[inline]
+#[target_feature(enable = "avx2")]
+fn dequant_int8_row(q: &[u8], s: __m128, out: &mut [f32]) {
+    let sv = _mm256_broadcastss_ps(s);
+    let (qs, q_rest) = q.as_chunks::<32>();
+    let (os, o_rest) = out.as_chunks_mut::<32>();
+    for (q, o) in qs.iter().zip(os) {
+        let (q8, _) = q.as_chunks::<8>();
+        let (o8, _) = o.as_chunks_mut::<8>();
+        for (q, o) in q8.iter().zip(o8) {
+            store8(o, super::dequantize8(load_bytes8(q), sv));
+        }
+    }
+    dequantize_row_scalar(q_rest, _mm_cvtss_f32(s), o_rest);
+}
+
+#[inline]
+#[target_feature(enable = "avx2")]
+fn dequant_int4_row(q: &[u8], s: __m128, out: &mut [f32]) {
+    let sv = _mm256_broadcastss_ps(s);
+    let (qs, q_rest) = q.as_chunks::<16>();
+    let (os, o_rest) = out.as_chunks_mut::<32>();
+    for (q, o) in qs.iter().zip(os) {
+        super::dequantize32_int4(load_bytes16(q), sv, o);
+    }
+    dequantize_row_int4_scalar(q_rest, _mm_cvtss_f32(s), o_rest);
+}
