@@ -393,7 +393,29 @@ pub(super) fn dequantize_per_block(
     int4: bool,
     out: &mut [f32],
 ) {
-    let row_bytes = if int4 { d / 2 } else { d };
+    // The usual head dims get their own copies, with the row loops unrolled.
+    match (d, int4) {
+        (64, false) => dequantize_rows::<64, false>(payload, scales, bf16_scales, d, out),
+        (128, false) => dequantize_rows::<128, false>(payload, scales, bf16_scales, d, out),
+        (_, false) => dequantize_rows::<0, false>(payload, scales, bf16_scales, d, out),
+        (64, true) => dequantize_rows::<64, true>(payload, scales, bf16_scales, d, out),
+        (128, true) => dequantize_rows::<128, true>(payload, scales, bf16_scales, d, out),
+        (_, true) => dequantize_rows::<0, true>(payload, scales, bf16_scales, d, out),
+    }
+}
+
+/// [`dequantize_per_block`] with the row length `D` known at compile time (0: `d`).
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+fn dequantize_rows<const D: usize, const INT4: bool>(
+    payload: &[u8],
+    scales: &[u8],
+    bf16_scales: bool,
+    d: usize,
+    out: &mut [f32],
+) {
+    let d = if D == 0 { d } else { D };
+    let row_bytes = if INT4 { d / 2 } else { d };
     let rows = out
         .chunks_exact_mut(d.max(1))
         .zip(payload.chunks_exact(row_bytes.max(1)));
@@ -404,7 +426,7 @@ pub(super) fn dequantize_per_block(
         } else {
             _mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(bits)))
         };
-        if int4 {
+        if INT4 {
             dequant_int4_row(q, s, o);
         } else {
             dequant_int8_row(q, s, o);

@@ -342,7 +342,7 @@ mod whole_tensor {
 #[test]
 fn crc32c_by_clmul_matches_the_crate() {
     let Some(c) = super::Clmul::get() else {
-        eprintln!("no VPCLMULQDQ on this CPU: the folded CRC32C is not tested");
+        eprintln!("no AVX-512 VPCLMULQDQ on this CPU: the folded CRC32C is not tested");
         return;
     };
     let mut s = 0x9e37_79b9u32;
@@ -354,8 +354,8 @@ fn crc32c_by_clmul_matches_the_crate() {
             s as u8
         })
         .collect();
-    assert_eq!(c.append(0, &data[..127]), None);
-    for len in (128..1100).chain([4096, 4097, 65_535, 70_000]) {
+    assert_eq!(c.append(0, &data[..255]), None);
+    for len in (256..1100).chain([4096, 4097, 65_535, 70_000]) {
         for (start, crc) in [(0, 0), (3, 0x1234_5678), (17, u32::MAX)] {
             let d = &data[start..start + len.min(data.len() - start)];
             let want = crc32c::crc32c_append(crc, d);
