@@ -1,12 +1,15 @@
-//! Runtime-dispatched x86-64 AVX2 + F16C kernels for the quantization hot loops.
+//! Runtime-dispatched x86-64 kernels for the quantization hot loops and the CRC32C.
 //!
 //! The only module of the crate with `unsafe`. Every kernel is a `#[target_feature]` function
-//! reached through [`Avx2`], a token that can only be made after `is_x86_feature_detected!`
-//! said yes, so its methods are safe to call. Each kernel reproduces the scalar reference in
-//! `quant::kernels` bit for bit (the tests below compare them on random and edge inputs): the
-//! same f32 division (`vdivps`, never a reciprocal), the same clamp, round-half-even
-//! conversion (`vcvtps2dq` in the default rounding mode) and a single multiplication for
-//! dequantization. No FMA: a fused multiply-add rounds once where the reference rounds twice.
+//! reached through a token ([`Avx2`]: AVX2 + F16C; [`Clmul`]: AVX-512 VPCLMULQDQ) that can only
+//! be made after `is_x86_feature_detected!` said yes, so its methods are safe to call. Each
+//! kernel reproduces the scalar reference in `quant::kernels` bit for bit (the tests compare
+//! them on random and edge inputs). The row kernels here use the same f32 division (`vdivps`),
+//! clamp, round-half-even conversion (`vcvtps2dq` in the default rounding mode) and a single
+//! multiplication for dequantization; no FMA, which rounds once where the reference rounds
+//! twice. The whole-tensor per_block kernels (`block`) multiply by a bracketed reciprocal and
+//! fall back to the division on the rows where the bracket cannot decide (the proof is in that
+//! module). `crc` computes the crate's CRC32C by carry-less multiplication.
 #![allow(unsafe_code)]
 
 use std::arch::x86_64::*;

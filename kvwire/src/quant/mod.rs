@@ -1,7 +1,9 @@
 //! Reference quantization shared by v1 and v2, bit-exact with the reference's f32 arithmetic.
 //!
 //! `scale = max(absmax / qmax, 1e-6)` in f32; `q = clip(round_half_even(x / scale), ±qmax)`
-//! with a true f32 division (no reciprocal); dequantization multiplies by the scale after it was
+//! with the result of a true f32 division (the vector per_block kernel multiplies by a
+//! bracketed reciprocal and divides where the bracket cannot decide, which gives the same
+//! bytes, `crate::simd`); dequantization multiplies by the scale after it was
 //! rounded to the scale dtype (fp16 round-to-nearest-even, or bf16 = upper 16 bits of the f32).
 //! The scalar loops are written so the compiler vectorizes them: the rounding uses the
 //! 1.5 * 2^23 addition, which rounds half to even in the default FP mode and is exact for
