@@ -253,6 +253,7 @@ fn dequantize8(q: __m128i, scale: __m256) -> __m256 {
     _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)), scale)
 }
 
+#[inline]
 #[target_feature(enable = "avx2")]
 fn dequantize_row(q: &[u8], scale: f32, out: &mut [f32]) {
     let n = q.len().min(out.len());
@@ -266,6 +267,7 @@ fn dequantize_row(q: &[u8], scale: f32, out: &mut [f32]) {
     crate::quant::kernels::dequantize_row_scalar(q_rest, scale, o_rest);
 }
 
+#[inline]
 #[target_feature(enable = "avx2")]
 fn dequantize_row_int4(q: &[u8], scale: f32, out: &mut [f32]) {
     let n = q.len().min(out.len() / 2);

@@ -17,8 +17,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{load_bytes8, load_bytes16, load8, store_bytes16, store_bytes32, store8};
-use crate::quant::kernels::{dequantize_row_int4_scalar, dequantize_row_scalar};
+use super::{load8, store_bytes16, store_bytes32, store8};
 
 /// Source rows of a tensor: f32 values or IEEE half bits.
 #[derive(Debug, Clone, Copy)]
@@ -426,38 +425,11 @@ fn dequantize_rows<const D: usize, const INT4: bool>(
         } else {
             _mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(bits)))
         };
+        let s = _mm_cvtss_f32(s);
         if INT4 {
-            dequant_int4_row(q, s, o);
+            super::dequantize_row_int4(q, s, o);
         } else {
-            dequant_int8_row(q, s, o);
+            super::dequantize_row(q, s, o);
         }
     }
-}
-
-#[inline]
-#[target_feature(enable = "avx2")]
-fn dequant_int8_row(q: &[u8], s: __m128, out: &mut [f32]) {
-    let sv = _mm256_broadcastss_ps(s);
-    let (qs, q_rest) = q.as_chunks::<32>();
-    let (os, o_rest) = out.as_chunks_mut::<32>();
-    for (q, o) in qs.iter().zip(os) {
-        let (q8, _) = q.as_chunks::<8>();
-        let (o8, _) = o.as_chunks_mut::<8>();
-        for (q, o) in q8.iter().zip(o8) {
-            store8(o, super::dequantize8(load_bytes8(q), sv));
-        }
-    }
-    dequantize_row_scalar(q_rest, _mm_cvtss_f32(s), o_rest);
-}
-
-#[inline]
-#[target_feature(enable = "avx2")]
-fn dequant_int4_row(q: &[u8], s: __m128, out: &mut [f32]) {
-    let sv = _mm256_broadcastss_ps(s);
-    let (qs, q_rest) = q.as_chunks::<16>();
-    let (os, o_rest) = out.as_chunks_mut::<32>();
-    for (q, o) in qs.iter().zip(os) {
-        super::dequantize32_int4(load_bytes16(q), sv, o);
-    }
-    dequantize_row_int4_scalar(q_rest, _mm_cvtss_f32(s), o_rest);
 }
