@@ -99,11 +99,10 @@ fn with_d<const D: usize>(
                         _mm256_movemask_ps(_mm256_castsi256_ps(bad)),
                     )
                 },
-                absmax: |at: usize| super::absmax_checked(&x[at..at + d]),
                 load: |at: usize| f32x32(&x[at..at + 32].as_chunks::<32>().0[0]),
                 exact: |at: usize| x[at..at + d].to_vec(),
             };
-            batches::<D, _, _, _, _, _>(job, starts, payload, scales, ops)
+            batches::<D, _, _, _, _>(job, starts, payload, scales, ops)
         }
         Rows::F16(x) => {
             let ops = Ops {
@@ -115,7 +114,6 @@ fn with_d<const D: usize>(
                     let amax = _mm256_cvtph_ps(_mm256_castsi256_si128(w));
                     (amax, _mm256_movemask_ps(_mm256_castsi256_ps(bad)))
                 },
-                absmax: |at: usize| absmax_f16(&x[at..at + d]),
                 load: |at: usize| f16x32(&x[at..at + 32].as_chunks::<32>().0[0]),
                 exact: |at: usize| {
                     let mut row = vec![0f32; d];
@@ -123,23 +121,21 @@ fn with_d<const D: usize>(
                     row
                 },
             };
-            batches::<D, _, _, _, _, _>(job, starts, payload, scales, ops)
+            batches::<D, _, _, _, _>(job, starts, payload, scales, ops)
         }
     }
 }
 
 /// How [`batches`] reads one source type.
-struct Ops<M, A, B, L, E> {
+struct Ops<M, A, L, E> {
     /// A row's |x| bits folded to eight 32-bit lanes (any order).
     row_max: M,
     /// Eight rows' folded maxima (one per lane) as f32 absmaxes, and a bit mask of the rows
     /// holding a NaN or an infinity.
     amax: A,
-    /// A row's absmax (fault reports).
-    absmax: B,
     /// 32 values as f32 from an element offset.
     load: L,
-    /// A row as f32 (the exact path, rare: allocates).
+    /// A row as f32 (the exact path and fault reports, rare: allocates).
     exact: E,
 }
 
@@ -199,24 +195,22 @@ const CHUNK: usize = 64;
 /// row of 64 values cannot hide), then the chunk's rows, whose values are still in cache.
 #[inline]
 #[target_feature(enable = "avx2,f16c")]
-fn batches<const D: usize, M, A, B, L, E>(
+fn batches<const D: usize, M, A, L, E>(
     job: &QuantizeJob<'_>,
     mut starts: impl Iterator<Item = usize>,
     payload: &mut [u8],
     scales: &mut Vec<u16>,
-    ops: Ops<M, A, B, L, E>,
+    ops: Ops<M, A, L, E>,
 ) -> Result<(), (usize, RowFault)>
 where
     M: Fn(usize) -> __m256i,
     A: Fn(__m256i) -> (__m256, i32),
-    B: Fn(usize) -> Option<f32>,
     L: Fn(usize) -> [__m256; 4],
     E: Fn(usize) -> Vec<f32>,
 {
     let Ops {
         row_max,
         amax,
-        absmax,
         load,
         exact,
     } = ops;
@@ -270,7 +264,8 @@ where
         if fault {
             // The first row with a fault, as the row-by-row path would report it.
             for (i, &start) in at[..n].iter().enumerate() {
-                let a = absmax(start).ok_or((row + i, RowFault::NonFinite))?;
+                let a =
+                    super::absmax_checked(&exact(start)).ok_or((row + i, RowFault::NonFinite))?;
                 let s = crate::quant::compute_scale(a, qmax);
                 if crate::quant::scale_to_bits(s, job.scale_dtype()).is_none() {
                     return Err((row + i, RowFault::ScaleOverflow(s)));
@@ -309,29 +304,6 @@ where
 /// Lanes `g..g + 8` of a chunk's array.
 fn lanes(a: &mut [f32; CHUNK], g: usize) -> &mut [f32; 8] {
     &mut a[g..g + 8].as_chunks_mut::<8>().0[0]
-}
-
-/// Largest |x| of a row of half bits as f32, or `None` if any is NaN or infinite.
-#[inline]
-#[target_feature(enable = "avx2,f16c")]
-fn absmax_f16(row: &[u16]) -> Option<f32> {
-    // |x| as bits: for non-negative halves integer order is value order.
-    let abs = _mm256_set1_epi16(0x7fff);
-    let (blocks, rest) = row.as_chunks::<16>();
-    let mut m = _mm256_setzero_si256();
-    for b in blocks {
-        // SAFETY: `b` is 32 readable bytes and `loadu` has no alignment requirement.
-        let v = unsafe { _mm256_loadu_si256(b.as_ptr().cast()) };
-        m = _mm256_max_epu16(m, _mm256_and_si256(v, abs));
-    }
-    let m = _mm_max_epu16(_mm256_castsi256_si128(m), _mm256_extracti128_si256::<1>(m));
-    // The largest word is the complement of the smallest complemented word.
-    let min_of_not = _mm_minpos_epu16(_mm_xor_si128(m, _mm_set1_epi32(-1)));
-    let mut max = !(_mm_cvtsi128_si32(min_of_not) as u16);
-    for &h in rest {
-        max = max.max(h & 0x7fff);
-    }
-    (max < 0x7c00).then(|| _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(max)))))
 }
 
 /// Eight halves to f32.
