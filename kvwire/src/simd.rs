@@ -8,7 +8,7 @@
 //! clamp, round-half-even conversion (`vcvtps2dq` in the default rounding mode) and a single
 //! multiplication for dequantization; no FMA, which rounds once where the reference rounds
 //! twice. The whole-tensor per_block kernels (`block`) multiply by a bracketed reciprocal and
-//! fall back to the division on the rows where the bracket cannot decide (the proof is in that
+//! fall back to the division on the blocks of 32 values where the bracket cannot decide (the proof is in that
 //! module). `crc` computes the crate's CRC32C by carry-less multiplication.
 #![allow(unsafe_code)]
 
@@ -169,9 +169,22 @@ fn absmax_checked(row: &[f32]) -> Option<f32> {
 /// Eight quotients `x / scale`, clamped to `[lo, hi]` and rounded half to even to i32.
 #[inline]
 #[target_feature(enable = "avx2")]
-fn quantize8(x: &[f32; 8], scale: __m256, lo: __m256, hi: __m256) -> __m256i {
-    let y = _mm256_div_ps(load8(x), scale);
+fn quantize8(x: __m256, scale: __m256, lo: __m256, hi: __m256) -> __m256i {
+    let y = _mm256_div_ps(x, scale);
     _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(y, lo), hi))
+}
+
+/// 32 values (as four vectors) quantized, as bytes in element order.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn quantize_vectors(v: [__m256; 4], scale: __m256, lo: __m256, hi: __m256) -> __m256i {
+    // Written out: `array::map` takes the closure out of this function's target features.
+    pack_bytes(
+        quantize8(v[0], scale, lo, hi),
+        quantize8(v[1], scale, lo, hi),
+        quantize8(v[2], scale, lo, hi),
+        quantize8(v[3], scale, lo, hi),
+    )
 }
 
 /// 32 quantized values as bytes in element order.
@@ -179,11 +192,12 @@ fn quantize8(x: &[f32; 8], scale: __m256, lo: __m256, hi: __m256) -> __m256i {
 #[target_feature(enable = "avx2")]
 fn quantize32(x: &[f32; 32], scale: __m256, lo: __m256, hi: __m256) -> __m256i {
     let (v, _) = x.as_chunks::<8>();
-    let a = quantize8(&v[0], scale, lo, hi);
-    let b = quantize8(&v[1], scale, lo, hi);
-    let c = quantize8(&v[2], scale, lo, hi);
-    let d = quantize8(&v[3], scale, lo, hi);
-    pack_bytes(a, b, c, d)
+    quantize_vectors(
+        [load8(&v[0]), load8(&v[1]), load8(&v[2]), load8(&v[3])],
+        scale,
+        lo,
+        hi,
+    )
 }
 
 /// Four vectors of eight i32 in [-127, 127] to 32 bytes in element order.

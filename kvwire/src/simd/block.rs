@@ -8,8 +8,9 @@
 //! `fl(x/scale)` within `2⁻²⁴`, and the margin is `2⁻²⁰ = 16·2⁻²⁴`, so `fl(x/scale)` always lies
 //! between the two products. Rounding to the nearest integer (half to even) is monotonic, so
 //! where both products round to the same integer that integer is the reference's. Where they
-//! differ anywhere in a row (some `x/scale` within about `1e-4` of a .5 tie), the row is
-//! quantized again with the true division. The scale comes from the row's own absmax, so
+//! differ anywhere in a block of 32 values (some `x/scale` within about `1e-4` of a .5 tie:
+//! ~3% of the rows of 64 random halves hold one), that block is quantized with the true
+//! division, from the values already in registers. The scale comes from the row's own absmax, so
 //! `|x/scale| <= qmax·(1 + 2⁻²³)` and the reference's clamp never changes a rounded value: no
 //! clamp here. Products that underflow are below 1 in magnitude, where both round to 0 as the
 //! reference does. The bit-for-bit agreement with the generic row-by-row path is tested on
@@ -69,102 +70,110 @@ pub(super) fn quantize_per_block(
     payload: &mut [u8],
     scales: &mut Vec<u16>,
 ) -> Result<(), (usize, RowFault)> {
-    // The usual head dims get their own copies, with the row loops unrolled.
-    match job.d {
-        64 => with_d::<64>(job, starts, payload, scales),
-        128 => with_d::<128>(job, starts, payload, scales),
-        _ => with_d::<0>(job, starts, payload, scales),
+    // The usual head dims get their own copies, with the row loops unrolled; int8 and int4
+    // each get theirs.
+    match (job.d, job.int4) {
+        (64, false) => with_d::<64, false>(job, starts, payload, scales),
+        (64, true) => with_d::<64, true>(job, starts, payload, scales),
+        (128, false) => with_d::<128, false>(job, starts, payload, scales),
+        (128, true) => with_d::<128, true>(job, starts, payload, scales),
+        (_, false) => with_d::<0, false>(job, starts, payload, scales),
+        (_, true) => with_d::<0, true>(job, starts, payload, scales),
     }
 }
 
-/// [`quantize_per_block`] with the row length `D` known at compile time (0: `job.d`).
+/// [`quantize_per_block`] with the row length `D` (0: `job.d`) and the payload known at
+/// compile time.
 #[inline]
 #[target_feature(enable = "avx2,f16c")]
-fn with_d<const D: usize>(
+fn with_d<const D: usize, const INT4: bool>(
     job: &QuantizeJob<'_>,
     starts: impl Iterator<Item = usize>,
     payload: &mut [u8],
     scales: &mut Vec<u16>,
 ) -> Result<(), (usize, RowFault)> {
-    let d = if D == 0 { job.d } else { D };
     match job.src {
         Rows::F32(x) => {
             let ops = Ops {
-                row_max: |at: usize| row_max_f32(&x[at..at + d]),
-                // |x| bits: non-finite from the bits of infinity up; the bits are the value.
-                amax: |m: __m256i| {
-                    let bad = _mm256_cmpgt_epi32(m, _mm256_set1_epi32(0x7f7f_ffff));
-                    (
-                        _mm256_castsi256_ps(m),
-                        _mm256_movemask_ps(_mm256_castsi256_ps(bad)),
-                    )
-                },
-                load: |at: usize| f32x32(&x[at..at + 32].as_chunks::<32>().0[0]),
-                exact: |at: usize| x[at..at + d].to_vec(),
+                row: move |at: usize, d: usize| &x[at..at + d],
+                absmax8: |starts: &[usize; 8], d: usize| absmax8_f32(x, starts, d),
+                load: |v: &[f32; 32]| f32x32(v),
+                exact: |r: &[f32]| r.to_vec(),
             };
-            batches::<D, _, _, _, _>(job, starts, payload, scales, ops)
+            batches::<D, INT4, _, _, _, _, _>(job, starts, payload, scales, ops)
         }
         Rows::F16(x) => {
             let ops = Ops {
-                row_max: |at: usize| row_max_f16(&x[at..at + d]),
-                amax: |m: __m256i| {
-                    let bad = _mm256_cmpgt_epi32(m, _mm256_set1_epi32(0x7bff));
-                    // Eight half bits (one per 32-bit lane) to f32, exact.
-                    let w = _mm256_permute4x64_epi64::<0b1000>(_mm256_packus_epi32(m, m));
-                    let amax = _mm256_cvtph_ps(_mm256_castsi256_si128(w));
-                    (amax, _mm256_movemask_ps(_mm256_castsi256_ps(bad)))
-                },
-                load: |at: usize| f16x32(&x[at..at + 32].as_chunks::<32>().0[0]),
-                exact: |at: usize| {
-                    let mut row = vec![0f32; d];
-                    super::f16_to_f32(&x[at..at + d], &mut row);
+                row: move |at: usize, d: usize| &x[at..at + d],
+                absmax8: |starts: &[usize; 8], d: usize| absmax8_f16(x, starts, d),
+                load: |v: &[u16; 32]| f16x32(v),
+                exact: |r: &[u16]| {
+                    let mut row = vec![0f32; r.len()];
+                    super::f16_to_f32(r, &mut row);
                     row
                 },
             };
-            batches::<D, _, _, _, _>(job, starts, payload, scales, ops)
+            batches::<D, INT4, _, _, _, _, _>(job, starts, payload, scales, ops)
         }
     }
 }
 
-/// How [`batches`] reads one source type.
-struct Ops<M, A, L, E> {
-    /// A row's |x| bits folded to eight 32-bit lanes (any order).
-    row_max: M,
-    /// Eight rows' folded maxima (one per lane) as f32 absmaxes, and a bit mask of the rows
-    /// holding a NaN or an infinity.
-    amax: A,
-    /// 32 values as f32 from an element offset.
+/// How [`batches`] reads one source type `T`.
+struct Ops<R, A, L, E> {
+    /// The source row of a length at an element offset.
+    row: R,
+    /// The absmax of each of eight rows (element offsets, a length) as f32 (NaN or infinity
+    /// where the row holds one).
+    absmax8: A,
+    /// 32 values as f32.
     load: L,
-    /// A row as f32 (the exact path and fault reports, rare: allocates).
+    /// A row as f32 (fault reports, rare: allocates).
     exact: E,
 }
 
-/// The largest |x| bits of each 32-bit lane over a row of f32 (`len % 8 == 0`).
+/// [`Ops::absmax8`] for f32 rows (`d % 8 == 0`).
 #[inline]
 #[target_feature(enable = "avx2")]
-fn row_max_f32(row: &[f32]) -> __m256i {
+fn absmax8_f32(x: &[f32], starts: &[usize; 8], d: usize) -> __m256 {
     let abs = _mm256_set1_epi32(0x7fff_ffff);
-    let mut m = _mm256_setzero_si256();
-    for v in row.as_chunks::<8>().0 {
-        m = _mm256_max_epi32(m, _mm256_and_si256(_mm256_castps_si256(load8(v)), abs));
+    // The largest |x| bits of each row, folded to eight lanes; the bits order as the values.
+    let mut m = [_mm256_setzero_si256(); 8];
+    // Loops, not `array::map`, whose closure would not inline with this function's features.
+    for (m, &at) in m.iter_mut().zip(starts) {
+        for v in x[at..at + d].as_chunks::<8>().0 {
+            *m = _mm256_max_epi32(*m, _mm256_and_si256(_mm256_castps_si256(load8(v)), abs));
+        }
     }
-    m
+    _mm256_castsi256_ps(max_across(m))
 }
 
-/// The largest |x| half bits over a row of halves (`len % 16 == 0`), folded to eight 32-bit
-/// lanes (the bits in the low 16 of each).
+/// [`Ops::absmax8`] for rows of halves (`d % 16 == 0`): the largest |x| half bits of each
+/// row (the bits order as the values), reduced across the eight rows by interleaving, then
+/// widened to f32 (exact).
 #[inline]
-#[target_feature(enable = "avx2")]
-fn row_max_f16(row: &[u16]) -> __m256i {
+#[target_feature(enable = "avx2,f16c")]
+fn absmax8_f16(x: &[u16], starts: &[usize; 8], d: usize) -> __m256 {
     let abs = _mm256_set1_epi16(0x7fff);
-    let mut m = _mm256_setzero_si256();
-    for b in row.as_chunks::<16>().0 {
-        // SAFETY: `b` is 32 readable bytes and `loadu` has no alignment requirement.
-        let v = unsafe { _mm256_loadu_si256(b.as_ptr().cast()) };
-        m = _mm256_max_epu16(m, _mm256_and_si256(v, abs));
+    let mut m = [_mm256_setzero_si256(); 8];
+    for (m, &at) in m.iter_mut().zip(starts) {
+        for b in x[at..at + d].as_chunks::<16>().0 {
+            // SAFETY: `b` is 32 readable bytes and `loadu` has no alignment requirement.
+            let v = unsafe { _mm256_loadu_si256(b.as_ptr().cast()) };
+            *m = _mm256_max_epu16(*m, _mm256_and_si256(v, abs));
+        }
     }
-    let m = _mm256_max_epu16(m, _mm256_srli_epi32::<16>(m));
-    _mm256_and_si256(m, _mm256_set1_epi32(0xffff))
+    // Each step halves the vectors and doubles the rows per vector; a lane of 128 bits ends
+    // up holding rows 0..8 in words 0..8, each the maximum over that half's lanes.
+    let max = _mm256_max_epu16;
+    let w16 = |a, b| max(_mm256_unpacklo_epi16(a, b), _mm256_unpackhi_epi16(a, b));
+    let w32 = |a, b| max(_mm256_unpacklo_epi32(a, b), _mm256_unpackhi_epi32(a, b));
+    let w64 = |a, b| max(_mm256_unpacklo_epi64(a, b), _mm256_unpackhi_epi64(a, b));
+    let m = w64(
+        w32(w16(m[0], m[1]), w16(m[2], m[3])),
+        w32(w16(m[4], m[5]), w16(m[6], m[7])),
+    );
+    let m = _mm_max_epu16(_mm256_castsi256_si128(m), _mm256_extracti128_si256::<1>(m));
+    _mm256_cvtph_ps(m)
 }
 
 /// Eight vectors of eight non-negative i32 to one vector: lane `i` = the largest lane of `m[i]`.
@@ -189,34 +198,34 @@ fn max_across(m: [__m256i; 8]) -> __m256i {
 /// Rows per chunk: scales for the whole chunk first, then its rows.
 const CHUNK: usize = 64;
 
-/// Rows in chunks of [`CHUNK`]: first the chunk's scales, eight rows at a time (absmaxes folded
-/// across the eight rows into one vector, then the scales, their stored bits and the
+/// Rows in chunks of [`CHUNK`]: first the chunk's scales, eight rows at a time (absmaxes
+/// reduced across the eight rows into one vector, then the scales, their stored bits and the
 /// reciprocals as one vector each: a row's divisions and conversions are a latency chain that a
 /// row of 64 values cannot hide), then the chunk's rows, whose values are still in cache.
 #[inline]
 #[target_feature(enable = "avx2,f16c")]
-fn batches<const D: usize, M, A, L, E>(
+fn batches<'a, const D: usize, const INT4: bool, T: 'a, R, A, L, E>(
     job: &QuantizeJob<'_>,
     mut starts: impl Iterator<Item = usize>,
     payload: &mut [u8],
     scales: &mut Vec<u16>,
-    ops: Ops<M, A, L, E>,
+    ops: Ops<R, A, L, E>,
 ) -> Result<(), (usize, RowFault)>
 where
-    M: Fn(usize) -> __m256i,
-    A: Fn(__m256i) -> (__m256, i32),
-    L: Fn(usize) -> [__m256; 4],
-    E: Fn(usize) -> Vec<f32>,
+    R: Fn(usize, usize) -> &'a [T],
+    A: Fn(&[usize; 8], usize) -> __m256,
+    L: Fn(&[T; 32]) -> [__m256; 4],
+    E: Fn(&[T]) -> Vec<f32>,
 {
     let Ops {
-        row_max,
-        amax,
+        row: source,
+        absmax8,
         load,
         exact,
     } = ops;
     let d = if D == 0 { job.d } else { D };
-    let (qmax, row_bytes) = if job.int4 { (7.0, d / 2) } else { (127.0, d) };
-    let exponent = if job.bf16_scales { 0x7f80 } else { 0x7c00 };
+    let (qmax, row_bytes) = if INT4 { (7.0, d / 2) } else { (127.0, d) };
+    let exponent = _mm_set1_epi16(if job.bf16_scales { 0x7f80 } else { 0x7c00 });
     let mut dsts = payload.chunks_exact_mut(row_bytes);
     scales.reserve(dsts.len());
     let (mut at, mut sc, mut lo, mut hi) =
@@ -231,14 +240,13 @@ where
         if n == 0 {
             return Ok(());
         }
-        let mut fault = false;
+        let mut fault = 0;
         for g in (0..n).step_by(8) {
             let k = (n - g).min(8);
-            let mut m = [_mm256_setzero_si256(); 8];
-            for (m, &start) in m.iter_mut().zip(&at[g..g + k]) {
-                *m = row_max(start);
-            }
-            let (amax, bad) = amax(max_across(m));
+            // A short last group repeats its first row; the extra lanes are never used.
+            let mut eight = [at[g]; 8];
+            eight[..k].copy_from_slice(&at[g..g + k]);
+            let amax = absmax8(&eight, d);
             // scale = max(absmax / qmax, 1e-6) as `compute_scale`, eight at a time.
             let s = _mm256_max_ps(
                 _mm256_div_ps(amax, _mm256_set1_ps(qmax)),
@@ -248,24 +256,30 @@ where
             store8(lanes(&mut sc, g), s);
             store8(lanes(&mut lo, g), _mm256_mul_ps(r, _mm256_set1_ps(LO)));
             store8(lanes(&mut hi, g), _mm256_mul_ps(r, _mm256_set1_ps(HI)));
-            let b = &mut bits[g..g + 8];
-            if job.bf16_scales {
-                for (b, s) in b.iter_mut().zip(&sc[g..g + 8]) {
-                    *b = (s.to_bits() >> 16) as u16;
-                }
+            let h = if job.bf16_scales {
+                // The high halves of the f32 bits, truncated as `scale_to_bits`.
+                let t = _mm256_srli_epi32::<16>(_mm256_castps_si256(s));
+                _mm_packus_epi32(_mm256_castsi256_si128(t), _mm256_extracti128_si256::<1>(t))
             } else {
-                let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(s);
-                // SAFETY: `b` is 16 writable bytes and `storeu` has no alignment requirement.
-                unsafe { _mm_storeu_si128(b.as_mut_ptr().cast(), h) };
-            }
-            let overflow = b[..k].iter().any(|x| x & exponent == exponent);
-            fault |= bad & ((1 << k) - 1) != 0 || overflow;
+                _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(s)
+            };
+            // SAFETY: the 8 lanes are 16 writable bytes; `storeu` has no alignment requirement.
+            unsafe { _mm_storeu_si128(bits[g..g + 8].as_mut_ptr().cast(), h) };
+            // Faults: a NaN or infinite absmax (bits from infinity's up), an all-ones exponent
+            // in the stored scale bits.
+            let nonfinite =
+                _mm256_cmpgt_epi32(_mm256_castps_si256(amax), _mm256_set1_epi32(0x7f7f_ffff));
+            let overflow = _mm_cmpeq_epi16(_mm_and_si128(h, exponent), exponent);
+            let overflow = _mm_packs_epi16(overflow, overflow);
+            let rows = _mm256_movemask_ps(_mm256_castsi256_ps(nonfinite))
+                | (_mm_movemask_epi8(overflow) & 0xff);
+            fault |= rows & ((1 << k) - 1);
         }
-        if fault {
+        if fault != 0 {
             // The first row with a fault, as the row-by-row path would report it.
             for (i, &start) in at[..n].iter().enumerate() {
-                let a =
-                    super::absmax_checked(&exact(start)).ok_or((row + i, RowFault::NonFinite))?;
+                let x = exact(source(start, d));
+                let a = super::absmax_checked(&x).ok_or((row + i, RowFault::NonFinite))?;
                 let s = crate::quant::compute_scale(a, qmax);
                 if crate::quant::scale_to_bits(s, job.scale_dtype()).is_none() {
                     return Err((row + i, RowFault::ScaleOverflow(s)));
@@ -273,27 +287,23 @@ where
             }
         }
         scales.extend_from_slice(&bits[..n]);
+        let clamp = (_mm256_set1_ps(-qmax), _mm256_set1_ps(qmax));
         for (i, dst) in dsts.by_ref().take(n).enumerate() {
-            let start = at[i];
+            let src = source(at[i], d).as_chunks::<32>().0;
             let (l, h) = (_mm256_set1_ps(lo[i]), _mm256_set1_ps(hi[i]));
-            let mut diff = _mm256_setzero_si256();
-            if job.int4 {
-                for (c, d) in dst.as_chunks_mut::<16>().0.iter_mut().enumerate() {
-                    let q = bracket32(load(start + 32 * c), l, h, &mut diff);
-                    store_bytes16(d, super::nibbles(q));
+            // Within a hair of a tie somewhere in 32 values: the true division decides for
+            // them, as the reference.
+            let bytes = |v: [__m256; 4]| match bracket32(v, l, h) {
+                Some(q) => q,
+                None => super::quantize_vectors(v, _mm256_set1_ps(sc[i]), clamp.0, clamp.1),
+            };
+            if INT4 {
+                for (x, d) in src.iter().zip(dst.as_chunks_mut::<16>().0) {
+                    store_bytes16(d, super::nibbles(bytes(load(x))));
                 }
             } else {
-                for (c, d) in dst.as_chunks_mut::<32>().0.iter_mut().enumerate() {
-                    store_bytes32(d, bracket32(load(start + 32 * c), l, h, &mut diff));
-                }
-            }
-            if _mm256_testz_si256(diff, diff) == 0 {
-                // Within a hair of a tie somewhere: the true division decides, as the reference.
-                let x = exact(start);
-                if job.int4 {
-                    super::quantize_row_int4(&x, sc[i], dst);
-                } else {
-                    super::quantize_row(&x, sc[i], qmax, dst);
+                for (x, d) in src.iter().zip(dst.as_chunks_mut::<32>().0) {
+                    store_bytes32(d, bytes(load(x)));
                 }
             }
         }
@@ -314,23 +324,29 @@ fn load8_f16(x: &[u16; 8]) -> __m256 {
     _mm256_cvtph_ps(unsafe { _mm_loadu_si128(x.as_ptr().cast()) })
 }
 
-/// 32 values (as four vectors) times `lo` rounded to 32 signed bytes in element order; bytes
-/// where the products by `hi` round elsewhere are marked in `diff`. The two byte vectors are
-/// compared before the final lane permutation, which is the same for both.
+/// 32 values (as four vectors) times `lo`, rounded to 32 signed bytes in element order, when
+/// the products by `hi` round to the same bytes; `None` where some differs. The two byte vectors
+/// are compared before the final lane permutation, which is the same for both.
 #[inline]
 #[target_feature(enable = "avx2")]
-fn bracket32(v: [__m256; 4], lo: __m256, hi: __m256, diff: &mut __m256i) -> __m256i {
-    let round = |s: __m256| v.map(|x| _mm256_cvtps_epi32(_mm256_mul_ps(x, s)));
-    let bytes = |q: [__m256i; 4]| {
+fn bracket32(v: [__m256; 4], lo: __m256, hi: __m256) -> Option<__m256i> {
+    let q = |i: usize, s: __m256| _mm256_cvtps_epi32(_mm256_mul_ps(v[i], s));
+    let bytes = |s: __m256| {
         _mm256_packs_epi16(
-            _mm256_packs_epi32(q[0], q[1]),
-            _mm256_packs_epi32(q[2], q[3]),
+            _mm256_packs_epi32(q(0, s), q(1, s)),
+            _mm256_packs_epi32(q(2, s), q(3, s)),
         )
     };
-    let (a, b) = (bytes(round(lo)), bytes(round(hi)));
-    *diff = _mm256_or_si256(*diff, _mm256_xor_si256(a, b));
+    let (a, b) = (bytes(lo), bytes(hi));
+    let diff = _mm256_xor_si256(a, b);
+    if _mm256_testz_si256(diff, diff) == 0 {
+        return None;
+    }
     // |q| <= 127: the packs never saturate; the permutation restores element order.
-    _mm256_permutevar8x32_epi32(a, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7))
+    Some(_mm256_permutevar8x32_epi32(
+        a,
+        _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7),
+    ))
 }
 
 #[inline]
