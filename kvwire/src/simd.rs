@@ -8,8 +8,8 @@
 //! clamp, round-half-even conversion (`vcvtps2dq` in the default rounding mode) and a single
 //! multiplication for dequantization; no FMA, which rounds once where the reference rounds
 //! twice. The whole-tensor per_block kernels (`block`) multiply by a bracketed reciprocal and
-//! fall back to the division on the blocks of 32 values where the bracket cannot decide (the proof is in that
-//! module). `crc` computes the crate's CRC32C by carry-less multiplication.
+//! fall back to the division on the blocks of 32 values where the bracket cannot decide (the
+//! proof is in that module). `crc` computes the crate's CRC32C by carry-less multiplication.
 #![allow(unsafe_code)]
 
 use std::arch::x86_64::*;
