@@ -13,6 +13,7 @@
 #![allow(unsafe_code)]
 
 use std::arch::x86_64::*;
+use std::mem::MaybeUninit;
 
 /// Proof that this CPU has AVX2 and F16C; its methods run the vector kernels.
 #[derive(Debug, Clone, Copy)]
@@ -63,19 +64,29 @@ impl Avx2 {
         unsafe { dequantize_row_int4(q, scale, out) }
     }
 
-    /// per_block quantization of a whole tensor (see [`block`]): rows in output order start at
-    /// the element offsets `starts`; one scale per row appended to `scales`. Lengths must
-    /// match (`payload` holds a row per start; for int4, `d` is even).
+    /// per_block quantization of a whole tensor (see [`block`]): `rows` rows in output order
+    /// start at the element offsets `starts`; their packed bytes are appended to `out` (written
+    /// straight into its spare capacity: no zero fill first) and one scale per row to
+    /// `scales`. On a fault `out` keeps its length. A `starts` shorter than `rows` appends
+    /// only the rows it gives; `d` must be a positive multiple of 32.
     #[inline]
     pub(crate) fn quantize_per_block(
         self,
         job: &QuantizeJob<'_>,
+        rows: usize,
         starts: impl Iterator<Item = usize>,
-        payload: &mut [u8],
+        out: &mut Vec<u8>,
         scales: &mut Vec<u16>,
     ) -> Result<(), (usize, RowFault)> {
+        let row_bytes = if job.int4 { job.d / 2 } else { job.d };
+        out.reserve(rows * row_bytes);
+        let spare = &mut out.spare_capacity_mut()[..rows * row_bytes];
         // SAFETY: `self` exists only after AVX2 and F16C were detected on this CPU.
-        unsafe { block::quantize_per_block(job, starts, payload, scales) }
+        let written = unsafe { block::quantize_per_block(job, starts.take(rows), spare, scales) }?;
+        // SAFETY: the kernel wrote every byte of its first `written` rows (`d % 32 == 0`: each
+        // row is whole 32-value blocks, each stored in full), all within the reserved capacity.
+        unsafe { out.set_len(out.len() + written * row_bytes) };
+        Ok(())
     }
 
     /// per_block dequantization of a whole tensor with little-endian stored scales.
@@ -139,6 +150,22 @@ fn store_bytes16(x: &mut [u8; 16], v: __m128i) {
 #[inline]
 #[target_feature(enable = "avx2")]
 fn store_bytes32(x: &mut [u8; 32], v: __m256i) {
+    // SAFETY: `x` is 32 writable bytes and `storeu` has no alignment requirement.
+    unsafe { _mm256_storeu_si256(x.as_mut_ptr().cast(), v) }
+}
+
+/// [`store_bytes16`] into possibly uninitialized bytes (which it initializes).
+#[inline]
+#[target_feature(enable = "avx2")]
+fn init_bytes16(x: &mut [MaybeUninit<u8>; 16], v: __m128i) {
+    // SAFETY: `x` is 16 writable bytes and `storeu` has no alignment requirement.
+    unsafe { _mm_storeu_si128(x.as_mut_ptr().cast(), v) }
+}
+
+/// [`store_bytes32`] into possibly uninitialized bytes (which it initializes).
+#[inline]
+#[target_feature(enable = "avx2")]
+fn init_bytes32(x: &mut [MaybeUninit<u8>; 32], v: __m256i) {
     // SAFETY: `x` is 32 writable bytes and `storeu` has no alignment requirement.
     unsafe { _mm256_storeu_si256(x.as_mut_ptr().cast(), v) }
 }

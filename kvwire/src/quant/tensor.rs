@@ -24,8 +24,8 @@ fn load_row<'s>(data: &'s KvData<'_>, start: usize, buf: &'s mut [f32]) -> &'s [
 }
 
 /// Quantizes a `[B, H, T, D]` tensor whose output row `t` of each (b, h) is source row
-/// `order[t]`. Writes the payload (`mode.payload_bytes(n)` bytes) into `payload` and appends the
-/// scale bits (in `granularity.scale_shape` order) to `scales`.
+/// `order[t]`. Appends the payload (`mode.payload_bytes(n)` bytes) to `out` and the scale bits
+/// (in `granularity.scale_shape` order) to `scales`; on an error `out` keeps its length.
 ///
 /// Lengths are checked (`ShapeMismatch`); `order` should be a permutation of `0..T` (entries
 /// out of range are refused, repeats duplicate rows).
@@ -35,7 +35,7 @@ pub fn quantize_tensor(
     order: &[usize],
     params: QuantParams,
     field: &'static str,
-    payload: &mut [u8],
+    out: &mut Vec<u8>,
     scales: &mut Vec<u16>,
 ) -> Result<(), EncodeError> {
     let [_, _, t, d] = shape;
@@ -44,11 +44,7 @@ pub fn quantize_tensor(
         value: u64::MAX,
         max: crate::limits::MAX_TENSOR_ELEMENTS as u64,
     })?;
-    let checks = [
-        (field, n, data.len()),
-        ("order", t, order.len()),
-        ("payload", params.mode.payload_bytes(n), payload.len()),
-    ];
+    let checks = [(field, n, data.len()), ("order", t, order.len())];
     for (field, expected, found) in checks {
         if expected != found {
             return Err(EncodeError::ShapeMismatch {
@@ -71,9 +67,12 @@ pub fn quantize_tensor(
         && d > 0
         && d % 32 == 0
     {
-        return quantize_fused(k, (data, shape, order), params, field, payload, scales);
+        return quantize_fused(k, (data, shape, order), params, field, out, scales);
     }
-    quantize_rows((data, shape, order), params, field, payload, scales)
+    let at = out.len();
+    out.resize(at + params.mode.payload_bytes(n), 0);
+    quantize_rows((data, shape, order), params, field, &mut out[at..], scales)
+        .inspect_err(|_| out.truncate(at))
 }
 
 /// A validated tensor: data, `[B, H, T, D]`, the row order within each (b, h).
@@ -87,7 +86,7 @@ fn quantize_fused(
     (data, shape, order): Source<'_>,
     params: QuantParams,
     field: &'static str,
-    payload: &mut [u8],
+    out: &mut Vec<u8>,
     scales: &mut Vec<u16>,
 ) -> Result<(), EncodeError> {
     use crate::simd::{QuantizeJob, RowFault, Rows};
@@ -102,13 +101,17 @@ fn quantize_fused(
         int4: params.mode == QuantMode::Int4,
         bf16_scales: params.scale_dtype == ScaleDtype::Bf16,
     };
+    let rows = b * h * t;
+    let at = out.len();
     let result = if order.iter().enumerate().all(|(i, &o)| i == o) {
         // Rows in source order (sorted positions, the common case): a plain stride.
-        k.quantize_per_block(&job, (0..b * h * t).map(|r| r * d), payload, scales)
+        k.quantize_per_block(&job, rows, (0..rows).map(|r| r * d), out, scales)
     } else {
         let starts = (0..b * h).flat_map(|bh| order.iter().map(move |&o| (bh * t + o) * d));
-        k.quantize_per_block(&job, starts, payload, scales)
+        k.quantize_per_block(&job, rows, starts, out, scales)
     };
+    // Every row has a start (`order.len() == t`), so every row was written.
+    debug_assert_eq!(out.len() - at, params.mode.payload_bytes(rows * d));
     result.map_err(|(group, fault)| match fault {
         RowFault::NonFinite => EncodeError::NonFinite { field, group },
         RowFault::ScaleOverflow(scale) => EncodeError::ScaleOverflow {
@@ -352,7 +355,7 @@ pub fn fake_quantize(
         });
     }
     let order: Vec<usize> = (0..shape[2]).collect();
-    let mut payload = vec![0u8; params.mode.payload_bytes(n)];
+    let mut payload = Vec::with_capacity(params.mode.payload_bytes(n));
     let mut bits = Vec::new();
     quantize_tensor(
         KvData::F32(values),

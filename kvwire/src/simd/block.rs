@@ -18,7 +18,9 @@
 
 use std::arch::x86_64::*;
 
-use super::{load8, store_bytes16, store_bytes32, store8};
+use std::mem::MaybeUninit;
+
+use super::{init_bytes16, init_bytes32, load8, store8};
 
 /// Source rows of a tensor: f32 values or IEEE half bits.
 #[derive(Debug, Clone, Copy)]
@@ -61,15 +63,17 @@ const LO: f32 = 1.0 - 1.0 / 1_048_576.0; // 1 - 2^-20, exact in f32
 const HI: f32 = 1.0 + 1.0 / 1_048_576.0; // 1 + 2^-20, exact in f32
 
 /// Quantizes every row: appends one scale per row to `scales` and writes the packed row into
-/// `payload` (`d` bytes per row for int8, `d / 2` for int4). `d` is a positive multiple of 32.
-/// Stops at the first faulty row with its output index.
+/// `payload` (`d` bytes per row for int8, `d / 2` for int4; every byte of a row, so the bytes
+/// may start uninitialized). `d` is a positive multiple of 32. Returns the number of rows
+/// written (the starts given, as far as `payload` holds them); stops at the first faulty row
+/// with its output index.
 #[target_feature(enable = "avx2,f16c")]
 pub(super) fn quantize_per_block(
     job: &QuantizeJob<'_>,
     starts: impl Iterator<Item = usize>,
-    payload: &mut [u8],
+    payload: &mut [MaybeUninit<u8>],
     scales: &mut Vec<u16>,
-) -> Result<(), (usize, RowFault)> {
+) -> Result<usize, (usize, RowFault)> {
     // The usual head dims get their own copies, with the row loops unrolled; int8 and int4
     // each get theirs.
     match (job.d, job.int4) {
@@ -89,9 +93,9 @@ pub(super) fn quantize_per_block(
 fn with_d<const D: usize, const INT4: bool>(
     job: &QuantizeJob<'_>,
     starts: impl Iterator<Item = usize>,
-    payload: &mut [u8],
+    payload: &mut [MaybeUninit<u8>],
     scales: &mut Vec<u16>,
-) -> Result<(), (usize, RowFault)> {
+) -> Result<usize, (usize, RowFault)> {
     match job.src {
         Rows::F32(x) => {
             let ops = Ops {
@@ -207,10 +211,10 @@ const CHUNK: usize = 64;
 fn batches<'a, const D: usize, const INT4: bool, T: 'a, R, A, L, E>(
     job: &QuantizeJob<'_>,
     mut starts: impl Iterator<Item = usize>,
-    payload: &mut [u8],
+    payload: &mut [MaybeUninit<u8>],
     scales: &mut Vec<u16>,
     ops: Ops<R, A, L, E>,
-) -> Result<(), (usize, RowFault)>
+) -> Result<usize, (usize, RowFault)>
 where
     R: Fn(usize, usize) -> &'a [T],
     A: Fn(&[usize; 8], usize) -> __m256,
@@ -233,12 +237,14 @@ where
     let mut bits = [0u16; CHUNK];
     let mut row = 0;
     loop {
+        // No more rows than `payload` has room for: `row` counts rows written in full.
         let n = at
             .iter_mut()
+            .take(dsts.len())
             .map_while(|x| starts.next().map(|s| *x = s))
             .count();
         if n == 0 {
-            return Ok(());
+            return Ok(row);
         }
         let mut fault = 0;
         for g in (0..n).step_by(8) {
@@ -299,11 +305,11 @@ where
             };
             if INT4 {
                 for (x, d) in src.iter().zip(dst.as_chunks_mut::<16>().0) {
-                    store_bytes16(d, super::nibbles(bytes(load(x))));
+                    init_bytes16(d, super::nibbles(bytes(load(x))));
                 }
             } else {
                 for (x, d) in src.iter().zip(dst.as_chunks_mut::<32>().0) {
-                    store_bytes32(d, bytes(load(x)));
+                    init_bytes32(d, bytes(load(x)));
                 }
             }
         }

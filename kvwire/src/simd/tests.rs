@@ -297,13 +297,15 @@ mod whole_tensor {
             let data = if f16_in { KvData::F16(&halves) } else { KvData::F32(&values) };
             let n = values.len();
             let bytes = params.mode.payload_bytes(n);
-            let (mut p_fast, mut s_fast) = (vec![0u8; bytes], Vec::new());
+            // Appended after what the buffer already holds.
+            let (mut p_fast, mut s_fast) = (vec![7u8; 3], Vec::new());
             let fast = quantize_tensor(data, shape, &order, params, "k", &mut p_fast, &mut s_fast);
             let (mut p_ref, mut s_ref) = (vec![0u8; bytes], Vec::new());
             let reference = quantize_rows((data, shape, &order), params, "k", &mut p_ref, &mut s_ref);
             prop_assert_eq!(format!("{fast:?}"), format!("{reference:?}"));
+            prop_assert_eq!(&p_fast[..3], &[7u8; 3]);
             if reference.is_ok() {
-                prop_assert_eq!(&p_fast, &p_ref);
+                prop_assert_eq!(&p_fast[3..], &p_ref);
                 prop_assert_eq!(&s_fast, &s_ref);
                 // Stored-scale dequantization (vector kernel) against f32 scales (row by row).
                 let le: Vec<u8> = s_ref.iter().flat_map(|b| b.to_le_bytes()).collect();
@@ -330,10 +332,11 @@ mod whole_tensor {
             let mut values = vec![0.5f32; 384];
             values[at] = x;
             let data = KvData::F32(&values);
-            let (mut p1, mut s1, mut p2, mut s2) = (vec![0; 384], vec![], vec![0; 384], vec![]);
+            let (mut p1, mut s1, mut p2, mut s2) = (vec![1, 2], vec![], vec![0; 384], vec![]);
             let fast = quantize_tensor(data, shape, &order, params, "v", &mut p1, &mut s1);
             let reference = quantize_rows((data, shape, &order), params, "v", &mut p2, &mut s2);
             assert!(fast.is_err(), "{x}");
+            assert_eq!(p1, [1, 2], "an error appends nothing");
             assert_eq!(format!("{fast:?}"), format!("{reference:?}"));
         }
     }

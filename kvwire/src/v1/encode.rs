@@ -74,12 +74,9 @@ pub fn encode_into(
             .iter()
             .for_each(|&p| out.extend_from_slice(&p.to_le_bytes())),
     }
-    let k_at = out.len();
-    out.resize(k_at + sections.k_quant + sections.v_quant, 0);
-    let (k_dst, v_dst) = out[k_at..].split_at_mut(sections.k_quant);
     let mut scales = Vec::with_capacity(sections.scales / 2);
-    let result = quantize_tensor(layer.k, shape, &order, params, "k", k_dst, &mut scales)
-        .and_then(|()| quantize_tensor(layer.v, shape, &order, params, "v", v_dst, &mut scales));
+    let result = quantize_tensor(layer.k, shape, &order, params, "k", out, &mut scales)
+        .and_then(|()| quantize_tensor(layer.v, shape, &order, params, "v", out, &mut scales));
     if let Err(e) = result {
         out.truncate(start);
         return Err(e);

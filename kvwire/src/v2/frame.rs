@@ -73,12 +73,13 @@ pub fn encode_frame_into(
     }
     let scales_at = out.len();
     let payload_at = scales_at + 4 * scale_count;
-    out.resize(payload_at + 2 * tensor_bytes, 0);
-    let (scale_dst, payload) = out[scales_at..].split_at_mut(4 * scale_count);
-    let (k_dst, v_dst) = payload.split_at_mut(tensor_bytes);
+    // The scales region first (filled once the payload is quantized), then the payloads.
+    out.resize(payload_at, 0);
     let shape = layer.shape;
     let filled = match opts.payload.quant_mode() {
         None => {
+            out.resize(payload_at + 2 * tensor_bytes, 0);
+            let (k_dst, v_dst) = out[payload_at..].split_at_mut(tensor_bytes);
             write_fp16(layer.k, shape, &order, k_dst);
             write_fp16(layer.v, shape, &order, v_dst);
             Ok(())
@@ -90,11 +91,12 @@ pub fn encode_frame_into(
                 scale_dtype: opts.scale_dtype,
             };
             let mut scales = Vec::with_capacity(2 * scale_count);
-            quantize_tensor(layer.k, shape, &order, params, "k", k_dst, &mut scales)
+            quantize_tensor(layer.k, shape, &order, params, "k", out, &mut scales)
                 .and_then(|()| {
-                    quantize_tensor(layer.v, shape, &order, params, "v", v_dst, &mut scales)
+                    quantize_tensor(layer.v, shape, &order, params, "v", out, &mut scales)
                 })
                 .map(|()| {
+                    let scale_dst = &mut out[scales_at..payload_at];
                     for (d, s) in scale_dst.chunks_exact_mut(2).zip(scales) {
                         d.copy_from_slice(&s.to_le_bytes());
                     }
