@@ -54,20 +54,23 @@ pub fn quantize_tensor(
             });
         }
     }
-    if let Some(&bad) = order.iter().find(|&&o| o >= t) {
+    // Branch-free folds (they vectorize): the largest entry, and whether the order is 0..T.
+    let largest = order.iter().fold(0, |m, &o| m.max(o));
+    if !order.is_empty() && largest >= t {
         return Err(EncodeError::ShapeMismatch {
             field: "order entry",
             expected: t,
-            found: bad,
+            found: largest,
         });
     }
+    let identity = order.iter().zip(0..).fold(true, |all, (&o, i)| all & (o == i));
     #[cfg(target_arch = "x86_64")]
     if let Some(k) = crate::simd::Avx2::get()
         && params.granularity == Granularity::PerBlock
         && d > 0
         && d % 32 == 0
     {
-        return quantize_fused(k, (data, shape, order), params, field, out, scales);
+        return quantize_fused(k, (data, shape, order), identity, params, field, out, scales);
     }
     let at = out.len();
     out.resize(at + params.mode.payload_bytes(n), 0);
@@ -81,9 +84,11 @@ pub(crate) type Source<'a> = (KvData<'a>, [usize; 4], &'a [usize]);
 /// per_block through the whole-tensor vector kernel (`crate::simd::block`), bit-identical to
 /// [`quantize_rows`].
 #[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
 fn quantize_fused(
     k: crate::simd::Avx2,
     (data, shape, order): Source<'_>,
+    identity: bool,
     params: QuantParams,
     field: &'static str,
     out: &mut Vec<u8>,
@@ -103,7 +108,7 @@ fn quantize_fused(
     };
     let rows = b * h * t;
     let at = out.len();
-    let result = if order.iter().enumerate().all(|(i, &o)| i == o) {
+    let result = if identity {
         // Rows in source order (sorted positions, the common case): a plain stride.
         k.quantize_per_block(&job, rows, (0..rows).map(|r| r * d), out, scales)
     } else {
