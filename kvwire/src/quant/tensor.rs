@@ -54,23 +54,37 @@ pub fn quantize_tensor(
             });
         }
     }
-    // Branch-free folds (they vectorize): the largest entry, and whether the order is 0..T.
-    let largest = order.iter().fold(0, |m, &o| m.max(o));
-    if !order.is_empty() && largest >= t {
+    // Branch-free folds (they vectorize): whether the order is 0..T (the common case, in range
+    // by construction), else its largest entry.
+    let identity = order
+        .iter()
+        .zip(0..)
+        .fold(true, |all, (&o, i)| all & (o == i));
+    if !identity
+        && let Some(&largest) = order.iter().max()
+        && largest >= t
+    {
         return Err(EncodeError::ShapeMismatch {
             field: "order entry",
             expected: t,
             found: largest,
         });
     }
-    let identity = order.iter().zip(0..).fold(true, |all, (&o, i)| all & (o == i));
     #[cfg(target_arch = "x86_64")]
     if let Some(k) = crate::simd::Avx2::get()
         && params.granularity == Granularity::PerBlock
         && d > 0
         && d % 32 == 0
     {
-        return quantize_fused(k, (data, shape, order), identity, params, field, out, scales);
+        return quantize_fused(
+            k,
+            (data, shape, order),
+            identity,
+            params,
+            field,
+            out,
+            scales,
+        );
     }
     let at = out.len();
     out.resize(at + params.mode.payload_bytes(n), 0);

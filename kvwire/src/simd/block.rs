@@ -249,9 +249,11 @@ where
         let mut fault = 0;
         for g in (0..n).step_by(8) {
             let k = (n - g).min(8);
-            // A short last group repeats its first row; the extra lanes are never used.
-            let mut eight = [at[g]; 8];
-            eight[..k].copy_from_slice(&at[g..g + k]);
+            // A short last group repeats its last row; the extra lanes are never used.
+            let mut eight = [0; 8];
+            for (j, e) in eight.iter_mut().enumerate() {
+                *e = at[g + j.min(k - 1)];
+            }
             let amax = absmax8(&eight, d);
             // scale = max(absmax / qmax, 1e-6) as `compute_scale`, eight at a time.
             let s = _mm256_max_ps(
