@@ -1,5 +1,6 @@
 //! Encode and decode of one layer (int8 / int4 per_block, v2 and v1, f32 and f16 input) beside a
-//! plain copy of the same input bytes, single thread.
+//! plain copy of the same input bytes, single thread. Decode writes f32; f16 inputs are also
+//! decoded back to f16 (`*_decode_f16`).
 //!
 //! Default: a representative subset. `KVWIRE_BENCH_FULL=1` runs the whole matrix
 //! (H in {2, 8}, D in {64, 128}, T in {128, 512, 2048, 8192}).
@@ -84,6 +85,7 @@ fn bench(c: &mut Criterion) {
             });
             let mut kout = vec![0f32; n];
             let mut vout = vec![0f32; n];
+            let (mut kout16, mut vout16) = (vec![f16::ZERO; n], vec![f16::ZERO; n]);
             for mode in [QuantMode::Int8, QuantMode::Int4] {
                 let payload = if mode == QuantMode::Int8 {
                     Payload::Int8
@@ -127,6 +129,21 @@ fn bench(c: &mut Criterion) {
                         d.dequantize_into(&mut kout, &mut vout).unwrap();
                     })
                 });
+                if dtype == "f16" {
+                    // Back to the input's dtype: half the bytes written.
+                    group.bench_function(BenchmarkId::new("v2_decode_f16", mode.name()), |b| {
+                        b.iter(|| {
+                            let f = v2::decode_frame_ref(black_box(&frame)).unwrap();
+                            f.dequantize_into_f16(&mut kout16, &mut vout16).unwrap();
+                        })
+                    });
+                    group.bench_function(BenchmarkId::new("v1_decode_f16", mode.name()), |b| {
+                        b.iter(|| {
+                            let d = v1::decode_ref(black_box(&blob)).unwrap();
+                            d.dequantize_into_f16(&mut kout16, &mut vout16).unwrap();
+                        })
+                    });
+                }
             }
             group.finish();
         }

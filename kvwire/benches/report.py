@@ -3,8 +3,8 @@
 
 Usage: python3 kvwire/benches/report.py [CRITERION_DIR]
 (default: $CARGO_TARGET_DIR/criterion or target/criterion). Throughput is input bytes (K+V as
-given, f32 or f16) per second at the mean time; the ratio is against `memcpy` of the same bytes
-measured in the same group.
+given, f32 or f16) per second at the mean time; "x memcpy" is against `memcpy` of the same bytes
+measured in the same group; "int4/int8" is the int4 figure over the int8 one.
 """
 import json, os, sys, pathlib
 
@@ -17,23 +17,26 @@ for est in root.glob("*/**/new/estimates.json"):
     nbytes = bench["throughput"]["Bytes"]
     mean_ns = json.loads(est.read_text())["mean"]["point_estimate"]
     name = func + ("/" + param if param else "")
-    rows.setdefault(group, {})[name] = (nbytes / mean_ns, mean_ns)
+    rows.setdefault(group, {})[name] = nbytes / mean_ns
 
 def key(g):
-    return (g.split("_")[-1], int(g.split("_")[0][1:]), int(g.split("_")[1][1:]), int(g.split("_")[2][1:]))
+    p = g.split("_")
+    return (p[-1], int(p[0][1:]), int(p[1][1:]), int(p[2][1:]))
 
-print("| layer (input dtype) | memcpy GB/s | op | GB/s | x memcpy | op | GB/s | x memcpy |")
+OPS = [("v2_encode", "v2 encode"), ("v2_decode", "v2 decode"), ("v2_decode_f16", "v2 decode to f16"),
+       ("v1_encode", "v1 encode"), ("v1_decode", "v1 decode"), ("v1_decode_f16", "v1 decode to f16")]
+print("| layer (input dtype) | memcpy GB/s | op | int8 GB/s | int8 x memcpy | int4 GB/s | int4 x memcpy | int4/int8 |")
 print("|---|---|---|---|---|---|---|---|")
 for g in sorted(rows, key=key):
     r = rows[g]
     if "memcpy" not in r:
         continue
-    base = r["memcpy"][0]
-    ops = [k for k in ["v2_encode/int8", "v2_decode/int8", "v2_encode/int4", "v2_decode/int4",
-                       "v1_encode/int8", "v1_decode/int8", "v1_encode/int4", "v1_decode/int4"] if k in r]
-    for i in range(0, len(ops), 2):
-        cells = []
-        for op in ops[i:i + 2]:
-            cells += [op, f"{r[op][0]:.2f}", f"{r[op][0] / base:.2f}"]
-        first = f"{g} | {base:.2f}" if i == 0 else " | "
-        print(f"| {first} | " + " | ".join(cells) + " |")
+    base = r["memcpy"]
+    first = True
+    for op, label in OPS:
+        i8, i4 = r.get(op + "/int8"), r.get(op + "/int4")
+        if i8 is None or i4 is None:
+            continue
+        head = f"{g} | {base:.2f}" if first else " | "
+        first = False
+        print(f"| {head} | {label} | {i8:.2f} | {i8 / base:.2f} | {i4:.2f} | {i4 / base:.2f} | {i4 / i8:.2f} |")

@@ -104,6 +104,22 @@ impl Avx2 {
         unsafe { block::dequantize_per_block(payload, scales, bf16_scales, d, int4, out) }
     }
 
+    /// [`Self::dequantize_per_block`] rounded to IEEE half bits (nearest, ties to even: the
+    /// f32 result's conversion, as `half::f16::from_f32`).
+    #[inline]
+    pub(crate) fn dequantize_per_block_f16(
+        self,
+        payload: &[u8],
+        scales: &[u8],
+        bf16_scales: bool,
+        d: usize,
+        int4: bool,
+        out: &mut [u16],
+    ) {
+        // SAFETY: `self` exists only after AVX2 and F16C were detected on this CPU.
+        unsafe { block::dequantize_per_block_f16(payload, scales, bf16_scales, d, int4, out) }
+    }
+
     /// IEEE half bits to f32 (`dst.len() == src.len()`); exact for every non-NaN value.
     #[inline]
     pub(crate) fn f16_to_f32(self, src: &[u16], dst: &mut [f32]) {
@@ -320,6 +336,58 @@ fn dequantize_row_int4(q: &[u8], scale: f32, out: &mut [f32]) {
         dequantize32_int4(load_bytes16(q), s, o);
     }
     crate::quant::kernels::dequantize_row_int4_scalar(q_rest, scale, o_rest);
+}
+
+/// [`dequantize_row`] rounded to half bits.
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+fn dequantize_row_f16(q: &[u8], scale: f32, out: &mut [u16]) {
+    let n = q.len().min(out.len());
+    let (q, out) = (&q[..n], &mut out[..n]);
+    let s = _mm256_set1_ps(scale);
+    let (qs, q_rest) = q.as_chunks::<8>();
+    let (os, o_rest) = out.as_chunks_mut::<8>();
+    for (q, o) in qs.iter().zip(os) {
+        let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(dequantize8(load_bytes8(q), s));
+        // SAFETY: `o` is 16 writable bytes and `storeu` has no alignment requirement.
+        unsafe { _mm_storeu_si128(o.as_mut_ptr().cast(), h) };
+    }
+    for (o, &q) in o_rest.iter_mut().zip(q_rest) {
+        *o = half::f16::from_f32(f32::from(q as i8) * scale).to_bits();
+    }
+}
+
+/// [`dequantize_row_int4`] rounded to half bits.
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+fn dequantize_row_int4_f16(q: &[u8], scale: f32, out: &mut [u16]) {
+    let n = q.len().min(out.len() / 2);
+    let (q, out) = (&q[..n], &mut out[..2 * n]);
+    let s = _mm256_set1_ps(scale);
+    let (qs, q_rest) = q.as_chunks::<16>();
+    let (os, o_rest) = out.as_chunks_mut::<32>();
+    let mut wide = [0f32; 32];
+    for (q, o) in qs.iter().zip(os) {
+        dequantize32_int4(load_bytes16(q), s, &mut wide);
+        f32_to_f16(&wide, o);
+    }
+    let mut wide = [0f32; 32];
+    let wide = &mut wide[..o_rest.len()];
+    crate::quant::kernels::dequantize_row_int4_scalar(q_rest, scale, wide);
+    for (o, &x) in o_rest.iter_mut().zip(wide.iter()) {
+        *o = half::f16::from_f32(x).to_bits();
+    }
+}
+
+/// 32 f32 to half bits (nearest, ties to even).
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+fn f32_to_f16(x: &[f32; 32], out: &mut [u16; 32]) {
+    for (x, o) in x.as_chunks::<8>().0.iter().zip(out.as_chunks_mut::<8>().0) {
+        let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(load8(x));
+        // SAFETY: `o` is 16 writable bytes and `storeu` has no alignment requirement.
+        unsafe { _mm_storeu_si128(o.as_mut_ptr().cast(), h) };
+    }
 }
 
 /// 16 bytes of packed int4 (low nibble first) times `scale` into 32 floats.

@@ -3,6 +3,7 @@
 mod common;
 
 use common::values;
+use half::f16;
 use kvwire::quant::{QuantParams, fake_quantize};
 use kvwire::v1::{self, IndexDtype, IndexWidth, V1Options};
 use kvwire::{EncodeError, Granularity, KvData, LayerKv, QuantMode, ScaleDtype};
@@ -50,6 +51,12 @@ proptest! {
         let (mut rk, mut rv) = (vec![0f32; n], vec![0f32; n]);
         view.dequantize_into(&mut rk, &mut rv).unwrap();
         prop_assert_eq!((&rk, &rv), (&dk, &dv));
+        // To fp16: each f32 value rounded (nearest, ties to even).
+        let (mut hk, mut hv) = (vec![f16::ZERO; n], vec![f16::ZERO; n]);
+        view.dequantize_into_f16(&mut hk, &mut hv).unwrap();
+        let rounded = |x: &[f32]| x.iter().map(|&f| f16::from_f32(f).to_bits()).collect::<Vec<_>>();
+        prop_assert_eq!(hk.iter().map(|h| h.to_bits()).collect::<Vec<_>>(), rounded(&dk));
+        prop_assert_eq!(hv.iter().map(|h| h.to_bits()).collect::<Vec<_>>(), rounded(&dv));
         prop_assert_eq!(&view.into_owned(), &dec);
         // indices are strictly decreasing, so sorting reverses the T rows of each (b, h).
         let params = QuantParams { mode: opts.mode, granularity: opts.granularity, scale_dtype: opts.scale_dtype };

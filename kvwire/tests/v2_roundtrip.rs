@@ -73,6 +73,25 @@ fn check_roundtrip(shape: [usize; 4], indices: &[u32], opts: FrameOptions, f16_i
     view.dequantize_into(&mut rk, &mut rv).unwrap();
     let bits = |x: &[f32]| x.iter().map(|f| f.to_bits()).collect::<Vec<u32>>();
     assert_eq!((bits(&rk), bits(&rv)), (bits(&dk), bits(&dv)));
+    // To fp16: each f32 value rounded (nearest, ties to even).
+    let (mut hk, mut hv) = (vec![f16::ZERO; dk.len()], vec![f16::ZERO; dv.len()]);
+    view.dequantize_into_f16(&mut hk, &mut hv).unwrap();
+    let rounded = |x: &[f32]| {
+        x.iter()
+            .map(|&f| f16::from_f32(f).to_bits())
+            .collect::<Vec<_>>()
+    };
+    let half_bits = |x: &[f16]| x.iter().map(|h| h.to_bits()).collect::<Vec<_>>();
+    assert_eq!(half_bits(&hk), rounded(&dk));
+    assert_eq!(half_bits(&hv), rounded(&dv));
+    let mut short = vec![f16::ZERO; dk.len().saturating_sub(1)];
+    if !dk.is_empty() {
+        let err = view.dequantize_into_f16(&mut short, &mut hv).unwrap_err();
+        assert!(
+            matches!(err, kvwire::DecodeError::LengthMismatch { .. }),
+            "{err:?}"
+        );
+    }
     assert_eq!(view.into_owned(), frame);
     let to_f32 = |x: &[f16]| x.iter().map(|v| v.to_f32()).collect::<Vec<f32>>();
     let (k, v) = if f16_input {

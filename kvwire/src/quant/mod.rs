@@ -17,10 +17,10 @@ pub use kernels::{
     absmax_checked, dequantize_row, dequantize_row_int4, f16_to_f32_row, int4_hi, int4_lo,
     pack_int4, quantize_row, quantize_row_int4,
 };
-pub(crate) use tensor::dequantize_tensor_le;
 #[cfg(test)]
 pub(crate) use tensor::quantize_rows;
 pub use tensor::{dequantize_tensor, fake_quantize, quantize_tensor};
+pub(crate) use tensor::{dequantize_tensor_le, dequantize_tensor_le_f16};
 
 use half::f16;
 

@@ -1,5 +1,6 @@
 //! Whole-tensor quantization and dequantization over `[B, H, T, D]` with a row permutation.
 
+use half::f16;
 use half::slice::HalfFloatSliceExt as _;
 
 use super::kernels::{
@@ -257,6 +258,36 @@ pub(crate) fn dequantize_tensor_le(
     )
 }
 
+/// [`dequantize_tensor_le`] rounded to fp16 (nearest, ties to even, as `f16::from_f32` of the
+/// f32 result): a cache that arrived as fp16 goes back to fp16 without an f32 copy.
+pub(crate) fn dequantize_tensor_le_f16(
+    mode: QuantMode,
+    granularity: Granularity,
+    shape: [usize; 4],
+    payload: &[u8],
+    scales: (&[u8], ScaleDtype),
+    out: &mut [f16],
+) -> Result<(), DecodeError> {
+    let (bytes, dtype) = scales;
+    let d = shape[3];
+    #[cfg(target_arch = "x86_64")]
+    if let Some(k) = crate::simd::Avx2::get() {
+        let int4 = mode == QuantMode::Int4;
+        if granularity == Granularity::PerBlock && d > 0 && (!int4 || d % 2 == 0) {
+            let scales = Scales::Le(bytes, dtype);
+            check_lengths(mode, granularity, shape, payload, scales, out.len())?;
+            let out = out.reinterpret_cast_mut();
+            k.dequantize_per_block_f16(payload, bytes, dtype == ScaleDtype::Bf16, d, int4, out);
+            return Ok(());
+        }
+    }
+    // Elsewhere through f32, then rounded.
+    let mut wide = vec![0f32; out.len()];
+    dequantize_tensor_le(mode, granularity, shape, payload, scales, &mut wide)?;
+    out.convert_from_f32_slice(&wide);
+    Ok(())
+}
+
 /// Scales as f32 values or as stored bits.
 #[derive(Clone, Copy)]
 enum Scales<'a> {
@@ -286,24 +317,20 @@ impl Scales<'_> {
     }
 }
 
-/// Checks the lengths, then dequantizes (stored per_block scales through the whole-tensor
-/// vector kernel where the CPU has one).
-fn dequantize_with(
+/// `out_len` values, the payload and the scales all match `shape`.
+fn check_lengths(
     mode: QuantMode,
     granularity: Granularity,
     shape: [usize; 4],
     payload: &[u8],
     scales: Scales<'_>,
-    out: &mut [f32],
+    out_len: usize,
 ) -> Result<(), DecodeError> {
-    let scale_count = scales.count();
-    let [b, h, t, d] = shape;
-    let rows = b * h * t;
-    let n = rows * d;
+    let n = shape.iter().product();
     let checks = [
-        ("out", n, out.len()),
+        ("out", n, out_len),
         ("payload", mode.payload_bytes(n), payload.len()),
-        ("scales", granularity.scale_count(shape), scale_count),
+        ("scales", granularity.scale_count(shape), scales.count()),
     ];
     for (field, expected, found) in checks {
         if expected != found {
@@ -315,6 +342,21 @@ fn dequantize_with(
             });
         }
     }
+    Ok(())
+}
+
+/// Checks the lengths, then dequantizes (stored per_block scales through the whole-tensor
+/// vector kernel where the CPU has one).
+fn dequantize_with(
+    mode: QuantMode,
+    granularity: Granularity,
+    shape: [usize; 4],
+    payload: &[u8],
+    scales: Scales<'_>,
+    out: &mut [f32],
+) -> Result<(), DecodeError> {
+    check_lengths(mode, granularity, shape, payload, scales, out.len())?;
+    let [_, _, t, d] = shape;
     if d == 0 {
         return Ok(());
     }

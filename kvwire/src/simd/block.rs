@@ -399,6 +399,64 @@ pub(super) fn dequantize_per_block(
     }
 }
 
+/// [`dequantize_per_block`] rounded to IEEE half bits.
+#[target_feature(enable = "avx2,f16c")]
+pub(super) fn dequantize_per_block_f16(
+    payload: &[u8],
+    scales: &[u8],
+    bf16_scales: bool,
+    d: usize,
+    int4: bool,
+    out: &mut [u16],
+) {
+    match (d, int4) {
+        (64, false) => dequantize_rows_f16::<64, false>(payload, scales, bf16_scales, d, out),
+        (128, false) => dequantize_rows_f16::<128, false>(payload, scales, bf16_scales, d, out),
+        (_, false) => dequantize_rows_f16::<0, false>(payload, scales, bf16_scales, d, out),
+        (64, true) => dequantize_rows_f16::<64, true>(payload, scales, bf16_scales, d, out),
+        (128, true) => dequantize_rows_f16::<128, true>(payload, scales, bf16_scales, d, out),
+        (_, true) => dequantize_rows_f16::<0, true>(payload, scales, bf16_scales, d, out),
+    }
+}
+
+/// The stored scale of a row as f32.
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+fn stored_scale(bits: &[u8; 2], bf16_scales: bool) -> f32 {
+    let bits = u16::from_le_bytes(*bits);
+    let s = if bf16_scales {
+        _mm_set_ss(f32::from_bits(u32::from(bits) << 16))
+    } else {
+        _mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(bits)))
+    };
+    _mm_cvtss_f32(s)
+}
+
+/// [`dequantize_per_block_f16`] with the row length `D` known at compile time (0: `d`).
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+fn dequantize_rows_f16<const D: usize, const INT4: bool>(
+    payload: &[u8],
+    scales: &[u8],
+    bf16_scales: bool,
+    d: usize,
+    out: &mut [u16],
+) {
+    let d = if D == 0 { d } else { D };
+    let row_bytes = if INT4 { d / 2 } else { d };
+    let rows = out
+        .chunks_exact_mut(d.max(1))
+        .zip(payload.chunks_exact(row_bytes.max(1)));
+    for ((o, q), sb) in rows.zip(scales.as_chunks::<2>().0) {
+        let s = stored_scale(sb, bf16_scales);
+        if INT4 {
+            super::dequantize_row_int4_f16(q, s, o);
+        } else {
+            super::dequantize_row_f16(q, s, o);
+        }
+    }
+}
+
 /// [`dequantize_per_block`] with the row length `D` known at compile time (0: `d`).
 #[inline]
 #[target_feature(enable = "avx2,f16c")]
@@ -415,13 +473,7 @@ fn dequantize_rows<const D: usize, const INT4: bool>(
         .chunks_exact_mut(d.max(1))
         .zip(payload.chunks_exact(row_bytes.max(1)));
     for ((o, q), sb) in rows.zip(scales.as_chunks::<2>().0) {
-        let bits = u16::from_le_bytes(*sb);
-        let s = if bf16_scales {
-            _mm_set_ss(f32::from_bits(u32::from(bits) << 16))
-        } else {
-            _mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(bits)))
-        };
-        let s = _mm_cvtss_f32(s);
+        let s = stored_scale(sb, bf16_scales);
         if INT4 {
             super::dequantize_row_int4(q, s, o);
         } else {

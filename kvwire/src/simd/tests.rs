@@ -200,7 +200,8 @@ mod whole_tensor {
     use crate::layer::KvData;
     use crate::quant::{
         Granularity, QuantMode, QuantParams, ScaleDtype, compute_scale, dequantize_tensor,
-        dequantize_tensor_le, quantize_rows, quantize_tensor, scale_from_bits,
+        dequantize_tensor_le, dequantize_tensor_le_f16, quantize_rows, quantize_tensor,
+        scale_from_bits,
     };
 
     /// A row whose values sit on or within a few ulps of `(k + 0.5) · scale`, with `scale` the
@@ -315,6 +316,11 @@ mod whole_tensor {
                 dequantize_tensor_le(params.mode, g, shape, &p_ref, (&le, params.scale_dtype), &mut o_fast).unwrap();
                 dequantize_tensor(params.mode, g, shape, &p_ref, &f, &mut o_ref).unwrap();
                 prop_assert_eq!(super::bits(&o_fast), super::bits(&o_ref));
+                // Straight to fp16 (vector kernel) against the f32 values rounded.
+                let mut h = vec![f16::ZERO; n];
+                dequantize_tensor_le_f16(params.mode, g, shape, &p_ref, (&le, params.scale_dtype), &mut h).unwrap();
+                let want: Vec<u16> = o_ref.iter().map(|&x| f16::from_f32(x).to_bits()).collect();
+                prop_assert_eq!(h.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), want);
             }
         }
     }

@@ -4,7 +4,11 @@ use super::{IndexWidth, MAGIC, V1Header, json};
 use crate::breakdown::Breakdown;
 use crate::error::DecodeError;
 use crate::limits::MAX_JSON_LEN;
-use crate::quant::{dequantize_tensor, dequantize_tensor_le, scale_from_bits};
+use half::f16;
+
+use crate::quant::{
+    dequantize_tensor, dequantize_tensor_le, dequantize_tensor_le_f16, scale_from_bits,
+};
 use crate::reader::{Reader, le_u16s, le_u32s};
 
 /// A decoded v1 blob: header, positions, quantized payloads and scale bits.
@@ -91,6 +95,18 @@ impl V1BlobRef<'_> {
         let (g, d) = (h.granularity, h.scale_dtype);
         dequantize_tensor_le(h.mode, g, h.k_shape, self.k_quant, (ks, d), k)?;
         dequantize_tensor_le(h.mode, g, h.v_shape, self.v_quant, (vs, d), v)
+    }
+
+    /// [`Self::dequantize_into`] rounded to fp16 (nearest, ties to even: `f16::from_f32` of
+    /// each f32 value), for a cache held as fp16: half the bytes written.
+    pub fn dequantize_into_f16(&self, k: &mut [f16], v: &mut [f16]) -> Result<(), DecodeError> {
+        let h = &self.header;
+        let (ks, vs) = self
+            .scales
+            .split_at(2 * h.granularity.scale_count(h.k_shape));
+        let (g, d) = (h.granularity, h.scale_dtype);
+        dequantize_tensor_le_f16(h.mode, g, h.k_shape, self.k_quant, (ks, d), k)?;
+        dequantize_tensor_le_f16(h.mode, g, h.v_shape, self.v_quant, (vs, d), v)
     }
 
     /// Copies everything into an owned [`V1Blob`].

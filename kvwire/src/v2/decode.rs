@@ -9,7 +9,13 @@ use super::header::{
 };
 use crate::breakdown::Breakdown;
 use crate::error::DecodeError;
-use crate::quant::{dequantize_tensor, dequantize_tensor_le, f16_to_f32_row, scale_from_bits};
+use half::f16;
+use half::slice::HalfFloatSliceExt as _;
+
+use crate::quant::{
+    dequantize_tensor, dequantize_tensor_le, dequantize_tensor_le_f16, f16_to_f32_row,
+    scale_from_bits,
+};
 use crate::reader::{Reader, le_u16s, le_u32s};
 
 /// One decoded frame: its header, positions, scales and (decoded) payload.
@@ -146,6 +152,24 @@ impl FrameRef<'_> {
                 tensor_into(h, vp, std::iter::empty(), v)
             }
         }
+    }
+
+    /// [`Self::dequantize_into`] rounded to fp16 (nearest, ties to even: `f16::from_f32` of
+    /// each f32 value), for a cache held as fp16: half the bytes written.
+    pub fn dequantize_into_f16(&self, k: &mut [f16], v: &mut [f16]) -> Result<(), DecodeError> {
+        let h = &self.header;
+        let Some(mode) = h.payload.quant_mode() else {
+            // An fp16 payload: through f32, exact both ways.
+            let (mut wk, mut wv) = (vec![0f32; k.len()], vec![0f32; v.len()]);
+            self.dequantize_into(&mut wk, &mut wv)?;
+            k.convert_from_f32_slice(&wk);
+            v.convert_from_f32_slice(&wv);
+            return Ok(());
+        };
+        let (kp, vp) = self.payload.split_at(h.tensor_payload_bytes());
+        let (g, d) = (h.granularity, h.scale_dtype);
+        dequantize_tensor_le_f16(mode, g, h.shape, kp, (self.k_scales, d), k)?;
+        dequantize_tensor_le_f16(mode, g, h.shape, vp, (self.v_scales, d), v)
     }
 
     /// Copies everything into an owned [`Frame`].
