@@ -273,7 +273,7 @@ pub(crate) fn dequantize_tensor_le_f16(
     #[cfg(target_arch = "x86_64")]
     if let Some(k) = crate::simd::Avx2::get() {
         let int4 = mode == QuantMode::Int4;
-        if granularity == Granularity::PerBlock && d > 0 && (!int4 || d % 2 == 0) {
+        if granularity == Granularity::PerBlock && d > 0 && (!int4 || d.is_multiple_of(2)) {
             let scales = Scales::Le(bytes, dtype);
             check_lengths(mode, granularity, shape, payload, scales, out.len())?;
             let out = out.reinterpret_cast_mut();
