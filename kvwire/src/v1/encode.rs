@@ -66,13 +66,20 @@ pub fn encode_into(
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&(text.len() as u32).to_le_bytes());
     out.extend_from_slice(text.as_bytes());
+    let at = out.len();
     match width {
-        IndexWidth::U16 => positions
-            .iter()
-            .for_each(|&p| out.extend_from_slice(&(p as u16).to_le_bytes())),
-        IndexWidth::U32 => positions
-            .iter()
-            .for_each(|&p| out.extend_from_slice(&p.to_le_bytes())),
+        IndexWidth::U16 => {
+            out.resize(at + 2 * positions.len(), 0);
+            for (d, &p) in out[at..].chunks_exact_mut(2).zip(&positions) {
+                d.copy_from_slice(&(p as u16).to_le_bytes());
+            }
+        }
+        IndexWidth::U32 => {
+            out.resize(at + 4 * positions.len(), 0);
+            for (d, &p) in out[at..].chunks_exact_mut(4).zip(&positions) {
+                d.copy_from_slice(&p.to_le_bytes());
+            }
+        }
     }
     let mut scales = Vec::with_capacity(sections.scales / 2);
     let result = quantize_tensor(layer.k, shape, &order, params, "k", out, &mut scales)
@@ -81,8 +88,10 @@ pub fn encode_into(
         out.truncate(start);
         return Err(e);
     }
-    for s in scales {
-        out.extend_from_slice(&s.to_le_bytes());
+    let at = out.len();
+    out.resize(at + 2 * scales.len(), 0);
+    for (d, s) in out[at..].chunks_exact_mut(2).zip(scales) {
+        d.copy_from_slice(&s.to_le_bytes());
     }
     Ok(())
 }

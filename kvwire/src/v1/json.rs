@@ -8,35 +8,68 @@ use crate::error::DecodeError;
 use crate::limits::{MAX_DIM, MAX_TOKENS};
 use crate::quant::{Granularity, QuantMode, ScaleDtype};
 
-fn shape_json(s: [usize; 4]) -> String {
-    format!("[{},{},{},{}]", s[0], s[1], s[2], s[3])
+/// Appends the decimal digits of `n`.
+fn push_number(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    digits[at..].iter().for_each(|&d| out.push(char::from(d)));
 }
 
-/// The compact JSON text, keys in reference order, no spaces.
+/// Appends `[a,b,c,d]`.
+fn push_shape(out: &mut String, s: [usize; 4]) {
+    out.push('[');
+    for (i, &x) in s.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        push_number(out, x as u64);
+    }
+    out.push(']');
+}
+
+/// The compact JSON text, keys in reference order, no spaces. Written piece by piece without
+/// the formatting machinery: it is on the encode path of every blob.
 pub(crate) fn write_header(h: &V1Header) -> String {
     let s = &h.sections;
-    format!(
-        concat!(
-            r#"{{"version":"kvwire_v1","quant_mode":"{}","index_dtype":"{}","scale_dtype":"{}","#,
-            r#""scale_granularity":"{}","k_shape":{},"v_shape":{},"indices_len":{},"#,
-            r#""sections":{{"indices":{},"k_quant":{},"v_quant":{},"scales":{}}},"#,
-            r#""scale_meta":{{"scale_dtype":"{}","scale_k_shape":{},"scale_v_shape":{}}}}}"#
-        ),
-        h.mode.name(),
-        h.index_width.name(),
-        h.scale_dtype.name(),
-        h.granularity.name(),
-        shape_json(h.k_shape),
-        shape_json(h.v_shape),
-        h.indices_len,
-        s.indices,
-        s.k_quant,
-        s.v_quant,
-        s.scales,
-        h.scale_dtype.name(),
-        shape_json(h.granularity.scale_shape(h.k_shape)),
-        shape_json(h.granularity.scale_shape(h.v_shape)),
-    )
+    let mut out = String::with_capacity(400);
+    out.push_str(r#"{"version":"kvwire_v1","quant_mode":""#);
+    out.push_str(h.mode.name());
+    out.push_str(r#"","index_dtype":""#);
+    out.push_str(h.index_width.name());
+    out.push_str(r#"","scale_dtype":""#);
+    out.push_str(h.scale_dtype.name());
+    out.push_str(r#"","scale_granularity":""#);
+    out.push_str(h.granularity.name());
+    out.push_str(r#"","k_shape":"#);
+    push_shape(&mut out, h.k_shape);
+    out.push_str(r#","v_shape":"#);
+    push_shape(&mut out, h.v_shape);
+    out.push_str(r#","indices_len":"#);
+    push_number(&mut out, h.indices_len as u64);
+    out.push_str(r#","sections":{"indices":"#);
+    push_number(&mut out, s.indices as u64);
+    out.push_str(r#","k_quant":"#);
+    push_number(&mut out, s.k_quant as u64);
+    out.push_str(r#","v_quant":"#);
+    push_number(&mut out, s.v_quant as u64);
+    out.push_str(r#","scales":"#);
+    push_number(&mut out, s.scales as u64);
+    out.push_str(r#"},"scale_meta":{"scale_dtype":""#);
+    out.push_str(h.scale_dtype.name());
+    out.push_str(r#"","scale_k_shape":"#);
+    push_shape(&mut out, h.granularity.scale_shape(h.k_shape));
+    out.push_str(r#","scale_v_shape":"#);
+    push_shape(&mut out, h.granularity.scale_shape(h.v_shape));
+    out.push_str("}}");
+    out
 }
 
 #[derive(Deserialize)]

@@ -62,14 +62,21 @@ pub fn encode_frame_into(
             + RECORD_TRAILER_LEN,
     );
     header.write(out);
+    let at = out.len();
     match index {
         IndexEncoding::Contiguous { .. } => {}
-        IndexEncoding::U16 => positions
-            .iter()
-            .for_each(|&p| out.extend_from_slice(&(p as u16).to_le_bytes())),
-        IndexEncoding::U32 => positions
-            .iter()
-            .for_each(|&p| out.extend_from_slice(&p.to_le_bytes())),
+        IndexEncoding::U16 => {
+            out.resize(at + 2 * positions.len(), 0);
+            for (d, &p) in out[at..].chunks_exact_mut(2).zip(&positions) {
+                d.copy_from_slice(&(p as u16).to_le_bytes());
+            }
+        }
+        IndexEncoding::U32 => {
+            out.resize(at + 4 * positions.len(), 0);
+            for (d, &p) in out[at..].chunks_exact_mut(4).zip(&positions) {
+                d.copy_from_slice(&p.to_le_bytes());
+            }
+        }
     }
     let scales_at = out.len();
     let payload_at = scales_at + 4 * scale_count;
