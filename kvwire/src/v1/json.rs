@@ -1,5 +1,8 @@
 //! The v1 JSON header: written by hand (key order and compact form are part of the format),
-//! read with serde_json into a strict schema.
+//! read back by a direct scan of that canonical form, or else with serde_json into a strict
+//! schema (the same checks follow either way).
+
+use std::borrow::Cow;
 
 use serde::Deserialize;
 
@@ -81,34 +84,191 @@ struct RawSections {
 }
 
 #[derive(Deserialize)]
-struct RawScaleMeta {
-    scale_dtype: String,
-    scale_k_shape: Vec<u64>,
-    scale_v_shape: Vec<u64>,
+struct RawScaleMeta<'a> {
+    #[serde(borrow)]
+    scale_dtype: Cow<'a, str>,
+    scale_k_shape: Dims,
+    scale_v_shape: Dims,
 }
 
 #[derive(Deserialize)]
-struct RawHeader {
-    version: String,
-    quant_mode: String,
-    index_dtype: String,
-    scale_dtype: String,
-    scale_granularity: String,
-    k_shape: Vec<u64>,
-    v_shape: Vec<u64>,
+struct RawHeader<'a> {
+    #[serde(borrow)]
+    version: Cow<'a, str>,
+    #[serde(borrow)]
+    quant_mode: Cow<'a, str>,
+    #[serde(borrow)]
+    index_dtype: Cow<'a, str>,
+    #[serde(borrow)]
+    scale_dtype: Cow<'a, str>,
+    #[serde(borrow)]
+    scale_granularity: Cow<'a, str>,
+    k_shape: Dims,
+    v_shape: Dims,
     indices_len: u64,
     sections: RawSections,
-    scale_meta: RawScaleMeta,
+    #[serde(borrow)]
+    scale_meta: RawScaleMeta<'a>,
+}
+
+/// An array of integers as read: its length and its first four entries (no allocation).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Dims {
+    len: usize,
+    first: [u64; 4],
+}
+
+impl Dims {
+    fn push(&mut self, x: u64) {
+        if let Some(slot) = self.first.get_mut(self.len) {
+            *slot = x;
+        }
+        self.len += 1;
+    }
+}
+
+impl<'de> Deserialize<'de> for Dims {
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Dims;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an array of integers")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Dims, A::Error> {
+                let mut dims = Dims::default();
+                while let Some(x) = seq.next_element::<u64>()? {
+                    dims.push(x);
+                }
+                Ok(dims)
+            }
+        }
+        de.deserialize_seq(Visit)
+    }
+}
+
+/// The header in exactly the form [`write_header`] writes (keys in order, no spaces, plain
+/// strings, integers without leading zeros), read without the general parser; `None` for any
+/// other form, which serde_json then reads.
+fn read_canonical(text: &[u8]) -> Option<RawHeader<'_>> {
+    let mut at = 0;
+    let lit = |at: &mut usize, l: &str| {
+        let end = *at + l.len();
+        (text.get(*at..end)? == l.as_bytes()).then(|| *at = end)
+    };
+    let string = |at: &mut usize| -> Option<Cow<'_, str>> {
+        let len = text.get(*at..)?.iter().position(|&b| b == b'"')?;
+        let bytes = &text[*at..*at + len];
+        // Escapes and control characters: the general parser's business.
+        if bytes.iter().any(|&b| b == b'\\' || b < 0x20) {
+            return None;
+        }
+        *at += len + 1;
+        std::str::from_utf8(bytes).ok().map(Cow::Borrowed)
+    };
+    let number = |at: &mut usize| -> Option<u64> {
+        let digits = text
+            .get(*at..)?
+            .iter()
+            .take_while(|b| b.is_ascii_digit())
+            .count();
+        let d = &text[*at..*at + digits];
+        if digits == 0 || (digits > 1 && d[0] == b'0') {
+            return None;
+        }
+        *at += digits;
+        d.iter().try_fold(0u64, |n, &b| {
+            n.checked_mul(10)?.checked_add(u64::from(b - b'0'))
+        })
+    };
+    let dims = |at: &mut usize| -> Option<Dims> {
+        let mut dims = Dims::default();
+        if text.get(*at) != Some(&b'[') {
+            return None;
+        }
+        *at += 1;
+        if text.get(*at) == Some(&b']') {
+            *at += 1;
+            return Some(dims);
+        }
+        loop {
+            dims.push(number(at)?);
+            match text.get(*at)? {
+                b',' => *at += 1,
+                b']' => {
+                    *at += 1;
+                    return Some(dims);
+                }
+                _ => return None,
+            }
+        }
+    };
+    lit(&mut at, r#"{"version":""#)?;
+    let version = string(&mut at)?;
+    lit(&mut at, r#","quant_mode":""#)?;
+    let quant_mode = string(&mut at)?;
+    lit(&mut at, r#","index_dtype":""#)?;
+    let index_dtype = string(&mut at)?;
+    lit(&mut at, r#","scale_dtype":""#)?;
+    let scale_dtype = string(&mut at)?;
+    lit(&mut at, r#","scale_granularity":""#)?;
+    let scale_granularity = string(&mut at)?;
+    lit(&mut at, r#","k_shape":"#)?;
+    let k_shape = dims(&mut at)?;
+    lit(&mut at, r#","v_shape":"#)?;
+    let v_shape = dims(&mut at)?;
+    lit(&mut at, r#","indices_len":"#)?;
+    let indices_len = number(&mut at)?;
+    lit(&mut at, r#","sections":{"indices":"#)?;
+    let indices = number(&mut at)?;
+    lit(&mut at, r#","k_quant":"#)?;
+    let k_quant = number(&mut at)?;
+    lit(&mut at, r#","v_quant":"#)?;
+    let v_quant = number(&mut at)?;
+    lit(&mut at, r#","scales":"#)?;
+    let scales = number(&mut at)?;
+    lit(&mut at, r#"},"scale_meta":{"scale_dtype":""#)?;
+    let meta_dtype = string(&mut at)?;
+    lit(&mut at, r#","scale_k_shape":"#)?;
+    let scale_k_shape = dims(&mut at)?;
+    lit(&mut at, r#","scale_v_shape":"#)?;
+    let scale_v_shape = dims(&mut at)?;
+    lit(&mut at, "}}")?;
+    (at == text.len()).then_some(RawHeader {
+        version,
+        quant_mode,
+        index_dtype,
+        scale_dtype,
+        scale_granularity,
+        k_shape,
+        v_shape,
+        indices_len,
+        sections: RawSections {
+            indices,
+            k_quant,
+            v_quant,
+            scales,
+        },
+        scale_meta: RawScaleMeta {
+            scale_dtype: meta_dtype,
+            scale_k_shape,
+            scale_v_shape,
+        },
+    })
 }
 
 fn bad(offset: usize, message: String) -> DecodeError {
     DecodeError::Json { offset, message }
 }
 
-fn shape4(v: &[u64], name: &str, offset: usize) -> Result<[usize; 4], DecodeError> {
-    let arr: [u64; 4] = v
-        .try_into()
-        .map_err(|_| bad(offset, format!("{name} has {} dims, expected 4", v.len())))?;
+fn shape4(v: Dims, name: &str, offset: usize) -> Result<[usize; 4], DecodeError> {
+    if v.len != 4 {
+        return Err(bad(
+            offset,
+            format!("{name} has {} dims, expected 4", v.len),
+        ));
+    }
+    let arr = v.first;
     let limits = [MAX_DIM, MAX_DIM, MAX_TOKENS, MAX_DIM];
     let mut out = [0usize; 4];
     for i in 0..4 {
@@ -127,19 +287,22 @@ fn shape4(v: &[u64], name: &str, offset: usize) -> Result<[usize; 4], DecodeErro
 
 /// Parses and checks the JSON text found at absolute offset `offset`.
 pub(crate) fn read_header(text: &[u8], offset: usize) -> Result<V1Header, DecodeError> {
-    let raw: RawHeader = serde_json::from_slice(text).map_err(|e| bad(offset, e.to_string()))?;
+    let raw = match read_canonical(text) {
+        Some(raw) => raw,
+        None => serde_json::from_slice(text).map_err(|e| bad(offset, e.to_string()))?,
+    };
     if raw.version != "kvwire_v1" {
         return Err(bad(
             offset,
             format!("version {:?}, expected \"kvwire_v1\"", raw.version),
         ));
     }
-    let mode = match raw.quant_mode.as_str() {
+    let mode = match &*raw.quant_mode {
         "int8" => QuantMode::Int8,
         "int4" => QuantMode::Int4,
         other => return Err(bad(offset, format!("quant_mode {other:?}"))),
     };
-    let index_width = match raw.index_dtype.as_str() {
+    let index_width = match &*raw.index_dtype {
         "uint16" => IndexWidth::U16,
         "uint32" => IndexWidth::U32,
         other => return Err(bad(offset, format!("index_dtype {other:?}"))),
@@ -158,8 +321,8 @@ pub(crate) fn read_header(text: &[u8], offset: usize) -> Result<V1Header, Decode
             format!("scale_granularity {:?}", raw.scale_granularity),
         )
     })?;
-    let k_shape = shape4(&raw.k_shape, "k_shape", offset)?;
-    let v_shape = shape4(&raw.v_shape, "v_shape", offset)?;
+    let k_shape = shape4(raw.k_shape, "k_shape", offset)?;
+    let v_shape = shape4(raw.v_shape, "v_shape", offset)?;
     for (name, shape) in [("k_shape", k_shape), ("v_shape", v_shape)] {
         if crate::layer::checked_elements(shape).is_none() {
             return Err(DecodeError::TooLarge {
@@ -170,8 +333,8 @@ pub(crate) fn read_header(text: &[u8], offset: usize) -> Result<V1Header, Decode
             });
         }
     }
-    let scale_k = shape4(&raw.scale_meta.scale_k_shape, "scale_k_shape", offset)?;
-    let scale_v = shape4(&raw.scale_meta.scale_v_shape, "scale_v_shape", offset)?;
+    let scale_k = shape4(raw.scale_meta.scale_k_shape, "scale_k_shape", offset)?;
+    let scale_v = shape4(raw.scale_meta.scale_v_shape, "scale_v_shape", offset)?;
     if scale_k != granularity.scale_shape(k_shape) || scale_v != granularity.scale_shape(v_shape) {
         return Err(bad(
             offset,
@@ -231,4 +394,102 @@ pub(crate) fn read_header(text: &[u8], offset: usize) -> Result<V1Header, Decode
     }
     header.sections = want;
     Ok(header)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(mode: QuantMode, width: IndexWidth, dtype: ScaleDtype, g: Granularity) -> V1Header {
+        let shape = [1, 3, 70_000, 64];
+        let mut h = V1Header {
+            mode,
+            index_width: width,
+            scale_dtype: dtype,
+            granularity: g,
+            k_shape: shape,
+            v_shape: shape,
+            indices_len: shape[2],
+            sections: V1Sections {
+                indices: 0,
+                k_quant: 0,
+                v_quant: 0,
+                scales: 0,
+            },
+            json_len: 0,
+        };
+        h.sections = h.expected_sections();
+        h
+    }
+
+    /// The direct scan and serde_json read every header we write to the same thing, and the
+    /// scan gives way to serde_json for any other form.
+    #[test]
+    fn canonical_scan_agrees_with_serde_json() {
+        for mode in [QuantMode::Int8, QuantMode::Int4] {
+            for width in [IndexWidth::U16, IndexWidth::U32] {
+                for dtype in [ScaleDtype::Fp16, ScaleDtype::Bf16] {
+                    for g in [
+                        Granularity::PerBlock,
+                        Granularity::PerHead,
+                        Granularity::PerLayer,
+                    ] {
+                        let h = header(mode, width, dtype, g);
+                        let text = write_header(&h);
+                        let fast = read_canonical(text.as_bytes()).expect("canonical");
+                        let slow: RawHeader<'_> = serde_json::from_str(&text).unwrap();
+                        assert_eq!(fast.version, slow.version);
+                        assert_eq!(
+                            (fast.k_shape, fast.v_shape, fast.indices_len),
+                            (slow.k_shape, slow.v_shape, slow.indices_len)
+                        );
+                        assert_eq!(
+                            (fast.scale_meta.scale_k_shape, fast.scale_meta.scale_v_shape),
+                            (slow.scale_meta.scale_k_shape, slow.scale_meta.scale_v_shape)
+                        );
+                        let mut back = read_header(text.as_bytes(), 0).unwrap();
+                        back.json_len = 0;
+                        assert_eq!(back, h);
+                        // Spaced out (as Python's json.dumps writes by default): not canonical,
+                        // the same header through serde_json.
+                        let spaced = text.replace(",\"", ", \"").replace("\":", "\": ");
+                        assert!(read_canonical(spaced.as_bytes()).is_none());
+                        let mut back = read_header(spaced.as_bytes(), 0).unwrap();
+                        back.json_len = 0;
+                        assert_eq!(back, h);
+                    }
+                }
+            }
+        }
+        let text = write_header(&header(
+            QuantMode::Int8,
+            IndexWidth::U32,
+            ScaleDtype::Fp16,
+            Granularity::PerBlock,
+        ));
+        // Forms JSON forbids or that need unescaping, and trailing bytes: left to serde_json.
+        for odd in [
+            text.replace("\"indices_len\":70000", "\"indices_len\":070000"),
+            text.replace("kvwire_v1", "kvwire\\u005fv1"),
+            text.replace("\"k_shape\":[1,", "\"k_shape\":[1 ,"),
+            format!("{text} "),
+            text.replace(
+                "\"indices_len\":70000",
+                "\"indices_len\":99999999999999999999999",
+            ),
+        ] {
+            assert!(read_canonical(odd.as_bytes()).is_none(), "{odd}");
+        }
+        // An escaped but equal string is still the same header; a leading zero is an error.
+        let escaped = text.replace("kvwire_v1", "kvwire\\u005fv1");
+        assert!(read_header(escaped.as_bytes(), 0).is_ok());
+        let zero = text.replace("\"indices_len\":70000", "\"indices_len\":070000");
+        assert!(matches!(
+            read_header(zero.as_bytes(), 7),
+            Err(DecodeError::Json { offset: 7, .. })
+        ));
+        let five = text.replace("\"k_shape\":[1,3,70000,64]", "\"k_shape\":[1,3,70000,64,1]");
+        let err = read_header(five.as_bytes(), 0).unwrap_err();
+        assert!(format!("{err:?}").contains("k_shape has 5 dims"), "{err:?}");
+    }
 }
