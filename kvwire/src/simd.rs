@@ -378,10 +378,11 @@ fn dequantize_row_int4_f16(q: &[u8], scale: f32, out: &mut [u16]) {
     let s = _mm256_set1_ps(scale);
     let (qs, q_rest) = q.as_chunks::<16>();
     let (os, o_rest) = out.as_chunks_mut::<32>();
-    let mut wide = [0f32; 32];
     for (q, o) in qs.iter().zip(os) {
-        dequantize32_int4(load_bytes16(q), s, &mut wide);
-        f32_to_f16(&wide, o);
+        let [a, b, c, d] = int4_vectors(load_bytes16(q), s);
+        let (o, _) = o.as_chunks_mut::<16>();
+        store_halves16(&mut o[0], a, b);
+        store_halves16(&mut o[1], c, d);
     }
     let mut wide = [0f32; 32];
     let wide = &mut wide[..o_rest.len()];
@@ -391,20 +392,10 @@ fn dequantize_row_int4_f16(q: &[u8], scale: f32, out: &mut [u16]) {
     }
 }
 
-/// 32 f32 to half bits (nearest, ties to even).
-#[inline]
-#[target_feature(enable = "avx2,f16c")]
-fn f32_to_f16(x: &[f32; 32], out: &mut [u16; 32]) {
-    let (x, _) = x.as_chunks::<8>();
-    let (o, _) = out.as_chunks_mut::<16>();
-    store_halves16(&mut o[0], load8(&x[0]), load8(&x[1]));
-    store_halves16(&mut o[1], load8(&x[2]), load8(&x[3]));
-}
-
-/// 16 bytes of packed int4 (low nibble first) times `scale` into 32 floats.
+/// 16 bytes of packed int4 (low nibble first) times `scale`: 32 floats as four vectors.
 #[inline]
 #[target_feature(enable = "avx2")]
-fn dequantize32_int4(b: __m128i, s: __m256, o: &mut [f32; 32]) {
+fn int4_vectors(b: __m128i, s: __m256) -> [__m256; 4] {
     let nibble = _mm_set1_epi8(0x0f);
     let eight = _mm_set1_epi8(8);
     // Sign-extend a nibble v as (v ^ 8) - 8, then interleave low (even) and high (odd).
@@ -414,14 +405,23 @@ fn dequantize32_int4(b: __m128i, s: __m256, o: &mut [f32; 32]) {
     let hi = _mm_sub_epi8(_mm_xor_si128(hi, eight), eight);
     let first = _mm_unpacklo_epi8(lo, hi);
     let second = _mm_unpackhi_epi8(lo, hi);
-    let (o, _) = o.as_chunks_mut::<8>();
-    store8(&mut o[0], dequantize8(first, s));
-    store8(&mut o[1], dequantize8(_mm_unpackhi_epi64(first, first), s));
-    store8(&mut o[2], dequantize8(second, s));
-    store8(
-        &mut o[3],
+    [
+        dequantize8(first, s),
+        dequantize8(_mm_unpackhi_epi64(first, first), s),
+        dequantize8(second, s),
         dequantize8(_mm_unpackhi_epi64(second, second), s),
-    );
+    ]
+}
+
+/// 16 bytes of packed int4 (low nibble first) times `scale` into 32 floats.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn dequantize32_int4(b: __m128i, s: __m256, o: &mut [f32; 32]) {
+    let v = int4_vectors(b, s);
+    let (o, _) = o.as_chunks_mut::<8>();
+    for (o, v) in o.iter_mut().zip(v) {
+        store8(o, v);
+    }
 }
 
 #[target_feature(enable = "avx2,f16c")]
