@@ -151,13 +151,6 @@ fn load_bytes8(x: &[u8; 8]) -> __m128i {
 
 #[inline]
 #[target_feature(enable = "avx2")]
-fn load_bytes16(x: &[u8; 16]) -> __m128i {
-    // SAFETY: `x` is 16 readable bytes and `loadu` has no alignment requirement.
-    unsafe { _mm_loadu_si128(x.as_ptr().cast()) }
-}
-
-#[inline]
-#[target_feature(enable = "avx2")]
 fn store_bytes16(x: &mut [u8; 16], v: __m128i) {
     // SAFETY: `x` is 16 writable bytes and `storeu` has no alignment requirement.
     unsafe { _mm_storeu_si128(x.as_mut_ptr().cast(), v) }
@@ -333,7 +326,7 @@ fn dequantize_row_int4(q: &[u8], scale: f32, out: &mut [f32]) {
     let (qs, q_rest) = q.as_chunks::<16>();
     let (os, o_rest) = out.as_chunks_mut::<32>();
     for (q, o) in qs.iter().zip(os) {
-        dequantize32_int4(load_bytes16(q), s, o);
+        dequantize32_int4(q, s, o);
     }
     crate::quant::kernels::dequantize_row_int4_scalar(q_rest, scale, o_rest);
 }
@@ -379,7 +372,7 @@ fn dequantize_row_int4_f16(q: &[u8], scale: f32, out: &mut [u16]) {
     let (qs, q_rest) = q.as_chunks::<16>();
     let (os, o_rest) = out.as_chunks_mut::<32>();
     for (q, o) in qs.iter().zip(os) {
-        let [a, b, c, d] = int4_vectors(load_bytes16(q), s);
+        let [a, b, c, d] = int4_vectors(q, s);
         let (o, _) = o.as_chunks_mut::<16>();
         store_halves16(&mut o[0], a, b);
         store_halves16(&mut o[1], c, d);
@@ -395,29 +388,31 @@ fn dequantize_row_int4_f16(q: &[u8], scale: f32, out: &mut [u16]) {
 /// 16 bytes of packed int4 (low nibble first) times `scale`: 32 floats as four vectors.
 #[inline]
 #[target_feature(enable = "avx2")]
-fn int4_vectors(b: __m128i, s: __m256) -> [__m256; 4] {
-    let nibble = _mm_set1_epi8(0x0f);
-    let eight = _mm_set1_epi8(8);
-    // Sign-extend a nibble v as (v ^ 8) - 8, then interleave low (even) and high (odd).
-    let lo = _mm_and_si128(b, nibble);
-    let hi = _mm_and_si128(_mm_srli_epi16::<4>(b), nibble);
-    let lo = _mm_sub_epi8(_mm_xor_si128(lo, eight), eight);
-    let hi = _mm_sub_epi8(_mm_xor_si128(hi, eight), eight);
-    let first = _mm_unpacklo_epi8(lo, hi);
-    let second = _mm_unpackhi_epi8(lo, hi);
-    [
-        dequantize8(first, s),
-        dequantize8(_mm_unpackhi_epi64(first, first), s),
-        dequantize8(second, s),
-        dequantize8(_mm_unpackhi_epi64(second, second), s),
-    ]
+fn int4_vectors(q: &[u8; 16], s: __m256) -> [__m256; 4] {
+    // Both 128-bit lanes hold the 16 bytes. For output vector v, dword j takes byte 4v + j/2
+    // into its top byte; the low nibble (even j) is shifted 4 further up; an arithmetic shift
+    // right by 28 then leaves each nibble sign-extended.
+    // SAFETY: `q` is 16 readable bytes and `loadu` has no alignment requirement.
+    let b = _mm256_broadcastsi128_si256(unsafe { _mm_loadu_si128(q.as_ptr().cast()) });
+    let up = _mm256_setr_epi32(4, 0, 4, 0, 4, 0, 4, 0);
+    let take = |v: i8| {
+        let at = |j: i8| 4 * v + j / 2;
+        #[rustfmt::skip]
+        let c = _mm256_setr_epi8(
+            -1, -1, -1, at(0), -1, -1, -1, at(1), -1, -1, -1, at(2), -1, -1, -1, at(3),
+            -1, -1, -1, at(4), -1, -1, -1, at(5), -1, -1, -1, at(6), -1, -1, -1, at(7),
+        );
+        let x = _mm256_srai_epi32::<28>(_mm256_sllv_epi32(_mm256_shuffle_epi8(b, c), up));
+        _mm256_mul_ps(_mm256_cvtepi32_ps(x), s)
+    };
+    [take(0), take(1), take(2), take(3)]
 }
 
 /// 16 bytes of packed int4 (low nibble first) times `scale` into 32 floats.
 #[inline]
 #[target_feature(enable = "avx2")]
-fn dequantize32_int4(b: __m128i, s: __m256, o: &mut [f32; 32]) {
-    let v = int4_vectors(b, s);
+fn dequantize32_int4(q: &[u8; 16], s: __m256, o: &mut [f32; 32]) {
+    let v = int4_vectors(q, s);
     let (o, _) = o.as_chunks_mut::<8>();
     for (o, v) in o.iter_mut().zip(v) {
         store8(o, v);
