@@ -72,9 +72,9 @@ fn bench(c: &mut Criterion) {
             let mut group = c.benchmark_group(format!("h{h}_d{d}_t{t}_{dtype}"));
             group.throughput(Throughput::Bytes(input_bytes));
             group
-                .sample_size(10)
+                .sample_size(20)
                 .warm_up_time(Duration::from_millis(300))
-                .measurement_time(Duration::from_millis(900));
+                .measurement_time(Duration::from_millis(1200));
             let src: Vec<u8> = vec![1u8; input_bytes as usize];
             let mut dst = vec![0u8; input_bytes as usize];
             group.bench_function("memcpy", |b| {

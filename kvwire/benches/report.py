@@ -3,8 +3,9 @@
 
 Usage: python3 kvwire/benches/report.py [CRITERION_DIR]
 (default: $CARGO_TARGET_DIR/criterion or target/criterion). Throughput is input bytes (K+V as
-given, f32 or f16) per second at the mean time; "x memcpy" is against `memcpy` of the same bytes
-measured in the same group; "int4/int8" is the int4 figure over the int8 one.
+given, f32 or f16) per second at the median time (robust to the VM's occasional stalls); "x
+memcpy" is against `memcpy` of the same bytes measured in the same group; "int4/int8" is the
+int4 figure over the int8 one.
 """
 import json, os, sys, pathlib
 
@@ -15,9 +16,9 @@ for est in root.glob("*/**/new/estimates.json"):
     bench = json.loads((est.parent / "benchmark.json").read_text())
     group, func, param = bench["group_id"], bench["function_id"], bench.get("value_str")
     nbytes = bench["throughput"]["Bytes"]
-    mean_ns = json.loads(est.read_text())["mean"]["point_estimate"]
+    median_ns = json.loads(est.read_text())["median"]["point_estimate"]
     name = func + ("/" + param if param else "")
-    rows.setdefault(group, {})[name] = nbytes / mean_ns
+    rows.setdefault(group, {})[name] = nbytes / median_ns
 
 def key(g):
     p = g.split("_")
