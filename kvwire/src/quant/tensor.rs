@@ -130,8 +130,10 @@ fn quantize_fused(
         let starts = (0..b * h).flat_map(|bh| order.iter().map(move |&o| (bh * t + o) * d));
         k.quantize_per_block(&job, rows, starts, out, scales)
     };
-    // Every row has a start (`order.len() == t`), so every row was written.
-    debug_assert_eq!(out.len() - at, params.mode.payload_bytes(rows * d));
+    // Every row has a start (`order.len() == t`), so every row was written (a fault writes
+    // none).
+    let written = if result.is_ok() { rows * d } else { 0 };
+    debug_assert_eq!(out.len() - at, params.mode.payload_bytes(written));
     result.map_err(|(group, fault)| match fault {
         RowFault::NonFinite => EncodeError::NonFinite { field, group },
         RowFault::ScaleOverflow(scale) => EncodeError::ScaleOverflow {
