@@ -81,3 +81,16 @@ pub(crate) fn le_u32s(bytes: &[u8]) -> Vec<u32> {
         .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
         .collect()
 }
+
+/// Appends fixed-size little-endian values (`u16::to_le_bytes` and the like) with one resize
+/// instead of an `extend` per value.
+pub(crate) fn append_le<const N: usize>(
+    out: &mut Vec<u8>,
+    values: impl ExactSizeIterator<Item = [u8; N]>,
+) {
+    let at = out.len();
+    out.resize(at + N * values.len(), 0);
+    for (d, v) in out[at..].chunks_exact_mut(N).zip(values) {
+        d.copy_from_slice(&v);
+    }
+}

@@ -279,7 +279,14 @@ pub(crate) fn dequantize_tensor_le_f16(
             let scales = Scales::Le(bytes, dtype);
             check_lengths(mode, granularity, shape, payload, scales, out.len())?;
             let out = out.reinterpret_cast_mut();
-            k.dequantize_per_block_f16(payload, bytes, dtype == ScaleDtype::Bf16, d, int4, out);
+            let rows = crate::simd::StoredRows {
+                payload,
+                scales: bytes,
+                bf16: dtype == ScaleDtype::Bf16,
+                d,
+                int4,
+            };
+            k.dequantize_per_block(rows, crate::simd::Dequantized::F16(out));
             return Ok(());
         }
     }
@@ -366,7 +373,14 @@ fn dequantize_with(
     if let (Some(k), Scales::Le(bytes, dtype)) = (crate::simd::Avx2::get(), scales) {
         let int4 = mode == QuantMode::Int4;
         if granularity == Granularity::PerBlock && (!int4 || d % 2 == 0) {
-            k.dequantize_per_block(payload, bytes, dtype == ScaleDtype::Bf16, d, int4, out);
+            let rows = crate::simd::StoredRows {
+                payload,
+                scales: bytes,
+                bf16: dtype == ScaleDtype::Bf16,
+                d,
+                int4,
+            };
+            k.dequantize_per_block(rows, crate::simd::Dequantized::F32(out));
             return Ok(());
         }
     }

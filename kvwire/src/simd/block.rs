@@ -376,46 +376,62 @@ fn f16x32(x: &[u16; 32]) -> [__m256; 4] {
     ]
 }
 
-/// Dequantizes every row of a per_block payload: row `r` uses the scale stored little-endian at
-/// `scales[2r..2r + 2]` (fp16, or bf16 when `bf16_scales`). `out.len()` is a multiple of `d`;
-/// the caller checked every length.
-#[target_feature(enable = "avx2,f16c")]
-pub(super) fn dequantize_per_block(
-    payload: &[u8],
-    scales: &[u8],
-    bf16_scales: bool,
-    d: usize,
-    int4: bool,
-    out: &mut [f32],
-) {
-    // The usual head dims get their own copies, with the row loops unrolled.
-    match (d, int4) {
-        (64, false) => dequantize_rows::<64, false>(payload, scales, bf16_scales, d, out),
-        (128, false) => dequantize_rows::<128, false>(payload, scales, bf16_scales, d, out),
-        (_, false) => dequantize_rows::<0, false>(payload, scales, bf16_scales, d, out),
-        (64, true) => dequantize_rows::<64, true>(payload, scales, bf16_scales, d, out),
-        (128, true) => dequantize_rows::<128, true>(payload, scales, bf16_scales, d, out),
-        (_, true) => dequantize_rows::<0, true>(payload, scales, bf16_scales, d, out),
-    }
+/// Where dequantized values go: f32, or IEEE half bits (each f32 value rounded to nearest
+/// even, as `half::f16::from_f32`).
+pub(crate) enum Dequantized<'a> {
+    /// f32 values.
+    F32(&'a mut [f32]),
+    /// Half bits.
+    F16(&'a mut [u16]),
 }
 
-/// [`dequantize_per_block`] rounded to IEEE half bits.
+/// A per_block payload with its scales stored little-endian, two bytes per row (fp16, or bf16
+/// when `bf16`); rows of `d` values, packed nibbles when `int4`.
+#[derive(Clone, Copy)]
+pub(crate) struct StoredRows<'a> {
+    pub payload: &'a [u8],
+    pub scales: &'a [u8],
+    pub bf16: bool,
+    pub d: usize,
+    pub int4: bool,
+}
+
+/// Dequantizes every row: row `r` uses the scale at `scales[2r..2r + 2]`. The output length is
+/// a multiple of `d`; the caller checked every length.
 #[target_feature(enable = "avx2,f16c")]
-pub(super) fn dequantize_per_block_f16(
-    payload: &[u8],
-    scales: &[u8],
-    bf16_scales: bool,
-    d: usize,
-    int4: bool,
-    out: &mut [u16],
-) {
-    match (d, int4) {
-        (64, false) => dequantize_rows_f16::<64, false>(payload, scales, bf16_scales, d, out),
-        (128, false) => dequantize_rows_f16::<128, false>(payload, scales, bf16_scales, d, out),
-        (_, false) => dequantize_rows_f16::<0, false>(payload, scales, bf16_scales, d, out),
-        (64, true) => dequantize_rows_f16::<64, true>(payload, scales, bf16_scales, d, out),
-        (128, true) => dequantize_rows_f16::<128, true>(payload, scales, bf16_scales, d, out),
-        (_, true) => dequantize_rows_f16::<0, true>(payload, scales, bf16_scales, d, out),
+pub(super) fn dequantize_per_block(rows: StoredRows<'_>, out: Dequantized<'_>) {
+    // The usual head dims get their own copies, with the row loops unrolled.
+    match out {
+        Dequantized::F32(out) => match (rows.d, rows.int4) {
+            (64, false) => each_row::<64, _>(rows, out, |q, s, o| super::dequantize_row(q, s, o)),
+            (128, false) => each_row::<128, _>(rows, out, |q, s, o| super::dequantize_row(q, s, o)),
+            (_, false) => each_row::<0, _>(rows, out, |q, s, o| super::dequantize_row(q, s, o)),
+            (64, true) => {
+                each_row::<64, _>(rows, out, |q, s, o| super::dequantize_row_int4(q, s, o))
+            }
+            (128, true) => {
+                each_row::<128, _>(rows, out, |q, s, o| super::dequantize_row_int4(q, s, o))
+            }
+            (_, true) => each_row::<0, _>(rows, out, |q, s, o| super::dequantize_row_int4(q, s, o)),
+        },
+        Dequantized::F16(out) => match (rows.d, rows.int4) {
+            (64, false) => {
+                each_row::<64, _>(rows, out, |q, s, o| super::dequantize_row_f16(q, s, o))
+            }
+            (128, false) => {
+                each_row::<128, _>(rows, out, |q, s, o| super::dequantize_row_f16(q, s, o))
+            }
+            (_, false) => each_row::<0, _>(rows, out, |q, s, o| super::dequantize_row_f16(q, s, o)),
+            (64, true) => {
+                each_row::<64, _>(rows, out, |q, s, o| super::dequantize_row_int4_f16(q, s, o))
+            }
+            (128, true) => {
+                each_row::<128, _>(rows, out, |q, s, o| super::dequantize_row_int4_f16(q, s, o))
+            }
+            (_, true) => {
+                each_row::<0, _>(rows, out, |q, s, o| super::dequantize_row_int4_f16(q, s, o))
+            }
+        },
     }
 }
 
@@ -432,52 +448,21 @@ fn stored_scale(bits: &[u8; 2], bf16_scales: bool) -> f32 {
     _mm_cvtss_f32(s)
 }
 
-/// [`dequantize_per_block_f16`] with the row length `D` known at compile time (0: `d`).
+/// `row(payload row, its scale, output row)` over every row, with the row length `D` known at
+/// compile time (0: `rows.d`).
 #[inline]
 #[target_feature(enable = "avx2,f16c")]
-fn dequantize_rows_f16<const D: usize, const INT4: bool>(
-    payload: &[u8],
-    scales: &[u8],
-    bf16_scales: bool,
-    d: usize,
-    out: &mut [u16],
+fn each_row<const D: usize, T>(
+    rows: StoredRows<'_>,
+    out: &mut [T],
+    row: impl Fn(&[u8], f32, &mut [T]),
 ) {
-    let d = if D == 0 { d } else { D };
-    let row_bytes = if INT4 { d / 2 } else { d };
-    let rows = out
+    let d = if D == 0 { rows.d } else { D };
+    let row_bytes = if rows.int4 { d / 2 } else { d };
+    let pairs = out
         .chunks_exact_mut(d.max(1))
-        .zip(payload.chunks_exact(row_bytes.max(1)));
-    for ((o, q), sb) in rows.zip(scales.as_chunks::<2>().0) {
-        let s = stored_scale(sb, bf16_scales);
-        if INT4 {
-            super::dequantize_row_int4_f16(q, s, o);
-        } else {
-            super::dequantize_row_f16(q, s, o);
-        }
-    }
-}
-
-/// [`dequantize_per_block`] with the row length `D` known at compile time (0: `d`).
-#[inline]
-#[target_feature(enable = "avx2,f16c")]
-fn dequantize_rows<const D: usize, const INT4: bool>(
-    payload: &[u8],
-    scales: &[u8],
-    bf16_scales: bool,
-    d: usize,
-    out: &mut [f32],
-) {
-    let d = if D == 0 { d } else { D };
-    let row_bytes = if INT4 { d / 2 } else { d };
-    let rows = out
-        .chunks_exact_mut(d.max(1))
-        .zip(payload.chunks_exact(row_bytes.max(1)));
-    for ((o, q), sb) in rows.zip(scales.as_chunks::<2>().0) {
-        let s = stored_scale(sb, bf16_scales);
-        if INT4 {
-            super::dequantize_row_int4(q, s, o);
-        } else {
-            super::dequantize_row(q, s, o);
-        }
+        .zip(rows.payload.chunks_exact(row_bytes.max(1)));
+    for ((o, q), sb) in pairs.zip(rows.scales.as_chunks::<2>().0) {
+        row(q, stored_scale(sb, rows.bf16), o);
     }
 }

@@ -5,6 +5,7 @@ use crate::error::EncodeError;
 use crate::layer::LayerKv;
 use crate::limits::MAX_JSON_LEN;
 use crate::quant::{QuantParams, quantize_tensor};
+use crate::reader::append_le;
 
 /// Encodes one layer as a v1 blob.
 pub fn encode(layer: &LayerKv<'_>, opts: &V1Options) -> Result<Vec<u8>, EncodeError> {
@@ -66,20 +67,9 @@ pub fn encode_into(
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&(text.len() as u32).to_le_bytes());
     out.extend_from_slice(text.as_bytes());
-    let at = out.len();
     match width {
-        IndexWidth::U16 => {
-            out.resize(at + 2 * positions.len(), 0);
-            for (d, &p) in out[at..].chunks_exact_mut(2).zip(&positions) {
-                d.copy_from_slice(&(p as u16).to_le_bytes());
-            }
-        }
-        IndexWidth::U32 => {
-            out.resize(at + 4 * positions.len(), 0);
-            for (d, &p) in out[at..].chunks_exact_mut(4).zip(&positions) {
-                d.copy_from_slice(&p.to_le_bytes());
-            }
-        }
+        IndexWidth::U16 => append_le(out, positions.iter().map(|&p| (p as u16).to_le_bytes())),
+        IndexWidth::U32 => append_le(out, positions.iter().map(|&p| p.to_le_bytes())),
     }
     let mut scales = Vec::with_capacity(sections.scales / 2);
     let result = quantize_tensor(layer.k, shape, &order, params, "k", out, &mut scales)
@@ -88,10 +78,6 @@ pub fn encode_into(
         out.truncate(start);
         return Err(e);
     }
-    let at = out.len();
-    out.resize(at + 2 * scales.len(), 0);
-    for (d, s) in out[at..].chunks_exact_mut(2).zip(scales) {
-        d.copy_from_slice(&s.to_le_bytes());
-    }
+    append_le(out, scales.iter().map(|s| s.to_le_bytes()));
     Ok(())
 }

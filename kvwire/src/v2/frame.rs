@@ -12,6 +12,7 @@ use super::{FrameOptions, Payload};
 use crate::error::EncodeError;
 use crate::layer::{KvData, LayerKv};
 use crate::quant::{QuantParams, quantize_tensor};
+use crate::reader::append_le;
 
 /// Encodes one layer as one frame.
 pub fn encode_frame(layer: &LayerKv<'_>, opts: &FrameOptions) -> Result<Vec<u8>, EncodeError> {
@@ -62,21 +63,10 @@ pub fn encode_frame_into(
             + RECORD_TRAILER_LEN,
     );
     header.write(out);
-    let at = out.len();
     match index {
         IndexEncoding::Contiguous { .. } => {}
-        IndexEncoding::U16 => {
-            out.resize(at + 2 * positions.len(), 0);
-            for (d, &p) in out[at..].chunks_exact_mut(2).zip(&positions) {
-                d.copy_from_slice(&(p as u16).to_le_bytes());
-            }
-        }
-        IndexEncoding::U32 => {
-            out.resize(at + 4 * positions.len(), 0);
-            for (d, &p) in out[at..].chunks_exact_mut(4).zip(&positions) {
-                d.copy_from_slice(&p.to_le_bytes());
-            }
-        }
+        IndexEncoding::U16 => append_le(out, positions.iter().map(|&p| (p as u16).to_le_bytes())),
+        IndexEncoding::U32 => append_le(out, positions.iter().map(|&p| p.to_le_bytes())),
     }
     let scales_at = out.len();
     let payload_at = scales_at + 4 * scale_count;
