@@ -69,6 +69,8 @@ fn check_roundtrip(shape: [usize; 4], indices: &[u32], opts: FrameOptions, f16_i
     let (dk, dv) = frame.dequantize();
     // The borrowing decoder agrees with the owning one, bit for bit.
     let view = v2::decode_frame_ref(&bytes).unwrap();
+    assert_eq!(view.indices(), frame.indices());
+    assert_eq!(view.dequantize(), frame.dequantize());
     let (mut rk, mut rv) = (vec![0f32; dk.len()], vec![0f32; dv.len()]);
     view.dequantize_into(&mut rk, &mut rv).unwrap();
     let bits = |x: &[f32]| x.iter().map(|f| f.to_bits()).collect::<Vec<u32>>();

@@ -3,7 +3,7 @@
 
 use kvwire::Breakdown;
 use kvwire::v2::{
-    FrameHeader, FrameKind, FrameOptions, IndexEncoding, SessionHeader, decode_frame,
+    FrameHeader, FrameKind, FrameOptions, IndexEncoding, SessionHeader, decode_frame_ref,
     estimate_frame_bytes,
 };
 
@@ -74,7 +74,8 @@ impl TransferDecoder {
             self.start(header)?;
             return Ok(());
         };
-        let frame = decode_frame(record)?;
+        // Borrowed: the payload is read in place, dequantized by the whole-tensor kernels.
+        let frame = decode_frame_ref(record)?;
         self.breakdown += frame.breakdown();
         let h = frame.header();
         self.estimated += estimate_of(h, frame.indices().last().copied().unwrap_or(0));

@@ -154,6 +154,31 @@ impl FrameRef<'_> {
         }
     }
 
+    /// Sorted token positions of the T rows (decoded from the stored bytes: owned).
+    pub fn indices(&self) -> Cow<'_, [u32]> {
+        match self.header.index {
+            IndexEncoding::Contiguous { start } => Cow::Owned(
+                (0..self.header.shape[2] as u32)
+                    .map(|i| start.wrapping_add(i))
+                    .collect(),
+            ),
+            IndexEncoding::U16 => {
+                Cow::Owned(le_u16s(self.indices).into_iter().map(u32::from).collect())
+            }
+            IndexEncoding::U32 => Cow::Owned(le_u32s(self.indices)),
+        }
+    }
+
+    /// Dequantized K and V, `[B, H, T, D]` f32, rows in [`Self::indices`] order.
+    pub fn dequantize(&self) -> (Vec<f32>, Vec<f32>) {
+        let n = self.header.elements();
+        let (mut k, mut v) = (vec![0f32; n], vec![0f32; n]);
+        // Sizes match by construction, so this cannot fail.
+        let done = self.dequantize_into(&mut k, &mut v);
+        debug_assert!(done.is_ok());
+        (k, v)
+    }
+
     /// [`Self::dequantize_into`] rounded to fp16 (nearest, ties to even: `f16::from_f32` of
     /// each f32 value), for a cache held as fp16: half the bytes written.
     pub fn dequantize_into_f16(&self, k: &mut [f16], v: &mut [f16]) -> Result<(), DecodeError> {
