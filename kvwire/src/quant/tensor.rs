@@ -270,23 +270,13 @@ pub(crate) fn dequantize_tensor_le_f16(
     scales: (&[u8], ScaleDtype),
     out: &mut [f16],
 ) -> Result<(), DecodeError> {
-    let (bytes, dtype) = scales;
-    let d = shape[3];
     #[cfg(target_arch = "x86_64")]
-    if let Some(k) = crate::simd::Avx2::get() {
-        let int4 = mode == QuantMode::Int4;
-        if granularity == Granularity::PerBlock && d > 0 && (!int4 || d.is_multiple_of(2)) {
-            let scales = Scales::Le(bytes, dtype);
-            check_lengths(mode, granularity, shape, payload, scales, out.len())?;
-            let out = out.reinterpret_cast_mut();
-            let rows = crate::simd::StoredRows {
-                payload,
-                scales: bytes,
-                bf16: dtype == ScaleDtype::Bf16,
-                d,
-                int4,
-            };
-            k.dequantize_per_block(rows, crate::simd::Dequantized::F16(out));
+    {
+        let stored = Scales::Le(scales.0, scales.1);
+        if let Some((k, rows)) = whole_tensor_kernel(mode, granularity, shape, payload, stored) {
+            check_lengths(mode, granularity, shape, payload, stored, out.len())?;
+            let out = crate::simd::Dequantized::F16(out.reinterpret_cast_mut());
+            k.dequantize_per_block(rows, out);
             return Ok(());
         }
     }
@@ -324,6 +314,32 @@ impl Scales<'_> {
             }
         }
     }
+}
+
+/// The whole-tensor dequantize kernel and its view of the rows, where it applies: per_block
+/// scales as stored, `D > 0` (even for int4), a CPU with AVX2 and F16C.
+#[cfg(target_arch = "x86_64")]
+fn whole_tensor_kernel<'a>(
+    mode: QuantMode,
+    granularity: Granularity,
+    shape: [usize; 4],
+    payload: &'a [u8],
+    scales: Scales<'a>,
+) -> Option<(crate::simd::Avx2, crate::simd::StoredRows<'a>)> {
+    let Scales::Le(bytes, dtype) = scales else {
+        return None;
+    };
+    let (d, int4) = (shape[3], mode == QuantMode::Int4);
+    let fits = granularity == Granularity::PerBlock && d > 0 && (!int4 || d.is_multiple_of(2));
+    let k = crate::simd::Avx2::get().filter(|_| fits)?;
+    let rows = crate::simd::StoredRows {
+        payload,
+        scales: bytes,
+        bf16: dtype == ScaleDtype::Bf16,
+        d,
+        int4,
+    };
+    Some((k, rows))
 }
 
 /// `out_len` values, the payload and the scales all match `shape`.
@@ -370,19 +386,9 @@ fn dequantize_with(
         return Ok(());
     }
     #[cfg(target_arch = "x86_64")]
-    if let (Some(k), Scales::Le(bytes, dtype)) = (crate::simd::Avx2::get(), scales) {
-        let int4 = mode == QuantMode::Int4;
-        if granularity == Granularity::PerBlock && (!int4 || d % 2 == 0) {
-            let rows = crate::simd::StoredRows {
-                payload,
-                scales: bytes,
-                bf16: dtype == ScaleDtype::Bf16,
-                d,
-                int4,
-            };
-            k.dequantize_per_block(rows, crate::simd::Dequantized::F32(out));
-            return Ok(());
-        }
+    if let Some((k, rows)) = whole_tensor_kernel(mode, granularity, shape, payload, scales) {
+        k.dequantize_per_block(rows, crate::simd::Dequantized::F32(out));
+        return Ok(());
     }
     let scale_of = |g| scales.get(g);
     let rows = out.chunks_exact_mut(d).enumerate();

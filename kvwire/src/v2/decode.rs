@@ -157,11 +157,7 @@ impl FrameRef<'_> {
     /// Sorted token positions of the T rows (decoded from the stored bytes: owned).
     pub fn indices(&self) -> Cow<'_, [u32]> {
         match self.header.index {
-            IndexEncoding::Contiguous { start } => Cow::Owned(
-                (0..self.header.shape[2] as u32)
-                    .map(|i| start.wrapping_add(i))
-                    .collect(),
-            ),
+            IndexEncoding::Contiguous { start } => Cow::Owned(contiguous(start, self.header.shape)),
             IndexEncoding::U16 => {
                 Cow::Owned(le_u16s(self.indices).into_iter().map(u32::from).collect())
             }
@@ -171,12 +167,7 @@ impl FrameRef<'_> {
 
     /// Dequantized K and V, `[B, H, T, D]` f32, rows in [`Self::indices`] order.
     pub fn dequantize(&self) -> (Vec<f32>, Vec<f32>) {
-        let n = self.header.elements();
-        let (mut k, mut v) = (vec![0f32; n], vec![0f32; n]);
-        // Sizes match by construction, so this cannot fail.
-        let done = self.dequantize_into(&mut k, &mut v);
-        debug_assert!(done.is_ok());
-        (k, v)
+        dequantized(self.header.elements(), |k, v| self.dequantize_into(k, v))
     }
 
     /// [`Self::dequantize_into`] rounded to fp16 (nearest, ties to even: `f16::from_f32` of
@@ -213,6 +204,24 @@ impl FrameRef<'_> {
             breakdown: self.breakdown,
         }
     }
+}
+
+/// The positions of a contiguous range: `start` and the next `T - 1`.
+fn contiguous(start: u32, shape: [usize; 4]) -> Vec<u32> {
+    (0..shape[2] as u32)
+        .map(|i| start.wrapping_add(i))
+        .collect()
+}
+
+/// K and V of `n` values each, filled by `into` (sizes match by construction: it cannot fail).
+fn dequantized(
+    n: usize,
+    into: impl FnOnce(&mut [f32], &mut [f32]) -> Result<(), DecodeError>,
+) -> (Vec<f32>, Vec<f32>) {
+    let (mut k, mut v) = (vec![0f32; n], vec![0f32; n]);
+    let done = into(&mut k, &mut v);
+    debug_assert!(done.is_ok());
+    (k, v)
 }
 
 /// Dequantizes one tensor's payload (or converts fp16) into `out`.
@@ -264,11 +273,7 @@ impl Frame {
     /// Sorted token positions of the T rows.
     pub fn indices(&self) -> Cow<'_, [u32]> {
         match self.header.index {
-            IndexEncoding::Contiguous { start } => Cow::Owned(
-                (0..self.header.shape[2] as u32)
-                    .map(|i| start.wrapping_add(i))
-                    .collect(),
-            ),
+            IndexEncoding::Contiguous { start } => Cow::Owned(contiguous(start, self.header.shape)),
             _ => Cow::Borrowed(&self.indices),
         }
     }
@@ -300,12 +305,7 @@ impl Frame {
 
     /// Dequantized K and V, `[B, H, T, D]` f32, rows in [`Frame::indices`] order.
     pub fn dequantize(&self) -> (Vec<f32>, Vec<f32>) {
-        let n = self.header.elements();
-        let (mut k, mut v) = (vec![0f32; n], vec![0f32; n]);
-        // Sizes match by construction, so this cannot fail.
-        let done = self.dequantize_into(&mut k, &mut v);
-        debug_assert!(done.is_ok());
-        (k, v)
+        dequantized(self.header.elements(), |k, v| self.dequantize_into(k, v))
     }
 
     /// Dequantizes into caller buffers of `B*H*T*D` elements each.
