@@ -80,7 +80,10 @@ impl Avx2 {
     ) -> Result<(), (usize, RowFault)> {
         // The kernel writes whole blocks of 32 values; any other row length would leave bytes
         // of each row unwritten, which `set_len` below must never expose.
-        assert!(job.d > 0 && job.d.is_multiple_of(32), "per_block kernel needs D % 32 == 0");
+        assert!(
+            job.d > 0 && job.d.is_multiple_of(32),
+            "per_block kernel needs D % 32 == 0"
+        );
         let row_bytes = if job.int4 { job.d / 2 } else { job.d };
         out.reserve(rows * row_bytes);
         let spare = &mut out.spare_capacity_mut()[..rows * row_bytes];
