@@ -89,9 +89,7 @@ impl V1BlobRef<'_> {
     /// [`V1Blob::dequantize_into`]).
     pub fn dequantize_into(&self, k: &mut [f32], v: &mut [f32]) -> Result<(), DecodeError> {
         let h = &self.header;
-        let (ks, vs) = self
-            .scales
-            .split_at(2 * h.granularity.scale_count(h.k_shape));
+        let (ks, vs) = self.kv_scales();
         let (g, d) = (h.granularity, h.scale_dtype);
         dequantize_tensor_le(h.mode, g, h.k_shape, self.k_quant, (ks, d), k)?;
         dequantize_tensor_le(h.mode, g, h.v_shape, self.v_quant, (vs, d), v)
@@ -101,12 +99,17 @@ impl V1BlobRef<'_> {
     /// each f32 value), for a cache held as fp16: half the bytes written.
     pub fn dequantize_into_f16(&self, k: &mut [f16], v: &mut [f16]) -> Result<(), DecodeError> {
         let h = &self.header;
-        let (ks, vs) = self
-            .scales
-            .split_at(2 * h.granularity.scale_count(h.k_shape));
+        let (ks, vs) = self.kv_scales();
         let (g, d) = (h.granularity, h.scale_dtype);
         dequantize_tensor_le_f16(h.mode, g, h.k_shape, self.k_quant, (ks, d), k)?;
         dequantize_tensor_le_f16(h.mode, g, h.v_shape, self.v_quant, (vs, d), v)
+    }
+
+    /// The stored K scale bytes and V scale bytes.
+    fn kv_scales(&self) -> (&[u8], &[u8]) {
+        let h = &self.header;
+        self.scales
+            .split_at(2 * h.granularity.scale_count(h.k_shape))
     }
 
     /// Copies everything into an owned [`V1Blob`].
