@@ -1,6 +1,8 @@
 //! Encode and decode of one layer (int8 / int4 per_block, v2 and v1, f32 and f16 input) beside a
 //! plain copy of the same input bytes, single thread. Decode writes f32; f16 inputs are also
-//! decoded back to f16 (`*_decode_f16`).
+//! decoded back to f16 (`*_decode_f16`). A v2 decode is `decode_frame_into`: every check, the
+//! CRC32C and the dequantization into caller buffers; a v1 decode is `decode_ref` and
+//! `dequantize_into`.
 //!
 //! Default: a representative subset. `KVWIRE_BENCH_FULL=1` runs the whole matrix
 //! (H in {2, 8}, D in {64, 128}, T in {128, 512, 2048, 8192}).
@@ -112,8 +114,7 @@ fn bench(c: &mut Criterion) {
                 let frame = v2::encode_frame(&layer, &v2o).unwrap();
                 group.bench_function(BenchmarkId::new("v2_decode", mode.name()), |b| {
                     b.iter(|| {
-                        let f = v2::decode_frame_ref(black_box(&frame)).unwrap();
-                        f.dequantize_into(&mut kout, &mut vout).unwrap();
+                        v2::decode_frame_into(black_box(&frame), &mut kout, &mut vout).unwrap();
                     })
                 });
                 group.bench_function(BenchmarkId::new("v1_encode", mode.name()), |b| {
@@ -133,8 +134,8 @@ fn bench(c: &mut Criterion) {
                     // Back to the input's dtype: half the bytes written.
                     group.bench_function(BenchmarkId::new("v2_decode_f16", mode.name()), |b| {
                         b.iter(|| {
-                            let f = v2::decode_frame_ref(black_box(&frame)).unwrap();
-                            f.dequantize_into_f16(&mut kout16, &mut vout16).unwrap();
+                            v2::decode_frame_into_f16(black_box(&frame), &mut kout16, &mut vout16)
+                                .unwrap();
                         })
                     });
                     group.bench_function(BenchmarkId::new("v1_decode_f16", mode.name()), |b| {

@@ -4,7 +4,8 @@
 //! - [`v2`]: ours, the default for services: a session header and one CRC32C-checked frame per
 //!   (layer, precision group, round) with a fixed 36-byte header, decodable frame by frame
 //!   from a byte stream ([`v2::StreamDecoder`]); [`v2::decode_frame_ref`] checks one frame and
-//!   dequantizes it without copying the payload.
+//!   dequantizes it without copying the payload; [`v2::decode_frame_into`] does both in one pass
+//!   over the payload, straight into caller buffers.
 //! - [`quant`]: the reference quantize/dequantize arithmetic both versions share; on x86-64
 //!   CPUs with AVX2 + F16C its row kernels run bit-identical vector versions chosen at run
 //!   time (the crate's only `unsafe`, confined to one private module).

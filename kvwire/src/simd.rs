@@ -103,6 +103,21 @@ impl Avx2 {
         unsafe { block::dequantize_per_block(rows, out) }
     }
 
+    /// [`Self::dequantize_per_block`] that also returns `crc32c_append(crc, rows.payload)`,
+    /// folded in between the rows (see [`block`]).
+    #[inline]
+    pub(crate) fn dequantize_per_block_crc(
+        self,
+        _clmul: Clmul,
+        rows: StoredRows<'_>,
+        out: Dequantized<'_>,
+        crc: u32,
+    ) -> u32 {
+        // SAFETY: `self` exists only after AVX2 and F16C were detected, `_clmul` after
+        // AVX-512F, VPCLMULQDQ, PCLMULQDQ and SSE4.2.
+        unsafe { block::dequantize_per_block_crc(rows, out, crc) }
+    }
+
     /// IEEE half bits to f32 (`dst.len() == src.len()`); exact for every non-NaN value.
     #[inline]
     pub(crate) fn f16_to_f32(self, src: &[u16], dst: &mut [f32]) {

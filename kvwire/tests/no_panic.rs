@@ -27,6 +27,15 @@ fn exercise(bytes: &[u8]) {
     }
     let _ = v1::decode(bytes);
     let _ = v2::decode_frame(bytes);
+    // The one-pass decode into buffers sized from the unchecked header (small ones only).
+    let n = v2::FrameHeader::peek(bytes).map_or(3, |h| h.elements());
+    if n <= 1 << 16 {
+        let (mut k, mut v) = (vec![0f32; n], vec![0f32; n]);
+        let _ = v2::decode_frame_into(bytes, &mut k, &mut v);
+        let (mut k, mut v) = (vec![half::f16::ZERO; n], vec![half::f16::ZERO; n]);
+        let _ = v2::decode_frame_into_f16(bytes, &mut k, &mut v);
+        let _ = v2::decode_frame_into(bytes, &mut vec![0f32; n + 1], &mut vec![0f32; n]);
+    }
     let _ = v2::SessionHeader::decode(bytes);
     let mut dec = StreamDecoder::new();
     for chunk in bytes.chunks(7) {

@@ -94,6 +94,7 @@ fn check_roundtrip(shape: [usize; 4], indices: &[u32], opts: FrameOptions, f16_i
             "{err:?}"
         );
     }
+    check_fused_decode(&bytes, &dk, &dv);
     assert_eq!(view.into_owned(), frame);
     let to_f32 = |x: &[f16]| x.iter().map(|v| v.to_f32()).collect::<Vec<f32>>();
     let (k, v) = if f16_input {
@@ -136,6 +137,104 @@ fn check_roundtrip(shape: [usize; 4], indices: &[u32], opts: FrameOptions, f16_i
             );
         } else {
             assert_eq!(est, bytes.len() as u64);
+        }
+    }
+}
+
+/// `decode_frame_into` (one pass: CRC folded into the dequantization) returns the frame
+/// `decode_frame_ref` returns and writes what `dequantize_into` writes, in f32 and fp16; a wrong
+/// output length is the same error.
+fn check_fused_decode(bytes: &[u8], dk: &[f32], dv: &[f32]) {
+    let bits = |x: &[f32]| x.iter().map(|f| f.to_bits()).collect::<Vec<u32>>();
+    let half_bits = |x: &[f16]| x.iter().map(|h| h.to_bits()).collect::<Vec<_>>();
+    let view = v2::decode_frame_ref(bytes).unwrap();
+    let (mut k, mut v) = (vec![f32::NAN; dk.len()], vec![f32::NAN; dv.len()]);
+    assert_eq!(v2::decode_frame_into(bytes, &mut k, &mut v).unwrap(), view);
+    assert_eq!((bits(&k), bits(&v)), (bits(dk), bits(dv)));
+    let (mut hk, mut hv) = (vec![f16::NAN; dk.len()], vec![f16::NAN; dv.len()]);
+    assert_eq!(
+        v2::decode_frame_into_f16(bytes, &mut hk, &mut hv).unwrap(),
+        view
+    );
+    let (mut wk, mut wv) = (vec![f16::ZERO; dk.len()], vec![f16::ZERO; dv.len()]);
+    view.dequantize_into_f16(&mut wk, &mut wv).unwrap();
+    assert_eq!(
+        (half_bits(&hk), half_bits(&hv)),
+        (half_bits(&wk), half_bits(&wv))
+    );
+    let mut long = vec![0f32; dv.len() + 1];
+    assert_eq!(
+        v2::decode_frame_into(bytes, &mut k, &mut long).unwrap_err(),
+        view.dequantize_into(&mut k, &mut long).unwrap_err()
+    );
+}
+
+/// Frames whose payloads span many 256-byte CRC blocks (the fused decode folds them between
+/// rows), with every tail length, int8 and int4, fp16 and bf16 scales, the whole-tensor kernel's
+/// head dims and others: the fused decode matches the two-step one, and a flipped bit anywhere
+/// gives the two-step decode's error.
+#[test]
+fn fused_decode_matches_and_rejects_like_the_two_step_decode() {
+    let shapes = [
+        [1, 2, 37, 64],
+        [1, 3, 50, 128],
+        [1, 1, 9, 96],
+        [2, 1, 5, 32],
+        [1, 1, 3, 64],
+        [1, 2, 1, 160],
+        [1, 4, 21, 64],
+    ];
+    for (i, shape) in shapes.into_iter().enumerate() {
+        for payload in [Payload::Int8, Payload::Int4, Payload::Fp16] {
+            for (gran, scale_dtype) in [
+                (Granularity::PerBlock, ScaleDtype::Fp16),
+                (Granularity::PerBlock, ScaleDtype::Bf16),
+                (Granularity::PerHead, ScaleDtype::Fp16),
+            ] {
+                let n: usize = shape.iter().product();
+                let (k, v) = (values(n, 3 + i as u32), values(n, 40 + i as u32));
+                let indices: Vec<u32> = (0..shape[2] as u32).map(|t| 3 * t + 1).collect();
+                let layer = LayerKv {
+                    k: KvData::F32(&k),
+                    v: KvData::F32(&v),
+                    shape,
+                    indices: &indices,
+                };
+                let opts = FrameOptions {
+                    payload,
+                    granularity: gran,
+                    scale_dtype,
+                    ..FrameOptions::default()
+                };
+                let bytes = v2::encode_frame(&layer, &opts).unwrap();
+                let (dk, dv) = v2::decode_frame_ref(&bytes).unwrap().dequantize();
+                check_fused_decode(&bytes, &dk, &dv);
+                let (mut ok, mut ov) = (vec![0f32; n], vec![0f32; n]);
+                let len = bytes.len();
+                let spots = [
+                    0,
+                    5,
+                    9,
+                    37,
+                    60,
+                    len / 3,
+                    len / 2,
+                    len.saturating_sub(300),
+                    len - 7,
+                    len - 1,
+                ];
+                for at in spots.into_iter().filter(|&a| a < len) {
+                    for bit in [0x01, 0x80] {
+                        let mut bad = bytes.clone();
+                        bad[at] ^= bit;
+                        let want = v2::decode_frame_ref(&bad)
+                            .and_then(|f| f.dequantize_into(&mut ok, &mut ov))
+                            .unwrap_err();
+                        let got = v2::decode_frame_into(&bad, &mut ok, &mut ov).unwrap_err();
+                        assert_eq!(got, want, "{shape:?} {payload:?} {gran:?} byte {at}");
+                    }
+                }
+            }
         }
     }
 }

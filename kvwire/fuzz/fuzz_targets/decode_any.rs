@@ -22,5 +22,10 @@ fuzz_target!(|data: &[u8]| {
     }
     let _ = kvwire::v1::decode(data);
     let _ = kvwire::v2::decode_frame(data);
+    let n = kvwire::v2::FrameHeader::peek(data).map_or(3, |h| h.elements());
+    if n <= 1 << 16 {
+        let (mut k, mut v) = (vec![0f32; n], vec![0f32; n]);
+        let _ = kvwire::v2::decode_frame_into(data, &mut k, &mut v);
+    }
     let _ = kvwire::v2::SessionHeader::decode(data);
 });

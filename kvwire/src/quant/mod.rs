@@ -19,8 +19,10 @@ pub use kernels::{
 };
 #[cfg(test)]
 pub(crate) use tensor::quantize_rows;
+pub(crate) use tensor::{
+    OutBuf, dequantize_tensor_le, dequantize_tensor_le_crc, dequantize_tensor_le_f16,
+};
 pub use tensor::{dequantize_tensor, fake_quantize, quantize_tensor};
-pub(crate) use tensor::{dequantize_tensor_le, dequantize_tensor_le_f16};
 
 use half::f16;
 

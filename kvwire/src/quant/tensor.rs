@@ -287,6 +287,52 @@ pub(crate) fn dequantize_tensor_le_f16(
     Ok(())
 }
 
+/// A caller's output buffer for a fused decode: f32, or fp16 (rounded as
+/// [`dequantize_tensor_le_f16`]).
+pub(crate) enum OutBuf<'a> {
+    /// f32 values.
+    F32(&'a mut [f32]),
+    /// fp16 values.
+    F16(&'a mut [f16]),
+}
+
+/// [`dequantize_tensor_le`] (or [`dequantize_tensor_le_f16`]) that also returns
+/// `crc32c_append(crc, payload)`: in one pass over the payload where the CPU has the fused
+/// per_block kernel, else the dequantization and then the checksum.
+pub(crate) fn dequantize_tensor_le_crc(
+    mode: QuantMode,
+    granularity: Granularity,
+    shape: [usize; 4],
+    payload: &[u8],
+    scales: (&[u8], ScaleDtype),
+    out: OutBuf<'_>,
+    crc: u32,
+) -> Result<u32, DecodeError> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let stored = Scales::Le(scales.0, scales.1);
+        let kernel = whole_tensor_kernel(mode, granularity, shape, payload, stored);
+        if let (Some((k, rows)), Some(clmul)) = (kernel, crate::simd::Clmul::get()) {
+            let out = match out {
+                OutBuf::F32(o) => {
+                    check_lengths(mode, granularity, shape, payload, stored, o.len())?;
+                    crate::simd::Dequantized::F32(o)
+                }
+                OutBuf::F16(o) => {
+                    check_lengths(mode, granularity, shape, payload, stored, o.len())?;
+                    crate::simd::Dequantized::F16(o.reinterpret_cast_mut())
+                }
+            };
+            return Ok(k.dequantize_per_block_crc(clmul, rows, out, crc));
+        }
+    }
+    match out {
+        OutBuf::F32(o) => dequantize_tensor_le(mode, granularity, shape, payload, scales, o)?,
+        OutBuf::F16(o) => dequantize_tensor_le_f16(mode, granularity, shape, payload, scales, o)?,
+    }
+    Ok(crate::checksum::crc32c_append(crc, payload))
+}
+
 /// Scales as f32 values or as stored bits.
 #[derive(Clone, Copy)]
 enum Scales<'a> {

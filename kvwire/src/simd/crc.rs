@@ -72,53 +72,82 @@ fn fold128(x: __m128i, k: __m128i, next: __m128i) -> __m128i {
 
 #[target_feature(enable = "avx512f,vpclmulqdq,pclmulqdq,sse4.2")]
 fn append(crc: u32, data: &[u8]) -> u32 {
-    let (blocks, rest) = data.as_chunks::<256>();
+    let (blocks, _) = data.as_chunks::<256>();
     let Some((first, blocks)) = blocks.split_first() else {
         return crc;
     };
-    let quarters = |b: &[u8; 256]| {
-        let (q, _) = b.as_chunks::<64>();
-        [load64(&q[0]), load64(&q[1]), load64(&q[2]), load64(&q[3])]
-    };
-    let mut acc = quarters(first);
-    // The running state enters as an XOR on the first four message bytes.
-    let state = _mm512_castsi128_si512(_mm_cvtsi32_si128(!crc as i32));
-    acc[0] = _mm512_xor_si512(
-        acc[0],
-        _mm512_zextsi128_si512(_mm512_castsi512_si128(state)),
-    );
-    let k2048 = _mm512_set4_epi64(K2016, K2080, K2016, K2080);
+    let mut fold = Fold::start(crc, first);
     for b in blocks {
-        let next = quarters(b);
-        for (a, n) in acc.iter_mut().zip(next) {
+        fold.block(b);
+    }
+    fold.finish(&data[256 * (blocks.len() + 1)..])
+}
+
+/// A CRC32C in progress over whole blocks of 256 bytes: four 512-bit accumulators. Kernels that
+/// read a buffer anyway fold it block by block between their own steps ([`super::block`]).
+pub(super) struct Fold([__m512i; 4]);
+
+impl Fold {
+    /// The running `crc` (as `crc32c::crc32c_append` takes it) followed by the first block.
+    #[inline]
+    #[target_feature(enable = "avx512f,vpclmulqdq")]
+    pub(super) fn start(crc: u32, first: &[u8; 256]) -> Self {
+        let mut acc = quarters(first);
+        // The running state enters as an XOR on the first four message bytes.
+        let state = _mm_cvtsi32_si128(!crc as i32);
+        acc[0] = _mm512_xor_si512(acc[0], _mm512_zextsi128_si512(state));
+        Self(acc)
+    }
+
+    /// The next block of the message.
+    #[inline]
+    #[target_feature(enable = "avx512f,vpclmulqdq")]
+    pub(super) fn block(&mut self, b: &[u8; 256]) {
+        let k2048 = _mm512_set4_epi64(K2016, K2080, K2016, K2080);
+        for (a, n) in self.0.iter_mut().zip(quarters(b)) {
             *a = fold512(*a, k2048, n);
         }
     }
-    let k512 = _mm512_set4_epi64(K480, K544, K480, K544);
-    let mut x = fold512(
-        fold512(fold512(acc[0], k512, acc[1]), k512, acc[2]),
-        k512,
-        acc[3],
-    );
-    let (sixty_fours, rest) = rest.as_chunks::<64>();
-    for q in sixty_fours {
-        x = fold512(x, k512, load64(q));
+
+    /// The CRC32C of everything folded followed by `rest` (any length).
+    #[inline]
+    #[target_feature(enable = "avx512f,vpclmulqdq,pclmulqdq,sse4.2")]
+    pub(super) fn finish(self, rest: &[u8]) -> u32 {
+        let acc = self.0;
+        let k512 = _mm512_set4_epi64(K480, K544, K480, K544);
+        let mut x = fold512(
+            fold512(fold512(acc[0], k512, acc[1]), k512, acc[2]),
+            k512,
+            acc[3],
+        );
+        let (sixty_fours, rest) = rest.as_chunks::<64>();
+        for q in sixty_fours {
+            x = fold512(x, k512, load64(q));
+        }
+        let k = _mm_set_epi64x(K96, K160);
+        let mut y = _mm512_castsi512_si128(x);
+        y = fold128(y, k, _mm512_extracti32x4_epi32::<1>(x));
+        y = fold128(y, k, _mm512_extracti32x4_epi32::<2>(x));
+        y = fold128(y, k, _mm512_extracti32x4_epi32::<3>(x));
+        let (sixteens, tail) = rest.as_chunks::<16>();
+        for s in sixteens {
+            // SAFETY: `s` is 16 readable bytes and `loadu` has no alignment requirement.
+            y = fold128(y, k, unsafe { _mm_loadu_si128(s.as_ptr().cast()) });
+        }
+        let lo = _mm_cvtsi128_si64(y) as u64;
+        let hi = _mm_extract_epi64::<1>(y) as u64;
+        let mut state = _mm_crc32_u64(_mm_crc32_u64(0, lo), hi) as u32;
+        for &b in tail {
+            state = _mm_crc32_u8(state, b);
+        }
+        !state
     }
-    let k = _mm_set_epi64x(K96, K160);
-    let mut y = _mm512_castsi512_si128(x);
-    y = fold128(y, k, _mm512_extracti32x4_epi32::<1>(x));
-    y = fold128(y, k, _mm512_extracti32x4_epi32::<2>(x));
-    y = fold128(y, k, _mm512_extracti32x4_epi32::<3>(x));
-    let (sixteens, tail) = rest.as_chunks::<16>();
-    for s in sixteens {
-        // SAFETY: `s` is 16 readable bytes and `loadu` has no alignment requirement.
-        y = fold128(y, k, unsafe { _mm_loadu_si128(s.as_ptr().cast()) });
-    }
-    let lo = _mm_cvtsi128_si64(y) as u64;
-    let hi = _mm_extract_epi64::<1>(y) as u64;
-    let mut state = _mm_crc32_u64(_mm_crc32_u64(0, lo), hi) as u32;
-    for &b in tail {
-        state = _mm_crc32_u8(state, b);
-    }
-    !state
+}
+
+/// A block as four 64-byte vectors.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn quarters(b: &[u8; 256]) -> [__m512i; 4] {
+    let (q, _) = b.as_chunks::<64>();
+    [load64(&q[0]), load64(&q[1]), load64(&q[2]), load64(&q[3])]
 }

@@ -379,3 +379,58 @@ fn crc32c_by_clmul_matches_the_crate() {
     let zeros = vec![0u8; 1000];
     assert_eq!(c.append(0, &zeros), Some(crc32c::crc32c(&zeros)));
 }
+
+#[test]
+fn dequantize_with_crc_matches_dequantize_then_crc() {
+    use super::{Dequantized, StoredRows};
+    let (Some(k), Some(c)) = (kernels(), super::Clmul::get()) else {
+        eprintln!("no AVX-512 VPCLMULQDQ on this CPU: the fused CRC32C is not tested");
+        return;
+    };
+    let mut s = 0x2545_f491u32;
+    let mut next = move || {
+        s ^= s << 13;
+        s ^= s >> 17;
+        s ^= s << 5;
+        s
+    };
+    for d in [32, 64, 96, 128, 160] {
+        for int4 in [false, true] {
+            // Payloads from a few bytes to many 256-byte blocks, with every kind of tail.
+            for rows in (0..12).chain([15, 16, 17, 33, 63, 64, 65, 100]) {
+                let row_bytes = if int4 { d / 2 } else { d };
+                let payload: Vec<u8> = (0..rows * row_bytes).map(|_| next() as u8).collect();
+                // Finite fp16 scales, little-endian.
+                let scales: Vec<u8> = (0..rows)
+                    .flat_map(|_| ((next() % 0x7c00) as u16).to_le_bytes())
+                    .collect();
+                for bf16 in [false, true] {
+                    let stored = StoredRows {
+                        payload: &payload,
+                        scales: &scales,
+                        bf16,
+                        d,
+                        int4,
+                    };
+                    let (mut want, mut got) = (vec![0f32; rows * d], vec![1f32; rows * d]);
+                    k.dequantize_per_block(stored, Dequantized::F32(&mut want));
+                    let start = next();
+                    let crc =
+                        k.dequantize_per_block_crc(c, stored, Dequantized::F32(&mut got), start);
+                    assert_eq!(
+                        crc,
+                        crc32c::crc32c_append(start, &payload),
+                        "d {d} rows {rows}"
+                    );
+                    assert_eq!(bits(&got), bits(&want), "d {d} rows {rows} int4 {int4}");
+                    let (mut want16, mut got16) = (vec![0u16; rows * d], vec![1u16; rows * d]);
+                    k.dequantize_per_block(stored, Dequantized::F16(&mut want16));
+                    let crc =
+                        k.dequantize_per_block_crc(c, stored, Dequantized::F16(&mut got16), start);
+                    assert_eq!(crc, crc32c::crc32c_append(start, &payload));
+                    assert_eq!(got16, want16);
+                }
+            }
+        }
+    }
+}

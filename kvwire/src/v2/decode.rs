@@ -6,6 +6,7 @@ use std::borrow::Cow;
 use super::Payload;
 use super::header::{
     FRAME_HEADER_LEN, FrameHeader, IndexEncoding, RECORD_TRAILER_LEN, checked_record,
+    checksum_matches, record_parts,
 };
 use crate::breakdown::Breakdown;
 use crate::error::DecodeError;
@@ -13,8 +14,8 @@ use half::f16;
 use half::slice::HalfFloatSliceExt as _;
 
 use crate::quant::{
-    dequantize_tensor, dequantize_tensor_le, dequantize_tensor_le_f16, f16_to_f32_row,
-    scale_from_bits,
+    OutBuf, dequantize_tensor, dequantize_tensor_le, dequantize_tensor_le_crc,
+    dequantize_tensor_le_f16, f16_to_f32_row, scale_from_bits,
 };
 use crate::reader::{Reader, le_u16s, le_u32s};
 
@@ -59,8 +60,93 @@ pub fn decode_frame_ref(buf: &[u8]) -> Result<FrameRef<'_>, DecodeError> {
 /// [`decode_frame_ref`] for a frame found at absolute offset `base` (used in error offsets).
 pub fn decode_frame_ref_at(buf: &[u8], base: usize) -> Result<FrameRef<'_>, DecodeError> {
     let header = FrameHeader::read(buf, base)?;
-    let len = header.record_len;
-    let body = checked_record(buf, base, len, "frame")?;
+    let body = checked_record(buf, base, header.record_len, "frame")?;
+    sections(header, body, base)
+}
+
+/// Decodes a buffer holding exactly one frame straight into caller buffers of `B*H*T*D` values
+/// each, and returns the checked frame (positions, header, breakdown). The same checks and the
+/// same errors as [`decode_frame_ref`] followed by [`FrameRef::dequantize_into`], in one pass
+/// over the payload: its CRC32C is folded in block by block as the rows are dequantized. The
+/// outputs are written before the checksum is known, so on an error they hold unspecified
+/// values (never read them after an `Err`).
+pub fn decode_frame_into<'a>(
+    buf: &'a [u8],
+    k: &mut [f32],
+    v: &mut [f32],
+) -> Result<FrameRef<'a>, DecodeError> {
+    decode_into(buf, 0, k, v)
+}
+
+/// [`decode_frame_into`] rounded to fp16, as [`FrameRef::dequantize_into_f16`].
+pub fn decode_frame_into_f16<'a>(
+    buf: &'a [u8],
+    k: &mut [f16],
+    v: &mut [f16],
+) -> Result<FrameRef<'a>, DecodeError> {
+    decode_into(buf, 0, k, v)
+}
+
+/// The value types a frame decodes into.
+trait Decoded: Sized {
+    /// The buffer for the fused kernel.
+    fn out(x: &mut [Self]) -> OutBuf<'_>;
+    /// The checked way: [`FrameRef::dequantize_into`] or its fp16 form.
+    fn dequantize(frame: &FrameRef<'_>, k: &mut [Self], v: &mut [Self]) -> Result<(), DecodeError>;
+}
+
+impl Decoded for f32 {
+    fn out(x: &mut [Self]) -> OutBuf<'_> {
+        OutBuf::F32(x)
+    }
+    fn dequantize(frame: &FrameRef<'_>, k: &mut [Self], v: &mut [Self]) -> Result<(), DecodeError> {
+        frame.dequantize_into(k, v)
+    }
+}
+
+impl Decoded for f16 {
+    fn out(x: &mut [Self]) -> OutBuf<'_> {
+        OutBuf::F16(x)
+    }
+    fn dequantize(frame: &FrameRef<'_>, k: &mut [Self], v: &mut [Self]) -> Result<(), DecodeError> {
+        frame.dequantize_into_f16(k, v)
+    }
+}
+
+fn decode_into<'a, T: Decoded>(
+    buf: &'a [u8],
+    base: usize,
+    k: &mut [T],
+    v: &mut [T],
+) -> Result<FrameRef<'a>, DecodeError> {
+    // The fused pass takes a raw quantized frame that parses and fits the outputs; anything
+    // else (and every malformed frame) goes the checked way, which reports the canonical error.
+    let parts = FrameHeader::read(buf, base).ok().and_then(|header| {
+        let (body, stored) = record_parts(buf, base, header.record_len, "frame").ok()?;
+        let frame = sections(header, body, base).ok()?;
+        let n = header.elements();
+        let fits = !header.entropy && k.len() == n && v.len() == n;
+        let mode = header.payload.quant_mode().filter(|_| fits)?;
+        let payload_at = body.len() - frame.payload.len();
+        Some((frame, mode, stored, &body[..payload_at]))
+    });
+    let Some((frame, mode, stored, before)) = parts else {
+        let frame = decode_frame_ref_at(buf, base)?;
+        T::dequantize(&frame, k, v)?;
+        return Ok(frame);
+    };
+    let h = &frame.header;
+    let (kp, vp) = frame.payload.split_at(h.tensor_payload_bytes());
+    let (g, sd) = (h.granularity, h.scale_dtype);
+    let crc = crate::checksum::crc32c_append(0, before);
+    let crc = dequantize_tensor_le_crc(mode, g, h.shape, kp, (frame.k_scales, sd), T::out(k), crc)?;
+    let crc = dequantize_tensor_le_crc(mode, g, h.shape, vp, (frame.v_scales, sd), T::out(v), crc)?;
+    checksum_matches(base, stored, crc)?;
+    Ok(frame)
+}
+
+/// The sections of a frame's record body (without its trailer), for the header read from it.
+fn sections(header: FrameHeader, body: &[u8], base: usize) -> Result<FrameRef<'_>, DecodeError> {
     let mut r = Reader::new(body, base);
     r.take(FRAME_HEADER_LEN, "frame header")?;
     let t = header.shape[2];

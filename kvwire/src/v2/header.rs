@@ -155,6 +155,13 @@ impl FrameHeader {
         out.extend_from_slice(&start.to_le_bytes());
     }
 
+    /// The fixed header of the frame at the start of `buf`, each field checked but not yet the
+    /// CRC32C or the body: what sizes the buffers for [`super::decode_frame_into`] (`B*H*T*D`
+    /// values each, at most `limits::MAX_TENSOR_ELEMENTS`).
+    pub fn peek(buf: &[u8]) -> Result<FrameHeader, DecodeError> {
+        Self::read(buf, 0)
+    }
+
     /// Parses the fixed header of a frame that starts at absolute offset `base`.
     pub(crate) fn read(buf: &[u8], base: usize) -> Result<FrameHeader, DecodeError> {
         let (record_type, record_len) = read_prefix(buf, base)?;
@@ -332,6 +339,19 @@ pub(crate) fn checked_record<'a>(
     len: usize,
     field: &'static str,
 ) -> Result<&'a [u8], DecodeError> {
+    let (body, stored) = record_parts(buf, base, len, field)?;
+    checksum_matches(base, stored, crate::checksum::crc32c(body))?;
+    Ok(body)
+}
+
+/// Checks that `buf` is exactly one record of `len` bytes; returns the record without its
+/// trailer and the CRC32C the trailer holds (not yet compared).
+pub(crate) fn record_parts<'a>(
+    buf: &'a [u8],
+    base: usize,
+    len: usize,
+    field: &'static str,
+) -> Result<(&'a [u8], u32), DecodeError> {
     if buf.len() < len {
         return Err(DecodeError::Truncated {
             field,
@@ -346,14 +366,13 @@ pub(crate) fn checked_record<'a>(
             count: buf.len() - len,
         });
     }
-    let crc_at = len - RECORD_TRAILER_LEN;
-    let stored = u32::from_le_bytes([
-        buf[crc_at],
-        buf[crc_at + 1],
-        buf[crc_at + 2],
-        buf[crc_at + 3],
-    ]);
-    let computed = crate::checksum::crc32c(&buf[..crc_at]);
+    let (body, trailer) = buf.split_at(len - RECORD_TRAILER_LEN);
+    let stored = u32::from_le_bytes([trailer[0], trailer[1], trailer[2], trailer[3]]);
+    Ok((body, stored))
+}
+
+/// The error for a record at `base` whose trailer does not hold the CRC32C computed.
+pub(crate) fn checksum_matches(base: usize, stored: u32, computed: u32) -> Result<(), DecodeError> {
     if stored != computed {
         return Err(DecodeError::Checksum {
             offset: base,
@@ -361,5 +380,5 @@ pub(crate) fn checked_record<'a>(
             computed,
         });
     }
-    Ok(&buf[..crc_at])
+    Ok(())
 }

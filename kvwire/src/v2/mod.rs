@@ -15,7 +15,8 @@ mod session;
 mod stream;
 
 pub use decode::{
-    Frame, FrameRef, decode_frame, decode_frame_at, decode_frame_ref, decode_frame_ref_at,
+    Frame, FrameRef, decode_frame, decode_frame_at, decode_frame_into, decode_frame_into_f16,
+    decode_frame_ref, decode_frame_ref_at,
 };
 pub use frame::{encode_frame, encode_frame_into};
 pub use header::{FRAME_HEADER_LEN, FrameHeader, IndexEncoding, RECORD_TRAILER_LEN};
