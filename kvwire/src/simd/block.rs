@@ -247,14 +247,20 @@ where
             return Ok(row);
         }
         let mut fault = 0;
-        for g in (0..n).step_by(8) {
+        // The absmaxes of the whole chunk first, so the divisions below (a latency chain per
+        // group) overlap across groups.
+        let mut amaxes = [_mm256_setzero_ps(); CHUNK / 8];
+        for (g, a) in (0..n).step_by(8).zip(amaxes.iter_mut()) {
             let k = (n - g).min(8);
             // A short last group repeats its last row; the extra lanes are never used.
             let mut eight = [0; 8];
             for (j, e) in eight.iter_mut().enumerate() {
                 *e = at[g + j.min(k - 1)];
             }
-            let amax = absmax8(&eight, d);
+            *a = absmax8(&eight, d);
+        }
+        for (g, &amax) in (0..n).step_by(8).zip(amaxes.iter()) {
+            let k = (n - g).min(8);
             // scale = max(absmax / qmax, 1e-6) as `compute_scale`, eight at a time.
             let s = _mm256_max_ps(
                 _mm256_div_ps(amax, _mm256_set1_ps(qmax)),
