@@ -41,3 +41,29 @@ for g in sorted(rows, key=key):
         head = f"{g} | {base:.2f}" if first else " | "
         first = False
         print(f"| {head} | {label} | {i8:.2f} | {i8 / base:.2f} | {i4:.2f} | {i4 / base:.2f} | {i4 / i8:.2f} |")
+
+# The targets, cell by cell (the "decode to f16" rows are extra, not targets).
+TARGETS = [("encode", 0.25), ("decode", 0.5)]
+met, misses, pairs, pair_misses = 0, [], 0, []
+for g in sorted(rows, key=key):
+    r = rows[g]
+    if "memcpy" not in r:
+        continue
+    for v in ("v2", "v1"):
+        for op, line in TARGETS:
+            i8, i4 = r.get(f"{v}_{op}/int8"), r.get(f"{v}_{op}/int4")
+            if i8 is None or i4 is None:
+                continue
+            x = i8 / r["memcpy"]
+            if x >= line:
+                met += 1
+            else:
+                misses.append(f"{g} {v} {op} int8 {x:.3f}x (target {line}x)")
+            pairs += 1
+            if i4 / i8 < 0.6:
+                pair_misses.append(f"{g} {v} {op} int4/int8 {i4 / i8:.3f}")
+print()
+print(f"targets: int8 cells met {met} of {met + len(misses)}; int4 >= 0.6 of int8 on "
+      f"{pairs - len(pair_misses)} of {pairs}")
+for m in misses + pair_misses:
+    print("  miss:", m)
