@@ -112,6 +112,14 @@ fn encode_decode_inspect_round_trip_through_npy_files() {
                 }
             }
         }
+        // `--dtype f16`: the same values rounded to fp16 (nearest even), stored as `<f2`.
+        let half_dir = d.join(format!("dec16_{version}_{quant}"));
+        let half_args = ["decode", o, "--out-dir", half_dir.to_str().unwrap()];
+        kvwire(&[&half_args[..], &["--dtype", "f16"]].concat());
+        let halves = read(&half_dir.join("k.npy"));
+        assert_eq!(halves.shape, vec![1, 2, 3, 4]);
+        let rounded: Vec<half::f16> = got.iter().map(|&x| half::f16::from_f32(x)).collect();
+        assert_eq!(halves.data, NpyData::F16(rounded), "{version} {quant}");
         let json: serde_json::Value =
             serde_json::from_str(&kvwire(&["inspect", o, "--json"])).unwrap();
         assert_eq!(json["version"], version);
@@ -159,6 +167,10 @@ for dt in ("float32", "float16"):
             scale = np.maximum(np.abs(ref).max(-1, keepdims=True) / np.float32(qmax), np.float32(1e-6)).astype(np.float32)
             want = np.clip(np.round(ref / scale), -qmax, qmax).astype(np.int8)
             assert (kq == want).all(), (kq, want)
+        subprocess.run([exe, "decode", out, "--out-dir", od + "_f16", "--dtype", "f16"],
+                       check=True, capture_output=True)
+        kh = np.load(f"{od}_f16/k.npy")
+        assert kh.dtype == np.float16 and (kh == kd.astype(np.float16)).all()
 print("numpy round trip ok")
 "#;
 

@@ -272,8 +272,27 @@ impl Writer<'_> {
     }
 }
 
+/// The dtype `decode` writes dequantized values in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ValueDtype {
+    /// `<f4`.
+    F32,
+    /// `<f2`, each f32 value rounded to nearest even.
+    F16,
+}
+
+impl ValueDtype {
+    /// Dequantized f32 values as this dtype.
+    fn npy(self, values: Vec<f32>) -> NpyData {
+        match self {
+            ValueDtype::F32 => NpyData::F32(values),
+            ValueDtype::F16 => NpyData::F16(values.iter().map(|&x| f16::from_f32(x)).collect()),
+        }
+    }
+}
+
 /// `kvwire decode`.
-pub fn decode(file: &Path, out_dir: &Path) -> anyhow::Result<()> {
+pub fn decode(file: &Path, out_dir: &Path, dtype: ValueDtype) -> anyhow::Result<()> {
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
     let decoded = decode_any(&bytes).with_context(|| format!("decoding {}", file.display()))?;
     std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
@@ -312,8 +331,8 @@ pub fn decode(file: &Path, out_dir: &Path) -> anyhow::Result<()> {
                 &h.granularity.scale_shape(h.v_shape),
                 NpyData::F32(vs),
             )?;
-            w.put("k.npy".into(), &h.k_shape, NpyData::F32(k))?;
-            w.put("v.npy".into(), &h.v_shape, NpyData::F32(v))?;
+            w.put("k.npy".into(), &h.k_shape, dtype.npy(k))?;
+            w.put("v.npy".into(), &h.v_shape, dtype.npy(v))?;
         }
         Decoded::V2(items) => {
             let frames: Vec<_> = items
@@ -390,8 +409,8 @@ pub fn decode(file: &Path, out_dir: &Path) -> anyhow::Result<()> {
                     }
                 }
                 let (k, v) = f.dequantize();
-                w.put(format!("{p}k.npy"), &shape, NpyData::F32(k))?;
-                w.put(format!("{p}v.npy"), &shape, NpyData::F32(v))?;
+                w.put(format!("{p}k.npy"), &shape, dtype.npy(k))?;
+                w.put(format!("{p}v.npy"), &shape, dtype.npy(v))?;
             }
         }
     }

@@ -36,6 +36,10 @@ enum Command {
         /// Output folder (created).
         #[arg(long)]
         out_dir: PathBuf,
+        /// dtype of the dequantized `k.npy` / `v.npy`: f32, or f16 (each f32 value rounded to
+        /// nearest even: a cache held as fp16, half the bytes).
+        #[arg(long, value_enum, default_value_t = convert::ValueDtype::F32)]
+        dtype: convert::ValueDtype,
     },
     /// Encode a seeded, realistic multi-layer cache in every format and print measured bytes,
     /// error and time.
@@ -55,7 +59,11 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Inspect { file, json } => inspect::run(&file, json),
         Command::Encode(args) => convert::encode(&args),
-        Command::Decode { file, out_dir } => convert::decode(&file, &out_dir),
+        Command::Decode {
+            file,
+            out_dir,
+            dtype,
+        } => convert::decode(&file, &out_dir, dtype),
         Command::Demo(args) => demo::run(&args),
     }
 }
