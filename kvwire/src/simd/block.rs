@@ -510,7 +510,7 @@ pub(super) fn dequantize_per_block_crc(
             next += 1;
         }
     }
-    for b in &blocks[next.min(blocks.len())..] {
+    for b in &blocks[next..] {
         fold.block(b);
     }
     fold.finish(&payload[256 * blocks.len()..])
