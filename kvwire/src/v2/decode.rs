@@ -14,8 +14,8 @@ use half::f16;
 use half::slice::HalfFloatSliceExt as _;
 
 use crate::quant::{
-    OutBuf, dequantize_tensor, dequantize_tensor_le, dequantize_tensor_le_crc,
-    dequantize_tensor_le_f16, f16_to_f32_row, scale_from_bits,
+    OutBuf, dequantize_tensor_le, dequantize_tensor_le_crc, dequantize_tensor_le_f16,
+    f16_to_f32_row,
 };
 use crate::reader::{Reader, le_u16s, le_u32s};
 
@@ -225,19 +225,8 @@ impl FrameRef<'_> {
     /// Dequantizes into caller buffers of `B*H*T*D` elements each (see
     /// [`Frame::dequantize_into`]).
     pub fn dequantize_into(&self, k: &mut [f32], v: &mut [f32]) -> Result<(), DecodeError> {
-        let (kp, vp) = self.payload.split_at(self.header.tensor_payload_bytes());
-        let h = &self.header;
-        match h.payload.quant_mode() {
-            Some(mode) => {
-                let (g, d) = (h.granularity, h.scale_dtype);
-                dequantize_tensor_le(mode, g, h.shape, kp, (self.k_scales, d), k)?;
-                dequantize_tensor_le(mode, g, h.shape, vp, (self.v_scales, d), v)
-            }
-            None => {
-                tensor_into(h, kp, std::iter::empty(), k)?;
-                tensor_into(h, vp, std::iter::empty(), v)
-            }
-        }
+        let scales = (self.k_scales, self.v_scales);
+        dequantize_frame(&self.header, &self.payload, scales, k, v)
     }
 
     /// Sorted token positions of the T rows (decoded from the stored bytes: owned).
@@ -310,39 +299,49 @@ fn dequantized(
     (k, v)
 }
 
-/// Dequantizes one tensor's payload (or converts fp16) into `out`.
-fn tensor_into(
+/// Dequantizes both payloads of a frame (K then V, `tensor_payload_bytes` each; scales as
+/// stored, little-endian) or converts an fp16 one into caller buffers.
+fn dequantize_frame(
     h: &FrameHeader,
     payload: &[u8],
-    scales: impl Iterator<Item = u16>,
-    out: &mut [f32],
+    (k_scales, v_scales): (&[u8], &[u8]),
+    k: &mut [f32],
+    v: &mut [f32],
 ) -> Result<(), DecodeError> {
+    let (kp, vp) = payload.split_at(h.tensor_payload_bytes());
     match h.payload.quant_mode() {
         Some(mode) => {
-            let s: Vec<f32> = scales.map(|b| scale_from_bits(b, h.scale_dtype)).collect();
-            dequantize_tensor(mode, h.granularity, h.shape, payload, &s, out)
+            let (g, d) = (h.granularity, h.scale_dtype);
+            dequantize_tensor_le(mode, g, h.shape, kp, (k_scales, d), k)?;
+            dequantize_tensor_le(mode, g, h.shape, vp, (v_scales, d), v)
         }
         None => {
-            if out.len() * 2 != payload.len() {
-                return Err(DecodeError::LengthMismatch {
-                    field: "out",
-                    offset: 0,
-                    expected: (payload.len() / 2) as u64,
-                    found: out.len() as u64,
-                });
-            }
-            // Through a small stack buffer so the row kernel (F16C when present) does the work.
-            let mut bits = [0u16; 256];
-            for (o, c) in out.chunks_mut(256).zip(payload.chunks(512)) {
-                let bits = &mut bits[..o.len()];
-                for (b, c) in bits.iter_mut().zip(c.chunks_exact(2)) {
-                    *b = u16::from_le_bytes([c[0], c[1]]);
-                }
-                f16_to_f32_row(bits, o);
-            }
-            Ok(())
+            fp16_into(kp, k)?;
+            fp16_into(vp, v)
         }
     }
+}
+
+/// An fp16 payload (little-endian halves) into f32 values.
+fn fp16_into(payload: &[u8], out: &mut [f32]) -> Result<(), DecodeError> {
+    if out.len() * 2 != payload.len() {
+        return Err(DecodeError::LengthMismatch {
+            field: "out",
+            offset: 0,
+            expected: (payload.len() / 2) as u64,
+            found: out.len() as u64,
+        });
+    }
+    // Through a small stack buffer so the row kernel (F16C when present) does the work.
+    let mut bits = [0u16; 256];
+    for (o, c) in out.chunks_mut(256).zip(payload.chunks(512)) {
+        let bits = &mut bits[..o.len()];
+        for (b, c) in bits.iter_mut().zip(c.chunks_exact(2)) {
+            *b = u16::from_le_bytes([c[0], c[1]]);
+        }
+        f16_to_f32_row(bits, o);
+    }
+    Ok(())
 }
 
 impl Frame {
@@ -396,9 +395,11 @@ impl Frame {
 
     /// Dequantizes into caller buffers of `B*H*T*D` elements each.
     pub fn dequantize_into(&self, k: &mut [f32], v: &mut [f32]) -> Result<(), DecodeError> {
-        let h = &self.header;
-        tensor_into(h, self.k_payload(), self.k_scales.iter().copied(), k)?;
-        tensor_into(h, self.v_payload(), self.v_scales.iter().copied(), v)
+        // The scales back in their stored form (2 bytes a row), so the whole-tensor kernel
+        // takes the payload as `FrameRef` gives it.
+        let le = |s: &[u16]| s.iter().flat_map(|b| b.to_le_bytes()).collect::<Vec<u8>>();
+        let scales = (&le(&self.k_scales)[..], &le(&self.v_scales)[..]);
+        dequantize_frame(&self.header, &self.payload, scales, k, v)
     }
 
     /// Adds the dequantized values to `k` and `v`: how a receiver applies a residual frame to
