@@ -26,7 +26,8 @@ fn load_row<'s>(data: &'s KvData<'_>, start: usize, buf: &'s mut [f32]) -> &'s [
 
 /// Quantizes a `[B, H, T, D]` tensor whose output row `t` of each (b, h) is source row
 /// `order[t]`. Appends the payload (`mode.payload_bytes(n)` bytes) to `out` and the scale bits
-/// (in `granularity.scale_shape` order) to `scales`; on an error `out` keeps its length.
+/// (in `granularity.scale_shape` order) to `scales`; on an error `out` and `scales` keep their
+/// lengths.
 ///
 /// Lengths are checked (`ShapeMismatch`); `order` should be a permutation of `0..T` (entries
 /// out of range are refused, repeats duplicate rows).
@@ -71,26 +72,26 @@ pub fn quantize_tensor(
             found: largest,
         });
     }
+    let (at, scales_at) = (out.len(), scales.len());
+    // Both paths append scales as they go (the kernel a chunk of rows at a time): a fault
+    // after the first leaves some, which an error takes back with the payload.
+    let undo = |out: &mut Vec<u8>, scales: &mut Vec<u16>| {
+        out.truncate(at);
+        scales.truncate(scales_at);
+    };
     #[cfg(target_arch = "x86_64")]
     if let Some(k) = crate::simd::Avx2::get()
         && params.granularity == Granularity::PerBlock
         && d > 0
         && d % 32 == 0
     {
-        return quantize_fused(
-            k,
-            (data, shape, order),
-            identity,
-            params,
-            field,
-            out,
-            scales,
-        );
+        let source = (data, shape, order);
+        return quantize_fused(k, source, identity, params, field, out, scales)
+            .inspect_err(|_| undo(out, scales));
     }
-    let at = out.len();
     out.resize(at + params.mode.payload_bytes(n), 0);
     quantize_rows((data, shape, order), params, field, &mut out[at..], scales)
-        .inspect_err(|_| out.truncate(at))
+        .inspect_err(|_| undo(out, scales))
 }
 
 /// A validated tensor: data, `[B, H, T, D]`, the row order within each (b, h).

@@ -345,6 +345,32 @@ mod whole_tensor {
             assert_eq!(p1, [1, 2], "an error appends nothing");
             assert_eq!(format!("{fast:?}"), format!("{reference:?}"));
         }
+        // A fault past the kernel's first chunk of 64 rows: still nothing appended, scales
+        // included.
+        let shape = [1, 2, 50, 64];
+        let order: Vec<usize> = (0..50).collect();
+        let mut values = vec![0.5f32; 2 * 50 * 64];
+        values[90 * 64 + 3] = f32::NAN;
+        let (mut p1, mut s1) = (vec![7u8], vec![9u16]);
+        let data = KvData::F32(&values);
+        let fast = quantize_tensor(data, shape, &order, params, "k", &mut p1, &mut s1);
+        assert!(
+            matches!(
+                fast,
+                Err(crate::error::EncodeError::NonFinite { group: 90, .. })
+            ),
+            "{fast:?}"
+        );
+        assert_eq!((p1, s1), (vec![7], vec![9]));
+        // And through the row-by-row path (D not a multiple of 32), which appends per row.
+        let shape = [1, 1, 6, 40];
+        let mut values = vec![0.5f32; 240];
+        values[5 * 40] = f32::NAN;
+        let (mut p1, mut s1) = (vec![7u8], vec![9u16]);
+        let order: Vec<usize> = (0..6).collect();
+        let data = KvData::F32(&values);
+        assert!(quantize_tensor(data, shape, &order, params, "k", &mut p1, &mut s1).is_err());
+        assert_eq!((p1, s1), (vec![7], vec![9]));
     }
 }
 
