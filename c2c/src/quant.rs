@@ -1,4 +1,4 @@
-//! Quantization error of one token row under the KVWire rules (SPEC "KVWire"): symmetric,
+//! Quantization error of one token row under the KVWire rules (kvwire/FORMAT.md): symmetric,
 //! qmax 127 (int8) or 7 (int4), scale = max(absmax/qmax, 1e-6) in f32, q = clip(round half to
 //! even(x/scale)), dequantized with the fp16-rounded scale; per_block = one scale per (b, h, t)
 //! over D. The rate allocator uses these errors as distortions; they are computed here, on plain
@@ -91,7 +91,7 @@ mod tests {
 
     #[test]
     fn golden_row_matches_the_wire_rules() {
-        // SPEC golden vector row [1,-2,3,-4]: int8 scale 4/127, q = [32,-64,95,-127].
+        // Golden vector row [1,-2,3,-4] (kvwire/FORMAT.md): int8 scale 4/127, q = [32,-64,95,-127].
         let row = [1.0f32, -2.0, 3.0, -4.0];
         let scale = 4.0f32 / 127.0;
         let ds = f16::from_f32(scale).to_f32();
@@ -102,7 +102,7 @@ mod tests {
             .sum();
         assert_eq!(block_sq_error(&row, 127.0), expect);
         // int4: scale 4/7; in f32 x/scale = [1.7499999,-3.4999998,5.25,-6.9999995] -> q = [2,-3,5,-7]
-        // (the SPEC golden int4 body packs 0xd2 0x95 for this row).
+        // (the reference's golden int4 body packs 0xd2 0x95 for this row).
         let s4 = f16::from_f32(4.0f32 / 7.0).to_f32();
         let expect4: f64 = [2.0f32, -3.0, 5.0, -7.0]
             .iter()

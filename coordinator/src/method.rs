@@ -1,4 +1,4 @@
-//! Methods a grid can name (SPEC "Methods every grid can name") with their settings, as plain
+//! Methods a grid can name (docs/EVALUATION.md, "Methods") with their settings, as plain
 //! data. The service edge converts them to the gRPC request; here they only get a stable label
 //! and say which grid axes (budget, seed) change their outcome.
 

@@ -1,4 +1,4 @@
-//! One result row per evaluated sample (SPEC "Byte and time accounting"): the data capture
+//! One result row per evaluated sample (see docs/EVALUATION.md): the data capture
 //! contract written as one JSON line in `results/<cell>.jsonl`.
 //!
 //! Row key: (`cell_id`, `sample_id`). Each try of a sample appends a row with the next

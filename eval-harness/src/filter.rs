@@ -1,5 +1,5 @@
 //! Which items an evaluation keeps: multiple-choice items need 2-4 choices and a gold answer
-//! among A-D (SPEC: others are skipped and counted); open-ended items need a reference answer.
+//! among A-D, others skipped and counted (docs/EVALUATION.md); open-ended: a reference answer.
 
 use serde::Serialize;
 

@@ -1,4 +1,4 @@
-//! Evaluation harness: dataset loaders, the SPEC prompt, answer extraction, and the scoring
+//! Evaluation harness: dataset loaders, the task prompt, answer extraction, and the scoring
 //! math of the three modes (letter forced choice, rank classification, generation).
 //!
 //! Everything here is pure over plain data except the loaders, which read the

@@ -1,4 +1,4 @@
-//! Prompt texts: the SPEC evaluation prompt (placed inside each model's chat template by the
+//! Prompt texts: the evaluation prompt (placed inside each model's chat template by the
 //! caller), the answer prefix, and the OLMES rank-classification context.
 
 use crate::example::Example;
@@ -6,7 +6,7 @@ use crate::example::Example;
 /// The assistant turn starts with this; the next token is the answer letter.
 pub const ANSWER_PREFIX: &str = "The correct answer is";
 
-/// The SPEC evaluation prompt for a multiple-choice item (exact text).
+/// The evaluation prompt for a multiple-choice item (exact text).
 pub fn evaluation_prompt(ex: &Example) -> String {
     let choices: Vec<String> = ex
         .labels

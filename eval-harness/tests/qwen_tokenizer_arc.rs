@@ -1,5 +1,5 @@
 //! The Qwen tokenizer built from the GGUF metadata matches the npm `tokenizer.json` token for
-//! token on every ARC-Challenge test item, exactly as the `eval` binary sends it: the SPEC
+//! token on every ARC-Challenge test item, exactly as the `eval` binary sends it: the task
 //! prompt inside Qwen2's chat template (letter mode), and the rank-classification context and
 //! choice continuations (rank mode). Complements `model-runtime/tests/real_models.rs`, which
 //! checks 32 hand-picked strings; the datasets live here, so this test does too.

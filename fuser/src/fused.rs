@@ -1,6 +1,6 @@
 //! The fused prompt cache and scoring from it.
 //!
-//! C2C recipe (SPEC "C2C fuser"): the receiver prefills its prompt except the last token; every
+//! C2C recipe (docs/FUSER.md): the receiver prefills its prompt except the last token; every
 //! receiver layer linked to a sharer layer gets `r + g * w * P([s ; r])` at the positions the
 //! sharer rows cover (sparse fusion: other positions keep the receiver's own K/V); the last
 //! prompt token then runs on the fused cache, and scoring or decoding continues from there.

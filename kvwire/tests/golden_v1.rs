@@ -1,4 +1,4 @@
-//! The SPEC golden vectors of the reference implementation, and the committed golden files.
+//! Golden vectors of the reference implementation (kvwire/FORMAT.md), and the committed files.
 
 use kvwire::v1::{self, IndexDtype, V1Options};
 use kvwire::{Granularity, KvData, LayerKv, QuantMode, ScaleDtype};

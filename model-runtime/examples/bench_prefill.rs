@@ -6,7 +6,7 @@
 //! cargo run --release -p model-runtime --example bench_prefill --features cuda -- \
 //!     random <qwen3-0.6b|qwen2.5-0.5b> <cpu|cuda> [repeats]
 //! ```
-//! The prompt is the SPEC evaluation prompt around a fixed ARC-style question inside the
+//! The prompt is the task prompt (docs/EVALUATION.md) around a fixed ARC-style question inside the
 //! model's chat template (about 170 tokens); random models use 170 fixed token ids.
 
 use model_runtime::candle_core::{DType, Device};

@@ -7,7 +7,7 @@
 //! gpu_latency gguf <file.gguf> <cpu|cuda> <quantized|dequantized> [repeats]
 //! ```
 //! Random models use 170 fixed token ids and report `weights=random` (timing only, no
-//! accuracy). GGUF models use the SPEC evaluation prompt inside their chat template. Every
+//! accuracy). GGUF models use the task prompt (docs/EVALUATION.md) in their chat template. Every
 //! timed step reads its result back to the host, which synchronises the device.
 
 use model_runtime::candle_core::{DType, Device};

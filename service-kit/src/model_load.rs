@@ -1,7 +1,7 @@
 //! Resolves a [`ModelSpec`] into a loaded model, its tokenizer and chat template.
 //!
 //! All loading is CPU, f32 (GGUF weights dequantized at load: 18-25x faster than the quantized
-//! CPU kernels for these files, see SPEC). Random presets use the tiny byte-level tokenizer;
+//! CPU kernels for these files: docs/ASSETS.md). Random presets use the tiny byte-level tokenizer;
 //! at real shapes that makes prompts longer in tokens than the real tokenizer would, which is
 //! fine for timing and is why their manifests say `weights = "random"`.
 
@@ -56,7 +56,7 @@ pub fn template_for(arch: Arch) -> ChatTemplate {
     }
 }
 
-/// Context length of the tiny presets: the SPEC prompt is about 700 tokens with the tiny
+/// Context length of the tiny presets: the task prompt is about 700 tokens with the tiny
 /// byte-level tokenizer, beyond `ModelConfig::tiny`'s 512.
 pub const TINY_MAX_POSITION: usize = 4096;
 

@@ -1,9 +1,9 @@
-//! The evaluation item as both services see it, and the SPEC task prompt ("Accurately answer
+//! The evaluation item as both services see it, and the task prompt ("Accurately answer
 //! the following question: ...") that goes inside each model's chat template, with the answer
-//! prefix "The correct answer is".
+//! prefix "The correct answer is" (docs/EVALUATION.md).
 //!
-//! The text is the same as `eval_harness::prompt::evaluation_prompt` (kept here so the services
-//! do not link the harness's Arrow readers); the e2e tests check the two agree.
+//! The text is the same as `eval_harness::prompt::evaluation_prompt`: a second copy (the services
+//! link the harness anyway, for rank scoring); each copy's unit test pins the same expected text.
 
 /// Letters of the choices, by position.
 pub const LETTERS: &[char] = &['A', 'B', 'C', 'D', 'E', 'F', 'G', 'H', 'I', 'J'];
@@ -92,7 +92,7 @@ impl Example {
         self.gold.map(|i| LETTERS[i])
     }
 
-    /// The SPEC user message, optionally preceded by a text message from the sharer.
+    /// The task prompt's user message, optionally preceded by a text message from the sharer.
     pub fn user_message(&self, context: Option<&str>) -> String {
         let choices: Vec<String> = self
             .letters()

@@ -11,7 +11,7 @@ use crate::select::Selection;
 /// What to prefill.
 #[derive(Debug, Clone, PartialEq)]
 pub enum PromptSource {
-    /// An example in the SPEC task prompt, inside the chat template, with the answer prefix.
+    /// An example in the task prompt (docs/EVALUATION.md) and chat template, with answer prefix.
     Example(Example),
     /// Raw text, tokenized as is.
     Text(String),

@@ -3,7 +3,7 @@
 //! `cargo run --release -p eval-harness --bin eval -- --model smollm2 --dataset arc_challenge
 //!  --mode letter --n 500 --seed 0 [--shard 0/4] [--out results.jsonl] [--device cuda]`
 //!
-//! Loads the GGUF from the asset store (dequantized to f32 on CPU, SPEC "Known pitfalls";
+//! Loads the GGUF from the asset store (dequantized to f32 on CPU, docs/ASSETS.md "Known pitfalls";
 //! bf16 activations on CUDA, which needs the `cuda` feature), applies the model's chat template for letter/generate, runs every selected item, prints
 //! accuracy with n and a 95% bootstrap CI, skipped counts, mean prompt tokens and seconds per
 //! question, and writes one JSON row per item.

@@ -1,7 +1,7 @@
 //! Scoring one item with a loaded model in one of the three modes.
 //!
 //! Chat prompts (letter, generate) all start with the same tokens: the template's system turn
-//! and the first line of the SPEC prompt (about 30 of Qwen's ~170 tokens). The runner prefills
+//! and the first line of the task prompt (about 30 of Qwen's ~170 tokens). The runner prefills
 //! that prefix once and runs each item from a copy of its cache, which is the same computation
 //! as a full prefill up to floating-point summation order (`--no-prefix-cache` turns it off).
 
