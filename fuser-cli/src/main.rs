@@ -1,10 +1,10 @@
 //! `fuser`: train C2C projectors for a model pair and evaluate them against the receiver alone,
-//! the sharer alone and a random-prompt control.
+//! the sharer alone and a random-prompt control (the runtime is the `fuser` library crate).
 //!
 //! ```text
-//! cargo run --release -p fuser -- train --out runs/fuser/c2c --steps 2000
-//! cargo run --release -p fuser -- train --out runs/fuser/control --sharer-input random-prompt
-//! cargo run --release -p fuser -- eval --fuser runs/fuser/c2c --control-fuser runs/fuser/control \
+//! cargo run --release -p fuser-cli -- train --out runs/fuser/c2c --steps 2000
+//! cargo run --release -p fuser-cli -- train --out runs/fuser/control --sharer-input random-prompt
+//! cargo run --release -p fuser-cli -- eval --fuser runs/fuser/c2c --control-fuser runs/fuser/control \
 //!     --out runs/fuser/eval
 //! ```
 
