@@ -6,6 +6,8 @@
 //!   from a byte stream ([`v2::StreamDecoder`]); [`v2::decode_frame_ref`] checks one frame and
 //!   dequantizes it without copying the payload; [`v2::decode_frame_into`] does both in one pass
 //!   over the payload, straight into caller buffers.
+//! - [`assemble`]: the host cache a transfer builds and the one routine (receiver and sharer
+//!   alike) that applies base and residual frames to it.
 //! - [`quant`]: the reference quantize/dequantize arithmetic both versions share; on x86-64
 //!   CPUs with AVX2 + F16C its row kernels run bit-identical vector versions chosen at run
 //!   time (the crate's only `unsafe`, confined to one private module).
@@ -36,6 +38,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod assemble;
 pub mod breakdown;
 pub mod checksum;
 pub mod error;
@@ -50,6 +53,7 @@ pub mod v1;
 pub mod v2;
 mod version;
 
+pub use assemble::{AssembleError, CacheAssembler, HostCache, HostLayer};
 pub use breakdown::Breakdown;
 pub use error::{DecodeError, EncodeError};
 pub use layer::{KvData, LayerKv};

@@ -1,0 +1,447 @@
+//! The cache a transfer builds, and the one routine that applies frames to it.
+//!
+//! A receiver applies every frame it gets to a [`HostCache`]; a sharer that keeps a session for
+//! refinement applies every frame it sends to its own copy, so that a residual upgrade carries
+//! exactly `full - held`. Both run [`CacheAssembler`]: the two views cannot drift apart.
+//!
+//! Round rules: a round starts with its session header, then one frame per sharer layer, all
+//! over the same positions. A base frame adds positions the cache does not hold yet (merged in
+//! ascending order); a residual frame adds its values to positions the cache already holds.
+//! Pure and synchronous; buffers are reused across frames and, through
+//! [`HostCache::into_buffers`] and [`CacheAssembler::reusing`], across transfers.
+
+use crate::error::DecodeError;
+use crate::v2::{FrameKind, FrameRef, SessionHeader, decode_frame_ref};
+
+/// One layer's K and V on the host, `[1, H, n, D]` each over the cache's positions.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HostLayer {
+    /// Keys (post-RoPE).
+    pub k: Vec<f32>,
+    /// Values.
+    pub v: Vec<f32>,
+}
+
+/// A sharer cache as a transfer delivered it: the rows of the positions held, every layer.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HostCache {
+    /// The sharer's model id (session header).
+    pub sharer_model: String,
+    /// Tokens of the sharer prompt (session header).
+    pub prompt_tokens: usize,
+    /// KV heads.
+    pub heads: usize,
+    /// Head dimension.
+    pub head_dim: usize,
+    /// Positions held, strictly ascending, the same for every layer.
+    pub positions: Vec<u32>,
+    /// One entry per sharer layer.
+    pub layers: Vec<HostLayer>,
+}
+
+impl HostCache {
+    /// The rows at `positions` (each held) of one layer, K then V, `[1, H, n, D]`.
+    pub fn gather(
+        &self,
+        layer: usize,
+        positions: &[u32],
+    ) -> Result<(Vec<f32>, Vec<f32>), AssembleError> {
+        let rows = self.rows_of(positions)?;
+        let l = self
+            .layers
+            .get(layer)
+            .ok_or(AssembleError::NoSuchLayer { layer })?;
+        let n = self.positions.len();
+        let pick = |data: &[f32]| gather_rows(data, self.heads, n, self.head_dim, &rows);
+        Ok((pick(&l.k), pick(&l.v)))
+    }
+
+    /// The row index of each of `positions` in this cache.
+    fn rows_of(&self, positions: &[u32]) -> Result<Vec<usize>, AssembleError> {
+        positions
+            .iter()
+            .map(|&position| {
+                self.positions
+                    .binary_search(&position)
+                    .map_err(|_| AssembleError::NotHeld { position })
+            })
+            .collect()
+    }
+
+    /// The layer buffers, for a later transfer to decode into ([`CacheAssembler::reusing`]).
+    pub fn into_buffers(self) -> Vec<HostLayer> {
+        self.layers
+    }
+}
+
+/// Rows `rows` of a `[1, heads, n, d]` tensor, `[1, heads, rows.len(), d]`.
+pub fn gather_rows(data: &[f32], heads: usize, n: usize, d: usize, rows: &[usize]) -> Vec<f32> {
+    let mut out = Vec::with_capacity(heads * rows.len() * d);
+    for h in 0..heads {
+        for &r in rows {
+            out.extend_from_slice(&data[(h * n + r) * d..][..d]);
+        }
+    }
+    out
+}
+
+/// Why a frame cannot be applied to the cache.
+#[derive(Debug, thiserror::Error)]
+pub enum AssembleError {
+    /// The record itself is malformed.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    /// A frame came before the round's session header, or the round ended without one.
+    #[error("no session header before the frames")]
+    NoSession,
+    /// A round's session header does not continue the cache it refines.
+    #[error(
+        "round {round} session header ({layers} layers, {tokens} tokens) does not match the held cache ({held_layers} layers, {held_tokens} tokens)"
+    )]
+    SessionMismatch {
+        /// The header's round.
+        round: u8,
+        /// Layers it announces.
+        layers: usize,
+        /// Prompt tokens it announces.
+        tokens: usize,
+        /// Layers held.
+        held_layers: usize,
+        /// Prompt tokens held.
+        held_tokens: usize,
+    },
+    /// A frame's layer or shape is not the session's.
+    #[error(
+        "frame for layer {layer} of shape {shape:?} does not match the session ({layers} layers, {heads} heads, {head_dim} dims)"
+    )]
+    Shape {
+        /// The frame's layer.
+        layer: usize,
+        /// The frame's `[B, H, T, D]`.
+        shape: [usize; 4],
+        /// Layers in the session.
+        layers: usize,
+        /// KV heads in the session.
+        heads: usize,
+        /// Head dimension in the session.
+        head_dim: usize,
+    },
+    /// A layer came twice in one round.
+    #[error("layer {layer} sent twice in one round")]
+    DuplicateLayer {
+        /// The layer.
+        layer: usize,
+    },
+    /// A position at or past the prompt's last token (which the receiver runs itself).
+    #[error("position {position} is outside the shareable prompt ({prompt_tokens} tokens)")]
+    OutsidePrompt {
+        /// The position.
+        position: u32,
+        /// Tokens of the prompt.
+        prompt_tokens: usize,
+    },
+    /// A base frame for a position the cache already holds.
+    #[error("layer {layer} received position {position}, which it already holds")]
+    AlreadyHeld {
+        /// The layer.
+        layer: usize,
+        /// The position.
+        position: u32,
+    },
+    /// Layers of one round over different positions.
+    #[error("layer {layer} positions differ from the other layers of the round")]
+    PositionsDiffer {
+        /// The layer.
+        layer: usize,
+    },
+    /// A residual (or a gather) for a position the cache does not hold.
+    #[error("position {position} is not held")]
+    NotHeld {
+        /// The position.
+        position: u32,
+    },
+    /// A layer index past the cache.
+    #[error("layer {layer} is not in the cache")]
+    NoSuchLayer {
+        /// The layer.
+        layer: usize,
+    },
+    /// The round ended before every layer arrived.
+    #[error("{got} of {expected} layers arrived")]
+    MissingLayers {
+        /// Layers that arrived.
+        got: usize,
+        /// Layers announced.
+        expected: usize,
+    },
+}
+
+/// Applies one round's records to a host cache.
+#[derive(Debug, Default)]
+pub struct CacheAssembler {
+    header: Option<SessionHeader>,
+    cache: HostCache,
+    /// Buffers to decode into (from an earlier transfer).
+    spare: Vec<HostLayer>,
+    seen: Vec<bool>,
+    /// Positions held before this round.
+    base_positions: Vec<u32>,
+    /// Scratch for residual rows and merges, reused across frames.
+    scratch: HostLayer,
+}
+
+impl CacheAssembler {
+    /// An assembler for a new transfer (round 1).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// An assembler for a new transfer that decodes into `buffers` (from
+    /// [`HostCache::into_buffers`]) instead of fresh allocations.
+    pub fn reusing(buffers: Vec<HostLayer>) -> Self {
+        Self {
+            spare: buffers,
+            ..Self::default()
+        }
+    }
+
+    /// An assembler that refines `cache` (round 2 and later).
+    pub fn refining(cache: HostCache) -> Self {
+        Self {
+            cache,
+            ..Self::default()
+        }
+    }
+
+    /// The round's session header, once received.
+    pub fn header(&self) -> Option<&SessionHeader> {
+        self.header.as_ref()
+    }
+
+    /// Applies one record as it came off the wire: the session header first, then frames.
+    pub fn push_record(&mut self, record: &[u8]) -> Result<(), AssembleError> {
+        if self.header.is_none() {
+            self.push_session(SessionHeader::decode(record)?)
+        } else {
+            self.push_frame(&decode_frame_ref(record)?)
+        }
+    }
+
+    /// Starts the round.
+    pub fn push_session(&mut self, header: SessionHeader) -> Result<(), AssembleError> {
+        let layers = usize::from(header.layers);
+        let tokens = header.tokens as usize;
+        if self.cache.layers.is_empty() {
+            let mut buffers = std::mem::take(&mut self.spare);
+            buffers.resize_with(layers, HostLayer::default);
+            buffers.truncate(layers);
+            self.cache = HostCache {
+                sharer_model: header.sharer_model.clone(),
+                prompt_tokens: tokens,
+                heads: usize::from(header.kv_heads),
+                head_dim: usize::from(header.head_dim),
+                positions: Vec::new(),
+                layers: buffers,
+            };
+        } else if self.cache.layers.len() != layers || self.cache.prompt_tokens != tokens {
+            return Err(AssembleError::SessionMismatch {
+                round: header.round,
+                layers,
+                tokens,
+                held_layers: self.cache.layers.len(),
+                held_tokens: self.cache.prompt_tokens,
+            });
+        }
+        self.seen = vec![false; layers];
+        self.base_positions = self.cache.positions.clone();
+        self.header = Some(header);
+        Ok(())
+    }
+
+    /// Applies one frame of the round: base rows stored, residual rows added.
+    pub fn push_frame(&mut self, frame: &FrameRef<'_>) -> Result<(), AssembleError> {
+        let layer = self.check_frame(frame)?;
+        let positions = frame.indices();
+        if let Some(&position) = positions
+            .iter()
+            .find(|&&p| p as usize + 1 >= self.cache.prompt_tokens)
+        {
+            return Err(AssembleError::OutsidePrompt {
+                position,
+                prompt_tokens: self.cache.prompt_tokens,
+            });
+        }
+        match frame.header().kind {
+            FrameKind::Base => self.store(layer, frame, &positions),
+            FrameKind::Residual => self.add(layer, frame, &positions),
+        }
+    }
+
+    /// The frame's layer, after checking it belongs to this round and has not come yet.
+    fn check_frame(&mut self, frame: &FrameRef<'_>) -> Result<usize, AssembleError> {
+        let header = self.header.as_ref().ok_or(AssembleError::NoSession)?;
+        let layer = usize::from(frame.header().layer);
+        let shape = frame.shape();
+        let [b, heads, _, d] = shape;
+        if layer >= usize::from(header.layers)
+            || b != 1
+            || heads != self.cache.heads
+            || d != self.cache.head_dim
+        {
+            return Err(AssembleError::Shape {
+                layer,
+                shape,
+                layers: usize::from(header.layers),
+                heads: self.cache.heads,
+                head_dim: self.cache.head_dim,
+            });
+        }
+        if std::mem::replace(&mut self.seen[layer], true) {
+            return Err(AssembleError::DuplicateLayer { layer });
+        }
+        Ok(layer)
+    }
+
+    /// Stores new positions, merged with those held before this round in ascending order.
+    fn store(
+        &mut self,
+        layer: usize,
+        frame: &FrameRef<'_>,
+        positions: &[u32],
+    ) -> Result<(), AssembleError> {
+        let merged = merge_positions(&self.base_positions, positions, layer)?;
+        let merged_positions: Vec<u32> = merged.iter().map(|m| m.position).collect();
+        let first_of_round = self.seen.iter().filter(|s| **s).count() == 1;
+        if !first_of_round && merged_positions != self.cache.positions {
+            return Err(AssembleError::PositionsDiffer { layer });
+        }
+        let (heads, d) = (self.cache.heads, self.cache.head_dim);
+        let elements = heads * positions.len() * d;
+        let l = &mut self.cache.layers[layer];
+        if self.base_positions.is_empty() {
+            resize(l, elements);
+            frame.dequantize_into(&mut l.k, &mut l.v)?;
+        } else {
+            resize(&mut self.scratch, elements);
+            frame.dequantize_into(&mut self.scratch.k, &mut self.scratch.v)?;
+            let n_old = self.base_positions.len();
+            let new = (&self.scratch, positions.len());
+            l.k = interleave(&merged, (&l.k, n_old), (&new.0.k, new.1), heads, d);
+            l.v = interleave(&merged, (&l.v, n_old), (&new.0.v, new.1), heads, d);
+        }
+        self.cache.positions = merged_positions;
+        Ok(())
+    }
+
+    /// Adds residual rows to positions held before this round.
+    fn add(
+        &mut self,
+        layer: usize,
+        frame: &FrameRef<'_>,
+        positions: &[u32],
+    ) -> Result<(), AssembleError> {
+        let held = &self.base_positions;
+        let rows = positions
+            .iter()
+            .map(|&position| {
+                held.binary_search(&position)
+                    .map_err(|_| AssembleError::NotHeld { position })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let (heads, d) = (self.cache.heads, self.cache.head_dim);
+        resize(&mut self.scratch, heads * positions.len() * d);
+        frame.dequantize_into(&mut self.scratch.k, &mut self.scratch.v)?;
+        let l = &mut self.cache.layers[layer];
+        let n = held.len();
+        for (held, add) in [(&mut l.k, &self.scratch.k), (&mut l.v, &self.scratch.v)] {
+            for h in 0..heads {
+                for (i, &row) in rows.iter().enumerate() {
+                    let dst = &mut held[(h * n + row) * d..][..d];
+                    let src = &add[(h * positions.len() + i) * d..][..d];
+                    dst.iter_mut().zip(src).for_each(|(a, b)| *a += b);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The cache, once every layer of the round arrived.
+    pub fn finish(self) -> Result<HostCache, AssembleError> {
+        let header = self.header.ok_or(AssembleError::NoSession)?;
+        let got = self.seen.iter().filter(|s| **s).count();
+        let expected = usize::from(header.layers);
+        if got != expected {
+            return Err(AssembleError::MissingLayers { got, expected });
+        }
+        Ok(self.cache)
+    }
+}
+
+/// A position of the merged cache and where its rows come from.
+struct MergedRow {
+    position: u32,
+    /// From this round's frame (else from the rows held before it).
+    is_new: bool,
+    /// Row index in its source.
+    row: usize,
+}
+
+/// Held and new positions in ascending order; a position in both is an error.
+fn merge_positions(
+    held: &[u32],
+    new: &[u32],
+    layer: usize,
+) -> Result<Vec<MergedRow>, AssembleError> {
+    let mut merged: Vec<MergedRow> = held
+        .iter()
+        .enumerate()
+        .map(|(row, &position)| MergedRow {
+            position,
+            is_new: false,
+            row,
+        })
+        .collect();
+    merged.extend(new.iter().enumerate().map(|(row, &position)| MergedRow {
+        position,
+        is_new: true,
+        row,
+    }));
+    merged.sort_unstable_by_key(|m| m.position);
+    if let Some(w) = merged.windows(2).find(|w| w[0].position == w[1].position) {
+        return Err(AssembleError::AlreadyHeld {
+            layer,
+            position: w[0].position,
+        });
+    }
+    Ok(merged)
+}
+
+/// The `[1, heads, merged.len(), d]` tensor whose rows come from `old` or `new` (each
+/// `(data, rows)`) as `merged` says.
+fn interleave(
+    merged: &[MergedRow],
+    old: (&[f32], usize),
+    new: (&[f32], usize),
+    heads: usize,
+    d: usize,
+) -> Vec<f32> {
+    let mut out = Vec::with_capacity(merged.len() * heads * d);
+    for h in 0..heads {
+        for m in merged {
+            let (src, n) = if m.is_new { new } else { old };
+            out.extend_from_slice(&src[(h * n + m.row) * d..][..d]);
+        }
+    }
+    out
+}
+
+/// Sets both buffers to `elements` values, keeping their allocations.
+fn resize(layer: &mut HostLayer, elements: usize) {
+    for buf in [&mut layer.k, &mut layer.v] {
+        buf.clear();
+        buf.resize(elements, 0.0);
+    }
+}
+
+#[cfg(test)]
+mod tests;

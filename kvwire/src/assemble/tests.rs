@@ -1,0 +1,198 @@
+use super::*;
+use crate::layer::{KvData, LayerKv};
+use crate::v2::{FrameOptions, Payload, encode_frame};
+
+const HEADS: usize = 2;
+const D: usize = 4;
+const TOKENS: u32 = 8;
+
+fn session(layers: u16, round: u8) -> Vec<u8> {
+    SessionHeader {
+        layers,
+        kv_heads: HEADS as u16,
+        head_dim: D as u16,
+        tokens: TOKENS,
+        round,
+        frames: u32::from(layers),
+        ..Default::default()
+    }
+    .encode()
+    .unwrap()
+}
+
+/// A value that names its layer, tensor, head, position and element.
+fn value(layer: usize, tensor: usize, h: usize, p: u32, e: usize) -> f32 {
+    (layer * 1000 + tensor * 500 + h * 100 + p as usize * 10 + e) as f32
+}
+
+fn rows(layer: usize, tensor: usize, positions: &[u32]) -> Vec<f32> {
+    let mut out = Vec::new();
+    for h in 0..HEADS {
+        for &p in positions {
+            out.extend((0..D).map(|e| value(layer, tensor, h, p, e)));
+        }
+    }
+    out
+}
+
+fn frame(layer: u16, positions: &[u32], kind: FrameKind, k: &[f32], v: &[f32]) -> Vec<u8> {
+    let kv = LayerKv {
+        k: KvData::F32(k),
+        v: KvData::F32(v),
+        shape: [1, HEADS, positions.len(), D],
+        indices: positions,
+    };
+    let opts = FrameOptions {
+        payload: Payload::Fp16,
+        layer,
+        kind,
+        ..FrameOptions::default()
+    };
+    encode_frame(&kv, &opts).unwrap()
+}
+
+fn base(layer: u16, positions: &[u32]) -> Vec<u8> {
+    let l = usize::from(layer);
+    frame(
+        layer,
+        positions,
+        FrameKind::Base,
+        &rows(l, 0, positions),
+        &rows(l, 1, positions),
+    )
+}
+
+fn round(asm: &mut CacheAssembler, layers: u16, round_no: u8, positions: &[u32]) {
+    asm.push_record(&session(layers, round_no)).unwrap();
+    for layer in 0..layers {
+        asm.push_record(&base(layer, positions)).unwrap();
+    }
+}
+
+#[test]
+fn a_second_round_merges_new_positions_in_order() {
+    let mut asm = CacheAssembler::new();
+    round(&mut asm, 2, 1, &[1, 5]);
+    let mut asm = CacheAssembler::refining(asm.finish().unwrap());
+    round(&mut asm, 2, 2, &[0, 3]);
+    let cache = asm.finish().unwrap();
+    assert_eq!(cache.positions, vec![0, 1, 3, 5]);
+    for (layer, l) in cache.layers.iter().enumerate() {
+        assert_eq!(l.k, rows(layer, 0, &[0, 1, 3, 5]));
+        assert_eq!(l.v, rows(layer, 1, &[0, 1, 3, 5]));
+    }
+    let (k, v) = cache.gather(1, &[3, 0]).unwrap();
+    assert_eq!((k, v), (rows(1, 0, &[3, 0]), rows(1, 1, &[3, 0])));
+    assert!(matches!(
+        cache.gather(0, &[2]),
+        Err(AssembleError::NotHeld { position: 2 })
+    ));
+}
+
+#[test]
+fn a_residual_adds_to_the_rows_held() {
+    let mut asm = CacheAssembler::new();
+    round(&mut asm, 1, 1, &[2, 4, 6]);
+    let mut asm = CacheAssembler::refining(asm.finish().unwrap());
+    asm.push_record(&session(1, 2)).unwrap();
+    let ones = vec![1.0; HEADS * D];
+    asm.push_record(&frame(0, &[4], FrameKind::Residual, &ones, &ones))
+        .unwrap();
+    let cache = asm.finish().unwrap();
+    let plus_one = |t: usize, p: &[u32]| rows(0, t, p).iter().map(|x| x + 1.0).collect();
+    assert_eq!(
+        cache.gather(0, &[4]).unwrap(),
+        (plus_one(0, &[4]), plus_one(1, &[4]))
+    );
+    assert_eq!(
+        cache.gather(0, &[2, 6]).unwrap(),
+        (rows(0, 0, &[2, 6]), rows(0, 1, &[2, 6]))
+    );
+}
+
+#[test]
+fn reused_buffers_keep_their_allocation() {
+    let mut asm = CacheAssembler::new();
+    round(&mut asm, 1, 1, &[0, 1, 2, 3]);
+    let buffers = asm.finish().unwrap().into_buffers();
+    let before = buffers[0].k.as_ptr();
+    let mut asm = CacheAssembler::reusing(buffers);
+    round(&mut asm, 1, 1, &[5, 6]);
+    let cache = asm.finish().unwrap();
+    assert_eq!(cache.layers[0].k.as_ptr(), before);
+    assert_eq!(cache.layers[0].k, rows(0, 0, &[5, 6]));
+}
+
+#[test]
+fn frames_that_break_the_round_rules_are_typed_errors() {
+    let first = || {
+        let mut asm = CacheAssembler::new();
+        asm.push_record(&session(2, 1)).unwrap();
+        asm
+    };
+    let mut a = first();
+    a.push_record(&base(0, &[1])).unwrap();
+    assert!(matches!(
+        a.push_record(&base(0, &[1])),
+        Err(AssembleError::DuplicateLayer { layer: 0 })
+    ));
+    assert!(matches!(
+        first().push_record(&base(2, &[1])),
+        Err(AssembleError::Shape { layer: 2, .. })
+    ));
+    assert!(matches!(
+        first().push_record(&base(0, &[TOKENS - 1])),
+        Err(AssembleError::OutsidePrompt { .. })
+    ));
+    let mut a = first();
+    a.push_record(&base(0, &[1, 2])).unwrap();
+    assert!(matches!(
+        a.push_record(&base(1, &[1, 3])),
+        Err(AssembleError::PositionsDiffer { layer: 1 })
+    ));
+    let mut a = first();
+    a.push_record(&base(0, &[1])).unwrap();
+    assert!(matches!(
+        a.finish(),
+        Err(AssembleError::MissingLayers {
+            got: 1,
+            expected: 2
+        })
+    ));
+    assert!(matches!(
+        CacheAssembler::new().finish(),
+        Err(AssembleError::NoSession)
+    ));
+    assert!(matches!(
+        CacheAssembler::new().push_frame(&decode_frame_ref(&base(0, &[1])).unwrap()),
+        Err(AssembleError::NoSession)
+    ));
+
+    let mut held = CacheAssembler::new();
+    round(&mut held, 2, 1, &[1, 2]);
+    let held = held.finish().unwrap();
+    let mut a = CacheAssembler::refining(held.clone());
+    a.push_record(&session(2, 2)).unwrap();
+    assert!(matches!(
+        a.push_record(&base(0, &[2, 3])),
+        Err(AssembleError::AlreadyHeld {
+            layer: 0,
+            position: 2
+        })
+    ));
+    let mut a = CacheAssembler::refining(held.clone());
+    a.push_record(&session(2, 2)).unwrap();
+    let ones = vec![1.0; HEADS * D];
+    assert!(matches!(
+        a.push_record(&frame(0, &[5], FrameKind::Residual, &ones, &ones)),
+        Err(AssembleError::NotHeld { position: 5 })
+    ));
+    assert!(matches!(
+        CacheAssembler::refining(held).push_record(&session(3, 2)),
+        Err(AssembleError::SessionMismatch { layers: 3, .. })
+    ));
+    assert!(matches!(
+        CacheAssembler::new().push_record(b"not a record"),
+        Err(AssembleError::Decode(_))
+    ));
+}
