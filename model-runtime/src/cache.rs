@@ -2,7 +2,8 @@
 //! `[B, H_kv, T, D]`. A sharer exports it, a fuser rewrites it, a receiver injects it.
 
 use crate::error::{Result, RuntimeError};
-use candle_core::Tensor;
+use candle_core::{DType, Device, Tensor};
+use kvwire::HostLayer;
 
 /// Keys and values of one layer, `[B, H_kv, T, D]` each. K is post-RoPE (and after
 /// `k_norm` where the model has one).
@@ -18,6 +19,15 @@ impl LayerKv {
     /// Number of cached positions.
     pub fn seq_len(&self) -> usize {
         self.k.dims().get(2).copied().unwrap_or(0)
+    }
+
+    /// K and V copied to host f32 (one download each), `[B, H, T, D]` flattened.
+    pub fn to_host(&self) -> Result<HostLayer> {
+        let host = |t: &Tensor| t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>();
+        Ok(HostLayer {
+            k: host(&self.k)?,
+            v: host(&self.v)?,
+        })
     }
 }
 
@@ -142,6 +152,48 @@ impl KvCache {
             .sum()
     }
 
+    /// Copies every layer's K and V to host f32 ([`LayerKv::to_host`] per layer).
+    pub fn to_host(&self) -> Result<Vec<HostLayer>> {
+        self.layers.iter().map(LayerKv::to_host).collect()
+    }
+
+    /// A batch-1 cache on `device` in `dtype` from host layers of `[1, heads, T, head_dim]`
+    /// each (one upload per tensor); every layer must hold `heads * T * head_dim` values.
+    pub fn from_host(
+        layers: &[HostLayer],
+        heads: usize,
+        head_dim: usize,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Self> {
+        let row = heads * head_dim;
+        let tokens = layers.first().map_or(0, |l| l.k.len() / row.max(1));
+        let shape = (1, heads, tokens, head_dim);
+        let layers = layers
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                if l.k.len() != tokens * row || l.v.len() != tokens * row {
+                    return Err(RuntimeError::input(
+                        "host cache",
+                        format!(
+                            "layer {i} holds {} K and {} V values, expected {} ({tokens} x {heads} x {head_dim})",
+                            l.k.len(),
+                            l.v.len(),
+                            tokens * row
+                        ),
+                    ));
+                }
+                let t = |data: &[f32]| Tensor::from_slice(data, shape, device)?.to_dtype(dtype);
+                Ok(LayerKv {
+                    k: t(&l.k)?,
+                    v: t(&l.v)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Self::from_layers(layers)
+    }
+
     /// Checks every layer has 4-D K and V of one shape and the same length.
     pub fn check_consistent(&self) -> Result<()> {
         let Some(first) = self.layers.first() else {
@@ -160,5 +212,30 @@ impl KvCache {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_round_trip_keeps_every_value_and_bad_lengths_are_refused() {
+        let (heads, tokens, d) = (2, 3, 4);
+        let n = heads * tokens * d;
+        let layers: Vec<HostLayer> = (0..2)
+            .map(|l| HostLayer {
+                k: (0..n).map(|i| (l * 100 + i) as f32).collect(),
+                v: (0..n).map(|i| -((l * 100 + i) as f32)).collect(),
+            })
+            .collect();
+        let cache = KvCache::from_host(&layers, heads, d, &Device::Cpu, DType::F32).unwrap();
+        assert_eq!(cache.seq_len(), tokens);
+        assert_eq!(cache.layers[1].k.dims(), &[1, heads, tokens, d]);
+        assert_eq!(cache.to_host().unwrap(), layers);
+
+        let mut short = layers.clone();
+        short[1].v.pop();
+        assert!(KvCache::from_host(&short, heads, d, &Device::Cpu, DType::F32).is_err());
     }
 }
