@@ -63,3 +63,31 @@ impl RegistryError {
         }
     }
 }
+
+/// Why a run stopped: its folder, the receiver endpoint, or the run loop itself.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// An endpoint is not a URL.
+    #[error("receiver endpoint {url:?} is not a URL: {source}")]
+    Endpoint {
+        /// The endpoint given.
+        url: String,
+        /// The URI parser's error.
+        source: tonic::codegen::http::uri::InvalidUri,
+    },
+    /// The run folder could not be read or written.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// The progress bar's template does not parse.
+    #[error("progress bar template: {0}")]
+    ProgressTemplate(#[source] indicatif::style::TemplateError),
+    /// A row arrived for a cell whose results file was never opened (a bug in the run loop).
+    #[error("row for a cell that was not opened (cell {index})")]
+    CellNotOpened {
+        /// The cell's index in the run.
+        index: usize,
+    },
+    /// An evaluation task panicked.
+    #[error("an evaluation task panicked: {0}")]
+    TaskPanicked(#[source] tokio::task::JoinError),
+}

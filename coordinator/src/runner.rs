@@ -8,7 +8,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use kvwire_proto::v1 as pb;
 use kvwire_proto::v1::receiver_client::ReceiverClient;
@@ -16,6 +15,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tonic::transport::Channel;
 
+use crate::error::{RegistryError, RunError};
 use crate::registry::{CellPlan, DoneMarker, RowAppender, RunDir};
 use crate::retry::RetryPolicy;
 use crate::row::ResultRow;
@@ -58,9 +58,12 @@ pub struct RunCounts {
 }
 
 /// Connects a lazy channel to a receiver, with explicit message limits applied per client.
-pub fn receiver_channel(url: &str) -> anyhow::Result<Channel> {
+pub fn receiver_channel(url: &str) -> Result<Channel, RunError> {
     Ok(Channel::from_shared(url.to_string())
-        .with_context(|| format!("receiver endpoint {url:?} is not a URL"))?
+        .map_err(|source| RunError::Endpoint {
+            url: url.to_string(),
+            source,
+        })?
         .connect_timeout(Duration::from_secs(10))
         .connect_lazy())
 }
@@ -157,7 +160,7 @@ pub async fn run(
     dir: &RunDir,
     cells: Vec<ReadyCell>,
     options: RunOptions,
-) -> anyhow::Result<RunCounts> {
+) -> Result<RunCounts, RunError> {
     let mut counts = RunCounts::default();
     let mut appenders: Vec<Option<RowAppender>> = Vec::new();
     let mut remaining: Vec<usize> = Vec::new();
@@ -193,7 +196,7 @@ pub async fn run(
         ProgressStyle::with_template(
             "{bar:30} {pos}/{len} samples  {elapsed_precise} elapsed, ~{eta} left  {msg}",
         )
-        .context("progress bar template")?,
+        .map_err(RunError::ProgressTemplate)?,
     );
 
     let permits = Arc::new(Semaphore::new(options.concurrency.max(1)));
@@ -215,7 +218,7 @@ pub async fn run(
     while let Some((i, row, last)) = rx.recv().await {
         let appender = appenders[i]
             .as_mut()
-            .context("row for a cell that was not opened")?;
+            .ok_or(RunError::CellNotOpened { index: i })?;
         appender.append(&row)?;
         if let Some(e) = &row.error {
             let next = match e.retry_after_ms {
@@ -252,14 +255,14 @@ pub async fn run(
         }
     }
     while let Some(joined) = tasks.join_next().await {
-        joined.context("an evaluation task panicked")?;
+        joined.map_err(RunError::TaskPanicked)?;
     }
     progress.finish_and_clear();
     Ok(counts)
 }
 
 /// Marks a cell done when every sample's latest try is answered.
-fn finish_cell(dir: &RunDir, plan: &CellPlan, counts: &mut RunCounts) -> anyhow::Result<()> {
+fn finish_cell(dir: &RunDir, plan: &CellPlan, counts: &mut RunCounts) -> Result<(), RegistryError> {
     let rows = dir.read_rows(&plan.cell.id)?;
     if !rows.pending(&plan.sample_ids).is_empty() {
         return Ok(());

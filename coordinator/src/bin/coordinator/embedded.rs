@@ -15,6 +15,7 @@ use kvwire_proto::v1::receiver_client::ReceiverClient;
 use kvwire_proto::v1::sharer_client::SharerClient;
 use receiver_svc::ReceiverConfig;
 use receiver_svc::config::{C2cSettings, FuserKind};
+use service_kit::model_spec::ModelSpec;
 use sharer_svc::SharerConfig;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -71,17 +72,37 @@ async fn bind() -> anyhow::Result<(TcpListener, String)> {
     Ok((listener, url))
 }
 
+/// The asset a `gguf:<asset-name>` spec names; `None` for any other spec (a GGUF path, a
+/// Hugging Face folder, random weights, or a spec that does not parse).
+fn spec_asset(spec: &str) -> Option<AssetId> {
+    match ModelSpec::parse(spec) {
+        Ok(ModelSpec::Gguf(name)) => AssetId::from_str(&name).ok(),
+        _ => None,
+    }
+}
+
 /// The spec a service is started with: `gguf:<asset-name>` becomes `gguf:<path in the asset
 /// store>` (the services load files); every other spec is passed as is.
 pub fn service_model_spec(spec: &str) -> anyhow::Result<String> {
-    let Some(id) = spec
-        .strip_prefix("gguf:")
-        .and_then(|n| AssetId::from_str(n).ok())
-    else {
+    let Some(id) = spec_asset(spec) else {
         return Ok(spec.to_string());
     };
     let path = crate::asset_fetch::asset_path(&Store::from_env()?, id)?;
     Ok(format!("gguf:{}", path.display()))
+}
+
+/// The sharer's tokenizer file for C2C alignment: the GGUF file itself, or a Hugging Face
+/// folder's `tokenizer.json`. `spec` is a service spec ([`service_model_spec`]).
+fn sharer_tokenizer(spec: &str, pair: &str) -> anyhow::Result<String> {
+    let parsed = ModelSpec::parse(spec)
+        .with_context(|| format!("pair {pair:?}: the sharer's model spec"))?;
+    match parsed {
+        ModelSpec::Gguf(path) => Ok(path),
+        ModelSpec::Hf(dir) => Ok(format!("{}/tokenizer.json", dir.display())),
+        ModelSpec::Random { .. } => {
+            bail!("pair {pair:?}: the sharer {spec:?} has no tokenizer file for C2C alignment")
+        }
+    }
 }
 
 async fn stopped(mut rx: watch::Receiver<bool>) {
@@ -110,11 +131,8 @@ impl Embedded {
                     "starting embedded sharer {} on {url}",
                     config.model
                 ));
-                let task = tokio::spawn(sharer_svc::serve(
-                    config,
-                    listener,
-                    stopped(stop_rx.clone()),
-                ));
+                let served = sharer_svc::serve(config, listener, stopped(stop_rx.clone()));
+                let task = tokio::spawn(async move { served.await.map_err(anyhow::Error::from) });
                 me.sharers.push(Running {
                     role: Role::Sharer,
                     model: pair.sharer.model.clone(),
@@ -140,15 +158,7 @@ impl Embedded {
                     // A C2C pair: the receiver loads the fuser folder and aligns prompts with
                     // the sharer's tokenizer (read from the sharer's GGUF or HF folder).
                     let sharer = service_model_spec(&pair.sharer.model)?;
-                    let tokenizer = match (sharer.strip_prefix("gguf:"), sharer.strip_prefix("hf:"))
-                    {
-                        (Some(path), _) => path.to_string(),
-                        (None, Some(dir)) => format!("{dir}/tokenizer.json"),
-                        _ => bail!(
-                            "pair {:?}: the sharer {sharer:?} has no tokenizer file for C2C alignment",
-                            pair.label
-                        ),
-                    };
+                    let tokenizer = sharer_tokenizer(&sharer, &pair.label)?;
                     config.fuser = FuserKind::C2c;
                     config.c2c = C2cSettings {
                         fuser_dir: fuser.clone(),
@@ -159,11 +169,8 @@ impl Embedded {
                     "starting embedded receiver {} on {url}",
                     config.model
                 ));
-                let task = tokio::spawn(receiver_svc::serve(
-                    config,
-                    listener,
-                    stopped(stop_rx.clone()),
-                ));
+                let served = receiver_svc::serve(config, listener, stopped(stop_rx.clone()));
+                let task = tokio::spawn(async move { served.await.map_err(anyhow::Error::from) });
                 me.receivers.push(Running {
                     role: Role::Receiver,
                     model: pair.receiver.model.clone(),
@@ -178,11 +185,7 @@ impl Embedded {
         }
         if let Ok(store) = Store::from_env() {
             for running in me.sharers.iter().chain(&me.receivers) {
-                let asset = running
-                    .model
-                    .strip_prefix("gguf:")
-                    .and_then(|n| AssetId::from_str(n).ok());
-                if let Some(id) = asset {
+                if let Some(id) = spec_asset(&running.model) {
                     let record = asset_record(&store, id);
                     if !me.assets.contains(&record) {
                         me.assets.push(record);
