@@ -26,5 +26,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config = ReceiverConfig::load(cli.config.as_deref()).context("configuration")?;
     let listener = service_kit::server::listen(&config.telemetry, config.listen_addr).await?;
-    receiver_svc::serve(config, listener, service_kit::shutdown::signal()).await
+    receiver_svc::serve(config, listener, service_kit::shutdown::signal())
+        .await
+        .context("receiver service")
 }

@@ -13,6 +13,7 @@ use tonic::body::Body;
 use tonic::server::NamedService;
 use tonic::transport::server::Connected;
 
+use crate::config::ConfigError;
 use crate::model_load::{LoadError, LoadedModel, load};
 use crate::model_spec::{ModelSpec, SpecError};
 use crate::telemetry::{TelemetryConfig, TelemetryError, init};
@@ -20,6 +21,14 @@ use crate::telemetry::{TelemetryConfig, TelemetryError, init};
 /// Why a service could not start or stopped serving.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
+    /// The service's configuration is invalid.
+    #[error("{service} configuration: {source}")]
+    Config {
+        /// Which service (`sharer`, `receiver`).
+        service: &'static str,
+        /// Every problem found.
+        source: ConfigError,
+    },
     /// Telemetry could not be initialised.
     #[error("telemetry: {0}")]
     Telemetry(#[from] TelemetryError),

@@ -102,6 +102,8 @@ impl From<SharerError> for Status {
 
 #[cfg(test)]
 mod tests {
+    use service_kit::rpc::ERROR_TYPE_KEY;
+
     use super::*;
 
     #[test]
@@ -110,7 +112,7 @@ mod tests {
         assert_eq!(s.code(), Code::NotFound);
         assert!(s.message().contains("ab"));
         assert_eq!(
-            s.metadata().get("kvwire-error-type").unwrap(),
+            s.metadata().get(ERROR_TYPE_KEY).unwrap(),
             "session_not_found"
         );
     }

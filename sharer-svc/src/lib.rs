@@ -19,11 +19,10 @@ pub mod text;
 use std::future::Future;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use kvwire_proto::v1::sharer_server::SharerServer;
 use service_kit::config::ServiceConfig;
 use service_kit::counting::{ByteCounters, counted_incoming};
-use service_kit::server::{load_model, serve_grpc};
+use service_kit::server::{ServeError, load_model, serve_grpc};
 use tokio::net::TcpListener;
 
 pub use config::SharerConfig;
@@ -35,12 +34,16 @@ pub use service::SharerService;
 ///
 /// Validates the config and loads the model first; health reports SERVING once the model is
 /// loaded. Telemetry is not initialised here: binaries call `service_kit::server::listen`.
+/// The error says which step failed: configuration, model, or the gRPC server.
 pub async fn serve(
     config: SharerConfig,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
-    config.validate().context("sharer configuration")?;
+) -> Result<(), ServeError> {
+    config.validate().map_err(|source| ServeError::Config {
+        service: "sharer",
+        source,
+    })?;
     service_kit::metrics_catalog::describe_all();
     let engine = SharerEngine::new(load_model(&config.model).await?);
     tracing::info!(model = %config.model, addr = ?listener.local_addr().ok(), "sharer ready");
@@ -55,9 +58,7 @@ pub async fn serve(
         .max_encoding_message_size(max);
     let counters = ByteCounters::new();
     let reporter = tokio::spawn(report_transport(counters.clone()));
-    let served = serve_grpc(sharer, counted_incoming(listener, counters), shutdown)
-        .await
-        .context("sharer gRPC server");
+    let served = serve_grpc(sharer, counted_incoming(listener, counters), shutdown).await;
     reporter.abort();
     served
 }

@@ -22,5 +22,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config = SharerConfig::load(cli.config.as_deref()).context("configuration")?;
     let listener = service_kit::server::listen(&config.telemetry, config.listen_addr).await?;
-    sharer_svc::serve(config, listener, service_kit::shutdown::signal()).await
+    sharer_svc::serve(config, listener, service_kit::shutdown::signal())
+        .await
+        .context("sharer service")
 }

@@ -71,9 +71,10 @@ pub async fn start_sharer_on(model: &str, listener: TcpListener) -> Running {
         ..SharerConfig::default()
     };
     let (tx, rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(sharer_svc::serve(config, listener, async move {
+    let served = sharer_svc::serve(config, listener, async move {
         let _ = rx.await;
-    }));
+    });
+    let task = tokio::spawn(async move { served.await.map_err(anyhow::Error::from) });
     wait_serving(addr, kvwire_proto::service_names::SHARER).await;
     Running {
         addr,
@@ -91,9 +92,10 @@ pub async fn start_receiver(model: &str, sharer_endpoint: &str) -> Running {
         ..ReceiverConfig::default()
     };
     let (tx, rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(receiver_svc::serve(config, listener, async move {
+    let served = receiver_svc::serve(config, listener, async move {
         let _ = rx.await;
-    }));
+    });
+    let task = tokio::spawn(async move { served.await.map_err(anyhow::Error::from) });
     wait_serving(addr, kvwire_proto::service_names::RECEIVER).await;
     Running {
         addr,
