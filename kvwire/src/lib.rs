@@ -47,6 +47,7 @@ pub mod limits;
 pub mod npy;
 pub mod quant;
 mod reader;
+mod scalar;
 #[cfg(target_arch = "x86_64")]
 mod simd;
 pub mod v1;

@@ -3,7 +3,7 @@
 //! The only module of the crate with `unsafe`. Every kernel is a `#[target_feature]` function
 //! reached through a token ([`Avx2`]: AVX2 + F16C; [`Clmul`]: AVX-512 VPCLMULQDQ) that can only
 //! be made after `is_x86_feature_detected!` said yes, so its methods are safe to call. Each
-//! kernel reproduces the scalar reference in `quant::kernels` bit for bit (the tests compare
+//! kernel reproduces the scalar reference in `crate::scalar` bit for bit (the tests compare
 //! them on random and edge inputs). The row kernels here use the same f32 division (`vdivps`),
 //! clamp, round-half-even conversion (`vcvtps2dq` in the default rounding mode) and a single
 //! multiplication for dequantization; no FMA, which rounds once where the reference rounds
@@ -258,7 +258,7 @@ fn quantize_row(src: &[f32], scale: f32, qmax: f32, dst: &mut [u8]) {
     for (x, d) in xs.iter().zip(ds) {
         store_bytes32(d, quantize32(x, s, lo, hi));
     }
-    crate::quant::kernels::quantize_row_scalar(x_rest, scale, qmax, d_rest);
+    crate::scalar::quantize_row_scalar(x_rest, scale, qmax, d_rest);
 }
 
 #[target_feature(enable = "avx2")]
@@ -275,7 +275,7 @@ fn quantize_row_int4(src: &[f32], scale: f32, dst: &mut [u8]) {
     for (x, d) in xs.iter().zip(ds) {
         store_bytes16(d, nibbles(quantize32(x, s, lo, hi)));
     }
-    crate::quant::kernels::quantize_row_int4_scalar(x_rest, scale, d_rest);
+    crate::scalar::quantize_row_int4_scalar(x_rest, scale, d_rest);
 }
 
 /// Packs 32 int4 values held as bytes into 16 bytes (low nibble first).
@@ -312,7 +312,7 @@ fn dequantize_row(q: &[u8], scale: f32, out: &mut [f32]) {
     for (q, o) in qs.iter().zip(os) {
         store8(o, dequantize8(load_bytes8(q), s));
     }
-    crate::quant::kernels::dequantize_row_scalar(q_rest, scale, o_rest);
+    crate::scalar::dequantize_row_scalar(q_rest, scale, o_rest);
 }
 
 #[inline]
@@ -326,7 +326,7 @@ fn dequantize_row_int4(q: &[u8], scale: f32, out: &mut [f32]) {
     for (q, o) in qs.iter().zip(os) {
         dequantize32_int4(q, s, o);
     }
-    crate::quant::kernels::dequantize_row_int4_scalar(q_rest, scale, o_rest);
+    crate::scalar::dequantize_row_int4_scalar(q_rest, scale, o_rest);
 }
 
 /// [`dequantize_row`] rounded to half bits.
@@ -378,7 +378,7 @@ fn dequantize_row_int4_f16(q: &[u8], scale: f32, out: &mut [u16]) {
     }
     let mut wide = [0f32; 32];
     let wide = &mut wide[..o_rest.len()];
-    crate::quant::kernels::dequantize_row_int4_scalar(q_rest, scale, wide);
+    crate::scalar::dequantize_row_int4_scalar(q_rest, scale, wide);
     for (o, &x) in o_rest.iter_mut().zip(wide.iter()) {
         *o = half::f16::from_f32(x).to_bits();
     }
@@ -430,7 +430,7 @@ fn f16_to_f32(src: &[u16], dst: &mut [f32]) {
         store8(d, _mm256_cvtph_ps(h));
     }
     for (d, &h) in d_rest.iter_mut().zip(x_rest) {
-        *d = crate::quant::f16_bits_to_f32(h);
+        *d = crate::scalar::f16_bits_to_f32(h);
     }
 }
 
@@ -440,4 +440,4 @@ pub(crate) use block::{Dequantized, QuantizeJob, RowFault, Rows, StoredRows};
 pub(crate) use crc::Clmul;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

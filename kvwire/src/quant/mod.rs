@@ -12,10 +12,15 @@
 
 pub(crate) mod kernels;
 mod tensor;
+#[cfg(all(test, target_arch = "x86_64"))]
+mod vector_tests;
 
+pub use crate::scalar::{
+    ScaleDtype, compute_scale, f16_bits_to_f32, int4_hi, int4_lo, scale_to_bits,
+};
 pub use kernels::{
-    absmax_checked, dequantize_row, dequantize_row_int4, f16_to_f32_row, int4_hi, int4_lo,
-    pack_int4, quantize_row, quantize_row_int4,
+    absmax_checked, dequantize_row, dequantize_row_int4, f16_to_f32_row, pack_int4, quantize_row,
+    quantize_row_int4,
 };
 #[cfg(test)]
 pub(crate) use tensor::quantize_rows;
@@ -23,8 +28,6 @@ pub(crate) use tensor::{
     OutBuf, dequantize_tensor_le, dequantize_tensor_le_crc, dequantize_tensor_le_f16,
 };
 pub use tensor::{dequantize_tensor, fake_quantize, quantize_tensor};
-
-use half::f16;
 
 /// Integer width of a quantized payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -123,34 +126,6 @@ impl Granularity {
     }
 }
 
-/// Storage type of the scales.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ScaleDtype {
-    /// IEEE half, round to nearest even.
-    Fp16,
-    /// bfloat16 as the upper 16 bits of the f32 (truncation, as the reference).
-    Bf16,
-}
-
-impl ScaleDtype {
-    /// Reference name.
-    pub fn name(self) -> &'static str {
-        match self {
-            ScaleDtype::Fp16 => "fp16",
-            ScaleDtype::Bf16 => "bf16",
-        }
-    }
-
-    /// Parses a reference name.
-    pub fn from_name(s: &str) -> Option<Self> {
-        match s {
-            "fp16" => Some(ScaleDtype::Fp16),
-            "bf16" => Some(ScaleDtype::Bf16),
-            _ => None,
-        }
-    }
-}
-
 /// Quantization options of one tensor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct QuantParams {
@@ -162,28 +137,9 @@ pub struct QuantParams {
     pub scale_dtype: ScaleDtype,
 }
 
-pub(crate) const SCALE_FLOOR: f32 = 1e-6;
-pub(crate) const ROUND_MAGIC: f32 = 12_582_912.0; // 1.5 * 2^23
-
-/// `max(absmax / qmax, 1e-6)` in f32.
-pub fn compute_scale(absmax: f32, qmax: f32) -> f32 {
-    let s = absmax / qmax;
-    if s > SCALE_FLOOR { s } else { SCALE_FLOOR }
-}
-
 /// `clip(round_half_even(x / scale), -qmax, qmax)` for one finite value.
 pub fn quantize_value(x: f32, scale: f32, qmax: f32) -> i8 {
-    kernels::quantize_one(x, scale, qmax) as i8
-}
-
-/// Rounds an f32 scale to the scale dtype's bits; `None` when it overflows to infinity.
-pub fn scale_to_bits(scale: f32, dtype: ScaleDtype) -> Option<u16> {
-    // Finite exactly when the exponent field is not all ones.
-    let (bits, exponent) = match dtype {
-        ScaleDtype::Fp16 => (f16::from_f32(scale).to_bits(), 0x7c00),
-        ScaleDtype::Bf16 => ((scale.to_bits() >> 16) as u16, 0x7f80),
-    };
-    (bits & exponent != exponent).then_some(bits)
+    crate::scalar::quantize_one(x, scale, qmax) as i8
 }
 
 /// The f32 value of stored scale bits.
@@ -194,27 +150,10 @@ pub fn scale_from_bits(bits: u16, dtype: ScaleDtype) -> f32 {
     }
 }
 
-/// IEEE half bits to f32, exact for every value (NaN stays NaN). Branch-free so that loops over
-/// it vectorize without F16C.
-#[inline(always)]
-pub fn f16_bits_to_f32(h: u16) -> f32 {
-    let h = u32::from(h);
-    let sign = (h & 0x8000) << 16;
-    let em = (h & 0x7fff) << 13;
-    let exp = em & (0x7c00 << 13);
-    let v = if exp == (0x7c00 << 13) {
-        f32::from_bits(em + ((255 - 31) << 23))
-    } else if exp == 0 {
-        // Subnormal or zero: renormalize through one exact subtraction.
-        f32::from_bits(em + (113 << 23)) - f32::from_bits(113 << 23)
-    } else {
-        f32::from_bits(em + ((127 - 15) << 23))
-    };
-    f32::from_bits(v.to_bits() | sign)
-}
-
 #[cfg(test)]
 mod tests {
+    use half::f16;
+
     use super::*;
 
     #[test]

@@ -4,14 +4,15 @@ use half::f16;
 use half::slice::HalfFloatSliceExt as _;
 
 use super::kernels::{
-    absmax_checked, dequantize_row, dequantize_row_int4, f16_to_f32_row, int4_hi, int4_lo,
-    pack_int4, quantize_row, quantize_row_int4,
+    absmax_checked, dequantize_row, dequantize_row_int4, f16_to_f32_row, pack_int4, quantize_row,
+    quantize_row_int4,
 };
 use super::{
     Granularity, QuantMode, QuantParams, ScaleDtype, compute_scale, scale_from_bits, scale_to_bits,
 };
 use crate::error::{DecodeError, EncodeError};
 use crate::layer::KvData;
+use crate::scalar::{int4_hi, int4_lo};
 
 /// Returns a row of f32, converting from f16 into `buf` when needed.
 fn load_row<'s>(data: &'s KvData<'_>, start: usize, buf: &'s mut [f32]) -> &'s [f32] {

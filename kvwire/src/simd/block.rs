@@ -50,11 +50,11 @@ pub(crate) struct QuantizeJob<'a> {
 }
 
 impl QuantizeJob<'_> {
-    fn scale_dtype(&self) -> crate::quant::ScaleDtype {
+    fn scale_dtype(&self) -> crate::scalar::ScaleDtype {
         if self.bf16_scales {
-            crate::quant::ScaleDtype::Bf16
+            crate::scalar::ScaleDtype::Bf16
         } else {
-            crate::quant::ScaleDtype::Fp16
+            crate::scalar::ScaleDtype::Fp16
         }
     }
 }
@@ -264,7 +264,7 @@ where
             // scale = max(absmax / qmax, 1e-6) as `compute_scale`, eight at a time.
             let s = _mm256_max_ps(
                 _mm256_div_ps(amax, _mm256_set1_ps(qmax)),
-                _mm256_set1_ps(crate::quant::SCALE_FLOOR),
+                _mm256_set1_ps(crate::scalar::SCALE_FLOOR),
             );
             let r = _mm256_div_ps(_mm256_set1_ps(1.0), s);
             store8(lanes(&mut sc, g), s);
@@ -294,8 +294,8 @@ where
             for (i, &start) in at[..n].iter().enumerate() {
                 let x = exact(source(start, d));
                 let a = super::absmax_checked(&x).ok_or((row + i, RowFault::NonFinite))?;
-                let s = crate::quant::compute_scale(a, qmax);
-                if crate::quant::scale_to_bits(s, job.scale_dtype()).is_none() {
+                let s = crate::scalar::compute_scale(a, qmax);
+                if crate::scalar::scale_to_bits(s, job.scale_dtype()).is_none() {
                     return Err((row + i, RowFault::ScaleOverflow(s)));
                 }
             }
