@@ -4,9 +4,9 @@
 use std::borrow::Cow;
 
 use super::Payload;
-use super::header::{
-    FRAME_HEADER_LEN, FrameHeader, IndexEncoding, RECORD_TRAILER_LEN, checked_record,
-    checksum_matches, record_parts,
+use super::header::{FrameHeader, IndexEncoding};
+use super::record::{
+    FRAME_HEADER_LEN, RECORD_TRAILER_LEN, checked_record, checksum_matches, record_parts,
 };
 use crate::breakdown::Breakdown;
 use crate::error::DecodeError;

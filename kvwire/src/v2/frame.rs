@@ -7,7 +7,8 @@
 use half::f16;
 use half::slice::HalfFloatSliceExt as _;
 
-use super::header::{FRAME_HEADER_LEN, FrameHeader, IndexEncoding, RECORD_TRAILER_LEN};
+use super::header::{FrameHeader, IndexEncoding};
+use super::record::{FRAME_HEADER_LEN, RECORD_TRAILER_LEN};
 use super::{FrameOptions, Payload};
 use crate::error::EncodeError;
 use crate::layer::{KvData, LayerKv};

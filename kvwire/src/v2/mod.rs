@@ -11,6 +11,7 @@ mod decode;
 mod entropy;
 mod frame;
 mod header;
+mod record;
 mod session;
 mod stream;
 
@@ -19,7 +20,8 @@ pub use decode::{
     decode_frame_ref, decode_frame_ref_at,
 };
 pub use frame::{encode_frame, encode_frame_into};
-pub use header::{FRAME_HEADER_LEN, FrameHeader, IndexEncoding, RECORD_TRAILER_LEN};
+pub use header::{FrameHeader, IndexEncoding};
+pub use record::{FRAME_HEADER_LEN, RECORD_TRAILER_LEN};
 pub use session::SessionHeader;
 pub use stream::{StreamDecoder, StreamItem, decode_stream};
 

@@ -1,13 +1,12 @@
 //! The v2 session header: what the frames that follow describe.
 
-use super::header::{RECORD_TRAILER_LEN, TYPE_SESSION, checked_record, read_prefix};
+use super::record::{
+    RECORD_TRAILER_LEN, SESSION_FIXED_LEN, TYPE_SESSION, checked_record, read_prefix,
+};
 use super::{MAGIC, MINOR};
 use crate::error::{DecodeError, EncodeError};
 use crate::limits::MAX_MODEL_ID_LEN;
 use crate::reader::Reader;
-
-/// Bytes of the session header before the model ids.
-pub(crate) const SESSION_FIXED_LEN: usize = 44;
 
 /// Opens a stream of frames: which models, which shapes, which round.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]

@@ -2,7 +2,7 @@
 //! headers and frames as soon as each record is complete.
 
 use super::decode::{Frame, decode_frame_at};
-use super::header::{RECORD_PREFIX_LEN, TYPE_FRAME, read_prefix};
+use super::record::{RECORD_PREFIX_LEN, TYPE_FRAME, read_prefix};
 use super::session::SessionHeader;
 use crate::error::DecodeError;
 use crate::limits::MAX_STREAM_BUFFER;
