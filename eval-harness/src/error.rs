@@ -98,6 +98,7 @@ pub enum DataError {
 }
 
 impl DataError {
+    #[cfg(feature = "data")]
     pub(crate) fn io(
         op: &'static str,
         path: impl Into<PathBuf>,

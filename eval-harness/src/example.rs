@@ -1,4 +1,6 @@
-//! The domain type every loader produces, and the names of datasets and splits.
+//! The evaluation item every loader produces and both services receive ([`Example`], with the
+//! services' checked constructor [`Example::new`]), the choice letters, and the names of
+//! datasets and splits.
 
 use std::fmt;
 use std::str::FromStr;
@@ -7,7 +9,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::DataError;
 
-/// One evaluation or training item, whatever file it came from.
+/// Letters of the choices, by position: the most an item sent to the services may have.
+pub const LETTERS: &[char] = &['A', 'B', 'C', 'D', 'E', 'F', 'G', 'H', 'I', 'J'];
+
+/// One evaluation or training item, whatever file or request it came from.
+///
+/// The loaders fill every field; the services build theirs with [`Example::new`], which checks
+/// the choices and the gold letter (`dataset` is then empty and `answer_text` absent).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Example {
     /// Stable id from the source (`Mercury_7175875`), unique within its dataset.
@@ -24,6 +32,74 @@ pub struct Example {
     pub gold: Option<usize>,
     /// Reference final answer for open-ended items (gsm8k: the number after `####`).
     pub answer_text: Option<String>,
+}
+
+/// Why a multiple-choice item is unusable by the services.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExampleError {
+    /// Too few or too many choices.
+    #[error("example {id}: {n} choices, need 2 to {max}")]
+    ChoiceCount {
+        /// Example id.
+        id: String,
+        /// Choices given.
+        n: usize,
+        /// Most allowed.
+        max: usize,
+    },
+    /// The gold letter is not one of the choices' letters.
+    #[error("example {id}: gold {gold:?} is not a choice letter")]
+    Gold {
+        /// Example id.
+        id: String,
+        /// Gold given.
+        gold: String,
+    },
+}
+
+impl Example {
+    /// A checked multiple-choice item as the services receive it: 2 to 10 choices, lettered
+    /// A, B, ... by position; `gold` is one of those letters or empty (unknown).
+    pub fn new(
+        id: String,
+        question: String,
+        choices: Vec<String>,
+        gold: &str,
+    ) -> Result<Self, ExampleError> {
+        if !(2..=LETTERS.len()).contains(&choices.len()) {
+            return Err(ExampleError::ChoiceCount {
+                id,
+                n: choices.len(),
+                max: LETTERS.len(),
+            });
+        }
+        let gold = match gold.trim() {
+            "" => None,
+            g => {
+                let index = LETTERS[..choices.len()]
+                    .iter()
+                    .position(|l| g.len() == 1 && g.starts_with(*l));
+                Some(index.ok_or_else(|| ExampleError::Gold {
+                    id: id.clone(),
+                    gold: g.to_string(),
+                })?)
+            }
+        };
+        Ok(Self {
+            id,
+            dataset: String::new(),
+            question,
+            labels: letter_labels(choices.len()),
+            choices,
+            gold,
+            answer_text: None,
+        })
+    }
+
+    /// The letters of this item's choices ([`LETTERS`] by position, at most ten).
+    pub fn letters(&self) -> impl Iterator<Item = char> + '_ {
+        LETTERS.iter().copied().take(self.choices.len())
+    }
 }
 
 /// Letter labels `A`, `B`, ... for `n` choices (n <= 26).
@@ -198,5 +274,37 @@ mod tests {
         assert!("arc_medium".parse::<DatasetRef>().is_err());
         assert!("arc_easy/holdout".parse::<DatasetRef>().is_err());
         assert_eq!(letter_labels(3), ["A", "B", "C"]);
+    }
+
+    #[test]
+    fn checked_examples_need_two_to_ten_choices_and_a_choice_letter_as_gold() {
+        let choices = vec!["x".to_string(), "y".to_string(), "z".to_string()];
+        let ok = Example::new("1".into(), "q".into(), choices.clone(), "C").unwrap();
+        assert_eq!(ok.gold, Some(2));
+        assert_eq!(ok.labels, ["A", "B", "C"]);
+        assert_eq!(ok.letters().collect::<String>(), "ABC");
+        assert_eq!(
+            Example::new("1".into(), "q".into(), choices.clone(), "D"),
+            Err(ExampleError::Gold {
+                id: "1".into(),
+                gold: "D".into()
+            })
+        );
+        assert_eq!(
+            Example::new("1".into(), "q".into(), vec!["x".into()], ""),
+            Err(ExampleError::ChoiceCount {
+                id: "1".into(),
+                n: 1,
+                max: 10
+            })
+        );
+        let eleven = vec!["x".to_string(); 11];
+        assert!(Example::new("1".into(), "q".into(), eleven, "").is_err());
+        assert_eq!(
+            Example::new("1".into(), "q".into(), choices, " ")
+                .unwrap()
+                .gold,
+            None
+        );
     }
 }

@@ -1,6 +1,8 @@
 //! Answer extraction from generated text: the letter after "The correct answer is" (with
-//! fallbacks), and the final number of a gsm8k solution.
+//! fallbacks; the `eval` binary's rule), the first standalone letter of a continuation (the
+//! receiver service's rule), and the final number of a gsm8k solution.
 
+use crate::example::LETTERS;
 use crate::prompt::ANSWER_PREFIX;
 
 /// Which rule found the letter.
@@ -63,6 +65,23 @@ pub fn extract_letter(text: &str, n: usize) -> Option<(usize, LetterRule)> {
         .collect();
     found.dedup();
     (found.len() == 1).then(|| (found[0], LetterRule::SoleLetter))
+}
+
+/// The receiver service's rule: the first standalone choice letter (0 = A) among `n_choices`
+/// in a continuation generated after a prompt that already ends with "The correct answer is".
+///
+/// Kept apart from [`extract_letter`] because the two disagree on some replies and each
+/// decides its own recorded results: here the first standalone letter wins (" B. A planet"
+/// is B, " A/B/C/D" is A), where [`extract_letter`] wants a letter after the prefix or a
+/// marker, a bare letter, or the only standalone letter (both give None there).
+pub fn first_standalone_letter(text: &str, n_choices: usize) -> Option<usize> {
+    let letters = &LETTERS[..n_choices.min(LETTERS.len())];
+    let chars: Vec<char> = text.chars().collect();
+    chars.iter().enumerate().find_map(|(i, c)| {
+        let standalone = (i == 0 || !chars[i - 1].is_alphanumeric())
+            && chars.get(i + 1).is_none_or(|n| !n.is_alphanumeric());
+        letters.iter().position(|l| l == c).filter(|_| standalone)
+    })
 }
 
 /// Numbers in `text` (digits with optional sign, commas, one decimal point), commas removed.
@@ -159,6 +178,20 @@ mod tests {
         assert_eq!(extract_letter("The correct answer is A/B/C/D.", 4), None);
         let accented = "Réponse — the correct answer is B";
         assert_eq!(extract_letter(accented, 4), Some((1, LetterRule::Prefix)));
+    }
+
+    #[test]
+    fn first_standalone_letter_is_the_receivers_rule() {
+        assert_eq!(first_standalone_letter(" B", 4), Some(1));
+        assert_eq!(first_standalone_letter(" (C). Because", 4), Some(2));
+        assert_eq!(first_standalone_letter(" Because D", 4), Some(3));
+        assert_eq!(first_standalone_letter(" E", 4), None);
+        assert_eq!(first_standalone_letter("And", 4), None);
+        // Where the two rules part: the first letter wins here, extract_letter declines.
+        assert_eq!(first_standalone_letter(" B. A planet", 4), Some(1));
+        assert_eq!(extract_letter(" B. A planet", 4), None);
+        assert_eq!(first_standalone_letter(" A/B/C/D", 4), Some(0));
+        assert_eq!(extract_letter(" A/B/C/D", 4), None);
     }
 
     #[test]

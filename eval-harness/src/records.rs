@@ -7,6 +7,7 @@
 use serde_json::{Map, Value};
 
 use crate::example::{Example, letter_labels};
+use crate::sample::fnv1a;
 
 /// Why a record could not be converted; the caller adds file and record number.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -224,13 +225,6 @@ pub(crate) fn example_from_record(
     let keys: Vec<&str> = obj.keys().map(String::as_str).collect();
     Err(RecordError::UnknownLayout {
         keys: keys.join(", "),
-    })
-}
-
-/// 64-bit FNV-1a: a fixed, platform-independent hash for seeding per-item orders.
-pub fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
     })
 }
 

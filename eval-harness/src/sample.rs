@@ -2,7 +2,13 @@
 //! a fixed 64-bit hash of (seed, id), independent of input order and of any RNG crate version.
 
 use crate::example::Example;
-use crate::records::fnv1a;
+
+/// 64-bit FNV-1a: a fixed, platform-independent hash for seeding per-item orders.
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
 
 /// splitmix64 finaliser: spreads FNV's weak low bits.
 fn mix(mut z: u64) -> u64 {

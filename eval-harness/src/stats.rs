@@ -1,9 +1,47 @@
-//! Accuracy with n, and seeded percentile-bootstrap 95% confidence intervals for one method's
-//! accuracy and for the paired difference of two methods on the same items.
+//! Summary statistics for the harness, the coordinator and the load generator: mean,
+//! interpolated percentiles, accuracy with n, the Wilson score 95% interval of an accuracy, and
+//! seeded percentile-bootstrap 95% intervals for one method's accuracy and for the paired
+//! difference of two methods on the same items. Plain functions over slices.
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
+
+/// Arithmetic mean; `None` for no values.
+pub fn mean(values: &[f64]) -> Option<f64> {
+    (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
+}
+
+/// The `q`-quantile (0..=1) with linear interpolation between order statistics (numpy's
+/// default); `None` for no values. NaNs sort last.
+pub fn percentile(values: &[f64], q: f64) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let pos = q.clamp(0.0, 1.0) * (sorted.len() - 1) as f64;
+    let lo = pos.floor() as usize;
+    let hi = pos.ceil() as usize;
+    let frac = pos - lo as f64;
+    Some(sorted[lo] + (sorted[hi] - sorted[lo]) * frac)
+}
+
+/// Wilson score 95% interval for `successes` out of `n` (stays inside [0, 1] and is sane at
+/// small n); `None` for n = 0.
+pub fn wilson_95(successes: usize, n: usize) -> Option<(f64, f64)> {
+    if n == 0 {
+        return None;
+    }
+    const Z: f64 = 1.959_963_984_540_054;
+    let n_f = n as f64;
+    let p = successes as f64 / n_f;
+    let z2 = Z * Z;
+    let denom = 1.0 + z2 / n_f;
+    let centre = (p + z2 / (2.0 * n_f)) / denom;
+    let half = Z * ((p * (1.0 - p) / n_f) + z2 / (4.0 * n_f * n_f)).sqrt() / denom;
+    Some(((centre - half).max(0.0), (centre + half).min(1.0)))
+}
 
 /// Default number of bootstrap resamples.
 pub const DEFAULT_RESAMPLES: usize = 2000;
@@ -41,6 +79,8 @@ pub struct Interval {
     pub level: f64,
 }
 
+/// The bootstrap interval: nearest-rank order statistics of the sorted resample means (not
+/// [`percentile`]'s interpolation; the recorded intervals were computed this way).
 fn percentile_interval(mut stats: Vec<f64>, level: f64) -> Interval {
     stats.sort_by(f64::total_cmp);
     let alpha = (1.0 - level) / 2.0;
@@ -102,6 +142,38 @@ pub fn paired_difference_ci(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn percentiles_interpolate_like_numpy() {
+        let v = [1.0, 2.0, 3.0, 4.0, 10.0];
+        assert_eq!(percentile(&v, 0.5), Some(3.0));
+        assert_eq!(percentile(&v, 0.0), Some(1.0));
+        assert_eq!(percentile(&v, 1.0), Some(10.0));
+        // numpy.percentile([1,2,3,4,10], 95) == 8.8
+        assert!((percentile(&v, 0.95).unwrap() - 8.8).abs() < 1e-12);
+        assert_eq!(percentile(&[], 0.5), None);
+        assert_eq!(percentile(&[7.0], 0.95), Some(7.0));
+    }
+
+    #[test]
+    fn mean_of_values() {
+        assert_eq!(mean(&[1.0, 2.0, 6.0]), Some(3.0));
+        assert_eq!(mean(&[]), None);
+    }
+
+    #[test]
+    fn wilson_matches_reference_values() {
+        // The Wilson formula evaluated independently in Python: (0.180748, 0.454300).
+        let (lo, hi) = wilson_95(12, 40).unwrap();
+        assert!(
+            (lo - 0.180748).abs() < 1e-6 && (hi - 0.454300).abs() < 1e-6,
+            "{lo} {hi}"
+        );
+        let (lo, hi) = wilson_95(0, 10).unwrap();
+        assert_eq!(lo, 0.0);
+        assert!(hi > 0.2 && hi < 0.35);
+        assert_eq!(wilson_95(0, 0), None);
+    }
 
     #[test]
     fn accuracy_and_interval_cover_the_estimate() {
