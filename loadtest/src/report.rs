@@ -47,7 +47,7 @@ impl Report {
         let lat: Vec<f64> = ok.iter().map(|o| o.latency.as_secs_f64() * 1e3).collect();
         let mut latency_ms = BTreeMap::new();
         for (name, q) in [("p50", 0.5), ("p95", 0.95), ("p99", 0.99), ("max", 1.0)] {
-            if let Some(v) = coordinator::stats::percentile(&lat, q) {
+            if let Some(v) = eval_harness::percentile(&lat, q) {
                 latency_ms.insert(name.to_string(), v);
             }
         }
