@@ -4,11 +4,11 @@
 
 use std::collections::BTreeMap;
 
+use eval_harness::{mean, percentile, wilson_95};
 use serde::Serialize;
 
 use crate::cell::Cell;
 use crate::registry::CellRows;
-use crate::stats::{mean, percentile, wilson_95};
 
 /// Mean, median and 95th percentile of a quantity.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]

@@ -1,7 +1,7 @@
 //! Text baselines: the raw question text, a deterministic extractive summary, and the UTF-8
 //! byte cap (cut on a character boundary). Pure functions; the generated hint is the engine's.
 
-use service_kit::prompt::Example;
+use eval_harness::Example;
 
 /// The longest prefix of `text` of at most `cap` bytes that ends on a character boundary, and
 /// whether it was cut. `cap == 0` means no cap.
@@ -96,12 +96,13 @@ mod tests {
     use super::*;
 
     fn example() -> Example {
-        Example {
-            id: "x".into(),
-            question: "Plants need light. A seed was kept in a dark closet. Which factor stops the seed from growing?".into(),
-            choices: vec!["water".into(), "darkness and no light".into(), "soil".into(), "air".into()],
-            gold: Some(1),
-        }
+        Example::new(
+            "x".into(),
+            "Plants need light. A seed was kept in a dark closet. Which factor stops the seed from growing?".into(),
+            vec!["water".into(), "darkness and no light".into(), "soil".into(), "air".into()],
+            "B",
+        )
+        .unwrap()
     }
 
     #[test]
