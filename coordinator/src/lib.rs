@@ -3,10 +3,12 @@
 //!
 //! The pure part plus plain file I/O: grid model and expansion ([`grid`], [`method`],
 //! [`cell`]), the retry policy ([`retry`]), the run folder and registry ([`registry`]), result
-//! rows ([`row`]), statistics and summary tables ([`stats`], [`summary`]), run manifests
+//! rows ([`row`]), summary tables ([`summary`], over `eval_harness`'s statistics), run manifests
 //! ([`manifest`]) and UTC time stamps ([`timestamp`]). The gRPC edge is here too, so tests can
 //! drive a run against real services: requests and rows ([`wire`]) and the run loop
-//! ([`runner`]). The CLI, datasets and the embedded services live in the `coordinator` binary.
+//! ([`runner`]). The CLI, datasets and the embedded services live in the `coordinator` binary;
+//! only its default feature `embedded` links the services (library users set
+//! `default-features = false`).
 
 pub mod cell;
 pub mod error;
@@ -17,7 +19,6 @@ pub mod registry;
 pub mod retry;
 pub mod row;
 pub mod runner;
-pub mod stats;
 pub mod summary;
 pub mod timestamp;
 pub mod wire;
@@ -26,7 +27,7 @@ pub mod wire;
 mod testutil;
 
 pub use cell::{Cell, CellConfig, expand};
-pub use error::{GridError, RegistryError};
+pub use error::{GridError, RegistryError, RunError};
 pub use grid::Grid;
 pub use registry::{CellRows, RunDir};
 pub use retry::RetryPolicy;

@@ -2,23 +2,23 @@
 //! health and reflection ([`server`]), the error-to-status mapping, rpc metrics and blocking job
 //! pool ([`rpc`]), one telemetry `init`, the metrics catalogue, layered configuration with
 //! start-up validation ([`config`]), a byte-counting TCP connector and listener (transport
-//! bytes), W3C trace context over gRPC metadata, model spec resolution, and the prompts both
-//! services run (letter and rank).
+//! bytes), W3C trace context over gRPC metadata, and model spec resolution and loading.
+//! Service plumbing only: the evaluation item, its prompts and answer letters are
+//! eval-harness's (`eval_harness::{Example, letter_prompt, rank_prompt, LETTERS}`).
 //!
-//! No request or reply types here: the services convert wire types at their own boundary (the
-//! proto crate is used only for the reflection descriptor set).
+//! No request or reply types here: the services convert wire types at their own boundary. The
+//! proto crate is used for the reflection descriptor set and for the one conversion of the
+//! [`stages::StageTimings`] both services record.
 
 pub mod config;
 pub mod counting;
-pub mod letters;
 pub mod metrics_catalog;
 pub mod model_load;
 pub mod model_spec;
-pub mod prompt;
-pub mod rank;
 pub mod rpc;
 pub mod server;
 pub mod shutdown;
+pub mod stages;
 pub mod telemetry;
 pub mod timing;
 pub mod trace_context;
