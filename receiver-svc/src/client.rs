@@ -5,23 +5,26 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use kvwire::{HostCache, HostLayer};
 use kvwire_proto::v1 as pb;
 use kvwire_proto::v1::sharer_client::SharerClient;
 use prost::Message as _;
 use service_kit::counting::{ByteCounters, ByteSnapshot, CountingConnector};
+use service_kit::rpc::ERROR_TYPE_KEY;
+use service_kit::stages::StageTimings;
 use service_kit::timing::ms;
 use service_kit::trace_context::TraceContext;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Status};
 
-use crate::decode::{DecodedCache, TransferDecoder};
+use crate::decode::TransferDecoder;
 use crate::error::ReceiverError;
 
 /// One round of KV transfer as the receiver saw it.
 #[derive(Debug)]
 pub struct RoundTransfer {
-    /// The decoded cache after this round.
-    pub cache: DecodedCache,
+    /// The host cache after this round.
+    pub cache: HostCache,
     /// Sum of frame lengths (session header included).
     pub blob_bytes: u64,
     /// Breakdown of those bytes.
@@ -35,7 +38,7 @@ pub struct RoundTransfer {
     /// Encoded length of the request alone.
     pub request_bytes: u64,
     /// The sharer's stage timings (from the last chunk).
-    pub sharer_timings: pb::StageTimings,
+    pub sharer_timings: StageTimings,
     /// First to last chunk, ms.
     pub transfer_ms: f64,
     /// Decoding and dequantization, ms.
@@ -128,22 +131,32 @@ impl SharerLink {
         Ok((reply, grpc))
     }
 
-    /// Round 1: Share, decoding frames as they arrive.
-    pub async fn share(&mut self, req: pb::ShareRequest) -> Result<RoundTransfer, ReceiverError> {
+    /// Round 1: Share, decoding frames as they arrive into `buffers` (reused allocations from
+    /// an earlier transfer, or none).
+    pub async fn share(
+        &mut self,
+        req: pb::ShareRequest,
+        buffers: Vec<HostLayer>,
+    ) -> Result<RoundTransfer, ReceiverError> {
         let request_bytes = req.encoded_len() as u64;
         let stream = self
             .client
             .share(self.request(req))
             .await
             .map_err(ReceiverError::from_sharer)?;
-        pull(stream.into_inner(), TransferDecoder::new(), request_bytes).await
+        pull(
+            stream.into_inner(),
+            TransferDecoder::new(buffers),
+            request_bytes,
+        )
+        .await
     }
 
     /// Round 2 and later: Refine, applied on top of `cache`.
     pub async fn refine(
         &mut self,
         req: pb::RefineRequest,
-        cache: DecodedCache,
+        cache: HostCache,
     ) -> Result<RoundTransfer, ReceiverError> {
         let request_bytes = req.encoded_len() as u64;
         let stream = self
@@ -169,7 +182,7 @@ async fn pull(
     let (mut blob_bytes, mut decode_ms) = (0u64, 0f64);
     let mut first: Option<Instant> = None;
     let mut last = Instant::now();
-    let mut sharer_timings = pb::StageTimings::default();
+    let mut sharer_timings = StageTimings::default();
     let mut session_id = String::new();
     loop {
         let chunk = match stream.message().await {
@@ -185,7 +198,7 @@ async fn pull(
             session_id = chunk.session_id;
         }
         if let Some(t) = chunk.timings {
-            sharer_timings = t;
+            sharer_timings = t.into();
         }
         let start = Instant::now();
         decoder.push(&chunk.frame)?;
@@ -213,7 +226,7 @@ async fn pull(
 /// A status on the stream is the sharer's own error when it says so (our sharer labels every
 /// error) or arrives before any frame; otherwise the connection broke mid-stream.
 fn stream_error(status: Status, frames: usize) -> ReceiverError {
-    if status.metadata().contains_key("kvwire-error-type")
+    if status.metadata().contains_key(ERROR_TYPE_KEY)
         || frames == 0 && status.code() != tonic::Code::Unknown
     {
         ReceiverError::from_sharer(status)

@@ -1,10 +1,11 @@
-//! The receiver's domain request and its conversion from the wire type, at the boundary.
+//! The receiver's domain request and reply and their conversions from and to the wire types,
+//! at the boundary.
 
-use eval_harness::Normalization;
+use eval_harness::{Example, LETTERS, Normalization};
 use kvwire_proto::v1 as pb;
-use service_kit::prompt::Example;
 
 use crate::error::ReceiverError;
+use crate::report::{ByteCounts, Evaluation, RoundReport};
 
 /// Communication method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,6 +158,67 @@ impl TryFrom<pb::EvaluateRequest> for EvaluateParams {
             refine,
             max_new_tokens: r.max_new_tokens as usize,
         })
+    }
+}
+
+impl From<Evaluation> for pb::EvaluateReply {
+    fn from(e: Evaluation) -> Self {
+        let o = e.outcome;
+        pb::EvaluateReply {
+            prediction: o
+                .prediction
+                .map(|i| LETTERS[i].to_string())
+                .unwrap_or_default(),
+            correct: e.correct,
+            margin: o.margin,
+            probabilities: o.probabilities,
+            rounds: e.rounds.into_iter().map(pb::RoundReport::from).collect(),
+            total: Some(e.total.into()),
+            timings: Some(e.timings.into()),
+            generated: o.generated,
+            budget_cap_bytes: e.budget_cap_bytes,
+            rank: o
+                .rank
+                .into_iter()
+                .map(|s| pb::RankScores {
+                    normalization: normalization_code(s.normalization) as i32,
+                    prediction: s.prediction as u32,
+                    scores: s.scores,
+                    margin: s.margin,
+                })
+                .collect(),
+        }
+    }
+}
+
+impl From<RoundReport> for pb::RoundReport {
+    fn from(r: RoundReport) -> Self {
+        pb::RoundReport {
+            round: r.round,
+            bytes: Some(r.bytes.into()),
+            timings: Some(r.timings.into()),
+        }
+    }
+}
+
+impl From<ByteCounts> for pb::ByteCounts {
+    fn from(b: ByteCounts) -> Self {
+        let d = b.breakdown;
+        pb::ByteCounts {
+            measured_total: b.measured_total,
+            breakdown: Some(pb::BlobBreakdown {
+                headers: d.headers,
+                indices: d.indices,
+                payload: d.payload,
+                scales: d.scales,
+                request: d.request,
+            }),
+            estimated_total: b.estimated_total,
+            grpc_message_bytes: b.grpc_message_bytes,
+            transport_read: b.transport_read,
+            transport_written: b.transport_written,
+            frames: b.frames,
+        }
     }
 }
 

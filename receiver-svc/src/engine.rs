@@ -1,18 +1,19 @@
 //! The receiver engine: owns the model; scores an example by forced choice or by rank
 //! classification, from its own prefill or from an injected prompt cache, or by greedy
-//! generation. Tensors stay here; the rest of the service hands in host rows. Every method is
-//! blocking.
+//! generation. An injected cache comes from the fuse seam already on the model's device.
+//! Every method is blocking.
 
-use eval_harness::{ChoiceLogprob, Normalization};
+use eval_harness::{
+    ChoiceLogprob, Example, LetterPrompt, Normalization, RankPrompt, first_standalone_letter,
+    letter_prompt, rank_prompt,
+};
+use fuser::{CacheFuser, FusedCache, ReceiverContext};
+use kvwire::HostCache;
 use model_runtime::candle_core::Tensor;
-use model_runtime::{ForcedChoice, GenerateParams, KvCache, LayerKv, forced_choice};
-use service_kit::letters::{LetterPrompt, letter_prompt};
+use model_runtime::{ForcedChoice, GenerateParams, KvCache, forced_choice};
 use service_kit::model_load::LoadedModel;
-use service_kit::prompt::Example;
-use service_kit::rank::{RankPrompt, rank_prompt};
 use service_kit::timing::timed;
 
-use crate::decode::DecodedCache;
 use crate::error::ReceiverError;
 
 /// The tokens the receiver runs for an example, by scoring mode.
@@ -33,6 +34,15 @@ impl ReceiverPrompt {
         match self {
             ReceiverPrompt::Letter(p) | ReceiverPrompt::Generate(p) => &p.ids,
             ReceiverPrompt::Rank(p, _) => &p.ids,
+        }
+    }
+
+    /// The prompt text a C2C fuser aligns across tokenizers: the rank context; empty for
+    /// letter prompts, which the sharer builds from the example itself.
+    pub fn text(&self) -> &str {
+        match self {
+            ReceiverPrompt::Letter(_) | ReceiverPrompt::Generate(_) => "",
+            ReceiverPrompt::Rank(p, _) => &p.text,
         }
     }
 }
@@ -101,21 +111,24 @@ impl ReceiverEngine {
             .map_err(|e| ReceiverError::invalid("example", e.to_string()))
     }
 
-    /// Runs the prompt: a full prefill of `ids`, or, with `cache` (the fused prompt cache for
-    /// the positions before the last prompt token) injected, only the last token at its
-    /// absolute position. Last-position logits `[1, V]` and the cache after the prompt.
+    /// Runs the prompt: a full prefill of `ids`, or, with `cache` (the prompt cache the fuser
+    /// built for the positions before the last prompt token) injected, only the last token at
+    /// its absolute position. Last-position logits `[1, V]` and the cache after the prompt.
     fn prompt_forward(
         &self,
         ids: &[u32],
-        cache: Option<&DecodedCache>,
+        cache: Option<KvCache>,
     ) -> Result<(Tensor, KvCache), ReceiverError> {
         let model = &self.loaded.model;
-        let Some(cache) = cache else {
+        let Some(mut kv) = cache else {
             return Ok(model.prefill(&model.ids_tensor(ids)?)?);
         };
-        self.check_fits(ids, cache)?;
-        let last = ids.len() - 1;
-        let mut kv = self.kv_cache(cache)?;
+        let Some(last) = ids.len().checked_sub(1) else {
+            return Err(ReceiverError::invalid(
+                "example",
+                "the prompt has no tokens",
+            ));
+        };
         let logits = model.forward(&model.ids_tensor(&ids[last..])?, last, &mut kv)?;
         Ok((logits, kv))
     }
@@ -125,7 +138,7 @@ impl ReceiverEngine {
     pub fn rank(
         &self,
         prompt: &RankPrompt,
-        cache: Option<&DecodedCache>,
+        cache: Option<KvCache>,
     ) -> Result<Ranked, ReceiverError> {
         let (prefilled, prefill_ms) = timed(|| self.prompt_forward(&prompt.ids, cache));
         let (logits, kv) = prefilled?;
@@ -149,7 +162,7 @@ impl ReceiverEngine {
     pub fn score(
         &self,
         prompt: &LetterPrompt,
-        cache: Option<&DecodedCache>,
+        cache: Option<KvCache>,
     ) -> Result<Scored, ReceiverError> {
         let (logits, prefill_ms) = timed(|| -> Result<Vec<f32>, ReceiverError> {
             let (logits, _) = self.prompt_forward(&prompt.ids, cache)?;
@@ -165,51 +178,25 @@ impl ReceiverEngine {
         })
     }
 
-    /// Checks the injected cache matches this model and this prompt.
-    fn check_fits(&self, ids: &[u32], cache: &DecodedCache) -> Result<(), ReceiverError> {
-        let c = self.loaded.model.config();
-        if cache.layers.len() != c.n_layers
-            || cache.heads != c.n_kv_heads
-            || cache.head_dim != c.head_dim
-        {
-            return Err(ReceiverError::Transfer(format!(
-                "cache of {} layers x {} heads x {} dims does not fit the receiver ({} x {} x {})",
-                cache.layers.len(),
-                cache.heads,
-                cache.head_dim,
-                c.n_layers,
-                c.n_kv_heads,
-                c.head_dim
-            )));
-        }
-        if cache.prompt_tokens != ids.len() || ids.is_empty() {
-            return Err(ReceiverError::Transfer(format!(
-                "sharer prompt has {} tokens, receiver prompt {}: not the same prompt",
-                cache.prompt_tokens,
-                ids.len()
-            )));
-        }
-        Ok(())
-    }
-
-    fn kv_cache(&self, cache: &DecodedCache) -> Result<KvCache, ReceiverError> {
-        let model = &self.loaded.model;
-        let shape = (1, cache.heads, cache.positions.len(), cache.head_dim);
-        let layers = cache
-            .layers
-            .iter()
-            .map(|l| {
-                let t = |data: &Vec<f32>| {
-                    Tensor::from_slice(data, shape, model.device())?.to_dtype(model.dtype())
-                };
-                Ok(LayerKv {
-                    k: t(&l.k)?,
-                    v: t(&l.v)?,
-                })
-            })
-            .collect::<Result<Vec<_>, model_runtime::candle_core::Error>>()
-            .map_err(model_runtime::RuntimeError::from)?;
-        KvCache::from_layers(layers).map_err(ReceiverError::from)
+    /// The receiver's prompt cache for `prompt` (its text and ids) from the sharer rows a
+    /// transfer delivered, through `fuser`, on this model's device.
+    pub fn fuse(
+        &self,
+        fuser: &dyn CacheFuser,
+        sharer: &HostCache,
+        text: &str,
+        ids: &[u32],
+    ) -> Result<FusedCache, ReceiverError> {
+        let loaded = &self.loaded;
+        let model_id = loaded.spec.to_string();
+        let context = ReceiverContext {
+            model: &loaded.model,
+            model_id: &model_id,
+            tokenizer: &loaded.tokenizer,
+            text,
+            ids,
+        };
+        Ok(fuser.fuse(sharer, &context)?)
     }
 
     /// Greedy generation from the prompt (the answer prefix included), with `cache` injected as
@@ -218,7 +205,7 @@ impl ReceiverEngine {
     pub fn generate(
         &self,
         prompt: &LetterPrompt,
-        cache: Option<&DecodedCache>,
+        cache: Option<KvCache>,
         max_new_tokens: usize,
         n_choices: usize,
     ) -> Result<(String, Option<usize>, f64), ReceiverError> {
@@ -232,34 +219,7 @@ impl ReceiverEngine {
             Ok(model.generate_greedy_from(&logits, kv, prompt.ids.len(), &params)?)
         });
         let text = self.loaded.tokenizer.decode(&generation?.tokens, true)?;
-        let letter = extract_letter(&text, n_choices);
+        let letter = first_standalone_letter(&text, n_choices);
         Ok((text, letter, ms))
-    }
-}
-
-/// The first standalone choice letter in generated text (the prompt already ends with
-/// "The correct answer is", so the continuation starts with the letter when the model obeys).
-pub fn extract_letter(text: &str, n_choices: usize) -> Option<usize> {
-    let letters =
-        &service_kit::prompt::LETTERS[..n_choices.min(service_kit::prompt::LETTERS.len())];
-    let chars: Vec<char> = text.chars().collect();
-    chars.iter().enumerate().find_map(|(i, c)| {
-        let standalone = (i == 0 || !chars[i - 1].is_alphanumeric())
-            && chars.get(i + 1).is_none_or(|n| !n.is_alphanumeric());
-        letters.iter().position(|l| l == c).filter(|_| standalone)
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn extracts_the_first_standalone_letter() {
-        assert_eq!(extract_letter(" B", 4), Some(1));
-        assert_eq!(extract_letter(" (C). Because", 4), Some(2));
-        assert_eq!(extract_letter(" Because D", 4), Some(3));
-        assert_eq!(extract_letter(" E", 4), None);
-        assert_eq!(extract_letter("And", 4), None);
     }
 }

@@ -1,6 +1,7 @@
 //! The receiver's error type and its one mapping to gRPC status codes, with a stable label for
 //! metrics. Errors of the sharer keep their code (never flattened into a string).
 
+use fuser::FuserError;
 use service_kit::rpc::{ServiceError, to_status};
 use tonic::{Code, Status};
 
@@ -47,12 +48,12 @@ pub enum ReceiverError {
         /// Transport error.
         reason: String,
     },
-    /// The frames do not form a valid transfer for this receiver.
+    /// The records do not decode, or do not form a valid transfer.
     #[error("kvwire transfer: {0}")]
-    Transfer(String),
-    /// A frame failed to decode.
-    #[error("kvwire decode: {0}")]
-    Decode(#[from] kvwire::DecodeError),
+    Transfer(#[from] kvwire::AssembleError),
+    /// The fuser cannot build the receiver's cache from what arrived.
+    #[error("fuser: {0}")]
+    Fuse(#[from] fuser::FuserError),
     /// The model failed.
     #[error("model: {0}")]
     Model(#[from] model_runtime::RuntimeError),
@@ -94,7 +95,10 @@ impl ServiceError for ReceiverError {
                 Code::Unavailable
             }
             ReceiverError::SharerStatus { code, .. } => *code,
-            ReceiverError::Transfer(_) | ReceiverError::Decode(_) => Code::DataLoss,
+            ReceiverError::Transfer(_) => Code::DataLoss,
+            // A cache that does not fit the pair (other model, other prompt, other shape).
+            ReceiverError::Fuse(FuserError::Input { .. }) => Code::FailedPrecondition,
+            ReceiverError::Fuse(_) => Code::Internal,
             ReceiverError::Deadline(_) => Code::DeadlineExceeded,
             ReceiverError::Model(_) | ReceiverError::Scoring(_) | ReceiverError::Worker(_) => {
                 Code::Internal
@@ -109,8 +113,9 @@ impl ServiceError for ReceiverError {
             ReceiverError::SharerUnreachable { .. } => "sharer_unreachable",
             ReceiverError::SharerStatus { .. } => "sharer_status",
             ReceiverError::StreamBroken { .. } => "sharer_stream_broken",
+            ReceiverError::Transfer(kvwire::AssembleError::Decode(_)) => "decode",
             ReceiverError::Transfer(_) => "transfer",
-            ReceiverError::Decode(_) => "decode",
+            ReceiverError::Fuse(_) => "fuse",
             ReceiverError::Model(_) => "model",
             ReceiverError::Scoring(_) => "scoring",
             ReceiverError::Deadline(_) => "deadline",
@@ -131,6 +136,8 @@ impl From<ReceiverError> for Status {
 
 #[cfg(test)]
 mod tests {
+    use service_kit::rpc::ERROR_TYPE_KEY;
+
     use super::*;
 
     #[test]
@@ -144,7 +151,7 @@ mod tests {
         .into();
         assert_eq!(s.code(), Code::Unavailable);
         assert_eq!(
-            s.metadata().get("kvwire-error-type").unwrap(),
+            s.metadata().get(ERROR_TYPE_KEY).unwrap(),
             "sharer_stream_broken"
         );
     }

@@ -12,44 +12,46 @@ pub mod domain;
 pub mod engine;
 pub mod error;
 pub mod evaluate;
-pub mod fuser;
 pub mod report;
+mod serve_error;
 pub mod service;
 
 use std::future::Future;
 
-use anyhow::Context as _;
 use kvwire_proto::v1::receiver_server::ReceiverServer;
 use service_kit::config::ServiceConfig;
-use service_kit::server::{load_model, serve_grpc};
+use service_kit::server::{ServeError, load_model, serve_grpc};
 use tokio::net::TcpListener;
 
 pub use config::ReceiverConfig;
 pub use engine::ReceiverEngine;
 pub use error::ReceiverError;
+pub use serve_error::ReceiverServeError;
 pub use service::ReceiverService;
 
 /// Serves the receiver on `listener` until `shutdown` resolves.
 ///
 /// Validates the config and loads the model first; health reports SERVING once loaded.
 /// Telemetry is not initialised here: binaries call `service_kit::server::listen`.
+/// The error says which step failed: configuration, model, fuser, or the gRPC server.
 pub async fn serve(
     config: ReceiverConfig,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
-    config.validate().context("receiver configuration")?;
+) -> Result<(), ReceiverServeError> {
+    config.validate().map_err(|source| ServeError::Config {
+        service: "receiver",
+        source,
+    })?;
     service_kit::metrics_catalog::describe_all();
     let loaded = load_model(&config.model).await?;
     tracing::info!(model = %config.model, addr = ?listener.local_addr().ok(), "receiver ready");
     let max = config.limits.max_message_bytes;
     let core = evaluate::ReceiverCore::new(ReceiverEngine::new(loaded), config)
-        .context("loading the pair's fuser")?;
+        .map_err(|source| ReceiverServeError::Fuser { source })?;
     let receiver = ReceiverServer::new(ReceiverService::new(core))
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-    serve_grpc(receiver, incoming, shutdown)
-        .await
-        .context("receiver gRPC server")
+    Ok(serve_grpc(receiver, incoming, shutdown).await?)
 }

@@ -1,13 +1,107 @@
-//! Building the per-round and total reports of an evaluation (bytes at every level, stage
-//! timings) from what each round measured.
+//! What an evaluation reports, as domain values: the outcome of scoring, bytes at every level
+//! and stage timings per round and in total. The gRPC reply is built from these at the edge
+//! (`domain.rs`).
 
-use eval_harness::{Normalization, rank_all};
-use kvwire_proto::v1 as pb;
+use eval_harness::{Normalization, RankScore, rank_all};
 use service_kit::counting::ByteSnapshot;
+use service_kit::stages::StageTimings;
 
-use crate::domain::normalization_code;
 use crate::engine::{Ranked, Scored};
 use crate::error::ReceiverError;
+
+/// Bytes of a transfer by section, plus the round-2 request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BlobBreakdown {
+    /// Session and frame headers (with their CRCs).
+    pub headers: u64,
+    /// Token position indices.
+    pub indices: u64,
+    /// Quantized or fp16 K/V payload (or the text message).
+    pub payload: u64,
+    /// Quantization scales.
+    pub scales: u64,
+    /// The receiver's round-2 request.
+    pub request: u64,
+}
+
+/// Bytes of one round or a whole evaluation at the three levels.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ByteCounts {
+    /// KVWire record bytes (or UTF-8 bytes of a text), plus round-2 request bytes.
+    pub measured_total: u64,
+    /// `measured_total` by section.
+    pub breakdown: BlobBreakdown,
+    /// kvwire's size formula for the same records (drift report).
+    pub estimated_total: u64,
+    /// Encoded gRPC messages, both directions.
+    pub grpc_message_bytes: u64,
+    /// Bytes read from the TCP connection to the sharer.
+    pub transport_read: u64,
+    /// Bytes written to it.
+    pub transport_written: u64,
+    /// KVWire records received (session headers included).
+    pub frames: u32,
+}
+
+impl ByteCounts {
+    /// Counts of a text-like payload of `n` bytes (a message or an answer letter).
+    pub fn payload_only(n: u64, grpc_message_bytes: u64) -> Self {
+        Self {
+            measured_total: n,
+            breakdown: BlobBreakdown {
+                payload: n,
+                ..BlobBreakdown::default()
+            },
+            estimated_total: n,
+            grpc_message_bytes,
+            ..Self::default()
+        }
+    }
+
+    fn add(&mut self, x: &ByteCounts) {
+        self.measured_total += x.measured_total;
+        self.estimated_total += x.estimated_total;
+        self.grpc_message_bytes += x.grpc_message_bytes;
+        self.transport_read += x.transport_read;
+        self.transport_written += x.transport_written;
+        self.frames += x.frames;
+        let (sum, add) = (&mut self.breakdown, x.breakdown);
+        sum.headers += add.headers;
+        sum.indices += add.indices;
+        sum.payload += add.payload;
+        sum.scales += add.scales;
+        sum.request += add.request;
+    }
+}
+
+/// One round with the sharer.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RoundReport {
+    /// 1 for the first round.
+    pub round: u32,
+    /// Its bytes.
+    pub bytes: ByteCounts,
+    /// Its stage times.
+    pub timings: StageTimings,
+}
+
+impl RoundReport {
+    /// A round from its bytes, the link's transport counts and its timings.
+    pub fn new(
+        round: u32,
+        mut bytes: ByteCounts,
+        transport: ByteSnapshot,
+        timings: StageTimings,
+    ) -> Self {
+        bytes.transport_read = transport.read;
+        bytes.transport_written = transport.written;
+        Self {
+            round,
+            bytes,
+            timings,
+        }
+    }
+}
 
 /// What scoring produced.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -25,7 +119,7 @@ pub struct Outcome {
     /// Scoring or generation time, ms.
     pub score_ms: f64,
     /// Rank scores under every normalisation (rank scoring).
-    pub rank: Vec<pb::RankScores>,
+    pub rank: Vec<RankScore>,
 }
 
 impl Outcome {
@@ -35,10 +129,9 @@ impl Outcome {
             prediction: Some(s.choice.prediction),
             margin: s.choice.margin,
             probabilities: s.choice.probs,
-            generated: String::new(),
             prefill_ms: s.prefill_ms,
             score_ms: s.score_ms,
-            rank: Vec::new(),
+            ..Self::default()
         }
     }
 
@@ -58,19 +151,10 @@ impl Outcome {
         Ok(Self {
             prediction: Some(pick.prediction),
             margin: pick.margin as f32,
-            probabilities: Vec::new(),
-            generated: String::new(),
             prefill_ms: r.prefill_ms,
             score_ms: r.score_ms,
-            rank: all
-                .iter()
-                .map(|s| pb::RankScores {
-                    normalization: normalization_code(s.normalization) as i32,
-                    prediction: s.prediction as u32,
-                    scores: s.scores.clone(),
-                    margin: s.margin,
-                })
-                .collect(),
+            rank: all.to_vec(),
+            ..Self::default()
         })
     }
 
@@ -85,65 +169,36 @@ impl Outcome {
     }
 
     /// Adds the receiver's times to a round report.
-    pub fn add_to(&self, round: &mut pb::RoundReport) {
-        let t = round.timings.get_or_insert_default();
-        t.receiver_prefill_ms += self.prefill_ms;
-        t.score_ms += self.score_ms;
+    pub fn add_to(&self, round: &mut RoundReport) {
+        round.timings.receiver_prefill_ms += self.prefill_ms;
+        round.timings.score_ms += self.score_ms;
     }
 }
 
-/// A round report from its bytes, transport counts and timings.
-pub fn round_report(
-    round: u32,
-    mut bytes: pb::ByteCounts,
-    transport: ByteSnapshot,
-    timings: pb::StageTimings,
-) -> pb::RoundReport {
-    bytes.transport_read = transport.read;
-    bytes.transport_written = transport.written;
-    pb::RoundReport {
-        round,
-        bytes: Some(bytes),
-        timings: Some(timings),
-    }
+/// A finished evaluation.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Evaluation {
+    /// What scoring produced on the last round.
+    pub outcome: Outcome,
+    /// The prediction is the gold choice.
+    pub correct: bool,
+    /// Every round with the sharer (none for receiver-only).
+    pub rounds: Vec<RoundReport>,
+    /// Bytes summed over rounds.
+    pub total: ByteCounts,
+    /// Stage times summed over rounds, end to end for the whole call.
+    pub timings: StageTimings,
+    /// The per-sample byte cap that applied (0 for none).
+    pub budget_cap_bytes: u64,
 }
 
 /// Sums of bytes and timings over rounds.
-pub fn sum_rounds(rounds: &[pb::RoundReport]) -> (pb::ByteCounts, pb::StageTimings) {
-    let mut b = pb::ByteCounts {
-        breakdown: Some(pb::BlobBreakdown::default()),
-        ..Default::default()
-    };
-    let mut t = pb::StageTimings::default();
+pub fn sum_rounds(rounds: &[RoundReport]) -> (ByteCounts, StageTimings) {
+    let mut bytes = ByteCounts::default();
+    let mut timings = StageTimings::default();
     for r in rounds {
-        let x = r.bytes.unwrap_or_default();
-        b.measured_total += x.measured_total;
-        b.estimated_total += x.estimated_total;
-        b.grpc_message_bytes += x.grpc_message_bytes;
-        b.transport_read += x.transport_read;
-        b.transport_written += x.transport_written;
-        b.frames += x.frames;
-        let (sum, add) = (
-            b.breakdown.get_or_insert_default(),
-            x.breakdown.unwrap_or_default(),
-        );
-        sum.headers += add.headers;
-        sum.indices += add.indices;
-        sum.payload += add.payload;
-        sum.scales += add.scales;
-        sum.request += add.request;
-        let y = r.timings.unwrap_or_default();
-        t.sharer_prefill_ms += y.sharer_prefill_ms;
-        t.sharer_select_ms += y.sharer_select_ms;
-        t.sharer_quantize_ms += y.sharer_quantize_ms;
-        t.sharer_encode_ms += y.sharer_encode_ms;
-        t.transfer_ms += y.transfer_ms;
-        t.decode_ms += y.decode_ms;
-        t.project_ms += y.project_ms;
-        t.fuse_ms += y.fuse_ms;
-        t.receiver_prefill_ms += y.receiver_prefill_ms;
-        t.score_ms += y.score_ms;
-        t.end_to_end_ms += y.end_to_end_ms;
+        bytes.add(&r.bytes);
+        timings.add(&r.timings);
     }
-    (b, t)
+    (bytes, timings)
 }

@@ -82,6 +82,7 @@ impl Receiver for ReceiverService {
             tokio::time::timeout(timeout, self.core.evaluate(params, trace, deadline))
                 .await
                 .map_err(|_| ReceiverError::Deadline(timeout))?
+                .map(pb::EvaluateReply::from)
         }
         .await;
         finish("Evaluate", start, result).map(Response::new)

@@ -1,9 +1,10 @@
 //! Domain requests of the sharer and their conversion from the wire types, at the boundary.
 
+use eval_harness::Example;
 use kvwire::Granularity;
 use kvwire::v2::Payload;
 use kvwire_proto::v1 as pb;
-use service_kit::prompt::Example;
+use service_kit::stages::StageTimings;
 
 use crate::error::SharerError;
 use crate::select::Selection;
@@ -28,6 +29,33 @@ pub struct TransferPlan {
     pub selection: Selection,
     /// Byte cap on the summed frames, 0 for none.
     pub byte_cap: u64,
+}
+
+/// One message of a Share or Refine stream, as the producers make it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Chunk {
+    /// One KVWire v2 record: the session header first, then one frame per layer.
+    pub frame: Vec<u8>,
+    /// The frame's layer (none for the session header).
+    pub layer: Option<u32>,
+    /// Session id for Refine, on the first chunk when the session is kept.
+    pub session_id: String,
+    /// The sharer's stage times, on the last chunk.
+    pub timings: Option<StageTimings>,
+    /// Prompt tokens, on the first chunk.
+    pub prompt_tokens: u32,
+}
+
+impl From<Chunk> for pb::ShareChunk {
+    fn from(c: Chunk) -> Self {
+        pb::ShareChunk {
+            frame: c.frame,
+            layer: c.layer,
+            session_id: c.session_id,
+            timings: c.timings.map(pb::StageTimings::from),
+            prompt_tokens: c.prompt_tokens,
+        }
+    }
 }
 
 /// A validated Share request.

@@ -1,25 +1,14 @@
-//! The sharer engine: owns the model; prefills prompts and exports the cache to host memory,
-//! answers examples by forced choice, and generates hints. Tensors never leave this module;
-//! callers get host `f32` rows. Every method is blocking (run it on a blocking thread).
+//! The sharer engine: owns the model; prefills prompts (the cache stays on the model's device;
+//! the producer selects rows there and exports only those), answers examples by forced choice,
+//! and generates hints. Every method is blocking (run it on a blocking thread).
 
-use model_runtime::candle_core::DType;
-use model_runtime::{GenerateParams, forced_choice};
-use service_kit::letters::letter_prompt;
+use eval_harness::{Example, letter_prompt};
+use model_runtime::{GenerateParams, KvCache, forced_choice};
 use service_kit::model_load::LoadedModel;
-use service_kit::prompt::Example;
 use service_kit::timing::timed;
 
 use crate::domain::PromptSource;
 use crate::error::SharerError;
-
-/// One layer's K and V in host memory, `[1, H, T, D]` each.
-#[derive(Debug, Clone)]
-pub struct HostLayer {
-    /// Keys (post-RoPE).
-    pub k: Vec<f32>,
-    /// Values.
-    pub v: Vec<f32>,
-}
 
 /// Model shape and identity, as Info reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,17 +33,15 @@ pub struct EngineInfo {
     pub device: String,
 }
 
-/// A prefilled prompt: its tokens and every layer's cache on the host.
+/// A prefilled prompt: its tokens and its cache on the model's device.
 #[derive(Debug)]
 pub struct Prefilled {
     /// Prompt token ids.
     pub ids: Vec<u32>,
-    /// One entry per layer.
-    pub layers: Vec<HostLayer>,
+    /// Every layer's K and V, `[1, H, T, D]`, on the model's device.
+    pub cache: KvCache,
     /// Prefill wall time, ms.
     pub prefill_ms: f64,
-    /// Device-to-host export time, ms.
-    pub export_ms: f64,
 }
 
 /// The sharer's forced-choice answer.
@@ -114,33 +101,16 @@ impl SharerEngine {
         Ok((p.ids, p.candidates))
     }
 
-    /// Runs the prompt and copies every layer's K and V to host f32.
+    /// Runs the prompt; the cache stays on the model's device.
     pub fn prefill(&self, ids: &[u32]) -> Result<Prefilled, SharerError> {
         let model = &self.loaded.model;
         let input = model.ids_tensor(ids)?;
         let (result, prefill_ms) = timed(|| model.prefill(&input));
         let (_, cache) = result?;
-        let (layers, export_ms) = timed(|| {
-            cache
-                .layers
-                .iter()
-                .map(|l| {
-                    let host = |t: &model_runtime::candle_core::Tensor| {
-                        t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()
-                    };
-                    Ok(HostLayer {
-                        k: host(&l.k)?,
-                        v: host(&l.v)?,
-                    })
-                })
-                .collect::<Result<Vec<_>, model_runtime::candle_core::Error>>()
-        });
-        let layers = layers.map_err(model_runtime::RuntimeError::from)?;
         Ok(Prefilled {
             ids: ids.to_vec(),
-            layers,
+            cache,
             prefill_ms,
-            export_ms,
         })
     }
 

@@ -4,24 +4,26 @@
 //!
 //! The forward pass computes every layer before the first frame exists (the runtime has no
 //! per-layer callback), so what overlaps is the sharer encoding layer l+1 while layer l is on
-//! the wire and being decoded.
+//! the wire and being decoded. Rows are selected on the model's device; only the selected
+//! rows of one layer at a time are exported to the host for encoding. The producers know no
+//! gRPC types: they send domain [`Chunk`]s, which the service converts at its edge.
 
-use kvwire::KvData;
 use kvwire::v2::{FrameKind, FrameOptions, SessionHeader, encode_frame};
-use kvwire_proto::v1 as pb;
+use kvwire::{HostLayer, KvData};
+use model_runtime::KvCache;
 use service_kit::metrics_catalog::{FRAMES, add_bytes, record_stage_ms};
+use service_kit::stages::StageTimings;
 use service_kit::timing::timed;
 use tokio::sync::mpsc;
-use tonic::Status;
 
-use crate::domain::{RefineParams, RefineWant, ShareParams, session_id_to_hex};
+use crate::domain::{Chunk, RefineParams, RefineWant, ShareParams, session_id_to_hex};
 use crate::engine::{EngineInfo, SharerEngine};
 use crate::error::SharerError;
-use crate::select::{estimate_transfer_bytes, fit_to_cap, gather_rows, select_positions};
+use crate::select::{estimate_transfer_bytes, fit_to_cap, select_positions};
 use crate::session_state::{HeldSession, SentState};
 
 /// Items of a Share or Refine response stream.
-pub type ChunkSender = mpsc::Sender<Result<pb::ShareChunk, Status>>;
+pub type ChunkSender = mpsc::Sender<Chunk>;
 
 /// Shape of a host cache, `[1, heads, tokens, head_dim]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,8 +36,8 @@ pub struct CacheShape {
     pub head_dim: usize,
 }
 
-fn send(tx: &ChunkSender, chunk: pb::ShareChunk) -> Result<(), SharerError> {
-    tx.blocking_send(Ok(chunk))
+fn send(tx: &ChunkSender, chunk: Chunk) -> Result<(), SharerError> {
+    tx.blocking_send(chunk)
         .map_err(|_| SharerError::Cancelled("receiver closed the stream"))
 }
 
@@ -43,12 +45,12 @@ fn header_chunk(
     header: &SessionHeader,
     session_id: String,
     prompt_tokens: usize,
-) -> Result<(pb::ShareChunk, f64), SharerError> {
+) -> Result<(Chunk, f64), SharerError> {
     let (bytes, ms) = timed(|| header.encode());
     let frame = bytes?;
     add_bytes("sharer", "blob", frame.len() as u64);
     Ok((
-        pb::ShareChunk {
+        Chunk {
             frame,
             layer: None,
             session_id,
@@ -68,14 +70,15 @@ struct LayerJob<'a> {
 }
 
 /// Encodes and sends one frame per layer. `rows(layer)` gives that layer's K and V rows at the
-/// frame's positions; `record` sees each encoded frame before it is sent (session bookkeeping).
-/// The last chunk carries `timings` with this function's select and quantize times added.
+/// frame's positions; with `records`, every encoded frame is appended to it (the round's
+/// record of what was sent, for a held session). The last chunk carries `timings` with this function's select and quantize times
+/// added.
 fn send_layers(
     job: &LayerJob<'_>,
     tx: &ChunkSender,
-    mut timings: pb::StageTimings,
-    mut rows: impl FnMut(usize) -> (Vec<f32>, Vec<f32>),
-    mut record: impl FnMut(&[u8]) -> Result<(), SharerError>,
+    mut timings: StageTimings,
+    mut rows: impl FnMut(usize) -> Result<HostLayer, SharerError>,
+    mut records: Option<&mut Vec<Vec<u8>>>,
 ) -> Result<(), SharerError> {
     let LayerJob {
         n_layers,
@@ -84,10 +87,11 @@ fn send_layers(
         base,
     } = *job;
     for layer in 0..n_layers {
-        let ((k, v), gather_ms) = timed(|| rows(layer));
+        let (host, gather_ms) = timed(|| rows(layer));
+        let host = host?;
         let kv = kvwire::LayerKv {
-            k: KvData::F32(&k),
-            v: KvData::F32(&v),
+            k: KvData::F32(&host.k),
+            v: KvData::F32(&host.v),
             shape: [1, shape.heads, positions.len(), shape.head_dim],
             indices: positions,
         };
@@ -97,7 +101,9 @@ fn send_layers(
         };
         let (frame, quantize_ms) = timed(|| encode_frame(&kv, &opts));
         let frame = frame?;
-        record(&frame)?;
+        if let Some(r) = records.as_mut() {
+            r.push(frame.clone());
+        }
         timings.sharer_select_ms += gather_ms;
         timings.sharer_quantize_ms += quantize_ms;
         add_bytes("sharer", "blob", frame.len() as u64);
@@ -107,15 +113,26 @@ fn send_layers(
             record_stage_ms("sharer", "select", timings.sharer_select_ms);
             record_stage_ms("sharer", "quantize", timings.sharer_quantize_ms);
         }
-        let chunk = pb::ShareChunk {
+        let chunk = Chunk {
             frame,
             layer: Some(layer as u32),
             timings: last.then_some(timings),
-            ..Default::default()
+            ..Chunk::default()
         };
         send(tx, chunk)?;
     }
     Ok(())
+}
+
+/// The rows of one layer of a (selected) device cache, exported to the host.
+fn exported(cache: &KvCache, layer: usize) -> Result<HostLayer, SharerError> {
+    let l = cache.layers.get(layer).ok_or_else(|| {
+        SharerError::Worker(format!(
+            "layer {layer} outside a cache of {}",
+            cache.layers.len()
+        ))
+    })?;
+    Ok(l.to_host()?)
 }
 
 fn session_header(
@@ -140,7 +157,7 @@ fn session_header(
 }
 
 /// Runs a whole Share: prefill, selection, session header, frames. Returns the session to
-/// keep (with its byte size) when the request asked for one.
+/// keep when the request asked for one.
 pub fn produce_share(
     engine: &SharerEngine,
     params: &ShareParams,
@@ -175,66 +192,59 @@ pub fn produce_share(
         ..FrameOptions::default()
     };
     let header = session_header(info, session_id, ids.len(), 1);
-    // Every prompt token except the last: the receiver runs the last token itself.
-    let (positions, select_ms) = timed(|| {
+    // Every prompt token except the last: the receiver runs the last token itself. The rows
+    // are gathered on the device; only they are exported.
+    let (selected, select_ms) = timed(|| -> Result<_, SharerError> {
         let candidates = select_positions(plan.selection, ids.len() - 1);
         let estimate = |p: &[u32]| {
             estimate_transfer_bytes(&header, &base, info.layers, info.kv_heads, info.head_dim, p)
         };
         let minimum = estimate(&candidates[..1]);
-        fit_to_cap(candidates, plan.selection, plan.byte_cap, estimate).ok_or(
+        let positions = fit_to_cap(candidates, plan.selection, plan.byte_cap, estimate).ok_or(
             SharerError::CapTooSmall {
                 cap: plan.byte_cap,
                 minimum,
             },
-        )
+        )?;
+        let rows = prefilled.cache.select_positions(&positions)?;
+        Ok((positions, rows))
     });
-    let positions = positions?;
+    let (positions, rows) = selected?;
     let id_hex = if params.keep_session {
         session_id_to_hex(&session_id)
     } else {
         String::new()
     };
     let (first, encode_ms) = header_chunk(&header, id_hex, ids.len())?;
+    let mut records = params.keep_session.then(|| vec![first.frame.clone()]);
     send(tx, first)?;
-    let timings = pb::StageTimings {
+    let timings = StageTimings {
         sharer_prefill_ms: prefilled.prefill_ms,
-        sharer_select_ms: select_ms + prefilled.export_ms,
+        sharer_select_ms: select_ms,
         sharer_encode_ms: encode_ms,
-        ..Default::default()
+        ..StageTimings::default()
     };
-    let held = params
-        .keep_session
-        .then(|| HeldSession::new(prefilled.layers.clone(), shape));
-    let mut state = held
-        .as_ref()
-        .map(|h| h.state.lock().unwrap_or_else(|p| p.into_inner()));
-    let layers = &prefilled.layers;
-    let g = |data: &[f32]| gather_rows(data, shape.heads, shape.tokens, shape.head_dim, &positions);
     let job = LayerJob {
-        n_layers: layers.len(),
+        n_layers: rows.layers.len(),
         shape,
         positions: &positions,
         base,
     };
-    send_layers(
-        &job,
-        tx,
-        timings,
-        |l| (g(&layers[l].k), g(&layers[l].v)),
-        |frame| match state.as_mut() {
-            Some(s) => s.record_frame(shape, frame),
-            None => Ok(()),
-        },
-    )?;
-    if let Some(s) = state.as_mut() {
-        s.round = 1;
+    send_layers(&job, tx, timings, |l| exported(&rows, l), records.as_mut())?;
+    let Some(records) = records else {
+        return Ok(None);
+    };
+    let held = HeldSession::new(prefilled.cache, shape);
+    {
+        let mut state = held.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.record_round(&records)?;
+        state.round = 1;
     }
-    drop(state);
-    Ok(held.map(|h| (session_id, h)))
+    Ok(Some((session_id, held)))
 }
 
-/// Runs a Refine round on a held session.
+/// Runs a Refine round on a held session: extra positions (base frames) or a residual upgrade
+/// of positions held (`full - held`, the held values being the receiver's own view).
 pub fn produce_refine(
     engine: &SharerEngine,
     session: &HeldSession,
@@ -248,15 +258,59 @@ pub fn produce_refine(
         RefineWant::Extra { positions, payload } => (positions, *payload, FrameKind::Base),
         RefineWant::Upgrade { positions, payload } => (positions, *payload, FrameKind::Residual),
     };
+    check_refine_positions(&state, shape, positions, kind)?;
+    let round = state.round.saturating_add(1);
+    let header = session_header(engine.info(), params.session_id, shape.tokens, round);
+    let (first, encode_ms) =
+        header_chunk(&header, session_id_to_hex(&params.session_id), shape.tokens)?;
+    let mut records = vec![first.frame.clone()];
+    send(tx, first)?;
+    let base = FrameOptions {
+        payload,
+        granularity: params.granularity,
+        round,
+        kind,
+        ..FrameOptions::default()
+    };
+    let timings = StageTimings {
+        sharer_encode_ms: encode_ms,
+        ..StageTimings::default()
+    };
+    let full = session.cache.select_positions(positions)?;
+    let job = LayerJob {
+        n_layers: full.layers.len(),
+        shape,
+        positions,
+        base,
+    };
+    let rows = |l: usize| {
+        let rows = exported(&full, l)?;
+        match kind {
+            FrameKind::Base => Ok(rows),
+            FrameKind::Residual => state.residual_rows(rows, l, positions),
+        }
+    };
+    send_layers(&job, tx, timings, rows, Some(&mut records))?;
+    state.record_round(&records)?;
+    state.round = round;
+    Ok(())
+}
+
+/// Extra positions must be new, upgraded ones held; none may be the prompt's last token.
+fn check_refine_positions(
+    state: &SentState,
+    shape: CacheShape,
+    positions: &[u32],
+    kind: FrameKind,
+) -> Result<(), SharerError> {
     for &p in positions {
-        let p = p as usize;
-        if p + 1 >= shape.tokens {
+        if p as usize + 1 >= shape.tokens {
             return Err(SharerError::Refine(format!(
                 "position {p} is not a shareable prompt position (prompt has {} tokens)",
                 shape.tokens
             )));
         }
-        match (kind, state.sent[p]) {
+        match (kind, state.holds(p)) {
             (FrameKind::Base, true) => {
                 return Err(SharerError::Refine(format!(
                     "position {p} was already sent; ask for an upgrade"
@@ -270,51 +324,5 @@ pub fn produce_refine(
             _ => {}
         }
     }
-    let round = state.round.saturating_add(1);
-    let header = session_header(engine.info(), params.session_id, shape.tokens, round);
-    let (first, encode_ms) =
-        header_chunk(&header, session_id_to_hex(&params.session_id), shape.tokens)?;
-    send(tx, first)?;
-    let base = FrameOptions {
-        payload,
-        granularity: params.granularity,
-        round,
-        kind,
-        ..FrameOptions::default()
-    };
-    let timings = pb::StageTimings {
-        sharer_encode_ms: encode_ms,
-        ..Default::default()
-    };
-    let layers = &session.layers;
-    let mut frames = Vec::with_capacity(layers.len());
-    let job = LayerJob {
-        n_layers: layers.len(),
-        shape,
-        positions,
-        base,
-    };
-    send_layers(
-        &job,
-        tx,
-        timings,
-        |l| match kind {
-            FrameKind::Base => {
-                let g = |d: &[f32]| {
-                    gather_rows(d, shape.heads, shape.tokens, shape.head_dim, positions)
-                };
-                (g(&layers[l].k), g(&layers[l].v))
-            }
-            FrameKind::Residual => state.residual_rows(&layers[l], l, shape, positions),
-        },
-        |frame| {
-            frames.push(frame.to_vec());
-            Ok(())
-        },
-    )?;
-    for frame in &frames {
-        state.record_frame(shape, frame)?;
-    }
-    state.round = round;
     Ok(())
 }

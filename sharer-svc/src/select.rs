@@ -77,24 +77,6 @@ pub fn fit_to_cap(
     (lo > 0).then(|| slice(&positions, selection, lo).to_vec())
 }
 
-/// Rows of a `[1, H, T, D]` tensor at `positions`, as a `[1, H, positions.len(), D]` tensor.
-pub fn gather_rows(
-    data: &[f32],
-    heads: usize,
-    tokens: usize,
-    head_dim: usize,
-    positions: &[u32],
-) -> Vec<f32> {
-    let mut out = Vec::with_capacity(heads * positions.len() * head_dim);
-    for h in 0..heads {
-        for &p in positions {
-            let start = (h * tokens + p as usize) * head_dim;
-            out.extend_from_slice(&data[start..start + head_dim]);
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -127,19 +109,5 @@ mod tests {
             vec![8, 9]
         );
         assert_eq!(fit_to_cap(all, Selection::All, 105, est), None);
-    }
-
-    #[test]
-    fn gather_takes_rows_per_head() {
-        // heads 2, tokens 3, dim 2: value = 100*h + 10*t + d
-        let data: Vec<f32> = (0..2)
-            .flat_map(|h| {
-                (0..3).flat_map(move |t| (0..2).map(move |d| (100 * h + 10 * t + d) as f32))
-            })
-            .collect();
-        assert_eq!(
-            gather_rows(&data, 2, 3, 2, &[0, 2]),
-            vec![0., 1., 20., 21., 100., 101., 120., 121.]
-        );
     }
 }

@@ -6,14 +6,14 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use futures::Stream;
+use eval_harness::LETTERS;
+use futures::{Stream, StreamExt};
 use kvwire_proto::v1 as pb;
 use kvwire_proto::v1::sharer_server::Sharer;
 use service_kit::metrics_catalog::{SESSIONS_ACTIVE, SESSIONS_EVICTED, add_bytes, record_stage_ms};
-use service_kit::prompt::LETTERS;
 use service_kit::rpc::JobPool;
 use service_kit::trace_context::TraceContext;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use tracing::field::Empty;
@@ -25,7 +25,7 @@ use crate::domain::{
 };
 use crate::engine::SharerEngine;
 use crate::error::SharerError;
-use crate::produce::{produce_refine, produce_share};
+use crate::produce::{ChunkSender, produce_refine, produce_share};
 use crate::session_state::HeldSession;
 use crate::sessions::{EvictionReason, SessionStore};
 use crate::text::{cap_utf8, raw_text, summary_text};
@@ -79,38 +79,34 @@ impl SharerService {
         self.pool.run(f).await
     }
 
-    /// Spawns a producer feeding a bounded channel; the returned stream ends with the
-    /// producer's error, if any. Dropping the stream closes the channel, which stops the
-    /// producer before its next frame.
+    /// Spawns a producer feeding a bounded channel of domain chunks; the returned stream
+    /// converts them to wire chunks and ends with the producer's error, if any. Dropping the
+    /// stream closes the channel, which stops the producer before its next frame.
     fn stream_from(
         &self,
         method: &'static str,
-        produce: impl FnOnce(
-            &SharerEngine,
-            &mpsc::Sender<Result<pb::ShareChunk, Status>>,
-        ) -> Result<(), SharerError>
-        + Send
-        + 'static,
+        produce: impl FnOnce(&SharerEngine, &ChunkSender) -> Result<(), SharerError> + Send + 'static,
     ) -> ChunkStream {
         let (tx, rx) = mpsc::channel(self.limits.stream_buffer_frames);
+        let (failed_tx, failed_rx) = oneshot::channel::<Status>();
         let this = self.clone();
         let start = Instant::now();
         let span = tracing::Span::current();
         tokio::spawn(
             async move {
-                let tx_worker = tx.clone();
-                let result = this
-                    .blocking(move |engine| produce(engine, &tx_worker))
-                    .await;
-                let result = finish(method, start, result);
-                if let Err(status) = result {
+                // The worker owns the only sender: the chunk stream ends when it returns.
+                let result = this.blocking(move |engine| produce(engine, &tx)).await;
+                if let Err(status) = finish(method, start, result) {
                     // The receiver may be gone already; then there is nobody to tell.
-                    let _ = tx.send(Err(status)).await;
+                    let _ = failed_tx.send(status);
                 }
             }
             .instrument(span),
         );
-        Box::pin(ReceiverStream::new(rx))
+        let chunks = ReceiverStream::new(rx).map(|c| Ok(pb::ShareChunk::from(c)));
+        let failure =
+            futures::stream::once(failed_rx).filter_map(|r| async move { r.ok().map(Err) });
+        Box::pin(chunks.chain(failure))
     }
 }
 

@@ -1,23 +1,21 @@
-//! What the sharer keeps of a session for refinement: the full-precision cache, which
-//! positions the receiver holds, and the receiver's view of them (the dequantized values it
-//! decoded), so a residual upgrade sends exactly `full - held`.
+//! What the sharer keeps of a session for refinement: the full cache on the model's device,
+//! and the receiver's view of it (the values it decoded), assembled by kvwire's
+//! [`CacheAssembler`] from the very records sent, so a residual upgrade sends exactly
+//! `full - held` and both sides agree by construction.
 
 use std::sync::Mutex;
 
-use kvwire::v2::{FrameKind, decode_frame};
+use kvwire::{CacheAssembler, HostCache, HostLayer};
+use model_runtime::KvCache;
 
-use crate::engine::HostLayer;
 use crate::error::SharerError;
 use crate::produce::CacheShape;
-use crate::select::gather_rows;
 
-/// The receiver's view and bookkeeping, changed by each round.
-#[derive(Debug)]
+/// The receiver's view and the round counter, changed by each round.
+#[derive(Debug, Default)]
 pub struct SentState {
-    /// Per position: does the receiver hold it.
-    pub sent: Vec<bool>,
-    /// Dequantized values the receiver holds, full `[1, H, T, D]` layout (zeros where unsent).
-    pub view: Vec<HostLayer>,
+    /// What the receiver holds: the positions sent and their dequantized values.
+    pub view: HostCache,
     /// Last round sent.
     pub round: u8,
 }
@@ -25,8 +23,8 @@ pub struct SentState {
 /// A session held for Refine.
 #[derive(Debug)]
 pub struct HeldSession {
-    /// Full-precision cache.
-    pub layers: Vec<HostLayer>,
+    /// The full-precision cache of the prompt, on the model's device.
+    pub cache: KvCache,
     /// Its shape.
     pub shape: CacheShape,
     /// Round state, one refinement at a time.
@@ -35,81 +33,60 @@ pub struct HeldSession {
 
 impl HeldSession {
     /// A session whose round 1 has not been recorded yet.
-    pub fn new(layers: Vec<HostLayer>, shape: CacheShape) -> Self {
-        let n = shape.heads * shape.tokens * shape.head_dim;
-        let view = layers
-            .iter()
-            .map(|_| HostLayer {
-                k: vec![0.0; n],
-                v: vec![0.0; n],
-            })
-            .collect();
+    pub fn new(cache: KvCache, shape: CacheShape) -> Self {
         Self {
-            layers,
+            cache,
             shape,
-            state: Mutex::new(SentState {
-                sent: vec![false; shape.tokens],
-                view,
-                round: 0,
-            }),
+            state: Mutex::new(SentState::default()),
         }
     }
 
-    /// Bytes held (full cache plus view).
+    /// Bytes held: the cache, plus the view at its largest (every position, f32).
     pub fn size_bytes(&self) -> u64 {
-        let per_layer = 2 * self.shape.heads * self.shape.tokens * self.shape.head_dim * 4;
-        (2 * per_layer * self.layers.len()) as u64
+        let view = 2 * self.shape.heads * self.shape.tokens * self.shape.head_dim * 4;
+        (self.cache.size_in_bytes() + view * self.cache.layers.len()) as u64
     }
 }
 
 impl SentState {
-    /// Applies a frame the sharer just sent, as the receiver will: store (base) or add
-    /// (residual) its dequantized rows.
-    pub fn record_frame(&mut self, shape: CacheShape, frame: &[u8]) -> Result<(), SharerError> {
-        let frame = decode_frame(frame)
-            .map_err(|e| SharerError::Worker(format!("re-decoding own frame: {e}")))?;
-        let (k, v) = frame.dequantize();
-        let layer = usize::from(frame.header().layer);
-        let positions = frame.indices();
-        let [_, heads, t, d] = frame.shape();
-        let view = self.view.get_mut(layer).ok_or_else(|| {
-            SharerError::Worker(format!("frame for layer {layer} outside the session"))
-        })?;
-        let residual = frame.header().kind == FrameKind::Residual;
-        for h in 0..heads {
-            for (row, &p) in positions.iter().enumerate() {
-                let dst = (h * shape.tokens + p as usize) * d;
-                let src = (h * t + row) * d;
-                for (target, source) in [(&mut view.k, &k), (&mut view.v, &v)] {
-                    let out = &mut target[dst..dst + d];
-                    let add = &source[src..src + d];
-                    if residual {
-                        out.iter_mut().zip(add).for_each(|(o, a)| *o += a);
-                    } else {
-                        out.copy_from_slice(add);
-                    }
-                }
-            }
+    /// Whether the receiver holds `position`.
+    pub fn holds(&self, position: u32) -> bool {
+        self.view.positions.binary_search(&position).is_ok()
+    }
+
+    /// Applies one round's records (session header, then frames) as the receiver does.
+    pub fn record_round(&mut self, records: &[Vec<u8>]) -> Result<(), SharerError> {
+        let view = std::mem::take(&mut self.view);
+        let mut assembler = if view.layers.is_empty() {
+            CacheAssembler::new()
+        } else {
+            CacheAssembler::refining(view)
+        };
+        let own =
+            |e: kvwire::AssembleError| SharerError::Worker(format!("re-decoding own frame: {e}"));
+        for record in records {
+            assembler.push_record(record).map_err(own)?;
         }
-        for &p in positions.iter() {
-            self.sent[p as usize] = true;
-        }
+        self.view = assembler.finish().map_err(own)?;
         Ok(())
     }
 
-    /// `full - view` rows at `positions` of one layer, K then V.
+    /// `full - held` at `positions` (each held) of one layer, K then V; `full` holds the
+    /// full-precision rows at the same positions.
     pub fn residual_rows(
         &self,
-        full: &HostLayer,
+        full: HostLayer,
         layer: usize,
-        shape: CacheShape,
         positions: &[u32],
-    ) -> (Vec<f32>, Vec<f32>) {
-        let g =
-            |data: &[f32]| gather_rows(data, shape.heads, shape.tokens, shape.head_dim, positions);
-        let sub =
-            |a: Vec<f32>, b: Vec<f32>| a.iter().zip(&b).map(|(x, y)| x - y).collect::<Vec<f32>>();
-        let view = &self.view[layer];
-        (sub(g(&full.k), g(&view.k)), sub(g(&full.v), g(&view.v)))
+    ) -> Result<HostLayer, SharerError> {
+        let (k, v) = self
+            .view
+            .gather(layer, positions)
+            .map_err(|e| SharerError::Worker(format!("residual rows: {e}")))?;
+        let sub = |a: Vec<f32>, b: Vec<f32>| a.iter().zip(&b).map(|(x, y)| x - y).collect();
+        Ok(HostLayer {
+            k: sub(full.k, k),
+            v: sub(full.v, v),
+        })
     }
 }

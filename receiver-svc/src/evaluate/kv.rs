@@ -1,0 +1,147 @@
+//! KV transfer and C2C: round 1 (Share), the fuse seam, scoring, and a receiver-driven round 2
+//! (Refine: a residual upgrade of the positions held) when the round-1 margin is low.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use fuser::CacheFuser;
+use kvwire::HostCache;
+use kvwire_proto::v1 as pb;
+use model_runtime::KvCache;
+use service_kit::counting::ByteSnapshot;
+use service_kit::metrics_catalog::{add_bytes, record_stage_ms};
+use service_kit::trace_context::TraceContext;
+
+use super::{MethodResult, ReceiverCore, SERVICE, end_round};
+use crate::client::RoundTransfer;
+use crate::domain::EvaluateParams;
+use crate::engine::ReceiverPrompt;
+use crate::error::ReceiverError;
+use crate::report::{BlobBreakdown, ByteCounts, RoundReport};
+
+impl ReceiverCore {
+    /// KV transfer through the pair's fuser: `method` "kv" (identity, same model) or "c2c"
+    /// (the sharer's cache projected and fused into the receiver's own prompt cache; rank
+    /// scoring only, the context the fuser was trained on).
+    pub(super) async fn kv(
+        &self,
+        p: &EvaluateParams,
+        trace: TraceContext,
+        deadline: Instant,
+        method: &'static str,
+    ) -> MethodResult {
+        let fuser = self.fuser_for(method)?;
+        let prompt = self.prompt(p, None).await?;
+        if method == "c2c" && !matches!(prompt, ReceiverPrompt::Rank(..)) {
+            return Err(ReceiverError::invalid(
+                "scoring",
+                "c2c fuses the plain \"Question: ...\\nAnswer:\" context its fuser was trained on: \
+                 use rank scoring",
+            ));
+        }
+        let round1_start = Instant::now();
+        let mut link = self.connect(p, trace, deadline).await?;
+        // The sharer builds the same prompt: the chat prompt from the example, or the plain
+        // rank context as text.
+        let shared_prompt = match &prompt {
+            ReceiverPrompt::Rank(r, _) => pb::share_request::Prompt::Text(r.text.clone()),
+            ReceiverPrompt::Letter(_) | ReceiverPrompt::Generate(_) => {
+                pb::share_request::Prompt::Example(p.wire_example.clone())
+            }
+        };
+        let req = pb::ShareRequest {
+            prompt: Some(shared_prompt),
+            transfer: Some(p.transfer),
+            keep_session: p.refine.is_some(),
+        };
+        let round1 = link.share(req, self.take_buffers()).await?;
+        let snapshot1 = link.transport();
+        let mut report1 = account_round(1, &round1, snapshot1);
+        let session_id = round1.session_id;
+        let (fused, mut cache) = self
+            .fuse(&fuser, &prompt, round1.cache, &mut report1)
+            .await?;
+        let mut outcome = self.score(p, prompt.clone(), Some(fused)).await?;
+        outcome.add_to(&mut report1);
+        end_round(&mut report1, round1_start);
+        let mut rounds = vec![report1];
+        if let Some(plan) = p
+            .refine
+            .filter(|plan| outcome.margin < plan.margin_threshold && !session_id.is_empty())
+        {
+            let req = pb::RefineRequest {
+                session_id,
+                want: Some(pb::refine_request::Want::Upgrade(pb::PrecisionUpgrade {
+                    positions: cache.positions.clone(),
+                    payload: plan.upgrade_payload as i32,
+                })),
+                granularity: p.transfer.granularity,
+            };
+            let round2_start = Instant::now();
+            let round2 = link.refine(req, cache).await?;
+            let mut report2 = account_round(2, &round2, link.transport().since(snapshot1));
+            let (fused2, refined) = self
+                .fuse(&fuser, &prompt, round2.cache, &mut report2)
+                .await?;
+            cache = refined;
+            outcome = self.score(p, prompt, Some(fused2)).await?;
+            outcome.add_to(&mut report2);
+            end_round(&mut report2, round2_start);
+            rounds.push(report2);
+        }
+        self.return_buffers(cache.into_buffers());
+        Ok((outcome, rounds, p.transfer.byte_cap))
+    }
+
+    /// The fuse seam on the job pool: the receiver's prompt cache on the model's device from
+    /// the sharer rows held, its stage times added to the round. The host cache comes back
+    /// (later rounds refine it).
+    async fn fuse(
+        &self,
+        fuser: &Arc<dyn CacheFuser>,
+        prompt: &ReceiverPrompt,
+        sharer: HostCache,
+        report: &mut RoundReport,
+    ) -> Result<(KvCache, HostCache), ReceiverError> {
+        let fuser = Arc::clone(fuser);
+        let (text, ids) = (prompt.text().to_string(), prompt.ids().to_vec());
+        let (fused, sharer) = self
+            .blocking(move |e| Ok((e.fuse(fuser.as_ref(), &sharer, &text, &ids)?, sharer)))
+            .await?;
+        let t = fused.timings;
+        record_stage_ms(SERVICE, "project", t.project_ms);
+        record_stage_ms(SERVICE, "fuse", t.fuse_ms);
+        report.timings.project_ms += t.project_ms;
+        report.timings.fuse_ms += t.fuse_ms;
+        report.timings.receiver_prefill_ms += t.receiver_prefill_ms;
+        Ok((fused.cache, sharer))
+    }
+}
+
+/// The bytes and transfer times of one KV round (round 2 and later count their request).
+fn account_round(round: u32, t: &RoundTransfer, transport: ByteSnapshot) -> RoundReport {
+    add_bytes(SERVICE, "blob", t.blob_bytes);
+    add_bytes(SERVICE, "grpc_message", t.grpc_bytes);
+    record_stage_ms(SERVICE, "transfer", t.transfer_ms);
+    record_stage_ms(SERVICE, "decode", t.decode_ms);
+    let request = if round > 1 { t.request_bytes } else { 0 };
+    let b = t.breakdown;
+    let bytes = ByteCounts {
+        measured_total: t.blob_bytes + request,
+        breakdown: BlobBreakdown {
+            headers: b.header,
+            indices: b.indices,
+            payload: b.payload,
+            scales: b.scales,
+            request,
+        },
+        estimated_total: t.estimated + request,
+        grpc_message_bytes: t.grpc_bytes,
+        frames: t.frames,
+        ..ByteCounts::default()
+    };
+    let mut timings = t.sharer_timings;
+    timings.transfer_ms = t.transfer_ms;
+    timings.decode_ms = t.decode_ms;
+    RoundReport::new(round, bytes, transport, timings)
+}

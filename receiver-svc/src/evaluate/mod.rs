@@ -1,0 +1,263 @@
+//! One evaluation: the core that holds the engine, the job pool and the pair's fuser, and runs
+//! each method ([`kv`]: KV transfer and C2C with refinement; [`text`]: the sharer's text message
+//! and the sharer's own answer) to a domain [`Evaluation`] with the per-round byte and time
+//! accounting of the data capture contract.
+
+mod kv;
+mod text;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use fuser::{C2cFuser, CacheFuser, FuserError, IdentityFuser};
+use kvwire::HostLayer;
+use model_runtime::KvCache;
+use service_kit::metrics_catalog::record_stage_ms;
+use service_kit::rpc::JobPool;
+use service_kit::timing::ms;
+use service_kit::trace_context::TraceContext;
+
+use crate::client::SharerLink;
+use crate::config::{FuserKind, ReceiverConfig};
+use crate::domain::{EvaluateParams, Method, Scoring};
+use crate::engine::{ReceiverEngine, ReceiverPrompt, Scored};
+use crate::error::ReceiverError;
+use crate::report::{Evaluation, Outcome, RoundReport, sum_rounds};
+
+const SERVICE: &str = "receiver";
+
+/// Buffer sets kept for later transfers to decode into (bounded: one per concurrent job is
+/// enough to avoid fresh allocations in a steady grid).
+const MAX_SPARE_BUFFERS: usize = 8;
+
+/// What a method produced: the outcome, its rounds, and the byte cap that applied.
+type MethodResult = Result<(Outcome, Vec<RoundReport>, u64), ReceiverError>;
+
+/// Everything an evaluation needs: the engine, the job pool, the pair's fuser, the config.
+#[derive(Debug)]
+pub struct ReceiverCore {
+    pool: JobPool<ReceiverEngine>,
+    fuser: Option<Arc<dyn CacheFuser>>,
+    spare: Mutex<Vec<Vec<HostLayer>>>,
+    config: ReceiverConfig,
+}
+
+impl ReceiverCore {
+    /// A core around a loaded engine (loads the C2C fuser when the config names one).
+    pub fn new(engine: ReceiverEngine, config: ReceiverConfig) -> Result<Self, ReceiverError> {
+        let fuser: Option<Arc<dyn CacheFuser>> = match config.fuser {
+            FuserKind::Identity => Some(Arc::new(IdentityFuser)),
+            FuserKind::C2c => Some(Arc::new(load_c2c(&config, &engine)?)),
+            FuserKind::None => None,
+        };
+        Ok(Self {
+            fuser,
+            spare: Mutex::new(Vec::new()),
+            pool: JobPool::new(engine, config.limits.max_concurrent_jobs),
+            config,
+        })
+    }
+
+    /// The engine (Info).
+    pub fn engine(&self) -> &ReceiverEngine {
+        self.pool.resource()
+    }
+
+    /// The configured deadline of one evaluation.
+    pub fn default_timeout(&self) -> Duration {
+        Duration::from_secs(self.config.limits.default_timeout_secs)
+    }
+
+    /// Runs `f` on a blocking thread once a job slot is free.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&ReceiverEngine) -> Result<T, ReceiverError> + Send + 'static,
+    ) -> Result<T, ReceiverError> {
+        self.pool.run(f).await
+    }
+
+    /// The pair's fuser when it is the one `method` needs (identity for `kv`, C2C for `c2c`).
+    fn fuser_for(&self, method: &'static str) -> Result<Arc<dyn CacheFuser>, ReceiverError> {
+        match &self.fuser {
+            Some(f) if f.name() == fuser_name_for(method) => Ok(Arc::clone(f)),
+            other => Err(ReceiverError::NoFuser {
+                method,
+                fuser: other.as_ref().map_or("none", |f| f.name()),
+            }),
+        }
+    }
+
+    /// Buffers from an earlier transfer to decode into (none when the pool is empty).
+    fn take_buffers(&self) -> Vec<HostLayer> {
+        let mut spare = self.spare.lock().unwrap_or_else(|p| p.into_inner());
+        spare.pop().unwrap_or_default()
+    }
+
+    /// Keeps a finished transfer's buffers for a later one.
+    fn return_buffers(&self, buffers: Vec<HostLayer>) {
+        let mut spare = self.spare.lock().unwrap_or_else(|p| p.into_inner());
+        if spare.len() < MAX_SPARE_BUFFERS {
+            spare.push(buffers);
+        }
+    }
+
+    async fn connect(
+        &self,
+        p: &EvaluateParams,
+        trace: TraceContext,
+        deadline: Instant,
+    ) -> Result<SharerLink, ReceiverError> {
+        let endpoint = match p.sharer_endpoint.as_deref() {
+            Some(e) => e,
+            None if !self.config.sharer_endpoint.is_empty() => &self.config.sharer_endpoint,
+            None => {
+                return Err(ReceiverError::invalid(
+                    "sharer_endpoint",
+                    "the request names no sharer and this receiver has no default one",
+                ));
+            }
+        };
+        let l = &self.config.limits;
+        SharerLink::connect(
+            endpoint,
+            l.max_message_bytes,
+            Duration::from_secs(l.connect_timeout_secs),
+            trace,
+            deadline,
+        )
+        .await
+    }
+
+    /// The receiver's prompt for the request's scoring mode, with an optional sharer message.
+    async fn prompt(
+        &self,
+        p: &EvaluateParams,
+        message: Option<String>,
+    ) -> Result<ReceiverPrompt, ReceiverError> {
+        let example = p.example.clone();
+        let max = self.config.limits.max_prompt_tokens;
+        let scoring = p.scoring;
+        let prompt = self
+            .blocking(move |e| {
+                let message = message.as_deref();
+                Ok(match scoring {
+                    Scoring::Letter => ReceiverPrompt::Letter(e.letter_prompt(&example, message)?),
+                    Scoring::Generate => {
+                        ReceiverPrompt::Generate(e.letter_prompt(&example, message)?)
+                    }
+                    Scoring::Rank(chosen) => {
+                        ReceiverPrompt::Rank(e.rank_prompt(&example, message)?, chosen)
+                    }
+                })
+            })
+            .await?;
+        if prompt.ids().len() > max {
+            return Err(ReceiverError::invalid(
+                "example",
+                format!("prompt has {} tokens, limit {max}", prompt.ids().len()),
+            ));
+        }
+        Ok(prompt)
+    }
+
+    /// Scores by letters, by rank or by generation, with an optional injected prompt cache
+    /// (on the model's device, from the fuser).
+    async fn score(
+        &self,
+        p: &EvaluateParams,
+        prompt: ReceiverPrompt,
+        cache: Option<KvCache>,
+    ) -> Result<Outcome, ReceiverError> {
+        let n = p.example.choices.len();
+        match prompt {
+            ReceiverPrompt::Letter(prompt) => {
+                let scored: Scored = self.blocking(move |e| e.score(&prompt, cache)).await?;
+                Ok(Outcome::from_scored(scored))
+            }
+            ReceiverPrompt::Rank(prompt, chosen) => {
+                let ranked = self.blocking(move |e| e.rank(&prompt, cache)).await?;
+                Outcome::from_ranked(ranked, chosen)
+            }
+            ReceiverPrompt::Generate(prompt) => {
+                let max_new = match p.max_new_tokens {
+                    0 => self.config.limits.max_new_tokens,
+                    k => k.min(self.config.limits.max_new_tokens),
+                };
+                let (text, letter, gen_ms) = self
+                    .blocking(move |e| e.generate(&prompt, cache, max_new, n))
+                    .await?;
+                Ok(Outcome::generated(text, letter, gen_ms))
+            }
+        }
+    }
+
+    /// Runs one evaluation to completion.
+    pub async fn evaluate(
+        &self,
+        p: EvaluateParams,
+        trace: TraceContext,
+        deadline: Instant,
+    ) -> Result<Evaluation, ReceiverError> {
+        let start = Instant::now();
+        let (outcome, rounds, cap) = match p.method {
+            Method::ReceiverOnly => {
+                let prompt = self.prompt(&p, None).await?;
+                (self.score(&p, prompt, None).await?, Vec::new(), 0)
+            }
+            Method::SharerOnly => self.sharer_only(&p, trace, deadline).await?,
+            Method::Text { kind, byte_cap } => {
+                self.text(&p, kind, byte_cap, trace, deadline).await?
+            }
+            Method::Kv => self.kv(&p, trace, deadline, "kv").await?,
+            Method::C2c => self.kv(&p, trace, deadline, "c2c").await?,
+        };
+        let (total, mut timings) = sum_rounds(&rounds);
+        if rounds.is_empty() {
+            timings.receiver_prefill_ms = outcome.prefill_ms;
+            timings.score_ms = outcome.score_ms;
+        }
+        timings.end_to_end_ms = ms(start.elapsed());
+        record_stage_ms(SERVICE, "receiver_prefill", outcome.prefill_ms);
+        record_stage_ms(SERVICE, "score", outcome.score_ms);
+        record_stage_ms(SERVICE, "end_to_end", timings.end_to_end_ms);
+        let correct = outcome.prediction.is_some() && outcome.prediction == p.example.gold;
+        Ok(Evaluation {
+            outcome,
+            correct,
+            rounds,
+            total,
+            timings,
+            budget_cap_bytes: cap,
+        })
+    }
+}
+
+/// The fuser a method needs.
+fn fuser_name_for(method: &str) -> &'static str {
+    if method == "c2c" { "c2c" } else { "identity" }
+}
+
+/// Loads the pair's C2C fuser; a folder or tokenizer that does not load is a config error.
+fn load_c2c(config: &ReceiverConfig, engine: &ReceiverEngine) -> Result<C2cFuser, ReceiverError> {
+    let c = &config.c2c;
+    let model = &engine.loaded().model;
+    C2cFuser::load(
+        Path::new(&c.fuser_dir),
+        Path::new(&c.sharer_tokenizer),
+        model,
+    )
+    .map_err(|e| {
+        let field = match e {
+            FuserError::Runtime(_) => "c2c.sharer_tokenizer",
+            _ => "c2c.fuser_dir",
+        };
+        ReceiverError::invalid(field, e.to_string())
+    })
+}
+
+/// Sets a round's end-to-end time: from its first request to the sharer (connection included)
+/// to the end of scoring on what it brought.
+fn end_round(round: &mut RoundReport, start: Instant) {
+    round.timings.end_to_end_ms = ms(start.elapsed());
+}
