@@ -283,3 +283,30 @@ async fn wait_ready(running: &mut Running, log: &RunLog) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sharer_tokenizer_reads_gguf_and_hf_specs() {
+        let t = |spec: &str| sharer_tokenizer(spec, "p").map_err(|e| format!("{e:#}"));
+        assert_eq!(t("gguf:/m/q.gguf").unwrap(), "/m/q.gguf");
+        assert_eq!(t("hf:/m/qwen").unwrap(), "/m/qwen/tokenizer.json");
+        assert!(
+            t("random:tiny-llama:7")
+                .unwrap_err()
+                .contains("no tokenizer file")
+        );
+        assert!(t("gguf:").unwrap_err().contains("nothing after the kind"));
+        assert!(t("onnx:m").unwrap_err().contains("expected gguf:"));
+    }
+
+    #[test]
+    fn only_gguf_asset_names_are_assets() {
+        assert_eq!(spec_asset("gguf:smollm2-135m"), Some(AssetId::Smollm2_135m));
+        assert_eq!(spec_asset("gguf:/m/smollm2-135m"), None);
+        assert_eq!(spec_asset("hf:smollm2-135m"), None);
+        assert_eq!(spec_asset("gguf:"), None);
+    }
+}
