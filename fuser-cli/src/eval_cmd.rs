@@ -177,7 +177,6 @@ pub fn run(args: EvalArgs) -> Result<()> {
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
 fn eval_set(
     args: &EvalArgs,
     receiver: &Loaded,
@@ -187,32 +186,92 @@ fn eval_set(
     items: &[Example],
     out: &mut impl Write,
 ) -> Result<Vec<Row>> {
-    let bar = ProgressBar::new(items.len() as u64);
+    let bar = progress_bar(&set, items.len());
+    let prompts: Vec<AlignedPrompt> = items
+        .iter()
+        .map(|ex| align_text(&receiver.tokenizer, &sharer.tokenizer, &rank_context(ex)))
+        .collect::<fuser::Result<_>>()?;
+    let eval = SetEval {
+        args,
+        receiver,
+        sharer,
+        methods,
+        set,
+        items,
+        prompts: &prompts,
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(args.seed ^ 0xc0417);
+    let mut rows = Vec::new();
+    for i in 0..items.len() {
+        for row in eval.item(i, &mut rng)? {
+            writeln!(out, "{}", serde_json::to_string(&row)?)?;
+            rows.push(row);
+        }
+        bar.set_message(progress_message(&rows));
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    Ok(rows)
+}
+
+fn progress_bar(set: &DatasetRef, n: usize) -> ProgressBar {
+    let bar = ProgressBar::new(n as u64);
     if let Ok(style) =
         ProgressStyle::with_template("{prefix} {bar:30} {pos}/{len} {elapsed}<{eta} {msg}")
     {
         bar.set_style(style);
     }
     bar.set_prefix(set.to_string());
-    let prompts: Vec<AlignedPrompt> = items
-        .iter()
-        .map(|ex| align_text(&receiver.tokenizer, &sharer.tokenizer, &rank_context(ex)))
-        .collect::<fuser::Result<_>>()?;
-    let mut rng = ChaCha8Rng::seed_from_u64(args.seed ^ 0xc0417);
-    let mut rows = Vec::new();
-    for (i, ex) in items.iter().enumerate() {
+    bar
+}
+
+/// Running accuracies of the receiver, C2C and the control.
+fn progress_message(rows: &[Row]) -> String {
+    let acc = |m: &str| {
+        let v: Vec<bool> = rows
+            .iter()
+            .filter(|r| r.method == m)
+            .map(|r| r.correct)
+            .collect();
+        accuracy(&v).value
+    };
+    format!(
+        "recv {:.3} c2c {:.3} ctrl {:.3}",
+        acc("receiver_only"),
+        acc("c2c"),
+        acc("control")
+    )
+}
+
+/// One evaluation set: the pair, the methods and every item's aligned prompt.
+struct SetEval<'a> {
+    args: &'a EvalArgs,
+    receiver: &'a Loaded,
+    sharer: &'a Loaded,
+    methods: &'a Methods,
+    set: DatasetRef,
+    items: &'a [Example],
+    prompts: &'a [AlignedPrompt],
+}
+
+impl SetEval<'_> {
+    /// Every method's row for item `i` (the control draws its other item from `rng`).
+    fn item(&self, i: usize, rng: &mut ChaCha8Rng) -> Result<Vec<Row>> {
+        let (args, receiver, sharer) = (self.args, self.receiver, self.sharer);
+        let ex = &self.items[i];
         let gold = ex.gold.context("item without a gold answer")?;
-        let p = &prompts[i];
+        let p = &self.prompts[i];
         let texts: Vec<String> = ex.choices.iter().map(|c| rank_continuation(c)).collect();
         let r_conts = texts
             .iter()
             .map(|t| receiver.tokenizer.encode(t))
             .collect::<model_runtime::Result<Vec<_>>>()?;
+        let mut rows = Vec::new();
         let mut push = |method: &str, scores: &[ContinuationScore], seconds: f64| -> Result<()> {
             let rank = ranked(scores, &texts)?;
             let prediction = rank[2].prediction;
-            let row = Row {
-                set: set.to_string(),
+            rows.push(Row {
+                set: self.set.to_string(),
                 id: ex.id.clone(),
                 method: method.to_string(),
                 gold,
@@ -222,9 +281,7 @@ fn eval_set(
                 sharer_prompt_tokens: p.sharer.len(),
                 seconds,
                 rank,
-            };
-            writeln!(out, "{}", serde_json::to_string(&row)?)?;
-            rows.push(row);
+            });
             Ok(())
         };
         let n = p.len();
@@ -253,39 +310,23 @@ fn eval_set(
             let prompt = FusedPrompt::new(fused, &p.receiver)?;
             Ok(score_from_cache(&receiver.model, &prompt, &r_conts)?)
         };
-        if let Some(f) = &methods.c2c {
+        if let Some(f) = &self.methods.c2c {
             let t = Instant::now();
             let scores = fused_scores(f, &p.sharer, &p.map)?;
             push("c2c", &scores, t.elapsed().as_secs_f64())?;
         }
-        if let Some(f) = &methods.control {
+        if let Some(f) = &self.methods.control {
             let t = Instant::now();
-            let mut j = rng.random_range(0..items.len());
-            if j == i && items.len() > 1 {
-                j = (j + 1) % items.len();
+            let mut j = rng.random_range(0..self.items.len());
+            if j == i && self.items.len() > 1 {
+                j = (j + 1) % self.items.len();
             }
-            let other = &prompts[j].sharer;
+            let other = &self.prompts[j].sharer;
             let scores = fused_scores(f, other, &proportional_map(n, other.len()))?;
             push("control", &scores, t.elapsed().as_secs_f64())?;
         }
-        let acc = |m: &str| {
-            let v: Vec<bool> = rows
-                .iter()
-                .filter(|r| r.method == m)
-                .map(|r| r.correct)
-                .collect();
-            accuracy(&v).value
-        };
-        bar.set_message(format!(
-            "recv {:.3} c2c {:.3} ctrl {:.3}",
-            acc("receiver_only"),
-            acc("c2c"),
-            acc("control")
-        ));
-        bar.inc(1);
+        Ok(rows)
     }
-    bar.finish_and_clear();
-    Ok(rows)
 }
 
 #[derive(Debug, Serialize)]
