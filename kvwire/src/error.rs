@@ -104,6 +104,19 @@ pub enum DecodeError {
         /// What went wrong.
         message: &'static str,
     },
+    /// A v2 stream ended (at a record boundary) or opened its next round before every frame its
+    /// session header announced had arrived.
+    #[error(
+        "stream truncated at offset {offset}: {received} of the {announced} frames the session header announced arrived"
+    )]
+    MissingFrames {
+        /// Offset where the stream ended or the next session header starts.
+        offset: usize,
+        /// Frames the session header announced (`frames`).
+        announced: u32,
+        /// Frames that arrived after it.
+        received: u32,
+    },
     /// The frame uses the entropy-coded mode but this build lacks the `entropy` feature.
     #[error("frame at offset {offset} is entropy-coded; build kvwire with feature `entropy`")]
     EntropyUnsupported {

@@ -19,5 +19,15 @@ pub const MAX_MODEL_ID_LEN: usize = 128;
 pub const MAX_ENTROPY_EXPANSION: usize = 256;
 /// Constant slack added to the entropy expansion bound, in bytes.
 pub const ENTROPY_EXPANSION_SLACK: usize = 1 << 16;
+
+/// The most raw payload bytes (K and V together) an entropy-coded payload of `coded_len` bytes
+/// may decode to: [`MAX_ENTROPY_EXPANSION`] x `coded_len` + [`ENTROPY_EXPANSION_SLACK`]. The
+/// decoder refuses more, the encoder never keeps a coded payload beyond it, and
+/// [`crate::v2::FrameHeader::peek`] checks it.
+pub fn max_entropy_decoded_len(coded_len: usize) -> usize {
+    coded_len
+        .saturating_mul(MAX_ENTROPY_EXPANSION)
+        .saturating_add(ENTROPY_EXPANSION_SLACK)
+}
 /// Largest buffer a [`crate::v2::StreamDecoder`] holds for one incomplete record.
 pub const MAX_STREAM_BUFFER: usize = MAX_RECORD_BYTES;

@@ -8,7 +8,7 @@
 
 use super::Payload;
 use crate::error::DecodeError;
-use crate::limits::{ENTROPY_EXPANSION_SLACK, MAX_ENTROPY_EXPANSION};
+use crate::limits::max_entropy_decoded_len;
 
 const SCALE_BITS: u32 = 12;
 const M: u32 = 1 << SCALE_BITS;
@@ -264,10 +264,7 @@ pub(crate) fn decode_payload(
     offset: usize,
 ) -> Result<Vec<u8>, DecodeError> {
     let err = |message| DecodeError::Entropy { offset, message };
-    let limit = src
-        .len()
-        .saturating_mul(MAX_ENTROPY_EXPANSION)
-        .saturating_add(ENTROPY_EXPANSION_SLACK);
+    let limit = max_entropy_decoded_len(src.len());
     if tensor_bytes.saturating_mul(2) > limit {
         return Err(DecodeError::TooLarge {
             field: "entropy-decoded payload",

@@ -108,11 +108,15 @@ pub fn encode_frame_into(
     #[cfg(feature = "entropy")]
     if opts.entropy {
         let coded = super::entropy::encode_payload(&out[payload_at..], tensor_bytes, opts.payload);
-        if coded.len() < 2 * tensor_bytes {
+        // Kept only when smaller and within the expansion bound the decoder enforces (a
+        // constant or all-zero tensor codes to a few hundred bytes whatever its size).
+        let decodable = 2 * tensor_bytes <= crate::limits::max_entropy_decoded_len(coded.len());
+        if coded.len() < 2 * tensor_bytes && decodable {
             out.truncate(payload_at);
             out.extend_from_slice(&coded);
         } else {
-            // Not worth it (tiny frames: the frequency tables outweigh the saving): stay raw.
+            // Not worth it (tiny frames: the frequency tables outweigh the saving) or too
+            // compressible for the decoder's bound: stay raw.
             out[start + super::header::CODING_OFFSET] = 0;
         }
     }

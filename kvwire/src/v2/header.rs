@@ -1,10 +1,10 @@
 //! The fixed 36-byte v2 frame header (the record prefix and trailer are in `record`).
 
-use super::record::{TYPE_FRAME, invalid, read_prefix};
+use super::record::{FRAME_HEADER_LEN, RECORD_TRAILER_LEN, TYPE_FRAME, invalid, read_prefix};
 use super::{FrameKind, MAGIC, MINOR, Payload};
 use crate::error::DecodeError;
 use crate::layer::checked_elements;
-use crate::limits::{MAX_TENSOR_ELEMENTS, MAX_TOKENS};
+use crate::limits::{MAX_TENSOR_ELEMENTS, MAX_TOKENS, max_entropy_decoded_len};
 use crate::quant::{Granularity, ScaleDtype};
 use crate::reader::Reader;
 
@@ -147,9 +147,59 @@ impl FrameHeader {
 
     /// The fixed header of the frame at the start of `buf`, each field checked but not yet the
     /// CRC32C or the body: what sizes the buffers for [`super::decode_frame_into`] (`B*H*T*D`
-    /// values each, at most `limits::MAX_TENSOR_ELEMENTS`).
+    /// values each). Only the 36 header bytes are needed.
+    ///
+    /// What it returns is bounded as the decoder bounds it: `B*H*T*D` is at most
+    /// `limits::MAX_TENSOR_ELEMENTS`, and the header's `record_len` must hold the sections the
+    /// shape implies: exactly, for a raw payload; for an entropy-coded one, a coded payload of
+    /// at least 4 bytes whose decoded size is within `limits::max_entropy_decoded_len`. So a frame of `record_len` bytes never
+    /// sizes buffers beyond what its decode would accept (a 40-byte frame claims no values).
     pub fn peek(buf: &[u8]) -> Result<FrameHeader, DecodeError> {
-        Self::read(buf, 0)
+        let header = Self::read(buf, 0)?;
+        header.check_record_len(0)?;
+        Ok(header)
+    }
+
+    /// Checks that `record_len` holds the sections the other fields imply, as decoding the
+    /// body would (the frame starts at absolute offset `base`).
+    fn check_record_len(&self, base: usize) -> Result<(), DecodeError> {
+        let t = self.shape[2] as u64;
+        let index = match self.index {
+            IndexEncoding::Contiguous { .. } => 0,
+            IndexEncoding::U16 => 2 * t,
+            IndexEncoding::U32 => 4 * t,
+        };
+        let fixed =
+            (FRAME_HEADER_LEN + RECORD_TRAILER_LEN) as u64 + index + 4 * self.scale_count() as u64;
+        let raw = 2 * self.tensor_payload_bytes() as u64;
+        let record_len = self.record_len as u64;
+        let mismatch = |expected: u64| DecodeError::LengthMismatch {
+            field: "record_len",
+            offset: base + 8,
+            expected,
+            found: record_len,
+        };
+        if !self.entropy {
+            return if record_len == fixed + raw {
+                Ok(())
+            } else {
+                Err(mismatch(fixed + raw))
+            };
+        }
+        // An entropy-coded payload: `u32 k_coded_len`, then the coded bytes.
+        let Some(stored) = record_len.checked_sub(fixed).filter(|&s| s >= 4) else {
+            return Err(mismatch(fixed + 4));
+        };
+        let limit = max_entropy_decoded_len(usize::try_from(stored).unwrap_or(usize::MAX)) as u64;
+        if raw > limit {
+            return Err(DecodeError::TooLarge {
+                field: "entropy-decoded payload",
+                offset: base + 8,
+                value: raw,
+                max: limit,
+            });
+        }
+        Ok(())
     }
 
     /// Parses the fixed header of a frame that starts at absolute offset `base`.

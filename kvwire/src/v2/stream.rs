@@ -26,6 +26,9 @@ pub struct StreamDecoder {
     start: usize,
     consumed: usize,
     failed: Option<DecodeError>,
+    /// Frames the last session header announced (0: not known) and frames since it.
+    announced: u32,
+    received: u32,
 }
 
 impl StreamDecoder {
@@ -95,22 +98,30 @@ impl StreamDecoder {
         }
         let record = &avail[..len];
         let item = if record_type == TYPE_FRAME {
-            StreamItem::Frame(decode_frame_at(record, self.consumed)?)
+            let frame = decode_frame_at(record, self.consumed)?;
+            self.received = self.received.saturating_add(1);
+            StreamItem::Frame(frame)
         } else {
-            StreamItem::Session(SessionHeader::decode_at(record, self.consumed)?)
+            let session = SessionHeader::decode_at(record, self.consumed)?;
+            // The round before must be complete before the next one opens.
+            self.check_round_complete()?;
+            (self.announced, self.received) = (session.frames, 0);
+            StreamItem::Session(session)
         };
         self.start += len;
         self.consumed += len;
         Ok(Some(item))
     }
 
-    /// Ends the stream: an error if bytes of an incomplete record remain.
+    /// Ends the stream: an error if bytes of an incomplete record remain (`Truncated`), or if
+    /// the last session header announced more frames than arrived (`MissingFrames`; a header
+    /// with `frames == 0` announces none and is not checked).
     pub fn finish(&self) -> Result<(), DecodeError> {
         if let Some(e) = &self.failed {
             return Err(e.clone());
         }
         match self.buffered() {
-            0 => Ok(()),
+            0 => self.check_round_complete(),
             n => Err(DecodeError::Truncated {
                 field: "record",
                 offset: self.consumed,
@@ -118,6 +129,18 @@ impl StreamDecoder {
                 available: n,
             }),
         }
+    }
+
+    /// `MissingFrames` when the current round announced more frames than arrived.
+    fn check_round_complete(&self) -> Result<(), DecodeError> {
+        if self.announced != 0 && self.received < self.announced {
+            return Err(DecodeError::MissingFrames {
+                offset: self.consumed,
+                announced: self.announced,
+                received: self.received,
+            });
+        }
+        Ok(())
     }
 
     fn pending_len(&self) -> Option<usize> {

@@ -1,5 +1,6 @@
 //! `encode` from `.npy` files and `decode` to `.npy` files.
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail, ensure};
@@ -233,7 +234,12 @@ pub fn encode(args: &EncodeArgs) -> anyhow::Result<()> {
         }
     };
     std::fs::write(&args.out, &bytes).with_context(|| format!("writing {}", args.out.display()))?;
-    println!("wrote {} ({} bytes)", args.out.display(), bytes.len());
+    writeln!(
+        std::io::stdout(),
+        "wrote {} ({} bytes)",
+        args.out.display(),
+        bytes.len()
+    )?;
     Ok(())
 }
 
@@ -414,11 +420,12 @@ pub fn decode(file: &Path, out_dir: &Path, dtype: ValueDtype) -> anyhow::Result<
             }
         }
     }
-    println!(
+    writeln!(
+        std::io::stdout(),
         "wrote {} files to {}: {}",
         w.written.len(),
         out_dir.display(),
         w.written.join(" ")
-    );
+    )?;
     Ok(())
 }

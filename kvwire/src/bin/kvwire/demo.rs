@@ -1,6 +1,7 @@
 //! `kvwire demo`: a seeded cache shaped like SmolLM2-135M's (30 layers, 3 KV heads x 64) encoded
 //! in every format, decoded back, with measured bytes, error and time.
 
+use std::io::Write as _;
 use std::time::Instant;
 
 use clap::Args;
@@ -233,6 +234,7 @@ fn measure(
 
 /// `kvwire demo`.
 pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
     let shape = [1, args.heads, args.tokens, args.head_dim];
     let mut rng = Rng(args.seed);
     let cache: Vec<_> = (0..args.layers)
@@ -250,15 +252,18 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
         ..SessionHeader::default()
     };
     let fp16_raw = (args.layers * 2 * shape.iter().product::<usize>() * 2) as f64;
-    println!(
+    writeln!(
+        out,
         "synthetic cache: {} layers x [B=1, H={}, T={}, D={}] K and V, f32, seed {} (raw fp16 {} bytes); positions 0..T",
         args.layers, args.heads, args.tokens, args.head_dim, args.seed, fp16_raw
-    );
-    println!(
+    )?;
+    writeln!(
+        out,
         "times: fastest of {} runs, whole cache, one thread (encode = quantize+serialize; decode = parse+CRC+dequantize to f32)\n",
         args.reps
-    );
-    println!(
+    )?;
+    writeln!(
+        out,
         "{:<28} {:>9} {:>7} {:>7} {:>9} {:>7} {:>8} {:>7} {:>9} {:>10} {:>7} {:>7}",
         "format",
         "total B",
@@ -272,11 +277,12 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
         "rel MSE",
         "enc ms",
         "dec ms"
-    );
+    )?;
     for (name, format) in formats() {
         let r = measure(name, &format, &cache, shape, &session, args.reps.max(1))?;
         let b = r.bytes;
-        println!(
+        writeln!(
+            out,
             "{:<28} {:>9} {:>7} {:>7} {:>9} {:>7} {:>8.1} {:>7.3} {:>9.5} {:>10.3e} {:>7.2} {:>7.2}",
             r.name,
             b.total(),
@@ -290,7 +296,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
             r.rel_mse,
             r.enc_ms,
             r.dec_ms
-        );
+        )?;
     }
     Ok(())
 }

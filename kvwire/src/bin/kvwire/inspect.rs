@@ -1,5 +1,6 @@
 //! `kvwire inspect`: sections, sizes, shapes, dtypes and checksums, as text or JSON.
 
+use std::io::Write;
 use std::path::Path;
 
 use anyhow::Context;
@@ -93,44 +94,48 @@ pub fn describe(bytes: &[u8]) -> anyhow::Result<Value> {
     })
 }
 
-fn print_text(v: &Value, indent: usize) {
+fn print_text(out: &mut impl Write, v: &Value, indent: usize) -> std::io::Result<()> {
     let pad = " ".repeat(indent);
     match v {
         Value::Object(map) => {
             for (k, val) in map {
                 match val {
                     Value::Object(_) => {
-                        println!("{pad}{k}:");
-                        print_text(val, indent + 2);
+                        writeln!(out, "{pad}{k}:")?;
+                        print_text(out, val, indent + 2)?;
                     }
                     Value::Array(items) if items.iter().any(Value::is_object) => {
-                        println!("{pad}{k}:");
+                        writeln!(out, "{pad}{k}:")?;
                         for (i, item) in items.iter().enumerate() {
-                            println!("{pad}  [{i}]");
-                            print_text(item, indent + 4);
+                            writeln!(out, "{pad}  [{i}]")?;
+                            print_text(out, item, indent + 4)?;
                         }
                     }
-                    other => println!(
+                    other => writeln!(
+                        out,
                         "{pad}{k}: {}",
                         other
                             .as_str()
                             .map_or_else(|| other.to_string(), str::to_string)
-                    ),
+                    )?,
                 }
             }
         }
-        other => println!("{pad}{other}"),
+        other => writeln!(out, "{pad}{other}")?,
     }
+    Ok(())
 }
 
 /// `kvwire inspect`.
 pub fn run(file: &Path, as_json: bool) -> anyhow::Result<()> {
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
     let v = describe(&bytes).with_context(|| format!("decoding {}", file.display()))?;
+    let mut out = std::io::stdout().lock();
     if as_json {
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
     } else {
-        print_text(&v, 0);
+        print_text(&mut out, &v, 0)?;
     }
+    out.flush()?;
     Ok(())
 }

@@ -56,7 +56,7 @@ pub enum WireVersion {
 }
 
 fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
+    let result = match Cli::parse().command {
         Command::Inspect { file, json } => inspect::run(&file, json),
         Command::Encode(args) => convert::encode(&args),
         Command::Decode {
@@ -65,5 +65,21 @@ fn main() -> anyhow::Result<()> {
             dtype,
         } => convert::decode(&file, &out_dir, dtype),
         Command::Demo(args) => demo::run(&args),
+    };
+    match result {
+        // The reader went away (`kvwire inspect F | head`): what it wanted was printed; stop
+        // quietly with status 0, as when the whole output was read.
+        Err(e) if is_broken_pipe(&e) => Ok(()),
+        other => other,
     }
+}
+
+/// Whether writing standard output failed because its reader closed the pipe. Every
+/// subcommand prints with `writeln!` (not `println!`, which panics on that error).
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
