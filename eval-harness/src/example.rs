@@ -32,6 +32,10 @@ pub struct Example {
     pub gold: Option<usize>,
     /// Reference final answer for open-ended items (gsm8k: the number after `####`).
     pub answer_text: Option<String>,
+    /// The passage of the context regime (SciQ's support text, the passkey task's filler):
+    /// what the sharer reads and the receiver does not. Absent for question-only items.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passage: Option<String>,
 }
 
 /// Why a multiple-choice item is unusable by the services.
@@ -93,7 +97,15 @@ impl Example {
             choices,
             gold,
             answer_text: None,
+            passage: None,
         })
+    }
+
+    /// The same item with `passage` as its context-regime passage (an empty one means none).
+    pub fn with_passage(mut self, passage: impl Into<String>) -> Self {
+        let passage = passage.into();
+        self.passage = (!passage.is_empty()).then_some(passage);
+        self
     }
 
     /// The letters of this item's choices ([`LETTERS`] by position, at most ten).
@@ -130,11 +142,16 @@ pub enum Dataset {
     SocialIqa,
     /// MMLU, all 57 subjects.
     Mmlu,
+    /// SciQ-context: the SciQ validation items that have a support passage (the context
+    /// regime: the sharer reads the passage, the receiver gets the question).
+    SciQContext,
+    /// BoolQ (passage + yes/no question; the context regime's second task).
+    BoolQ,
 }
 
 impl Dataset {
     /// Every known dataset.
-    pub const ALL: [Dataset; 9] = [
+    pub const ALL: [Dataset; 11] = [
         Dataset::ArcChallenge,
         Dataset::ArcEasy,
         Dataset::OpenBookQa,
@@ -144,6 +161,8 @@ impl Dataset {
         Dataset::Piqa,
         Dataset::SocialIqa,
         Dataset::Mmlu,
+        Dataset::SciQContext,
+        Dataset::BoolQ,
     ];
 
     /// Short name (`arc_challenge`).
@@ -158,6 +177,8 @@ impl Dataset {
             Dataset::Piqa => "piqa",
             Dataset::SocialIqa => "socialiqa",
             Dataset::Mmlu => "mmlu",
+            Dataset::SciQContext => "sciq_context",
+            Dataset::BoolQ => "boolq",
         }
     }
 
@@ -169,9 +190,12 @@ impl Dataset {
             | Dataset::OpenBookQa
             | Dataset::Gsm8k
             | Dataset::Mmlu => Split::Test,
-            Dataset::SciQ | Dataset::CommonsenseQa | Dataset::Piqa | Dataset::SocialIqa => {
-                Split::Validation
-            }
+            Dataset::SciQ
+            | Dataset::SciQContext
+            | Dataset::BoolQ
+            | Dataset::CommonsenseQa
+            | Dataset::Piqa
+            | Dataset::SocialIqa => Split::Validation,
         }
     }
 }

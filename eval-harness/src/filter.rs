@@ -81,6 +81,7 @@ mod tests {
             choices,
             gold,
             answer_text: None,
+            passage: None,
         }
     }
 

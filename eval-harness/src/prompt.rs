@@ -52,6 +52,14 @@ pub fn rank_context_with_message(ex: &Example, message: Option<&str>) -> String 
     }
 }
 
+/// The context regime's passage wrapper: the passage, then a blank line (`{passage}\n\n`,
+/// raw text, no chat template). The sharer prefills exactly this text; the receiver's upper
+/// bound and raw-passage text baseline tokenize it the same way and put the rank context's
+/// tokens after it.
+pub fn passage_context(passage: &str) -> String {
+    format!("{passage}\n\n")
+}
+
 /// The continuation scored for one choice: a space then the choice text.
 pub fn rank_continuation(choice: &str) -> String {
     format!(" {choice}")
@@ -81,6 +89,7 @@ Instructions:\n- Carefully read the question and all options.\n- Select the sing
         );
         assert_eq!(rank_context(&ex), "Question: Which is a planet?\nAnswer:");
         assert_eq!(rank_continuation("Mars"), " Mars");
+        assert_eq!(passage_context("Mars is red."), "Mars is red.\n\n");
     }
 
     #[test]

@@ -99,6 +99,7 @@ fn multiple_choice(
         choices,
         gold,
         answer_text: None,
+        passage: None,
     }
 }
 
@@ -143,6 +144,9 @@ pub(crate) fn example_from_record(
             .map(str::to_owned);
         let mut ex = multiple_choice(id, dataset, str_field(obj, "question")?, choices, gold);
         ex.answer_text = answer_text;
+        if let Some(passage) = obj.get("passage").and_then(Value::as_str) {
+            ex = ex.with_passage(passage);
+        }
         return Ok(ex);
     }
     if has("choices") && has("answer") {
@@ -177,6 +181,7 @@ pub(crate) fn example_from_record(
             labels: Vec::new(),
             gold: None,
             answer_text: Some(answer),
+            passage: None,
         });
     }
     if has("correct_answer") && has("distractor1") {
@@ -303,6 +308,7 @@ mod tests {
             labels: letter_labels(2),
             gold: Some(1),
             answer_text: None,
+            passage: None,
         };
         let value = serde_json::to_value(&ex).unwrap();
         assert_eq!(example_from_record("arc_easy/test", &value, 0).unwrap(), ex);

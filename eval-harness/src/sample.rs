@@ -67,6 +67,7 @@ mod tests {
                 labels: vec![],
                 gold: None,
                 answer_text: None,
+                passage: None,
             })
             .collect()
     }

@@ -14,7 +14,8 @@ use model_runtime::{ChatTemplate, ContinuationScore, RuntimeError, Tokenizer};
 
 use crate::example::Example;
 use crate::prompt::{
-    ANSWER_PREFIX, evaluation_prompt_with_context, rank_context_with_message, rank_continuation,
+    ANSWER_PREFIX, evaluation_prompt_with_context, passage_context, rank_context_with_message,
+    rank_continuation,
 };
 use crate::scoring::ChoiceLogprob;
 
@@ -133,6 +134,33 @@ pub fn rank_prompt(
     })
 }
 
+/// The context regime's rank prompt with the passage in the receiver's own prompt (the upper
+/// bound, and the raw-passage text baseline with the text the sharer sent): the tokens of
+/// [`passage_context`] then the tokens of the question's rank context, each tokenized alone
+/// (token concatenation: the ids a KV transfer of the passage followed by the question gives).
+/// `text` is the two texts joined; an empty passage gives the question-only prompt.
+pub fn rank_prompt_after_passage(
+    tokenizer: &Tokenizer,
+    example: &Example,
+    passage: &str,
+) -> Result<RankPrompt, RankPromptError> {
+    let mut prompt = rank_prompt(tokenizer, example, None)?;
+    if passage.is_empty() {
+        return Ok(prompt);
+    }
+    let wrapped = passage_context(passage);
+    let mut ids = tokenizer.encode(&wrapped)?;
+    ids.extend_from_slice(&prompt.ids);
+    prompt.ids = ids;
+    prompt.text = wrapped + &prompt.text;
+    Ok(prompt)
+}
+
+/// The token ids of a passage as the sharer prefills it ([`passage_context`], raw text).
+pub fn passage_ids(tokenizer: &Tokenizer, passage: &str) -> Result<Vec<u32>, RuntimeError> {
+    tokenizer.encode(&passage_context(passage))
+}
+
 impl RankPrompt {
     /// The per-choice scoring inputs from the model's continuation scores.
     pub fn choice_logprobs(&self, scores: &[ContinuationScore]) -> Vec<ChoiceLogprob> {
@@ -199,5 +227,19 @@ mod tests {
         ];
         let c = p.choice_logprobs(&scores);
         assert_eq!((c[1].logprob, c[1].tokens, c[1].chars), (-2.0, 2, 7));
+    }
+
+    #[test]
+    fn the_passage_prompt_concatenates_the_tokens_of_the_passage_and_the_question() {
+        let tok = Tokenizer::tiny().unwrap();
+        let ex = example(&["sky", "a rose"]);
+        let alone = rank_prompt(&tok, &ex, None).unwrap();
+        let p = rank_prompt_after_passage(&tok, &ex, "Roses are red.").unwrap();
+        let passage = passage_ids(&tok, "Roses are red.").unwrap();
+        assert_eq!(p.ids[..passage.len()], passage[..]);
+        assert_eq!(p.ids[passage.len()..], alone.ids[..]);
+        assert_eq!(p.text, "Roses are red.\n\nQuestion: Which is red?\nAnswer:");
+        assert_eq!(p.continuations, alone.continuations);
+        assert_eq!(rank_prompt_after_passage(&tok, &ex, "").unwrap(), alone);
     }
 }

@@ -301,6 +301,7 @@ mod tests {
             labels: letter_labels(2),
             gold: Some(0),
             answer_text: None,
+            passage: None,
         }
     }
 
