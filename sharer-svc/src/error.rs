@@ -64,8 +64,11 @@ impl SharerError {
 impl ServiceError for SharerError {
     fn code(&self) -> Code {
         match self {
-            SharerError::InvalidArgument { .. } | SharerError::Refine(_) => Code::InvalidArgument,
-            SharerError::PromptTooLong { .. } => Code::OutOfRange,
+            // A prompt over the limit is a bad argument, as on the receiver (the label
+            // `prompt_too_long` tells it apart): docs/STATUS_CODES.md.
+            SharerError::InvalidArgument { .. }
+            | SharerError::Refine(_)
+            | SharerError::PromptTooLong { .. } => Code::InvalidArgument,
             SharerError::CapTooSmall { .. } => Code::FailedPrecondition,
             SharerError::SessionNotFound(_) => Code::NotFound,
             SharerError::Cancelled(_) => Code::Cancelled,
@@ -115,5 +118,16 @@ mod tests {
             s.metadata().get(ERROR_TYPE_KEY).unwrap(),
             "session_not_found"
         );
+    }
+
+    #[test]
+    fn a_prompt_over_the_limit_is_invalid_argument_as_on_the_receiver() {
+        let s: Status = SharerError::PromptTooLong {
+            tokens: 9000,
+            max: 8192,
+        }
+        .into();
+        assert_eq!(s.code(), Code::InvalidArgument);
+        assert_eq!(s.metadata().get(ERROR_TYPE_KEY).unwrap(), "prompt_too_long");
     }
 }
