@@ -28,7 +28,7 @@ pub enum LogFormat {
 
 /// Telemetry settings shared by both services (section `[telemetry]`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct TelemetryConfig {
     /// `tracing` env-filter directives, e.g. `info,sharer_svc=debug`.
     pub log_filter: String,
