@@ -19,4 +19,6 @@ pub mod train;
 pub use error::{FuserError, Result};
 pub use fused::{FusedPrompt, fuse_prompt, receiver_prompt_cache, score_from_cache, sharer_cache};
 pub use prompt::{AlignedPrompt, align_text, proportional_map};
-pub use seam::{C2cFuser, CacheFuser, FuseTimings, FusedCache, IdentityFuser, ReceiverContext};
+pub use seam::{
+    C2cFuser, CacheFuser, FuseTimings, FusedCache, IdentityFuser, PromptLayout, ReceiverContext,
+};

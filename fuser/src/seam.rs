@@ -7,8 +7,12 @@
 //!   the sharer rows are uploaded once and placed at the receiver positions they cover, the
 //!   receiver prefills its own prompt cache, and the projectors fuse the two.
 //!
-//! Either way the returned cache holds the prompt positions before its last token, which the
-//! receiver then runs itself; each host value crosses to the device once per round.
+//! The prompt layout ([`PromptLayout`]) says where the receiver's own tokens go. Shared prompt:
+//! the returned cache holds the prompt positions before its last token, which the receiver then
+//! runs itself. Context (identity only): the cache holds the sharer's passage rows at their own
+//! positions and the receiver runs its whole prompt after them, from the passage length on.
+//! Either way the [`FusedCache`] says which receiver tokens to run and at what position; each
+//! host value crosses to the device once per round.
 
 use std::fmt;
 use std::path::Path;
@@ -23,6 +27,20 @@ use crate::error::{FuserError, Result};
 use crate::fused::{HardGate, fuse_prompt, receiver_prompt_cache, rows_from_transfer};
 use crate::prompt::align_text;
 
+/// Who has read what: how the sharer's prompt and the receiver's prompt relate.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PromptLayout {
+    /// Both read the same prompt; the transfer covers its positions before the last token,
+    /// which the receiver runs itself.
+    #[default]
+    Shared,
+    /// The sharer read a passage the receiver has not: the transfer covers the passage
+    /// (`prompt_tokens` of its session header), every position a candidate, and the receiver's
+    /// whole prompt follows it, from position `prompt_tokens` on. Nothing of the receiver's
+    /// prompt is compared with the passage.
+    Context,
+}
+
 /// What a fuser needs of the receiver for one prompt.
 #[derive(Debug, Clone, Copy)]
 pub struct ReceiverContext<'a> {
@@ -36,6 +54,8 @@ pub struct ReceiverContext<'a> {
     pub text: &'a str,
     /// The receiver's prompt token ids.
     pub ids: &'a [u32],
+    /// How the sharer's prompt relates to `ids`.
+    pub layout: PromptLayout,
 }
 
 /// Where a fuse call spent its time, ms.
@@ -53,8 +73,16 @@ pub struct FuseTimings {
 /// The receiver's prompt cache and what it cost.
 #[derive(Debug, Clone)]
 pub struct FusedCache {
-    /// Cache of prompt positions before the last token, on the model's device in its dtype.
+    /// Cache of the positions before the receiver's own tokens (shared layout: the prompt
+    /// before its last token; context layout: the passage rows that arrived), on the model's
+    /// device in its dtype.
     pub cache: KvCache,
+    /// Index in the receiver's prompt ids of the first token the receiver runs itself on
+    /// `cache` (shared layout: the last one, `n - 1`; context layout: 0, the whole prompt).
+    pub run_from: usize,
+    /// Absolute position of that token (shared layout: `n - 1`; context layout: the passage
+    /// length). Its later tokens follow at consecutive positions.
+    pub next_position: usize,
     /// Stage times.
     pub timings: FuseTimings,
 }
@@ -93,7 +121,14 @@ impl CacheFuser for IdentityFuser {
             ));
         }
         check_shape(sharer, receiver.model, "receiver")?;
-        if sharer.prompt_tokens != receiver.ids.len() {
+        let (run_from, next_position) = match receiver.layout {
+            PromptLayout::Shared => {
+                let last = receiver.ids.len().saturating_sub(1);
+                (last, last)
+            }
+            PromptLayout::Context => (0, sharer.prompt_tokens),
+        };
+        if receiver.layout == PromptLayout::Shared && sharer.prompt_tokens != receiver.ids.len() {
             return Err(FuserError::input(
                 "prompt",
                 format!(
@@ -109,6 +144,8 @@ impl CacheFuser for IdentityFuser {
         let project_ms = ms_since(start);
         Ok(FusedCache {
             cache,
+            run_from,
+            next_position,
             timings: FuseTimings {
                 project_ms,
                 ..FuseTimings::default()
@@ -239,6 +276,13 @@ impl CacheFuser for C2cFuser {
     }
 
     fn fuse(&self, sharer: &HostCache, receiver: &ReceiverContext<'_>) -> Result<FusedCache> {
+        if receiver.layout != PromptLayout::Shared {
+            return Err(FuserError::input(
+                "layout",
+                "the C2C fuser fuses a prompt both models read (trained on the shared prompt); \
+                 the context layout is not supported by C2C yet",
+            ));
+        }
         self.check_sharer(sharer)?;
         let model = receiver.model;
         let start = Instant::now();
@@ -280,6 +324,8 @@ impl CacheFuser for C2cFuser {
         let fuse_ms = ms_since(start);
         Ok(FusedCache {
             cache,
+            run_from: count,
+            next_position: count,
             timings: FuseTimings {
                 project_ms,
                 fuse_ms,

@@ -78,6 +78,7 @@ fn context<'a>(
         tokenizer: tok,
         text,
         ids,
+        layout: PromptLayout::Shared,
     }
 }
 
@@ -147,6 +148,7 @@ fn identity_uploads_the_rows_as_sent_and_refuses_another_model_or_prompt() {
     let fused = IdentityFuser.fuse(&sent, &ctx).unwrap();
     assert_eq!(fused.cache.to_host().unwrap(), sent.layers);
     assert_eq!(fused.timings.receiver_prefill_ms, 0.0);
+    assert_eq!((fused.run_from, fused.next_position), (4, 4));
 
     let other_model = HostCache {
         sharer_model: "other".into(),
@@ -174,5 +176,51 @@ fn identity_uploads_the_rows_as_sent_and_refuses_another_model_or_prompt() {
             what: "sharer cache",
             ..
         })
+    ));
+}
+
+#[test]
+fn identity_in_the_context_layout_puts_the_question_after_the_passage() {
+    let model =
+        Model::random(&ModelConfig::tiny(Arch::Llama), 1, &Device::Cpu, DType::F32).unwrap();
+    let tok = Tokenizer::tiny().unwrap();
+    let passage = [3u32, 9, 4, 7, 1, 8];
+    let cache = sharer_cache(&model, &passage).unwrap();
+    // Every passage position is a candidate, the last one included; gaps are allowed.
+    let sent = host(&model, "tiny", &cache, vec![0, 2, 5], passage.len());
+    let question = [5u32, 6];
+    let ctx = ReceiverContext {
+        layout: PromptLayout::Context,
+        ..context(&model, &tok, "", &question)
+    };
+    let fused = IdentityFuser.fuse(&sent, &ctx).unwrap();
+    assert_eq!(fused.cache.to_host().unwrap(), sent.layers);
+    assert_eq!((fused.run_from, fused.next_position), (0, passage.len()));
+    // The receiver's prompt is not the passage: no prompt-length check in this layout, but the
+    // pair still must be one model.
+    let other_model = HostCache {
+        sharer_model: "other".into(),
+        ..sent
+    };
+    assert!(matches!(
+        IdentityFuser.fuse(&other_model, &ctx),
+        Err(FuserError::Input { what: "pair", .. })
+    ));
+}
+
+#[test]
+fn c2c_refuses_the_context_layout() {
+    let dir = tempfile::tempdir().unwrap();
+    let (receiver, sharer, tok, c2c) = setup(dir.path());
+    let ids = tok.encode("Question: why?\nAnswer:").unwrap();
+    let s_cache = sharer_cache(&sharer, &ids).unwrap();
+    let transfer = host(&sharer, "tiny", &s_cache, vec![0, 1], ids.len());
+    let ctx = ReceiverContext {
+        layout: PromptLayout::Context,
+        ..context(&receiver, &tok, "", &ids)
+    };
+    assert!(matches!(
+        c2c.fuse(&transfer, &ctx),
+        Err(FuserError::Input { what: "layout", .. })
     ));
 }
