@@ -139,6 +139,7 @@ impl SharerLink {
         buffers: Vec<HostLayer>,
     ) -> Result<RoundTransfer, ReceiverError> {
         let request_bytes = req.encoded_len() as u64;
+        let every_position = req.all_positions;
         let stream = self
             .client
             .share(self.request(req))
@@ -146,17 +147,19 @@ impl SharerLink {
             .map_err(ReceiverError::from_sharer)?;
         pull(
             stream.into_inner(),
-            TransferDecoder::new(buffers),
+            TransferDecoder::new(buffers).every_position(every_position),
             request_bytes,
         )
         .await
     }
 
-    /// Round 2 and later: Refine, applied on top of `cache`.
+    /// Round 2 and later: Refine, applied on top of `cache` (`every_position` as the Share of
+    /// round 1 asked: `all_positions`).
     pub async fn refine(
         &mut self,
         req: pb::RefineRequest,
         cache: HostCache,
+        every_position: bool,
     ) -> Result<RoundTransfer, ReceiverError> {
         let request_bytes = req.encoded_len() as u64;
         let stream = self
@@ -166,7 +169,7 @@ impl SharerLink {
             .map_err(ReceiverError::from_sharer)?;
         pull(
             stream.into_inner(),
-            TransferDecoder::refining(cache),
+            TransferDecoder::refining(cache).every_position(every_position),
             request_bytes,
         )
         .await

@@ -41,6 +41,13 @@ impl TransferDecoder {
         Self::with(CacheAssembler::refining(cache))
     }
 
+    /// Accepts rows of the sharer prompt's last position too (a Share with `all_positions`:
+    /// the context layout).
+    pub fn every_position(mut self, every: bool) -> Self {
+        self.assembler = self.assembler.every_position(every);
+        self
+    }
+
     /// Feeds one record: the session header first, then frames.
     pub fn push(&mut self, record: &[u8]) -> Result<(), AssembleError> {
         self.records += 1;

@@ -2,6 +2,7 @@
 //! at the boundary.
 
 use eval_harness::{Example, LETTERS, Normalization};
+use fuser::PromptLayout;
 use kvwire_proto::v1 as pb;
 
 use crate::error::ReceiverError;
@@ -79,6 +80,10 @@ pub struct EvaluateParams {
     pub refine: Option<RefinePlan>,
     /// New tokens for generation, 0 for the default.
     pub max_new_tokens: usize,
+    /// Prompt layout (shared prompt, or the context layout with `passage`).
+    pub layout: PromptLayout,
+    /// The example's passage (context layout: non-empty).
+    pub passage: Option<String>,
 }
 
 impl TryFrom<pb::EvaluateRequest> for EvaluateParams {
@@ -124,6 +129,18 @@ impl TryFrom<pb::EvaluateRequest> for EvaluateParams {
                 ));
             }
         };
+        let layout = match pb::Layout::try_from(r.layout) {
+            Ok(pb::Layout::Unspecified | pb::Layout::SharedPrompt) => PromptLayout::Shared,
+            Ok(pb::Layout::Context) => PromptLayout::Context,
+            Err(_) => {
+                return Err(ReceiverError::invalid(
+                    "layout",
+                    format!("unknown value {}", r.layout),
+                ));
+            }
+        };
+        check_layout(layout, method, scoring, &wire_example.passage)?;
+        let passage = Some(wire_example.passage.clone()).filter(|p| !p.is_empty());
         let refine = match r.refine {
             Some(s) if s.margin_threshold > 0.0 => {
                 // Letter margins are probabilities; rank margins are log-probability gaps.
@@ -157,7 +174,62 @@ impl TryFrom<pb::EvaluateRequest> for EvaluateParams {
             sharer_endpoint: Some(r.sharer_endpoint).filter(|s| !s.is_empty()),
             refine,
             max_new_tokens: r.max_new_tokens as usize,
+            passage,
+            layout,
         })
+    }
+}
+
+/// What the context layout needs and refuses: a passage, rank scoring, the passage as the
+/// only text baseline, no C2C yet. The shared layout refuses the passage text kind.
+fn check_layout(
+    layout: PromptLayout,
+    method: Method,
+    scoring: Scoring,
+    passage: &str,
+) -> Result<(), ReceiverError> {
+    let passage_text = matches!(
+        method,
+        Method::Text {
+            kind: pb::MessageKind::Passage,
+            ..
+        }
+    );
+    match layout {
+        PromptLayout::Shared if passage_text => Err(ReceiverError::invalid(
+            "text.kind",
+            "MESSAGE_KIND_PASSAGE is the context layout's text baseline: set layout = \
+             LAYOUT_CONTEXT",
+        )),
+        PromptLayout::Shared => Ok(()),
+        PromptLayout::Context if passage.trim().is_empty() => Err(ReceiverError::invalid(
+            "example.passage",
+            "the context layout needs a non-empty passage (the text the sharer has read)",
+        )),
+        PromptLayout::Context if !matches!(scoring, Scoring::Rank(_)) => {
+            Err(ReceiverError::invalid(
+                "scoring",
+                "the context layout scores by rank: the plain \"Question: ...\\nAnswer:\" \
+                 context continues the passage; the letter and generation prompts (chat \
+                 template) have no place for it",
+            ))
+        }
+        PromptLayout::Context if matches!(method, Method::Text { .. }) && !passage_text => {
+            Err(ReceiverError::invalid(
+                "text.kind",
+                "the context layout's text baseline is the passage (MESSAGE_KIND_PASSAGE); the \
+                 raw, summary and hint kinds are about the question, which the receiver has",
+            ))
+        }
+        // FAILED_PRECONDITION, as the C2C fuser itself refuses the layout.
+        PromptLayout::Context if method == Method::C2c => {
+            Err(ReceiverError::Fuse(fuser::FuserError::input(
+                "layout",
+                "C2C with the context layout: the fuser fuses a prompt both models read; a \
+                 passage the receiver has not read is not supported by C2C yet",
+            )))
+        }
+        PromptLayout::Context => Ok(()),
     }
 }
 
@@ -257,6 +329,7 @@ mod tests {
                 question: "q".into(),
                 choices: vec!["a".into(), "b".into()],
                 gold: "B".into(),
+                passage: String::new(),
             }),
             method: pb::Method::Kv as i32,
             ..Default::default()
@@ -298,5 +371,56 @@ mod tests {
         assert_eq!(p.scoring, Scoring::Rank(Normalization::Raw));
         r.rank_normalization = 9;
         assert!(EvaluateParams::try_from(r).is_err());
+    }
+
+    #[test]
+    fn the_context_layout_needs_a_passage_and_rank_scoring_and_refuses_c2c() {
+        use service_kit::rpc::ServiceError;
+        let context = |method: pb::Method, scoring: pb::Scoring, passage: &str| {
+            let mut r = request();
+            r.method = method as i32;
+            r.scoring = scoring as i32;
+            r.layout = pb::Layout::Context as i32;
+            if let Some(e) = r.example.as_mut() {
+                e.passage = passage.into();
+            }
+            EvaluateParams::try_from(r)
+        };
+        let code = |r: Result<EvaluateParams, ReceiverError>| r.unwrap_err().code();
+        let p = context(pb::Method::Kv, pb::Scoring::Rank, "Bees make honey.").unwrap();
+        assert_eq!(p.layout, PromptLayout::Context);
+        assert_eq!(p.passage.as_deref(), Some("Bees make honey."));
+        assert_eq!(
+            code(context(pb::Method::Kv, pb::Scoring::Rank, " ")),
+            tonic::Code::InvalidArgument
+        );
+        assert_eq!(
+            code(context(pb::Method::Kv, pb::Scoring::Letter, "x")),
+            tonic::Code::InvalidArgument
+        );
+        assert_eq!(
+            code(context(pb::Method::C2c, pb::Scoring::Rank, "x")),
+            tonic::Code::FailedPrecondition
+        );
+        let mut text = request();
+        text.method = pb::Method::Text as i32;
+        text.scoring = pb::Scoring::Rank as i32;
+        text.text = Some(pb::TextSettings {
+            kind: pb::MessageKind::Passage as i32,
+            byte_cap: 0,
+        });
+        // The passage kind needs the context layout; the context layout needs that kind.
+        assert!(EvaluateParams::try_from(text.clone()).is_err());
+        text.layout = pb::Layout::Context as i32;
+        text.example.as_mut().unwrap().passage = "x".into();
+        assert!(EvaluateParams::try_from(text.clone()).is_ok());
+        text.text = Some(pb::TextSettings {
+            kind: pb::MessageKind::Raw as i32,
+            byte_cap: 0,
+        });
+        assert!(EvaluateParams::try_from(text).is_err());
+        // The default layout is the shared prompt, and takes any passage without a look.
+        let p = EvaluateParams::try_from(request()).unwrap();
+        assert_eq!(p.layout, PromptLayout::Shared);
     }
 }

@@ -5,9 +5,9 @@
 
 use eval_harness::{
     ChoiceLogprob, Example, LetterPrompt, Normalization, RankPrompt, first_standalone_letter,
-    letter_prompt, rank_prompt,
+    letter_prompt, rank_prompt, rank_prompt_after_passage,
 };
-use fuser::{CacheFuser, FusedCache, ReceiverContext};
+use fuser::{CacheFuser, FusedCache, PromptLayout, ReceiverContext};
 use kvwire::HostCache;
 use model_runtime::candle_core::Tensor;
 use model_runtime::{ForcedChoice, GenerateParams, KvCache, forced_choice};
@@ -43,6 +43,27 @@ impl ReceiverPrompt {
         match self {
             ReceiverPrompt::Letter(_) | ReceiverPrompt::Generate(_) => "",
             ReceiverPrompt::Rank(p, _) => &p.text,
+        }
+    }
+}
+
+/// A prompt cache from the fuse seam and where the receiver's own tokens go on it.
+#[derive(Debug, Clone)]
+pub struct Injected {
+    /// The cache of the positions before the receiver's own tokens, on the model's device.
+    pub cache: KvCache,
+    /// Index in the prompt ids of the first token the receiver runs on it.
+    pub run_from: usize,
+    /// Absolute position of that token.
+    pub next_position: usize,
+}
+
+impl From<FusedCache> for Injected {
+    fn from(f: FusedCache) -> Self {
+        Self {
+            cache: f.cache,
+            run_from: f.run_from,
+            next_position: f.next_position,
         }
     }
 }
@@ -111,26 +132,46 @@ impl ReceiverEngine {
             .map_err(|e| ReceiverError::invalid("example", e.to_string()))
     }
 
-    /// Runs the prompt: a full prefill of `ids`, or, with `cache` (the prompt cache the fuser
-    /// built for the positions before the last prompt token) injected, only the last token at
-    /// its absolute position. Last-position logits `[1, V]` and the cache after the prompt.
+    /// The context layout's rank prompt: the question alone (`passage` empty), or with a
+    /// passage the receiver was sent as text before it (token concatenation).
+    pub fn rank_prompt_after_passage(
+        &self,
+        example: &Example,
+        passage: &str,
+    ) -> Result<RankPrompt, ReceiverError> {
+        rank_prompt_after_passage(&self.loaded.tokenizer, example, passage)
+            .map_err(|e| ReceiverError::invalid("example", e.to_string()))
+    }
+
+    /// Runs the prompt: a full prefill of `ids`, or, with a cache from the fuse seam injected,
+    /// the receiver's own tokens (`ids[run_from..]`: the last prompt token in the shared
+    /// layout, the whole question after a passage in the context layout) at their absolute
+    /// positions from `next_position`. Last-position logits `[1, V]`, the cache after the
+    /// prompt, and the position after the prompt's last token.
     fn prompt_forward(
         &self,
         ids: &[u32],
-        cache: Option<KvCache>,
-    ) -> Result<(Tensor, KvCache), ReceiverError> {
+        cache: Option<Injected>,
+    ) -> Result<(Tensor, KvCache, usize), ReceiverError> {
         let model = &self.loaded.model;
-        let Some(mut kv) = cache else {
-            return Ok(model.prefill(&model.ids_tensor(ids)?)?);
+        let Some(Injected {
+            cache: mut kv,
+            run_from,
+            next_position,
+        }) = cache
+        else {
+            let (logits, kv) = model.prefill(&model.ids_tensor(ids)?)?;
+            return Ok((logits, kv, ids.len()));
         };
-        let Some(last) = ids.len().checked_sub(1) else {
+        let own = ids.get(run_from..).filter(|own| !own.is_empty());
+        let Some(own) = own else {
             return Err(ReceiverError::invalid(
                 "example",
-                "the prompt has no tokens",
+                "the prompt has no tokens of the receiver's own to run",
             ));
         };
-        let logits = model.forward(&model.ids_tensor(&ids[last..])?, last, &mut kv)?;
-        Ok((logits, kv))
+        let logits = model.forward(&model.ids_tensor(own)?, next_position, &mut kv)?;
+        Ok((logits, kv, next_position + own.len()))
     }
 
     /// Rank classification: the prompt runs (see [`Self::prompt_forward`]), then every
@@ -138,17 +179,14 @@ impl ReceiverEngine {
     pub fn rank(
         &self,
         prompt: &RankPrompt,
-        cache: Option<KvCache>,
+        cache: Option<Injected>,
     ) -> Result<Ranked, ReceiverError> {
         let (prefilled, prefill_ms) = timed(|| self.prompt_forward(&prompt.ids, cache));
-        let (logits, kv) = prefilled?;
+        let (logits, kv, end) = prefilled?;
         let (scores, score_ms) = timed(|| {
-            self.loaded.model.score_continuations(
-                &logits,
-                &kv,
-                prompt.ids.len(),
-                &prompt.continuations,
-            )
+            self.loaded
+                .model
+                .score_continuations(&logits, &kv, end, &prompt.continuations)
         });
         Ok(Ranked {
             choices: prompt.choice_logprobs(&scores?),
@@ -162,10 +200,10 @@ impl ReceiverEngine {
     pub fn score(
         &self,
         prompt: &LetterPrompt,
-        cache: Option<KvCache>,
+        cache: Option<Injected>,
     ) -> Result<Scored, ReceiverError> {
         let (logits, prefill_ms) = timed(|| -> Result<Vec<f32>, ReceiverError> {
-            let (logits, _) = self.prompt_forward(&prompt.ids, cache)?;
+            let (logits, _, _) = self.prompt_forward(&prompt.ids, cache)?;
             let flat = logits.flatten_all().and_then(|t| t.to_vec1::<f32>());
             flat.map_err(|e| ReceiverError::Model(e.into()))
         });
@@ -179,13 +217,14 @@ impl ReceiverEngine {
     }
 
     /// The receiver's prompt cache for `prompt` (its text and ids) from the sharer rows a
-    /// transfer delivered, through `fuser`, on this model's device.
+    /// transfer delivered, through `fuser`, on this model's device, in `layout`.
     pub fn fuse(
         &self,
         fuser: &dyn CacheFuser,
         sharer: &HostCache,
         text: &str,
         ids: &[u32],
+        layout: PromptLayout,
     ) -> Result<FusedCache, ReceiverError> {
         let loaded = &self.loaded;
         let model_id = loaded.spec.to_string();
@@ -195,6 +234,7 @@ impl ReceiverEngine {
             tokenizer: &loaded.tokenizer,
             text,
             ids,
+            layout,
         };
         Ok(fuser.fuse(sharer, &context)?)
     }
@@ -205,7 +245,7 @@ impl ReceiverEngine {
     pub fn generate(
         &self,
         prompt: &LetterPrompt,
-        cache: Option<KvCache>,
+        cache: Option<Injected>,
         max_new_tokens: usize,
         n_choices: usize,
     ) -> Result<(String, Option<usize>, f64), ReceiverError> {
@@ -215,8 +255,8 @@ impl ReceiverEngine {
             stop_ids: model.config().eos_token_ids.clone(),
         };
         let (generation, ms) = timed(|| -> Result<_, ReceiverError> {
-            let (logits, kv) = self.prompt_forward(&prompt.ids, cache)?;
-            Ok(model.generate_greedy_from(&logits, kv, prompt.ids.len(), &params)?)
+            let (logits, kv, end) = self.prompt_forward(&prompt.ids, cache)?;
+            Ok(model.generate_greedy_from(&logits, kv, end, &params)?)
         });
         let text = self.loaded.tokenizer.decode(&generation?.tokens, true)?;
         let letter = first_standalone_letter(&text, n_choices);

@@ -4,10 +4,10 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use fuser::CacheFuser;
+use eval_harness::passage_context;
+use fuser::{CacheFuser, PromptLayout};
 use kvwire::HostCache;
 use kvwire_proto::v1 as pb;
-use model_runtime::KvCache;
 use service_kit::counting::ByteSnapshot;
 use service_kit::metrics_catalog::{add_bytes, record_stage_ms};
 use service_kit::trace_context::TraceContext;
@@ -15,7 +15,7 @@ use service_kit::trace_context::TraceContext;
 use super::{MethodResult, ReceiverCore, SERVICE, end_round};
 use crate::client::RoundTransfer;
 use crate::domain::EvaluateParams;
-use crate::engine::ReceiverPrompt;
+use crate::engine::{Injected, ReceiverPrompt};
 use crate::error::ReceiverError;
 use crate::report::{BlobBreakdown, ByteCounts, RoundReport};
 
@@ -41,11 +41,16 @@ impl ReceiverCore {
         }
         let round1_start = Instant::now();
         let mut link = self.connect(p, trace, deadline).await?;
-        // The sharer builds the same prompt: the chat prompt from the example, or the plain
-        // rank context as text.
-        let shared_prompt = match &prompt {
-            ReceiverPrompt::Rank(r, _) => pb::share_request::Prompt::Text(r.text.clone()),
-            ReceiverPrompt::Letter(_) | ReceiverPrompt::Generate(_) => {
+        // Shared layout: the sharer builds the same prompt (the chat prompt from the example, or
+        // the plain rank context as text) and sends every position but the last. Context
+        // layout: the sharer prefills the wrapped passage and sends every position of it.
+        let context = p.layout == PromptLayout::Context;
+        let shared_prompt = match (&prompt, p.passage.as_deref()) {
+            (_, Some(passage)) if context => {
+                pb::share_request::Prompt::Text(passage_context(passage))
+            }
+            (ReceiverPrompt::Rank(r, _), _) => pb::share_request::Prompt::Text(r.text.clone()),
+            (ReceiverPrompt::Letter(_) | ReceiverPrompt::Generate(_), _) => {
                 pb::share_request::Prompt::Example(p.wire_example.clone())
             }
         };
@@ -53,13 +58,14 @@ impl ReceiverCore {
             prompt: Some(shared_prompt),
             transfer: Some(p.transfer),
             keep_session: p.refine.is_some(),
+            all_positions: context,
         };
         let round1 = link.share(req, self.take_buffers()).await?;
         let snapshot1 = link.transport();
         let mut report1 = account_round(1, &round1, snapshot1);
         let session_id = round1.session_id;
         let (fused, mut cache) = self
-            .fuse(&fuser, &prompt, round1.cache, &mut report1)
+            .fuse(&fuser, &prompt, p.layout, round1.cache, &mut report1)
             .await?;
         let mut outcome = self.score(p, prompt.clone(), Some(fused)).await?;
         outcome.add_to(&mut report1);
@@ -78,10 +84,10 @@ impl ReceiverCore {
                 granularity: p.transfer.granularity,
             };
             let round2_start = Instant::now();
-            let round2 = link.refine(req, cache).await?;
+            let round2 = link.refine(req, cache, context).await?;
             let mut report2 = account_round(2, &round2, link.transport().since(snapshot1));
             let (fused2, refined) = self
-                .fuse(&fuser, &prompt, round2.cache, &mut report2)
+                .fuse(&fuser, &prompt, p.layout, round2.cache, &mut report2)
                 .await?;
             cache = refined;
             outcome = self.score(p, prompt, Some(fused2)).await?;
@@ -94,19 +100,23 @@ impl ReceiverCore {
     }
 
     /// The fuse seam on the job pool: the receiver's prompt cache on the model's device from
-    /// the sharer rows held, its stage times added to the round. The host cache comes back
-    /// (later rounds refine it).
+    /// the sharer rows held (and where its own tokens go, by `layout`), its stage times added
+    /// to the round. The host cache comes back (later rounds refine it).
     async fn fuse(
         &self,
         fuser: &Arc<dyn CacheFuser>,
         prompt: &ReceiverPrompt,
+        layout: PromptLayout,
         sharer: HostCache,
         report: &mut RoundReport,
-    ) -> Result<(KvCache, HostCache), ReceiverError> {
+    ) -> Result<(Injected, HostCache), ReceiverError> {
         let fuser = Arc::clone(fuser);
         let (text, ids) = (prompt.text().to_string(), prompt.ids().to_vec());
         let (fused, sharer) = self
-            .blocking(move |e| Ok((e.fuse(fuser.as_ref(), &sharer, &text, &ids)?, sharer)))
+            .blocking(move |e| {
+                let fused = e.fuse(fuser.as_ref(), &sharer, &text, &ids, layout)?;
+                Ok((fused, sharer))
+            })
             .await?;
         let t = fused.timings;
         record_stage_ms(SERVICE, "project", t.project_ms);
@@ -114,7 +124,7 @@ impl ReceiverCore {
         report.timings.project_ms += t.project_ms;
         report.timings.fuse_ms += t.fuse_ms;
         report.timings.receiver_prefill_ms += t.receiver_prefill_ms;
-        Ok((fused.cache, sharer))
+        Ok((fused.into(), sharer))
     }
 }
 

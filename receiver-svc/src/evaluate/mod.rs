@@ -10,9 +10,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use fuser::{C2cFuser, CacheFuser, FuserError, IdentityFuser};
+use fuser::{C2cFuser, CacheFuser, FuserError, IdentityFuser, PromptLayout};
 use kvwire::HostLayer;
-use model_runtime::KvCache;
 use service_kit::metrics_catalog::record_stage_ms;
 use service_kit::rpc::JobPool;
 use service_kit::timing::ms;
@@ -21,7 +20,7 @@ use service_kit::trace_context::TraceContext;
 use crate::client::SharerLink;
 use crate::config::{FuserKind, ReceiverConfig};
 use crate::domain::{EvaluateParams, Method, Scoring};
-use crate::engine::{ReceiverEngine, ReceiverPrompt, Scored};
+use crate::engine::{Injected, ReceiverEngine, ReceiverPrompt, Scored};
 use crate::error::ReceiverError;
 use crate::report::{Evaluation, Outcome, RoundReport, sum_rounds};
 
@@ -130,6 +129,8 @@ impl ReceiverCore {
     }
 
     /// The receiver's prompt for the request's scoring mode, with an optional sharer message.
+    /// In the context layout (rank scoring only) the prompt is the question alone, or a
+    /// message (the passage sent as text) in the passage wrapper before it.
     async fn prompt(
         &self,
         p: &EvaluateParams,
@@ -137,10 +138,15 @@ impl ReceiverCore {
     ) -> Result<ReceiverPrompt, ReceiverError> {
         let example = p.example.clone();
         let max = self.config.limits.max_prompt_tokens;
-        let scoring = p.scoring;
+        let (scoring, layout) = (p.scoring, p.layout);
         let prompt = self
             .blocking(move |e| {
                 let message = message.as_deref();
+                if let (PromptLayout::Context, Scoring::Rank(chosen)) = (layout, scoring) {
+                    let passage = message.unwrap_or_default();
+                    let prompt = e.rank_prompt_after_passage(&example, passage)?;
+                    return Ok(ReceiverPrompt::Rank(prompt, chosen));
+                }
                 Ok(match scoring {
                     Scoring::Letter => ReceiverPrompt::Letter(e.letter_prompt(&example, message)?),
                     Scoring::Generate => {
@@ -162,12 +168,12 @@ impl ReceiverCore {
     }
 
     /// Scores by letters, by rank or by generation, with an optional injected prompt cache
-    /// (on the model's device, from the fuser).
+    /// (on the model's device, from the fuser, with where the receiver's own tokens go).
     async fn score(
         &self,
         p: &EvaluateParams,
         prompt: ReceiverPrompt,
-        cache: Option<KvCache>,
+        cache: Option<Injected>,
     ) -> Result<Outcome, ReceiverError> {
         let n = p.example.choices.len();
         match prompt {
