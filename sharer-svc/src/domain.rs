@@ -67,6 +67,9 @@ pub struct ShareParams {
     pub plan: TransferPlan,
     /// Keep the session for Refine.
     pub keep_session: bool,
+    /// Every prompt position is a candidate, the last included (the context layout); else
+    /// every position but the last (the receiver runs it).
+    pub all_positions: bool,
 }
 
 /// Which text baseline.
@@ -78,6 +81,8 @@ pub enum MessageKind {
     Summary,
     /// Generated hint.
     Hint,
+    /// The example's passage (the context layout's raw-passage baseline).
+    Passage,
 }
 
 impl MessageKind {
@@ -87,6 +92,7 @@ impl MessageKind {
             MessageKind::Raw => "raw",
             MessageKind::Summary => "summary",
             MessageKind::Hint => "hint",
+            MessageKind::Passage => "passage",
         }
     }
 }
@@ -121,10 +127,11 @@ pub struct RefineParams {
     pub granularity: Granularity,
 }
 
-/// Converts a wire example.
+/// Converts a wire example (its passage kept when non-empty).
 pub fn example_from_wire(e: Option<pb::Example>) -> Result<Example, SharerError> {
     let e = e.ok_or_else(|| SharerError::invalid("example", "missing"))?;
     Example::new(e.id, e.question, e.choices, &e.gold)
+        .map(|example| example.with_passage(e.passage))
         .map_err(|err| SharerError::invalid("example", err.to_string()))
 }
 
@@ -205,6 +212,7 @@ impl TryFrom<pb::ShareRequest> for ShareParams {
             prompt,
             plan: r.transfer.try_into()?,
             keep_session: r.keep_session,
+            all_positions: r.all_positions,
         })
     }
 }
@@ -266,6 +274,7 @@ pub fn message_kind_from_wire(code: i32) -> Result<MessageKind, SharerError> {
         Ok(pb::MessageKind::Unspecified | pb::MessageKind::Raw) => Ok(MessageKind::Raw),
         Ok(pb::MessageKind::Summary) => Ok(MessageKind::Summary),
         Ok(pb::MessageKind::Hint) => Ok(MessageKind::Hint),
+        Ok(pb::MessageKind::Passage) => Ok(MessageKind::Passage),
         Err(_) => Err(SharerError::invalid(
             "kind",
             format!("unknown value {code}"),
@@ -294,6 +303,37 @@ mod tests {
             ..Default::default()
         };
         assert!(TransferPlan::try_from(Some(bad)).is_err());
+    }
+
+    #[test]
+    fn share_requests_keep_all_positions_and_examples_their_passage() {
+        let example = pb::Example {
+            id: "1".into(),
+            question: "q".into(),
+            choices: vec!["a".into(), "b".into()],
+            gold: "A".into(),
+            passage: "Bees make honey.".into(),
+        };
+        let r = pb::ShareRequest {
+            prompt: Some(pb::share_request::Prompt::Text(
+                "Bees make honey.\n\n".into(),
+            )),
+            all_positions: true,
+            ..Default::default()
+        };
+        assert!(ShareParams::try_from(r).unwrap().all_positions);
+        let e = example_from_wire(Some(example.clone())).unwrap();
+        assert_eq!(e.passage.as_deref(), Some("Bees make honey."));
+        let none = example_from_wire(Some(pb::Example {
+            passage: String::new(),
+            ..example
+        }))
+        .unwrap();
+        assert_eq!(none.passage, None);
+        assert_eq!(
+            message_kind_from_wire(pb::MessageKind::Passage as i32).unwrap(),
+            MessageKind::Passage
+        );
     }
 
     #[test]

@@ -171,8 +171,21 @@ pub fn produce_share(
             max: max_prompt_tokens,
         });
     }
-    if ids.len() < 2 {
-        return Err(SharerError::invalid("prompt", "needs at least 2 tokens"));
+    // The receiver runs the last token itself unless every position is shareable.
+    let shareable = if params.all_positions {
+        ids.len()
+    } else {
+        ids.len().saturating_sub(1)
+    };
+    if shareable == 0 {
+        return Err(SharerError::invalid(
+            "prompt",
+            if params.all_positions {
+                "needs at least 1 token"
+            } else {
+                "needs at least 2 tokens"
+            },
+        ));
     }
     let prefilled = engine.prefill(&ids)?;
     record_stage_ms("sharer", "prefill", prefilled.prefill_ms);
@@ -192,10 +205,10 @@ pub fn produce_share(
         ..FrameOptions::default()
     };
     let header = session_header(info, session_id, ids.len(), 1);
-    // Every prompt token except the last: the receiver runs the last token itself. The rows
-    // are gathered on the device; only they are exported.
+    // Every prompt token except the last (the receiver runs the last token itself), or every
+    // one with `all_positions`. The rows are gathered on the device; only they are exported.
     let (selected, select_ms) = timed(|| -> Result<_, SharerError> {
-        let candidates = select_positions(plan.selection, ids.len() - 1);
+        let candidates = select_positions(plan.selection, shareable);
         let estimate = |p: &[u32]| {
             estimate_transfer_bytes(&header, &base, info.layers, info.kv_heads, info.head_dim, p)
         };
@@ -234,7 +247,7 @@ pub fn produce_share(
     let Some(records) = records else {
         return Ok(None);
     };
-    let held = HeldSession::new(prefilled.cache, shape);
+    let held = HeldSession::new(prefilled.cache, shape, params.all_positions);
     {
         let mut state = held.state.lock().unwrap_or_else(|p| p.into_inner());
         state.record_round(&records)?;
@@ -296,15 +309,21 @@ pub fn produce_refine(
     Ok(())
 }
 
-/// Extra positions must be new, upgraded ones held; none may be the prompt's last token.
+/// Extra positions must be new, upgraded ones held; none may be the prompt's last token
+/// unless the session shares every position.
 fn check_refine_positions(
     state: &SentState,
     shape: CacheShape,
     positions: &[u32],
     kind: FrameKind,
 ) -> Result<(), SharerError> {
+    let shareable = if state.every_position {
+        shape.tokens
+    } else {
+        shape.tokens.saturating_sub(1)
+    };
     for &p in positions {
-        if p as usize + 1 >= shape.tokens {
+        if p as usize >= shareable {
             return Err(SharerError::Refine(format!(
                 "position {p} is not a shareable prompt position (prompt has {} tokens)",
                 shape.tokens

@@ -18,6 +18,8 @@ pub struct SentState {
     pub view: HostCache,
     /// Last round sent.
     pub round: u8,
+    /// Rows of the prompt's last position are shareable too (a Share with `all_positions`).
+    pub every_position: bool,
 }
 
 /// A session held for Refine.
@@ -32,12 +34,16 @@ pub struct HeldSession {
 }
 
 impl HeldSession {
-    /// A session whose round 1 has not been recorded yet.
-    pub fn new(cache: KvCache, shape: CacheShape) -> Self {
+    /// A session whose round 1 has not been recorded yet; `every_position` as its Share's
+    /// `all_positions`.
+    pub fn new(cache: KvCache, shape: CacheShape, every_position: bool) -> Self {
         Self {
             cache,
             shape,
-            state: Mutex::new(SentState::default()),
+            state: Mutex::new(SentState {
+                every_position,
+                ..SentState::default()
+            }),
         }
     }
 
@@ -57,11 +63,12 @@ impl SentState {
     /// Applies one round's records (session header, then frames) as the receiver does.
     pub fn record_round(&mut self, records: &[Vec<u8>]) -> Result<(), SharerError> {
         let view = std::mem::take(&mut self.view);
-        let mut assembler = if view.layers.is_empty() {
+        let assembler = if view.layers.is_empty() {
             CacheAssembler::new()
         } else {
             CacheAssembler::refining(view)
         };
+        let mut assembler = assembler.every_position(self.every_position);
         let own =
             |e: kvwire::AssembleError| SharerError::Worker(format!("re-decoding own frame: {e}"));
         for record in records {

@@ -16,6 +16,12 @@ pub fn cap_utf8(text: &str, cap: usize) -> (&str, bool) {
     (&text[..end], true)
 }
 
+/// The example's passage as is (the context layout's raw-passage text baseline); an item
+/// without one is an error the caller reports.
+pub fn passage_text(example: &Example) -> Option<String> {
+    example.passage.clone().filter(|p| !p.is_empty())
+}
+
 /// The question and its lettered choices, as plain text.
 pub fn raw_text(example: &Example) -> String {
     let mut out = format!("Question: {}\nChoices:\n", example.question.trim());
