@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::grid::{DatasetSpec, Grid, ModelSpec, RankNormalization, Scoring};
+use crate::grid::{DatasetSpec, Grid, Layout, ModelSpec, RankNormalization, Scoring};
 use crate::method::MethodSpec;
 
 /// Hex characters of the sha256 kept in a cell id (64 bits).
@@ -49,6 +49,9 @@ pub struct CellConfig {
     pub seed: Option<u64>,
     /// Deadline of one sample, seconds.
     pub sample_timeout_s: u64,
+    /// Prompt layout (absent for the default shared prompt, so existing ids do not change).
+    #[serde(default, skip_serializing_if = "Layout::is_shared")]
+    pub layout: Layout,
 }
 
 /// A cell: its id and its resolved config.
@@ -146,6 +149,7 @@ pub fn expand(grid: &Grid) -> Vec<Cell> {
                                     .or_else(|| budget.filter(|_| method.uses_budget_axis())),
                                 seed: method.uses_seed().then_some(seed),
                                 sample_timeout_s: grid.limits.sample_timeout_s,
+                                layout: grid.layout,
                             };
                             let id = config.id();
                             if !cells.iter().any(|c| c.id == id) {
@@ -302,6 +306,63 @@ mod default_grid_tests {
         assert!(dir.join("fuser.json").is_file() && dir.join("fuser.safetensors").is_file());
         assert!(cells.iter().all(|c| c.config.dataset.n == Some(30)
             && c.config.scoring == Scoring::Rank
-            && c.config.rank_normalization == Some(RankNormalization::PerChar)));
+            && c.config.rank_normalization == Some(RankNormalization::PerChar)
+            && c.config.layout == Layout::Shared));
+    }
+
+    #[test]
+    fn the_context_grid_sends_the_passage_in_the_context_layout() {
+        use kvwire_proto::v1 as pb;
+
+        use crate::wire::RequestTemplate;
+        let text = include_str!("../../grids/context.toml");
+        let cells = expand(&Grid::from_toml(text).unwrap());
+        assert_eq!(cells.len(), 14);
+        let sciq: Vec<&Cell> = cells
+            .iter()
+            .filter(|c| c.config.dataset.name == "sciq_context")
+            .collect();
+        let labels: Vec<&str> = sciq
+            .iter()
+            .map(|c| c.config.method_label.as_str())
+            .collect();
+        assert_eq!(
+            labels,
+            [
+                "receiver-only",
+                "text-passage",
+                "text-passage@256",
+                "text-passage@1024",
+                "kv-fp16",
+                "kv-int8",
+                "kv-int4"
+            ]
+        );
+        assert!(cells.iter().all(|c| c.config.layout == Layout::Context));
+        let example = pb::Example {
+            id: "1".into(),
+            question: "q".into(),
+            choices: vec!["a".into(), "b".into()],
+            gold: "A".into(),
+            passage: "p".into(),
+        };
+        let context = RequestTemplate::of(&sciq[4].config).unwrap();
+        let req = context.request(example.clone(), "http://s");
+        assert_eq!(req.layout, pb::Layout::Context as i32);
+        assert_eq!(req.example.unwrap().passage, "p");
+        // The shared layout never sends a passage.
+        let mut shared = sciq[4].config.clone();
+        shared.layout = Layout::Shared;
+        let req = RequestTemplate::of(&shared)
+            .unwrap()
+            .request(example, "http://s");
+        assert_eq!(req.layout, pb::Layout::Unspecified as i32);
+        assert!(req.example.unwrap().passage.is_empty());
+        let capped = RequestTemplate::of(&sciq[2].config).unwrap();
+        let text = capped.request(pb::Example::default(), "").text.unwrap();
+        assert_eq!(
+            (text.kind, text.byte_cap),
+            (pb::MessageKind::Passage as i32, 256)
+        );
     }
 }

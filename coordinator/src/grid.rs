@@ -30,6 +30,11 @@ pub struct Grid {
     /// (all three are recorded in every row either way).
     #[serde(default)]
     pub rank_normalization: RankNormalization,
+    /// Who has read what: `shared` (the default: both models read the question) or `context`
+    /// (the sharer has read the item's passage, the receiver has only the question; rank
+    /// scoring, datasets with passages).
+    #[serde(default, skip_serializing_if = "Layout::is_shared")]
+    pub layout: Layout,
     /// Per-sample byte caps (an axis); empty means uncapped. Methods that send nothing ignore it.
     #[serde(default)]
     pub budgets: Vec<u64>,
@@ -108,6 +113,30 @@ pub struct DatasetSpec {
     /// name and split then only label the rows).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<String>,
+    /// The synthetic `passkey` dataset: words of filler in each passage (default 200).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passage_words: Option<usize>,
+}
+
+/// The name of the synthetic passkey dataset (generated, no data files).
+pub const PASSKEY_DATASET: &str = "passkey";
+
+/// Who has read what (docs/EVALUATION.md, "The context regime").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Layout {
+    /// Both models read the same prompt (the question); the sharer's cache is of that prompt.
+    #[default]
+    Shared,
+    /// The sharer has read the item's passage; the receiver has the question only.
+    Context,
+}
+
+impl Layout {
+    /// Whether this is the default shared-prompt layout (left out of configs and cell ids).
+    pub fn is_shared(&self) -> bool {
+        *self == Layout::Shared
+    }
 }
 
 /// Shard `index` of `count` equal parts.
@@ -267,6 +296,18 @@ impl Grid {
                 ));
             }
         }
+        for ds in &self.datasets {
+            if ds.name == PASSKEY_DATASET && ds.n.is_none() {
+                problems.push("dataset \"passkey\" is generated: give its `n`".into());
+            }
+            if ds.passage_words.is_some() && ds.name != PASSKEY_DATASET {
+                problems.push(format!(
+                    "dataset {:?}: passage_words applies to \"passkey\" only",
+                    ds.name
+                ));
+            }
+        }
+        problems.extend(self.layout_problems());
         if self.budgets.contains(&0) {
             problems.push("budgets: a cap of 0 bytes sends nothing; use receiver_only".into());
         }
@@ -279,6 +320,42 @@ impl Grid {
         } else {
             Err(GridError::Invalid(problems))
         }
+    }
+}
+
+impl Grid {
+    /// What the layout allows: the context layout scores by rank, sends the passage as its
+    /// text baseline, and has no C2C yet; the passage text baseline needs the context layout.
+    fn layout_problems(&self) -> Vec<String> {
+        use crate::method::{MethodSpec, TextMode};
+        let mut problems = Vec::new();
+        let context = self.layout == Layout::Context;
+        if context && self.scoring.iter().any(|s| *s != Scoring::Rank) {
+            problems
+                .push("layout \"context\" scores by rank only: set scoring = [\"rank\"]".into());
+        }
+        for m in &self.methods {
+            let label = m.label();
+            match m {
+                MethodSpec::Text(t) if context && t.mode != TextMode::Passage => {
+                    problems.push(format!(
+                        "method {label:?}: the context layout's text baseline is mode \"passage\""
+                    ))
+                }
+                MethodSpec::Text(t) if !context && t.mode == TextMode::Passage => problems.push(
+                    format!("method {label:?}: mode \"passage\" needs layout = \"context\""),
+                ),
+                MethodSpec::C2c(_) if context => problems.push(format!(
+                    "method {label:?}: C2C with the context layout is not supported yet"
+                )),
+                MethodSpec::SharerOnly(_) if context => problems.push(format!(
+                    "method {label:?}: sharer_only scores by letter; in the context layout the \
+                     sharer-alone bound of a same-model pair is text-passage uncapped"
+                )),
+                _ => {}
+            }
+        }
+        problems
     }
 }
 
@@ -330,6 +407,40 @@ mod tests {
             panic!("expected validation problems");
         };
         assert_eq!(problems.len(), 4, "{problems:?}");
+    }
+
+    #[test]
+    fn the_context_layout_is_checked_with_its_methods_and_datasets() {
+        let context = SMALL
+            .replace(
+                "name = \"t\"",
+                "name = \"t\"\nlayout = \"context\"\nscoring = [\"rank\"]",
+            )
+            .replace(
+                "name = \"arc_easy\"",
+                "name = \"passkey\"\npassage_words = 50",
+            );
+        let text = format!("{context}\n[[methods]]\nkind = \"text\"\nmode = \"passage\"\n");
+        let grid = Grid::from_toml(&text).unwrap();
+        assert_eq!(grid.layout, Layout::Context);
+        assert_eq!(grid.datasets[0].passage_words, Some(50));
+        // Letter scoring, other text modes and C2C are refused in the context layout; the
+        // passage mode outside it; passage_words outside passkey.
+        let bad = format!(
+            "{}\n[[methods]]\nkind = \"text\"\nmode = \"raw\"\n[[methods]]\nkind = \"c2c\"\nprecision = \"fp16\"\n",
+            context.replace("scoring = [\"rank\"]", "scoring = [\"letter\"]")
+        );
+        let Err(GridError::Invalid(problems)) = Grid::from_toml(&bad) else {
+            panic!("expected problems");
+        };
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        let shared = format!("{SMALL}\n[[methods]]\nkind = \"text\"\nmode = \"passage\"\n");
+        assert!(Grid::from_toml(&shared).is_err());
+        let words = SMALL.replace("n = 3", "n = 3\npassage_words = 9");
+        assert!(Grid::from_toml(&words).is_err());
+        // The default layout is left out of the resolved grid.
+        let json = serde_json::to_value(Grid::from_toml(SMALL).unwrap()).unwrap();
+        assert!(json.get("layout").is_none());
     }
 
     #[test]

