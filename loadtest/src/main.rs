@@ -86,6 +86,7 @@ fn example() -> pb::Example {
             "seeds".into(),
         ],
         gold: "A".into(),
+        passage: String::new(),
     }
 }
 
@@ -127,6 +128,7 @@ fn evaluate_request(method: Method, sharer: &str) -> pb::EvaluateRequest {
         refine: None,
         max_new_tokens: 0,
         rank_normalization: pb::RankNormalization::Unspecified as i32,
+        layout: pb::Layout::Unspecified as i32,
     }
 }
 
@@ -149,6 +151,7 @@ async fn call(target: &Target, channel: Channel, timeout: Duration) -> (String, 
                     prompt: Some(pb::share_request::Prompt::Example(example())),
                     transfer: transfer(*method),
                     keep_session: false,
+                    all_positions: false,
                 });
                 req.set_timeout(timeout);
                 let mut stream = SharerClient::new(channel)

@@ -203,6 +203,7 @@ pub async fn share_blob_bytes(sharer: &str, example: pb::Example, payload: pb::P
             ..Default::default()
         }),
         keep_session: false,
+        all_positions: false,
     };
     let mut stream = client.share(req).await.expect("share").into_inner();
     let mut total = 0;
@@ -247,5 +248,6 @@ pub fn example(id: &str) -> pb::Example {
         question: "Plants need light to grow. A seed was kept in a dark closet. Which factor stops the seed from growing?".into(),
         choices: vec!["water".into(), "darkness".into(), "soil".into(), "air".into()],
         gold: "B".into(),
+        passage: String::new(),
     }
 }

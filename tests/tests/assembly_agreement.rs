@@ -40,6 +40,7 @@ fn sharer_view_and_receiver_cache_agree_after_a_residual_upgrade() {
             byte_cap: 0,
         },
         keep_session: true,
+        all_positions: false,
     };
     let (held, round1) = chunks_of(|tx| produce_share(&engine, &params, 512, tx));
     let (session_id, held) = held.unwrap().expect("a kept session");

@@ -32,6 +32,7 @@ async fn frame_lengths(sharer: &str, payload: pb::Payload) -> Vec<usize> {
             ..Default::default()
         }),
         keep_session: false,
+        all_positions: false,
     };
     let mut stream = client.share(req).await.unwrap().into_inner();
     let mut lengths = Vec::new();
