@@ -211,6 +211,25 @@ fn peek_bounds_the_sizes_it_returns_by_the_record_length() {
             ..
         })
     ));
+    // Every dimension at its largest: B*H*T*D overflows u64, reported saturated (found by
+    // the `assemble` fuzz target: the error's value was an overflowing product).
+    let widest = patched(&contiguous[..36], [65_535, 65_535, 1 << 24, 65_535], 40);
+    for err in [
+        v2::FrameHeader::peek(&widest).unwrap_err(),
+        v2::decode_frame(&widest).unwrap_err(),
+    ] {
+        assert!(
+            matches!(
+                err,
+                DecodeError::TooLarge {
+                    field: "elements (B*H*T*D)",
+                    value: u64::MAX,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
     // Whatever peek accepts, the decode accepts the same sizes: a record of the length it
     // states holds 2 * elements * 2 payload bytes.
     let small = patched(&contiguous[..36], [1, 2, 5, 6], contiguous.len() as u32);

@@ -275,7 +275,10 @@ impl FrameHeader {
             return Err(DecodeError::TooLarge {
                 field: "elements (B*H*T*D)",
                 offset: base + 20,
-                value: shape.iter().map(|&x| x as u64).product(),
+                // Saturating: 65535^3 * 2^24 overflows u64.
+                value: shape
+                    .iter()
+                    .fold(1u64, |acc, &x| acc.saturating_mul(x as u64)),
                 max: MAX_TENSOR_ELEMENTS as u64,
             });
         }
