@@ -32,6 +32,16 @@ pub enum ReceiverError {
         /// Connection error.
         reason: String,
     },
+    /// The sharer endpoint did not answer as a gRPC server (another protocol on that port, or
+    /// the connection failed before any answer): the status came from the transport, not
+    /// from a sharer.
+    #[error(
+        "sharer did not answer over gRPC (not a sharer on that port, or the connection failed): {reason}"
+    )]
+    SharerTransport {
+        /// What the transport reported.
+        reason: String,
+    },
     /// The sharer answered with an error status.
     #[error("sharer returned {code:?}: {message}")]
     SharerStatus {
@@ -77,8 +87,23 @@ impl ReceiverError {
         }
     }
 
-    /// A sharer status received on a unary call or at stream start.
+    /// A sharer status received on a unary call or at stream start. A status tonic made from
+    /// a transport failure (it keeps that error as its source; one the sharer sent has none)
+    /// is [`ReceiverError::SharerTransport`]: UNAVAILABLE, not the CANCELLED or UNKNOWN tonic
+    /// gives it. A client-side timeout keeps its own status.
     pub fn from_sharer(status: Status) -> Self {
+        let mut source = std::error::Error::source(&status);
+        let transport = source.is_some();
+        let mut timeout = false;
+        while let Some(e) = source {
+            timeout |= e.is::<tonic::TimeoutExpired>();
+            source = e.source();
+        }
+        if transport && !timeout {
+            return ReceiverError::SharerTransport {
+                reason: format!("{:?}: {}", status.code(), status.message()),
+            };
+        }
         ReceiverError::SharerStatus {
             code: status.code(),
             message: status.message().to_string(),
@@ -91,9 +116,9 @@ impl ServiceError for ReceiverError {
         match self {
             ReceiverError::InvalidArgument { .. } => Code::InvalidArgument,
             ReceiverError::NoFuser { .. } => Code::FailedPrecondition,
-            ReceiverError::SharerUnreachable { .. } | ReceiverError::StreamBroken { .. } => {
-                Code::Unavailable
-            }
+            ReceiverError::SharerUnreachable { .. }
+            | ReceiverError::SharerTransport { .. }
+            | ReceiverError::StreamBroken { .. } => Code::Unavailable,
             ReceiverError::SharerStatus { code, .. } => *code,
             ReceiverError::Transfer(_) => Code::DataLoss,
             // A cache that does not fit the pair (other model, other prompt, other shape).
@@ -111,6 +136,7 @@ impl ServiceError for ReceiverError {
             ReceiverError::InvalidArgument { .. } => "invalid_argument",
             ReceiverError::NoFuser { .. } => "no_fuser",
             ReceiverError::SharerUnreachable { .. } => "sharer_unreachable",
+            ReceiverError::SharerTransport { .. } => "sharer_transport",
             ReceiverError::SharerStatus { .. } => "sharer_status",
             ReceiverError::StreamBroken { .. } => "sharer_stream_broken",
             ReceiverError::Transfer(kvwire::AssembleError::Decode(_)) => "decode",
@@ -154,5 +180,22 @@ mod tests {
             s.metadata().get(ERROR_TYPE_KEY).unwrap(),
             "sharer_stream_broken"
         );
+    }
+
+    #[test]
+    fn transport_statuses_are_unavailable_and_timeouts_keep_theirs() {
+        // What tonic makes of a port that does not speak gRPC: a status with a source.
+        let transport = Status::from_error(Box::new(std::io::Error::other("transport error")));
+        let s: Status = ReceiverError::from_sharer(transport).into();
+        assert_eq!(s.code(), Code::Unavailable);
+        assert_eq!(
+            s.metadata().get(ERROR_TYPE_KEY).unwrap(),
+            "sharer_transport"
+        );
+        let timeout = Status::from_error(Box::new(tonic::TimeoutExpired(())));
+        let code = timeout.code();
+        let s: Status = ReceiverError::from_sharer(timeout).into();
+        assert_eq!(s.code(), code);
+        assert_eq!(s.metadata().get(ERROR_TYPE_KEY).unwrap(), "sharer_status");
     }
 }
