@@ -138,6 +138,29 @@ pub struct CellManifest {
     pub mean_breakdown: BreakdownMeans,
     /// Drift report: mean measured vs mean estimated bytes.
     pub drift: Drift,
+    /// What the cell's items are for, where the dataset says (the context regime's datasets:
+    /// evaluation items, never trained on); absent for the others.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub items: Option<&'static str>,
+}
+
+/// The role of a dataset's items, for the context regime's datasets.
+pub fn items_role(dataset: &str) -> Option<&'static str> {
+    match dataset {
+        "sciq_context" => Some(
+            "evaluation: every SciQ-context item (the SciQ validation items with a support \
+             passage) is an evaluation item; nothing in this project trains on them",
+        ),
+        "boolq" => Some(
+            "evaluation: BoolQ validation items (passage + yes/no question); nothing in this \
+             project trains on them",
+        ),
+        "passkey" => Some(
+            "evaluation: synthetic passkey items generated from (seed, index); nothing trains on \
+             them",
+        ),
+        _ => None,
+    }
 }
 
 /// Mean bytes per sample of each breakdown part.
@@ -194,6 +217,7 @@ impl CellManifest {
             max_per_sample: summary.max_estimate_drift,
         };
         CellManifest {
+            items: items_role(&summary.dataset),
             summary,
             mean_breakdown,
             drift,
@@ -255,6 +279,14 @@ mod tests {
                 "{info:?}"
             );
         }
+    }
+
+    #[test]
+    fn the_context_regime_datasets_say_their_items_are_evaluation_items() {
+        for name in ["sciq_context", "boolq", "passkey"] {
+            assert!(items_role(name).is_some_and(|r| r.starts_with("evaluation")));
+        }
+        assert_eq!(items_role("arc_easy"), None);
     }
 
     #[test]
