@@ -28,7 +28,7 @@ use crate::error::SharerError;
 use crate::produce::{ChunkSender, produce_refine, produce_share};
 use crate::session_state::HeldSession;
 use crate::sessions::{EvictionReason, SessionStore};
-use crate::text::{cap_utf8, raw_text, summary_text};
+use crate::text::{cap_utf8, passage_text, raw_text, summary_text};
 
 const SERVICE: &str = "sharer";
 
@@ -210,6 +210,12 @@ impl Sharer for SharerService {
             let (text, timings) = match kind {
                 MessageKind::Raw => (raw_text(&example), pb::StageTimings::default()),
                 MessageKind::Summary => (summary_text(&example), pb::StageTimings::default()),
+                MessageKind::Passage => {
+                    let text = passage_text(&example).ok_or_else(|| {
+                        SharerError::invalid("example.passage", "kind passage needs a passage")
+                    })?;
+                    (text, pb::StageTimings::default())
+                }
                 MessageKind::Hint => {
                     let (text, ms) = self.blocking(move |e| e.hint(&example, max_new)).await?;
                     record_stage_ms(SERVICE, "generate", ms);
