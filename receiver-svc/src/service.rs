@@ -105,7 +105,7 @@ impl Receiver for ReceiverService {
             vocab_size: c.vocab_size as u32,
             tokenizer: loaded.tokenizer_source.clone(),
             random_weights: loaded.spec.is_random(),
-            device: format!("{:?}", loaded.model.device()).to_lowercase(),
+            device: loaded.model.weights_info().device.clone(),
         }))
     }
 }

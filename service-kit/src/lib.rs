@@ -2,7 +2,9 @@
 //! health and reflection ([`server`]), the error-to-status mapping, rpc metrics and blocking job
 //! pool ([`rpc`]), one telemetry `init`, the metrics catalogue, layered configuration with
 //! start-up validation ([`config`]), a byte-counting TCP connector and listener (transport
-//! bytes), W3C trace context over gRPC metadata, and model spec resolution and loading.
+//! bytes), W3C trace context over gRPC metadata, model spec resolution (`gguf:<asset-name>`
+//! through the asset cache) and loading on the configured device and dtype ([`device`]), and a
+//! one-shot health probe for the binaries' `--health-check` ([`health`]).
 //! Service plumbing only: the evaluation item, its prompts and answer letters are
 //! eval-harness's (`eval_harness::{Example, letter_prompt, rank_prompt, LETTERS}`).
 //!
@@ -12,6 +14,8 @@
 
 pub mod config;
 pub mod counting;
+pub mod device;
+pub mod health;
 pub mod metrics_catalog;
 pub mod model_load;
 pub mod model_spec;

@@ -1,15 +1,21 @@
 //! Resolves a [`ModelSpec`] into a loaded model, its tokenizer and chat template.
 //!
-//! All loading is CPU, f32 (GGUF weights dequantized at load: 18-25x faster than the quantized
-//! CPU kernels for these files: docs/ASSETS.md). Random presets use the tiny byte-level tokenizer;
-//! at real shapes that makes prompts longer in tokens than the real tokenizer would, which is
-//! fine for timing and is why their manifests say `weights = "random"`.
+//! The model runs on the configured device in the configured dtype ([`Placement`]: CPU f32 by
+//! default). GGUF weights are dequantized at load (18-25x faster than the quantized CPU kernels
+//! for these files: docs/ASSETS.md), then converted to that dtype; `gguf:<asset-name>` specs are
+//! resolved through the asset cache ([`crate::model_spec::resolve_gguf`]). Random presets use
+//! the tiny byte-level tokenizer; at real shapes that makes prompts longer in tokens than the
+//! real tokenizer would, which is fine for timing and is why their manifests say
+//! `weights = "random"`.
 
 use std::path::{Path, PathBuf};
 
-use model_runtime::{Arch, ChatTemplate, LoadOptions, Model, ModelConfig, RuntimeError, Tokenizer};
+use model_runtime::{
+    Arch, ChatTemplate, LoadOptions, Model, ModelConfig, RuntimeError, Tokenizer, WeightsMode,
+};
 
-use crate::model_spec::ModelSpec;
+use crate::device::{DeviceError, Placement};
+use crate::model_spec::{ModelSpec, ResolveError, resolve_gguf};
 
 /// A model ready for a service engine.
 #[derive(Debug)]
@@ -29,9 +35,15 @@ pub struct LoadedModel {
 /// Why a model could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    /// The file or folder does not exist.
-    #[error("model file {0} not found")]
+    /// The folder does not exist.
+    #[error("model folder {0} not found")]
     NotFound(PathBuf),
+    /// A `gguf:` target is neither a file nor a fetched asset.
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
+    /// The device could not be opened.
+    #[error(transparent)]
+    Device(#[from] DeviceError),
     /// No such random preset.
     #[error("unknown random preset {0}")]
     UnknownPreset(String),
@@ -77,13 +89,23 @@ pub fn preset_config(preset: &str) -> Option<ModelConfig> {
     })
 }
 
-/// Loads the model a spec names (blocking; call from a blocking thread).
+/// Loads the model a spec names on the CPU in f32 (the default [`Placement`]; blocking).
 pub fn load(spec: &ModelSpec) -> Result<LoadedModel, LoadError> {
+    load_on(spec, Placement::default())
+}
+
+/// Loads the model a spec names on `placement`'s device and dtype (blocking; call from a
+/// blocking thread).
+pub fn load_on(spec: &ModelSpec, placement: Placement) -> Result<LoadedModel, LoadError> {
     let runtime = |source| LoadError::Runtime {
         spec: spec.to_string(),
         source,
     };
-    let opts = LoadOptions::cpu();
+    let opts = LoadOptions {
+        device: placement.device.open()?,
+        dtype: placement.dtype.candle(),
+        weights: WeightsMode::Dequantized,
+    };
     let (model, tokenizer, tokenizer_source) = match spec {
         ModelSpec::Random { preset, seed } => {
             let config =
@@ -96,7 +118,7 @@ pub fn load(spec: &ModelSpec) -> Result<LoadedModel, LoadError> {
             )
         }
         ModelSpec::Gguf(file) => {
-            let path = existing(Path::new(file))?;
+            let path = resolve_gguf(file)?;
             let model = Model::from_gguf(&path, &opts).map_err(runtime)?;
             let tokenizer = Tokenizer::from_gguf_file(&path).map_err(runtime)?;
             (
@@ -128,5 +150,47 @@ fn existing(path: &Path) -> Result<PathBuf, LoadError> {
         Ok(path.to_path_buf())
     } else {
         Err(LoadError::NotFound(path.to_path_buf()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::device::{DeviceSpec, DtypeSpec};
+    use model_runtime::candle_core::DType;
+
+    #[test]
+    fn the_model_runs_in_the_configured_dtype() {
+        let spec = ModelSpec::parse("random:tiny-llama:3").unwrap();
+        for (dtype, want) in [(DtypeSpec::F32, DType::F32), (DtypeSpec::Bf16, DType::BF16)] {
+            let placement = Placement {
+                device: DeviceSpec::Cpu,
+                dtype,
+            };
+            let loaded = load_on(&spec, placement).unwrap();
+            assert_eq!(loaded.model.dtype(), want);
+            let info = loaded.model.weights_info();
+            assert_eq!(
+                (info.device.as_str(), info.dtype.as_str()),
+                ("cpu", dtype.to_string().as_str())
+            );
+            let ids = loaded
+                .tokenizer
+                .encode("Question: 1 + 1?\nAnswer:")
+                .unwrap();
+            let logits = loaded.model.next_token_logits(&ids).unwrap();
+            assert!(logits.iter().all(|x| x.is_finite()), "{dtype}");
+        }
+    }
+
+    #[test]
+    fn an_unknown_gguf_target_names_what_was_tried() {
+        let spec = ModelSpec::parse("gguf:no/such/file.gguf").unwrap();
+        let err = load(&spec).unwrap_err();
+        assert!(
+            matches!(err, LoadError::Resolve(ResolveError::NotFound { .. })),
+            "{err}"
+        );
+        assert!(err.to_string().contains("no/such/file.gguf"), "{err}");
     }
 }

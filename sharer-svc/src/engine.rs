@@ -29,7 +29,7 @@ pub struct EngineInfo {
     pub tokenizer: String,
     /// Random weights.
     pub random_weights: bool,
-    /// Device name.
+    /// Device name (`cpu`, `cuda:0`).
     pub device: String,
 }
 
@@ -77,7 +77,7 @@ impl SharerEngine {
             vocab_size: c.vocab_size,
             tokenizer: loaded.tokenizer_source.clone(),
             random_weights: loaded.spec.is_random(),
-            device: format!("{:?}", loaded.model.device()).to_lowercase(),
+            device: loaded.model.weights_info().device.clone(),
         };
         Self { loaded, info }
     }
