@@ -2,8 +2,12 @@
 //! (receiver model, fuser) of the grid, each started in-process through its crate's `serve`
 //! on an ephemeral loopback port. The coordinator talks to them over real gRPC, exactly as it
 //! would to remote ones.
+//!
+//! Model specs go to the services as the grid writes them: the services resolve
+//! `gguf:<asset-name>` through the asset cache themselves (`service_kit::model_spec`, the one
+//! resolver); the coordinator only fetches a missing asset first, so that a fresh machine
+//! needs one command.
 
-use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -15,7 +19,7 @@ use kvwire_proto::v1::receiver_client::ReceiverClient;
 use kvwire_proto::v1::sharer_client::SharerClient;
 use receiver_svc::ReceiverConfig;
 use receiver_svc::config::{C2cSettings, FuserKind};
-use service_kit::model_spec::ModelSpec;
+use service_kit::model_spec::{ModelSpec, resolve_gguf};
 use sharer_svc::SharerConfig;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -72,32 +76,33 @@ async fn bind() -> anyhow::Result<(TcpListener, String)> {
     Ok((listener, url))
 }
 
-/// The asset a `gguf:<asset-name>` spec names; `None` for any other spec (a GGUF path, a
-/// Hugging Face folder, random weights, or a spec that does not parse).
+/// The asset a `gguf:<asset-name>` spec names (as the services resolve it); `None` for any
+/// other spec (an existing GGUF file, a Hugging Face folder, random weights, or a spec that
+/// does not parse).
 fn spec_asset(spec: &str) -> Option<AssetId> {
-    match ModelSpec::parse(spec) {
-        Ok(ModelSpec::Gguf(name)) => AssetId::from_str(&name).ok(),
-        _ => None,
+    ModelSpec::parse(spec).ok()?.asset()
+}
+
+/// Fetches the asset a `gguf:<asset-name>` spec names when the cache does not have it yet
+/// (the services never download; they resolve the name in the same cache).
+fn fetch_model_asset(spec: &str) -> anyhow::Result<()> {
+    if let Some(id) = spec_asset(spec) {
+        crate::asset_fetch::asset_path(&Store::from_env()?, id)?;
     }
+    Ok(())
 }
 
-/// The spec a service is started with: `gguf:<asset-name>` becomes `gguf:<path in the asset
-/// store>` (the services load files); every other spec is passed as is.
-pub fn service_model_spec(spec: &str) -> anyhow::Result<String> {
-    let Some(id) = spec_asset(spec) else {
-        return Ok(spec.to_string());
-    };
-    let path = crate::asset_fetch::asset_path(&Store::from_env()?, id)?;
-    Ok(format!("gguf:{}", path.display()))
-}
-
-/// The sharer's tokenizer file for C2C alignment: the GGUF file itself, or a Hugging Face
-/// folder's `tokenizer.json`. `spec` is a service spec ([`service_model_spec`]).
+/// The sharer's tokenizer file for C2C alignment: the GGUF file itself (a path, or the file
+/// of the asset the spec names), or a Hugging Face folder's `tokenizer.json`.
 fn sharer_tokenizer(spec: &str, pair: &str) -> anyhow::Result<String> {
     let parsed = ModelSpec::parse(spec)
         .with_context(|| format!("pair {pair:?}: the sharer's model spec"))?;
     match parsed {
-        ModelSpec::Gguf(path) => Ok(path),
+        ModelSpec::Gguf(target) => {
+            let path = resolve_gguf(&target)
+                .with_context(|| format!("pair {pair:?}: the sharer's tokenizer"))?;
+            Ok(path.display().to_string())
+        }
         ModelSpec::Hf(dir) => Ok(format!("{}/tokenizer.json", dir.display())),
         ModelSpec::Random { .. } => {
             bail!("pair {pair:?}: the sharer {spec:?} has no tokenizer file for C2C alignment")
@@ -123,8 +128,9 @@ impl Embedded {
         for pair in pairs {
             if !me.sharers.iter().any(|s| s.model == pair.sharer.model) {
                 let (listener, url) = bind().await?;
+                fetch_model_asset(&pair.sharer.model)?;
                 let config = SharerConfig {
-                    model: service_model_spec(&pair.sharer.model)?,
+                    model: pair.sharer.model.clone(),
                     ..Default::default()
                 };
                 log.line(format!(
@@ -147,8 +153,9 @@ impl Embedded {
                 .any(|r| r.model == pair.receiver.model && r.fuser == pair.fuser)
             {
                 let (listener, url) = bind().await?;
+                fetch_model_asset(&pair.receiver.model)?;
                 let mut config = ReceiverConfig {
-                    model: service_model_spec(&pair.receiver.model)?,
+                    model: pair.receiver.model.clone(),
                     // Every request names its sharer.
                     sharer_endpoint: String::new(),
                     fuser: FuserKind::Identity,
@@ -157,8 +164,7 @@ impl Embedded {
                 if let Some(fuser) = &pair.fuser {
                     // A C2C pair: the receiver loads the fuser folder and aligns prompts with
                     // the sharer's tokenizer (read from the sharer's GGUF or HF folder).
-                    let sharer = service_model_spec(&pair.sharer.model)?;
-                    let tokenizer = sharer_tokenizer(&sharer, &pair.label)?;
+                    let tokenizer = sharer_tokenizer(&pair.sharer.model, &pair.label)?;
                     config.fuser = FuserKind::C2c;
                     config.c2c = C2cSettings {
                         fuser_dir: fuser.clone(),
@@ -291,7 +297,12 @@ mod tests {
     #[test]
     fn sharer_tokenizer_reads_gguf_and_hf_specs() {
         let t = |spec: &str| sharer_tokenizer(spec, "p").map_err(|e| format!("{e:#}"));
-        assert_eq!(t("gguf:/m/q.gguf").unwrap(), "/m/q.gguf");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("q.gguf");
+        std::fs::write(&file, b"gguf").unwrap();
+        let file = file.display().to_string();
+        assert_eq!(t(&format!("gguf:{file}")).unwrap(), file);
+        assert!(t("gguf:/m/q.gguf").unwrap_err().contains("not found"));
         assert_eq!(t("hf:/m/qwen").unwrap(), "/m/qwen/tokenizer.json");
         assert!(
             t("random:tiny-llama:7")
@@ -305,6 +316,10 @@ mod tests {
     #[test]
     fn only_gguf_asset_names_are_assets() {
         assert_eq!(spec_asset("gguf:smollm2-135m"), Some(AssetId::Smollm2_135m));
+        assert_eq!(
+            spec_asset("gguf:smollm2-135m-instruct-q4_1.gguf"),
+            Some(AssetId::Smollm2_135m)
+        );
         assert_eq!(spec_asset("gguf:/m/smollm2-135m"), None);
         assert_eq!(spec_asset("hf:smollm2-135m"), None);
         assert_eq!(spec_asset("gguf:"), None);

@@ -4,7 +4,8 @@
 //! an unreachable service fails in seconds, not after an hour.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -19,10 +20,11 @@ use coordinator::wire::RequestTemplate;
 use kvwire_proto::v1 as pb;
 use kvwire_proto::v1::receiver_client::ReceiverClient;
 use kvwire_proto::v1::sharer_client::SharerClient;
+use service_kit::model_spec::{ModelSpec, resolve_gguf};
 use sha2::{Digest, Sha256};
 
 use crate::data;
-use crate::embedded::{Embedded, service_model_spec};
+use crate::embedded::Embedded;
 use crate::log::RunLog;
 use crate::report;
 
@@ -256,7 +258,7 @@ async fn check_pair(
         ("receiver", &pair.receiver.model, &receiver.spec),
         ("sharer", &pair.sharer.model, &sharer.spec),
     ] {
-        if want != got && &service_model_spec(want)? != got {
+        if !same_model(want, got) {
             bail!(
                 "pair {:?}: the {role} serves {got:?} but the grid wants {want:?}",
                 pair.label
@@ -284,11 +286,32 @@ async fn check_pair(
         .collect())
 }
 
+/// Whether a service reporting spec `got` serves the model the grid names as `want`: the same
+/// spec, or two `gguf:` specs for the same file (the grid's target resolves, here, to the
+/// service's path) or for the same asset (an asset name, or a path ending in the asset's file
+/// name, as a service on another machine or in a container reports it).
+fn same_model(want: &str, got: &str) -> bool {
+    if want == got {
+        return true;
+    }
+    let (Ok(ModelSpec::Gguf(want)), Ok(ModelSpec::Gguf(got))) =
+        (ModelSpec::parse(want), ModelSpec::parse(got))
+    else {
+        return false;
+    };
+    let asset = |target: &str| {
+        let name = Path::new(target).file_name()?.to_str()?;
+        assets::AssetId::from_str(name).ok()
+    };
+    resolve_gguf(&want).is_ok_and(|path| path == Path::new(&got))
+        || asset(&want).is_some_and(|a| asset(&got) == Some(a))
+}
+
 fn weights_description(info: &pb::ModelInfo) -> String {
     if info.random_weights {
         "random (timing only; no accuracy)".into()
     } else if info.spec.starts_with("gguf:") {
-        "gguf, dequantized to f32 at load".into()
+        "gguf, dequantized at load (then run in the service's dtype)".into()
     } else {
         "as stored (hf safetensors)".into()
     }
@@ -303,5 +326,34 @@ fn warn_random_weights(cells: &[Cell], log: &RunLog) {
         log.line(format!(
             "{random} cells use random weights: their accuracy means nothing (timing only)"
         ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_model;
+
+    #[test]
+    fn a_service_serves_the_grid_model_by_spec_path_or_asset() {
+        assert!(same_model("random:tiny-llama:7", "random:tiny-llama:7"));
+        assert!(!same_model("random:tiny-llama:7", "random:tiny-llama:8"));
+        assert!(same_model("gguf:smollm2-135m", "gguf:smollm2-135m"));
+        // A container's path to the asset's file is the same asset.
+        assert!(same_model(
+            "gguf:smollm2-135m",
+            "gguf:/models/smollm2-135m-instruct-q4_1.gguf"
+        ));
+        assert!(!same_model(
+            "gguf:qwen2.5-coder-0.5b",
+            "gguf:/models/smollm2-135m-instruct-q4_1.gguf"
+        ));
+        assert!(!same_model("gguf:/a/model.gguf", "gguf:/b/model.gguf"));
+        assert!(!same_model("hf:/m/qwen", "gguf:/m/qwen"));
+        // A local file is compared by path.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("m.gguf");
+        std::fs::write(&file, b"gguf").unwrap();
+        let spec = format!("gguf:{}", file.display());
+        assert!(same_model(&spec, &spec));
     }
 }
