@@ -99,6 +99,8 @@ pub struct CacheAssembler {
     base_positions: Vec<u32>,
     /// Scratch for residual rows and merges, reused across frames.
     scratch: HostLayer,
+    /// Rows of the prompt's last position are accepted too (see [`Self::every_position`]).
+    every_position: bool,
 }
 
 impl CacheAssembler {
@@ -122,6 +124,14 @@ impl CacheAssembler {
             cache,
             ..Self::default()
         }
+    }
+
+    /// Accepts rows of every prompt position, the last one included: the context layout,
+    /// where the receiver runs its own tokens after the sharer's whole prompt. By default the
+    /// last position is the receiver's to run and a row for it is refused.
+    pub fn every_position(mut self, every: bool) -> Self {
+        self.every_position = every;
+        self
     }
 
     /// The round's session header, once received.
@@ -173,10 +183,12 @@ impl CacheAssembler {
     pub fn push_frame(&mut self, frame: &FrameRef<'_>) -> Result<(), AssembleError> {
         let layer = self.check_frame(frame)?;
         let positions = frame.indices();
-        if let Some(&position) = positions
-            .iter()
-            .find(|&&p| p as usize + 1 >= self.cache.prompt_tokens)
-        {
+        let shareable = if self.every_position {
+            self.cache.prompt_tokens
+        } else {
+            self.cache.prompt_tokens.saturating_sub(1)
+        };
+        if let Some(&position) = positions.iter().find(|&&p| p as usize >= shareable) {
             return Err(AssembleError::OutsidePrompt {
                 position,
                 prompt_tokens: self.cache.prompt_tokens,
@@ -283,6 +295,13 @@ impl CacheAssembler {
         let expected = usize::from(header.layers);
         if got != expected {
             return Err(AssembleError::MissingLayers { got, expected });
+        }
+        // As the stream decoder: a header that announced frames (0: not known) gets them all.
+        if header.frames != 0 && (got as u64) < u64::from(header.frames) {
+            return Err(AssembleError::MissingFrames {
+                got,
+                announced: header.frames,
+            });
         }
         Ok(self.cache)
     }

@@ -91,4 +91,12 @@ pub enum AssembleError {
         /// Layers announced.
         expected: usize,
     },
+    /// The round ended before every frame its session header announced (`frames`) arrived.
+    #[error("{got} of the {announced} frames the session header announced arrived")]
+    MissingFrames {
+        /// Frames that arrived.
+        got: usize,
+        /// Frames announced.
+        announced: u32,
+    },
 }

@@ -196,3 +196,17 @@ fn frames_that_break_the_round_rules_are_typed_errors() {
         Err(AssembleError::Decode(_))
     ));
 }
+
+#[test]
+fn every_position_accepts_the_last_prompt_position_and_nothing_beyond() {
+    let mut a = CacheAssembler::new().every_position(true);
+    a.push_record(&session(1, 1)).unwrap();
+    a.push_record(&base(0, &[0, TOKENS - 1])).unwrap();
+    assert_eq!(a.finish().unwrap().positions, [0, TOKENS - 1]);
+    let mut a = CacheAssembler::new().every_position(true);
+    a.push_record(&session(1, 1)).unwrap();
+    assert!(matches!(
+        a.push_record(&base(0, &[TOKENS])),
+        Err(AssembleError::OutsidePrompt { .. })
+    ));
+}
