@@ -26,7 +26,7 @@ pub enum FuserKind {
 
 /// Where the C2C fuser and the sharer's tokenizer come from (for `fuser = "c2c"`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct C2cSettings {
     /// Folder with `fuser.safetensors` and `fuser.json` (written by `fuser train`).
     pub fuser_dir: String,
@@ -38,12 +38,18 @@ pub struct C2cSettings {
 
 /// Everything the receiver needs to start.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct ReceiverConfig {
     /// gRPC listen address (used by the binary; `serve` takes a bound listener).
     pub listen_addr: SocketAddr,
-    /// Model spec: `gguf:<path>`, `hf:<dir>` or `random:<preset>:<seed>`.
+    /// Model spec: `gguf:<path-or-asset>`, `hf:<dir>` or `random:<preset>:<seed>`.
     pub model: String,
+    /// Compute device: `"cpu"` (default), `"cuda"` or `"cuda:N"` (a GPU needs a binary built
+    /// with the `cuda` feature).
+    pub device: String,
+    /// Activation and KV cache dtype on the device: `"f32"` (default), `"bf16"` or `"f16"`
+    /// (GGUF weights are dequantized at load, then converted).
+    pub dtype: String,
     /// Sharer endpoint used when a request names none (`http://host:port`); empty means none:
     /// requests must then name their sharer.
     pub sharer_endpoint: String,
@@ -59,7 +65,7 @@ pub struct ReceiverConfig {
 
 /// Request and resource limits of the receiver.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct ReceiverLimits {
     /// Largest gRPC message accepted or sent, on both the server and the sharer client, bytes.
     pub max_message_bytes: usize,
@@ -80,6 +86,8 @@ impl Default for ReceiverConfig {
         Self {
             listen_addr: SocketAddr::from(([0, 0, 0, 0], 50052)),
             model: "random:tiny-llama:0".into(),
+            device: "cpu".into(),
+            dtype: "f32".into(),
             sharer_endpoint: "http://127.0.0.1:50051".into(),
             fuser: FuserKind::Identity,
             c2c: C2cSettings::default(),
@@ -108,6 +116,8 @@ impl ServiceConfig for ReceiverConfig {
     fn common(&self) -> CommonSettings<'_> {
         CommonSettings {
             model: &self.model,
+            device: &self.device,
+            dtype: &self.dtype,
             max_message_bytes: self.limits.max_message_bytes,
             max_prompt_tokens: self.limits.max_prompt_tokens,
             max_concurrent_jobs: self.limits.max_concurrent_jobs,

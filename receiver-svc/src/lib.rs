@@ -44,8 +44,9 @@ pub async fn serve(
         source,
     })?;
     service_kit::metrics_catalog::describe_all();
-    let loaded = load_model(&config.model).await?;
-    tracing::info!(model = %config.model, addr = ?listener.local_addr().ok(), "receiver ready");
+    let placement = config.placement().map_err(ServeError::Device)?;
+    let loaded = load_model(&config.model, placement).await?;
+    tracing::info!(model = %config.model, device = %config.device, dtype = %config.dtype, addr = ?listener.local_addr().ok(), "receiver ready");
     let max = config.limits.max_message_bytes;
     let core = evaluate::ReceiverCore::new(ReceiverEngine::new(loaded), config)
         .map_err(|source| ReceiverServeError::Fuser { source })?;

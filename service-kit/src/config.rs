@@ -7,19 +7,24 @@ use std::path::Path;
 
 use serde::de::DeserializeOwned;
 
+use crate::device::{DeviceError, DeviceSpec, DtypeSpec, Placement};
 use crate::model_spec::ModelSpec;
 use crate::telemetry::TelemetryConfig;
 
 /// Why a configuration could not be loaded or is invalid.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// The file or environment could not be read or deserialized.
-    #[error("loading configuration (file {file:?}, env prefix {prefix}): {source}")]
+    /// The file or environment could not be read or deserialized (an unknown key included:
+    /// every configuration struct refuses fields it does not declare).
+    #[error("loading configuration (file {file:?}, env prefix {prefix}; {layer}): {source}")]
     Load {
         /// The file given, if any.
         file: Option<String>,
         /// The environment prefix (`KVWIRE_SHARER`, ...).
         prefix: String,
+        /// The layer at fault: `in the file`, or `in the environment` with the variables that
+        /// hold the unknown key when it is one.
+        layer: String,
         /// The `config` crate's error (boxed: it is large).
         #[source]
         source: Box<config::ConfigError>,
@@ -32,7 +37,11 @@ pub enum ConfigError {
 /// Loads `T` from its serde defaults, then `file` (TOML) if given, then environment variables
 /// `{prefix}__SECTION__KEY` (for example `KVWIRE_SHARER__LISTEN_ADDR`).
 ///
-/// `T` must implement `Default` and use `#[serde(default)]` so that every layer is optional.
+/// `T` must implement `Default` and use `#[serde(default)]` so that every layer is optional,
+/// and `#[serde(deny_unknown_fields)]` (each nested struct too) so that a misspelt key, in the
+/// file or in a variable name, is refused at start-up with the key named instead of leaving
+/// its default in force. Variables that only share the start of the prefix
+/// (`KVWIRE_SHARER_X`, one underscore) are not read.
 pub fn load_layered<T>(file: Option<&Path>, prefix: &str) -> Result<T, ConfigError>
 where
     T: DeserializeOwned + serde::Serialize + Default,
@@ -49,27 +58,76 @@ fn load_with_env<T>(
 where
     T: DeserializeOwned + serde::Serialize + Default,
 {
-    let err = |source| ConfigError::Load {
-        file: file.map(|p| p.display().to_string()),
-        prefix: prefix.to_string(),
-        source: Box::new(source),
+    let build = |with_env: bool| -> Result<T, config::ConfigError> {
+        let defaults = config::Config::try_from(&T::default())?;
+        let mut builder = config::Config::builder().add_source(defaults);
+        if let Some(path) = file {
+            builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
+        }
+        if with_env {
+            builder = builder.add_source(
+                config::Environment::with_prefix(prefix)
+                    .prefix_separator("__")
+                    .separator("__")
+                    .try_parsing(true)
+                    .source(env.clone()),
+            );
+        }
+        builder.build()?.try_deserialize()
     };
-    let defaults = config::Config::try_from(&T::default()).map_err(err)?;
-    let mut builder = config::Config::builder().add_source(defaults);
-    if let Some(path) = file {
-        builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
-    }
-    builder = builder.add_source(
-        config::Environment::with_prefix(prefix)
-            .prefix_separator("__")
-            .separator("__")
-            .try_parsing(true)
-            .source(env),
-    );
-    builder
-        .build()
-        .and_then(|c| c.try_deserialize())
-        .map_err(err)
+    build(true).map_err(|source| {
+        // Which layer: if the defaults and the file alone load, the environment is at fault.
+        let layer = if build(false).is_ok() {
+            let vars = culprit_vars(prefix, env.as_ref(), &source.to_string());
+            if vars.is_empty() {
+                format!("in the environment ({prefix}__*)")
+            } else {
+                format!("in the environment: {}", vars.join(", "))
+            }
+        } else {
+            "in the file".to_string()
+        };
+        ConfigError::Load {
+            file: file.map(|p| p.display().to_string()),
+            prefix: prefix.to_string(),
+            layer,
+            source: Box::new(source),
+        }
+    })
+}
+
+/// The `{prefix}__*` variables (of `env`, else the process environment) whose path names the
+/// unknown field serde reports in `message` (``unknown field `x` ``); empty when it names none.
+fn culprit_vars(
+    prefix: &str,
+    env: Option<&config::Map<String, String>>,
+    message: &str,
+) -> Vec<String> {
+    let Some(field) = message
+        .split_once("unknown field `")
+        .and_then(|(_, rest)| rest.split_once('`'))
+        .map(|(field, _)| field.to_ascii_lowercase())
+    else {
+        return Vec::new();
+    };
+    let names: Vec<String> = match env {
+        Some(map) => map.keys().cloned().collect(),
+        None => std::env::vars_os()
+            .filter_map(|(k, _)| k.into_string().ok())
+            .collect(),
+    };
+    let start = format!("{}__", prefix.to_ascii_lowercase());
+    let mut vars: Vec<String> = names
+        .into_iter()
+        .filter(|name| {
+            let lower = name.to_ascii_lowercase();
+            lower
+                .strip_prefix(&start)
+                .is_some_and(|path| path.split("__").any(|part| part == field))
+        })
+        .collect();
+    vars.sort();
+    vars
 }
 
 /// The settings every service has, checked the same way.
@@ -77,6 +135,10 @@ where
 pub struct CommonSettings<'a> {
     /// Model spec.
     pub model: &'a str,
+    /// Compute device (`cpu`, `cuda`, `cuda:N`).
+    pub device: &'a str,
+    /// Activation and KV dtype (`f32`, `bf16`, `f16`).
+    pub dtype: &'a str,
     /// Largest gRPC message, bytes.
     pub max_message_bytes: usize,
     /// Longest prompt, tokens.
@@ -92,6 +154,17 @@ impl CommonSettings<'_> {
     pub fn check(&self, p: &mut Problems) {
         if let Err(e) = ModelSpec::parse(self.model) {
             p.push("model", e);
+        }
+        match self.device.parse::<DeviceSpec>() {
+            Ok(device) => {
+                if let Err(e) = device.check_built() {
+                    p.push("device", e);
+                }
+            }
+            Err(e) => p.push("device", e),
+        }
+        if let Err(e) = self.dtype.parse::<DtypeSpec>() {
+            p.push("dtype", e);
         }
         p.check(
             self.max_message_bytes >= 1 << 16,
@@ -123,6 +196,12 @@ pub trait ServiceConfig: DeserializeOwned + serde::Serialize + Default {
 
     /// Records the problems of this service's own settings.
     fn check_own(&self, p: &mut Problems);
+
+    /// The device and dtype the model runs on (checked by [`ServiceConfig::validate`]).
+    fn placement(&self) -> Result<Placement, DeviceError> {
+        let c = self.common();
+        Placement::parse(c.device, c.dtype)
+    }
 
     /// Checks every field; all problems are reported in one error.
     fn validate(&self) -> Result<(), ConfigError> {
@@ -226,6 +305,151 @@ mod tests {
         let from_env: Demo = load_with_env(Some(&path), "SVCKIT_TEST_B", Some(env)).unwrap();
         assert_eq!(from_env.nested.limit, 11);
         assert_eq!(from_env.name, "file");
+    }
+
+    #[test]
+    fn top_level_device_and_dtype_take_env_overrides_as_strings() {
+        #[derive(Debug, Serialize, Deserialize, PartialEq)]
+        #[serde(default)]
+        struct Placed {
+            device: String,
+            dtype: String,
+        }
+        impl Default for Placed {
+            fn default() -> Self {
+                Self {
+                    device: "cpu".into(),
+                    dtype: "f32".into(),
+                }
+            }
+        }
+        let env = config::Map::from([
+            ("SVCKIT_TEST_C__DEVICE".to_string(), "cuda:1".to_string()),
+            ("SVCKIT_TEST_C__DTYPE".to_string(), "bf16".to_string()),
+        ]);
+        let placed: Placed = load_with_env(None, "SVCKIT_TEST_C", Some(env)).unwrap();
+        assert_eq!(
+            (placed.device.as_str(), placed.dtype.as_str()),
+            ("cuda:1", "bf16")
+        );
+        let defaults: Placed =
+            load_with_env(None, "SVCKIT_TEST_D", Some(config::Map::new())).unwrap();
+        assert_eq!(defaults, Placed::default());
+    }
+
+    #[test]
+    fn device_and_dtype_are_checked_with_the_rest() {
+        let telemetry = TelemetryConfig::default();
+        let settings = |device, dtype| CommonSettings {
+            model: "random:tiny-llama:0",
+            device,
+            dtype,
+            max_message_bytes: 1 << 20,
+            max_prompt_tokens: 1,
+            max_concurrent_jobs: 1,
+            telemetry: &telemetry,
+        };
+        let problems = |device, dtype| {
+            let mut p = Problems::new();
+            settings(device, dtype).check(&mut p);
+            p.list().to_vec()
+        };
+        assert!(problems("cpu", "f32").is_empty());
+        assert!(problems("cpu", "bf16").is_empty());
+        let bad = problems("gpu", "fp8");
+        assert_eq!(bad.len(), 2, "{bad:?}");
+        assert!(
+            bad[0].starts_with("device: ") && bad[0].contains("cuda:N"),
+            "{bad:?}"
+        );
+        assert!(
+            bad[1].starts_with("dtype: ") && bad[1].contains("bf16"),
+            "{bad:?}"
+        );
+        let cuda = problems("cuda:0", "bf16");
+        if crate::device::CUDA_BUILT {
+            assert!(cuda.is_empty(), "{cuda:?}");
+        } else {
+            assert_eq!(cuda.len(), 1, "{cuda:?}");
+            assert!(cuda[0].contains("`cuda` feature"), "{cuda:?}");
+        }
+    }
+
+    /// A configuration as the services declare theirs: every struct refuses unknown fields.
+    #[derive(Debug, Serialize, Deserialize, PartialEq, Default)]
+    #[serde(default, deny_unknown_fields)]
+    struct Strict {
+        name: String,
+        limits: StrictLimits,
+        telemetry: TelemetryConfig,
+    }
+    #[derive(Debug, Serialize, Deserialize, PartialEq, Default)]
+    #[serde(default, deny_unknown_fields)]
+    struct StrictLimits {
+        max_message_bytes: u64,
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_the_key_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let none = || Some(config::Map::new());
+        for (what, toml, key) in [
+            (
+                "nested typo",
+                "[limits]\nmax_mesage_bytes = 7\n",
+                "max_mesage_bytes",
+            ),
+            ("top-level typo", "nmae = \"x\"\n", "nmae"),
+            (
+                "unknown section",
+                "[limit]\nmax_message_bytes = 7\n",
+                "limit",
+            ),
+            (
+                "telemetry typo",
+                "[telemetry]\nlog_filtr = \"debug\"\n",
+                "log_filtr",
+            ),
+        ] {
+            let path = dir.path().join("c.toml");
+            std::fs::write(&path, toml).unwrap();
+            let err = load_with_env::<Strict>(Some(&path), "SVCKIT_TEST_E", none())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(&format!("unknown field `{key}`")) && err.contains("in the file"),
+                "{what}: {err}"
+            );
+        }
+        for (var, key) in [
+            (
+                "SVCKIT_TEST_F__LIMITS__MAX_MESAGE_BYTES",
+                "max_mesage_bytes",
+            ),
+            ("SVCKIT_TEST_F__NMAE", "nmae"),
+            ("SVCKIT_TEST_F__TELEMETRY__LOG_FILTR", "log_filtr"),
+        ] {
+            let env = config::Map::from([(var.to_string(), "7".to_string())]);
+            let err = load_with_env::<Strict>(None, "SVCKIT_TEST_F", Some(env))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(&format!("unknown field `{key}`"))
+                    && err.contains(&format!("in the environment: {var}")),
+                "{var}: {err}"
+            );
+        }
+        // Variables that only share the start of the prefix are not configuration.
+        let env = config::Map::from([
+            ("SVCKIT_TEST_F_OTHER".to_string(), "1".to_string()),
+            ("SVCKIT_TEST_FX__NAME".to_string(), "1".to_string()),
+            (
+                "SVCKIT_TEST_F__LIMITS__MAX_MESSAGE_BYTES".to_string(),
+                "9".to_string(),
+            ),
+        ]);
+        let ok: Strict = load_with_env(None, "SVCKIT_TEST_F", Some(env)).unwrap();
+        assert_eq!(ok.limits.max_message_bytes, 9);
     }
 
     #[test]

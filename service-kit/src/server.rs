@@ -13,8 +13,12 @@ use tonic::body::Body;
 use tonic::server::NamedService;
 use tonic::transport::server::Connected;
 
+pub mod reflection;
+pub mod status_fix;
+
 use crate::config::ConfigError;
-use crate::model_load::{LoadError, LoadedModel, load};
+use crate::device::{DeviceError, Placement};
+use crate::model_load::{LoadError, LoadedModel, load_on};
 use crate::model_spec::{ModelSpec, SpecError};
 use crate::telemetry::{TelemetryConfig, TelemetryError, init};
 
@@ -48,6 +52,9 @@ pub enum ServeError {
         /// Why.
         source: SpecError,
     },
+    /// The device or dtype setting is unusable.
+    #[error("device: {0}")]
+    Device(#[from] DeviceError),
     /// The model could not be loaded.
     #[error("loading model {spec}: {source}")]
     Model {
@@ -78,13 +85,13 @@ pub async fn listen(
         .map_err(|source| ServeError::Bind { addr, source })
 }
 
-/// Parses `spec` and loads the model on a blocking thread.
-pub async fn load_model(spec: &str) -> Result<LoadedModel, ServeError> {
+/// Parses `spec` and loads the model on `placement`'s device and dtype on a blocking thread.
+pub async fn load_model(spec: &str, placement: Placement) -> Result<LoadedModel, ServeError> {
     let parsed = ModelSpec::parse(spec).map_err(|source| ServeError::Spec {
         spec: spec.to_string(),
         source,
     })?;
-    tokio::task::spawn_blocking(move || load(&parsed))
+    tokio::task::spawn_blocking(move || load_on(&parsed, placement))
         .await
         .map_err(|e| ServeError::Loader(e.to_string()))?
         .map_err(|source| ServeError::Model {
@@ -93,8 +100,11 @@ pub async fn load_model(spec: &str) -> Result<LoadedModel, ServeError> {
         })
 }
 
-/// Serves `service` on `incoming`, with gRPC health (SERVING for it) and reflection (the
-/// project's descriptor set, so grpcurl works without the `.proto` files), until `shutdown`.
+/// Serves `service` on `incoming`, with gRPC health (SERVING for it) and reflection (v1 and
+/// v1alpha, listing exactly `service`, health and reflection, with their descriptors, so
+/// grpcurl and the Python `grpcio-reflection` client work without the `.proto` files), until
+/// `shutdown`. Statuses tonic makes before a handler runs are corrected by
+/// [`status_fix::StatusFixLayer`] (`docs/STATUS_CODES.md`).
 pub async fn serve_grpc<S, I, IO, IE>(
     service: S,
     incoming: I,
@@ -113,13 +123,15 @@ where
     IE: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(kvwire_proto::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
+    let (reflection_v1, reflection_v1alpha) = reflection::services(S::NAME)?;
     health_reporter.set_serving::<S>().await;
     tonic::transport::Server::builder()
+        .layer(status_fix::StatusFixLayer::new(&reflection::served(
+            S::NAME,
+        )))
         .add_service(health_service)
-        .add_service(reflection)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .add_service(service)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;

@@ -12,12 +12,18 @@ pub const ENV_PREFIX: &str = "KVWIRE_SHARER";
 
 /// Everything the sharer needs to start.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct SharerConfig {
     /// gRPC listen address (used by the binary; `serve` takes a bound listener).
     pub listen_addr: SocketAddr,
     /// Model spec: `gguf:<path-or-asset>`, `hf:<dir>` or `random:<preset>:<seed>`.
     pub model: String,
+    /// Compute device: `"cpu"` (default), `"cuda"` or `"cuda:N"` (a GPU needs a binary built
+    /// with the `cuda` feature).
+    pub device: String,
+    /// Activation and KV cache dtype on the device: `"f32"` (default), `"bf16"` or `"f16"`
+    /// (GGUF weights are dequantized at load, then converted).
+    pub dtype: String,
     /// Request and resource limits.
     pub limits: SharerLimits,
     /// Refinement session store.
@@ -28,7 +34,7 @@ pub struct SharerConfig {
 
 /// Request and resource limits of the sharer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct SharerLimits {
     /// Largest gRPC message accepted or sent (both directions), bytes.
     pub max_message_bytes: usize,
@@ -44,7 +50,7 @@ pub struct SharerLimits {
 
 /// Bounds of the refinement session store.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct SessionConfig {
     /// Most sessions held; the least recently used is evicted beyond it.
     pub capacity: usize,
@@ -59,6 +65,8 @@ impl Default for SharerConfig {
         Self {
             listen_addr: SocketAddr::from(([0, 0, 0, 0], 50051)),
             model: "random:tiny-llama:0".into(),
+            device: "cpu".into(),
+            dtype: "f32".into(),
             limits: SharerLimits::default(),
             sessions: SessionConfig::default(),
             telemetry: TelemetryConfig::default(),
@@ -94,6 +102,8 @@ impl ServiceConfig for SharerConfig {
     fn common(&self) -> CommonSettings<'_> {
         CommonSettings {
             model: &self.model,
+            device: &self.device,
+            dtype: &self.dtype,
             max_message_bytes: self.limits.max_message_bytes,
             max_prompt_tokens: self.limits.max_prompt_tokens,
             max_concurrent_jobs: self.limits.max_concurrent_jobs,

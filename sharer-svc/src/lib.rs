@@ -45,8 +45,9 @@ pub async fn serve(
         source,
     })?;
     service_kit::metrics_catalog::describe_all();
-    let engine = SharerEngine::new(load_model(&config.model).await?);
-    tracing::info!(model = %config.model, addr = ?listener.local_addr().ok(), "sharer ready");
+    let placement = config.placement().map_err(ServeError::Device)?;
+    let engine = SharerEngine::new(load_model(&config.model, placement).await?);
+    tracing::info!(model = %config.model, device = %config.device, dtype = %config.dtype, addr = ?listener.local_addr().ok(), "sharer ready");
     let sessions = sessions::SessionStore::new(
         config.sessions.capacity,
         config.sessions.max_bytes,

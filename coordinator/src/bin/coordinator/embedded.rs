@@ -1,7 +1,7 @@
 //! Embedded services: one sharer per distinct sharer model and one receiver per distinct
 //! (receiver model, fuser) of the grid, each started in-process through its crate's `serve`
-//! on an ephemeral loopback port. The coordinator talks to them over real gRPC, exactly as it
-//! would to remote ones.
+//! on an ephemeral loopback port, on the device and dtype given (`--device`, `--dtype`). The
+//! coordinator talks to them over real gRPC, exactly as it would to remote ones.
 //!
 //! Model specs go to the services as the grid writes them: the services resolve
 //! `gguf:<asset-name>` through the asset cache themselves (`service_kit::model_spec`, the one
@@ -19,6 +19,7 @@ use kvwire_proto::v1::receiver_client::ReceiverClient;
 use kvwire_proto::v1::sharer_client::SharerClient;
 use receiver_svc::ReceiverConfig;
 use receiver_svc::config::{C2cSettings, FuserKind};
+use service_kit::device::Placement;
 use service_kit::model_spec::{ModelSpec, resolve_gguf};
 use sharer_svc::SharerConfig;
 use tokio::net::TcpListener;
@@ -37,6 +38,33 @@ const READY_TIMEOUT: Duration = Duration::from_secs(900);
 enum Role {
     Sharer,
     Receiver,
+}
+
+/// The device and dtype of every embedded service (the services' `device` and `dtype` keys).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServicePlacement {
+    /// `cpu`, `cuda` or `cuda:N`.
+    pub device: String,
+    /// `f32`, `bf16` or `f16`.
+    pub dtype: String,
+}
+
+impl Default for ServicePlacement {
+    fn default() -> Self {
+        Self {
+            device: "cpu".into(),
+            dtype: "f32".into(),
+        }
+    }
+}
+
+impl ServicePlacement {
+    /// Checks both values (and that a CUDA device is built in) before any service starts.
+    pub fn check(&self) -> anyhow::Result<()> {
+        Placement::parse(&self.device, &self.dtype)
+            .map(|_| ())
+            .with_context(|| format!("--device {} --dtype {}", self.device, self.dtype))
+    }
 }
 
 /// A started service.
@@ -116,8 +144,13 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
 }
 
 impl Embedded {
-    /// Starts the services the pairs need and waits until each answers `Info`.
-    pub async fn start(pairs: &[CellPair], log: &RunLog) -> anyhow::Result<Embedded> {
+    /// Starts the services the pairs need on `placement` and waits until each answers `Info`.
+    pub async fn start(
+        pairs: &[CellPair],
+        placement: &ServicePlacement,
+        log: &RunLog,
+    ) -> anyhow::Result<Embedded> {
+        placement.check()?;
         let (stop, stop_rx) = watch::channel(false);
         let mut me = Embedded {
             sharers: Vec::new(),
@@ -131,11 +164,13 @@ impl Embedded {
                 fetch_model_asset(&pair.sharer.model)?;
                 let config = SharerConfig {
                     model: pair.sharer.model.clone(),
+                    device: placement.device.clone(),
+                    dtype: placement.dtype.clone(),
                     ..Default::default()
                 };
                 log.line(format!(
-                    "starting embedded sharer {} on {url}",
-                    config.model
+                    "starting embedded sharer {} on {url} ({} {})",
+                    config.model, config.device, config.dtype
                 ));
                 let served = sharer_svc::serve(config, listener, stopped(stop_rx.clone()));
                 let task = tokio::spawn(async move { served.await.map_err(anyhow::Error::from) });
@@ -156,6 +191,8 @@ impl Embedded {
                 fetch_model_asset(&pair.receiver.model)?;
                 let mut config = ReceiverConfig {
                     model: pair.receiver.model.clone(),
+                    device: placement.device.clone(),
+                    dtype: placement.dtype.clone(),
                     // Every request names its sharer.
                     sharer_endpoint: String::new(),
                     fuser: FuserKind::Identity,
@@ -172,8 +209,8 @@ impl Embedded {
                     };
                 }
                 log.line(format!(
-                    "starting embedded receiver {} on {url}",
-                    config.model
+                    "starting embedded receiver {} on {url} ({} {})",
+                    config.model, config.device, config.dtype
                 ));
                 let served = receiver_svc::serve(config, listener, stopped(stop_rx.clone()));
                 let task = tokio::spawn(async move { served.await.map_err(anyhow::Error::from) });
@@ -323,5 +360,27 @@ mod tests {
         assert_eq!(spec_asset("gguf:/m/smollm2-135m"), None);
         assert_eq!(spec_asset("hf:smollm2-135m"), None);
         assert_eq!(spec_asset("gguf:"), None);
+    }
+
+    #[test]
+    fn placements_are_checked_before_anything_starts() {
+        ServicePlacement::default().check().unwrap();
+        let bad = ServicePlacement {
+            device: "gpu".into(),
+            dtype: "f64".into(),
+        };
+        let err = format!("{:#}", bad.check().unwrap_err());
+        assert!(
+            err.contains("--device gpu") && err.contains("cuda:N"),
+            "{err}"
+        );
+        if !service_kit::device::CUDA_BUILT {
+            let cuda = ServicePlacement {
+                device: "cuda:0".into(),
+                dtype: "bf16".into(),
+            };
+            let err = format!("{:#}", cuda.check().unwrap_err());
+            assert!(err.contains("`cuda` feature"), "{err}");
+        }
     }
 }

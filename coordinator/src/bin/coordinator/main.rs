@@ -2,7 +2,8 @@
 //! latency and accuracy.
 //!
 //! - `run GRID.toml` runs a grid against given endpoints, or against embedded services (both
-//!   started in-process on loopback, real gRPC) when no endpoint is given;
+//!   started in-process on loopback, real gRPC, on `--device` / `--dtype`: CPU f32 by default)
+//!   when no endpoint is given;
 //! - `demo` runs the built-in small default grid (`grids/default.toml`) embedded;
 //! - `status` and `summary` read a run folder without touching any service.
 
@@ -17,10 +18,11 @@ mod run;
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use coordinator::registry::RunDir;
 use coordinator::summary::render_text;
+use embedded::ServicePlacement;
 
 /// The built-in default grid, also at `grids/default.toml`.
 const DEFAULT_GRID: &str = include_str!("../../../../grids/default.toml");
@@ -45,6 +47,28 @@ struct RunOptions {
     no_progress: bool,
 }
 
+/// Device and dtype of the embedded services (external services have their own config).
+#[derive(Debug, Args)]
+struct PlacementArgs {
+    /// Device of the embedded sharer and receiver: `cpu`, `cuda` or `cuda:N` (CUDA needs a
+    /// coordinator built with `--features cuda`).
+    #[arg(long)]
+    device: Option<String>,
+    /// Activation and KV dtype of the embedded services: `f32`, `bf16` or `f16`.
+    #[arg(long)]
+    dtype: Option<String>,
+}
+
+impl PlacementArgs {
+    fn embedded(self) -> run::Services {
+        let default = ServicePlacement::default();
+        run::Services::Embedded(ServicePlacement {
+            device: self.device.unwrap_or(default.device),
+            dtype: self.dtype.unwrap_or(default.dtype),
+        })
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum Cmd {
     /// Run a grid (skipping cells and samples already done in its run folder).
@@ -59,11 +83,15 @@ enum Cmd {
         /// Receiver URL; with --sharer.
         #[arg(long, requires = "sharer")]
         receiver: Option<String>,
+        #[command(flatten)]
+        placement: PlacementArgs,
     },
     /// Run the built-in small default grid on embedded services (the real small models).
     Demo {
         #[command(flatten)]
         options: RunOptions,
+        #[command(flatten)]
+        placement: PlacementArgs,
     },
     /// Show how far each cell of a run folder got.
     Status {
@@ -92,16 +120,28 @@ fn main() -> anyhow::Result<()> {
             options,
             sharer,
             receiver,
+            placement,
         } => {
             let text = std::fs::read_to_string(&grid)
                 .with_context(|| format!("reading grid file {}", grid.display()))?;
             let services = match (sharer, receiver) {
-                (Some(sharer), Some(receiver)) => run::Services::External { sharer, receiver },
-                _ => run::Services::Embedded,
+                (Some(sharer), Some(receiver)) => {
+                    if placement.device.is_some() || placement.dtype.is_some() {
+                        bail!(
+                            "--device and --dtype place the embedded services; external services \
+                             take theirs from their own config (device, dtype; \
+                             KVWIRE_SHARER__DEVICE, KVWIRE_RECEIVER__DTYPE, ...)"
+                        );
+                    }
+                    run::Services::External { sharer, receiver }
+                }
+                _ => placement.embedded(),
             };
             (text, options, services)
         }
-        Cmd::Demo { options } => (DEFAULT_GRID.to_string(), options, run::Services::Embedded),
+        Cmd::Demo { options, placement } => {
+            (DEFAULT_GRID.to_string(), options, placement.embedded())
+        }
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

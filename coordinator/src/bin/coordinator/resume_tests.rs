@@ -12,7 +12,7 @@ use coordinator::runner::{ReadyCell, RunOptions, receiver_channel, run};
 use coordinator::wire::RequestTemplate;
 use kvwire_proto::v1 as pb;
 
-use crate::embedded::Embedded;
+use crate::embedded::{Embedded, ServicePlacement};
 use crate::log::RunLog;
 
 const GRID: &str = r#"
@@ -39,6 +39,7 @@ fn examples() -> BTreeMap<String, pb::Example> {
                 question: format!("Which number is the largest of these, case {i}?"),
                 choices: vec!["1".into(), "20".into(), "300".into(), "4".into()],
                 gold: "C".into(),
+                passage: String::new(),
             };
             (ex.id.clone(), ex)
         })
@@ -53,7 +54,8 @@ async fn failed_samples_become_rows_and_a_retry_replaces_them() {
     let dir = RunDir::create(tmp.path().join("run")).unwrap();
     let log = RunLog::open(&tmp.path().join("log"), false).unwrap();
     let cell = expand(&Grid::from_toml(GRID).unwrap()).remove(0);
-    let services = Embedded::start(std::slice::from_ref(&cell.config.pair), &log)
+    let placement = ServicePlacement::default();
+    let services = Embedded::start(std::slice::from_ref(&cell.config.pair), &placement, &log)
         .await
         .unwrap();
     let dead = {

@@ -24,7 +24,7 @@ use service_kit::model_spec::{ModelSpec, resolve_gguf};
 use sha2::{Digest, Sha256};
 
 use crate::data;
-use crate::embedded::Embedded;
+use crate::embedded::{Embedded, ServicePlacement};
 use crate::log::RunLog;
 use crate::report;
 
@@ -38,8 +38,8 @@ pub enum Services {
         /// Receiver URL.
         receiver: String,
     },
-    /// Start one service per distinct model in-process on loopback.
-    Embedded,
+    /// Start one service per distinct model in-process on loopback, on this device and dtype.
+    Embedded(ServicePlacement),
 }
 
 /// What `run` needs.
@@ -139,7 +139,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<PathBuf> {
         seen
     };
     let embedded = match &args.services {
-        Services::Embedded => Some(Embedded::start(&pairs, &log).await?),
+        Services::Embedded(placement) => Some(Embedded::start(&pairs, placement, &log).await?),
         Services::External { .. } => None,
     };
     let mut endpoints: BTreeMap<String, PairEndpoints> = BTreeMap::new();
@@ -154,7 +154,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<PathBuf> {
                 sharer: e.sharer_url(&pair.sharer.model)?,
                 receiver: e.receiver_url(&pair.receiver.model, pair.fuser.as_deref())?,
             },
-            (Services::Embedded, None) => bail!("embedded services did not start"),
+            (Services::Embedded(_), None) => bail!("embedded services did not start"),
         };
         models.extend(check_pair(pair, &ep, &log).await?);
         endpoints.insert(pair.label.clone(), ep);
@@ -216,7 +216,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<PathBuf> {
             Services::External { sharer, receiver } => {
                 format!("external: sharer {sharer}, receiver {receiver}")
             }
-            Services::Embedded => "embedded: in-process on loopback, real gRPC".to_string(),
+            Services::Embedded(p) => format!(
+                "embedded: in-process on loopback, real gRPC, {} {}",
+                p.device, p.dtype
+            ),
         },
         started_at_unix_ms: started_ms,
         finished_at_unix_ms: now_unix_ms(),

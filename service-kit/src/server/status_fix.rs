@@ -1,0 +1,195 @@
+//! A tower layer that corrects two statuses tonic produces before any handler runs, so that a
+//! client sees the codes of `docs/STATUS_CODES.md`:
+//!
+//! - a request message that does not decode (malformed protobuf, a string field that is not
+//!   UTF-8): tonic answers INTERNAL ("failed to decode Protobuf message: ..."), the gRPC
+//!   convention for a *server's* parse failure; the fault is the caller's, so INVALID_ARGUMENT
+//!   with tonic's message;
+//! - a service or method this server does not serve: tonic answers UNIMPLEMENTED with no
+//!   message; the message now names the path and the services served.
+//!
+//! Only trailers-only answers (the status in the response headers, which is how tonic answers
+//! both before a handler runs) are touched; a handler's own statuses pass unchanged.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::HeaderValue;
+
+/// The prefix of prost's decode error, as tonic's codec puts it in `grpc-message`.
+const DECODE_FAILURE: &str = "failed to decode Protobuf message";
+
+/// Adds [`StatusFix`] to every request of a server that serves `served`.
+#[derive(Debug, Clone)]
+pub struct StatusFixLayer {
+    served: Arc<[&'static str]>,
+}
+
+impl StatusFixLayer {
+    /// For a server serving these fully qualified services.
+    pub fn new(served: &[&'static str]) -> Self {
+        Self {
+            served: served.into(),
+        }
+    }
+}
+
+impl<S> tower::Layer<S> for StatusFixLayer {
+    type Service = StatusFix<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        StatusFix {
+            inner,
+            served: Arc::clone(&self.served),
+        }
+    }
+}
+
+/// See the module documentation.
+#[derive(Debug, Clone)]
+pub struct StatusFix<S> {
+    inner: S,
+    served: Arc<[&'static str]>,
+}
+
+impl<S, B, R> tower::Service<http::Request<B>> for StatusFix<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<R>>,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<R>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let path = request.uri().path().to_string();
+        let served = Arc::clone(&self.served);
+        let answer = self.inner.call(request);
+        Box::pin(async move {
+            let mut response = answer.await?;
+            fix(response.headers_mut(), &path, &served);
+            Ok(response)
+        })
+    }
+}
+
+/// Rewrites the status in `headers` where the module documentation says.
+pub(crate) fn fix(headers: &mut http::HeaderMap, path: &str, served: &[&str]) {
+    let code = headers.get("grpc-status").map(HeaderValue::as_bytes);
+    let message = headers
+        .get("grpc-message")
+        .map(|m| percent_decode(m.as_bytes()))
+        .unwrap_or_default();
+    match code {
+        Some(b"13") if message.starts_with(DECODE_FAILURE) => {
+            headers.insert("grpc-status", HeaderValue::from_static("3"));
+        }
+        Some(b"12") if message.is_empty() => {
+            let text = format!(
+                "{path} is not served here: unknown service or method (this server serves {})",
+                served.join(", ")
+            );
+            if let Ok(v) = HeaderValue::from_str(&percent_encode(&text)) {
+                headers.insert("grpc-message", v);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// `grpc-message` encoding: printable ASCII except `%` as is, every other byte `%XX`.
+fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for &b in text.as_bytes() {
+        if (0x20..=0x7e).contains(&b) && b != b'%' {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The inverse of [`percent_encode`] (lossy on invalid UTF-8; a bad escape is kept as is).
+fn percent_decode(bytes: &[u8]) -> String {
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(code: &'static str, message: Option<&str>) -> http::HeaderMap {
+        let mut h = http::HeaderMap::new();
+        h.insert("grpc-status", HeaderValue::from_static(code));
+        if let Some(m) = message {
+            h.insert(
+                "grpc-message",
+                HeaderValue::from_str(&percent_encode(m)).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn decode_failures_become_invalid_argument_and_other_internals_stay() {
+        let mut h = headers(
+            "13",
+            Some("failed to decode Protobuf message: invalid string value: data is not UTF-8"),
+        );
+        fix(&mut h, "/a.B/C", &["a.B"]);
+        assert_eq!(h["grpc-status"], "3");
+        let mut h = headers("13", Some("model: out of memory"));
+        fix(&mut h, "/a.B/C", &["a.B"]);
+        assert_eq!(h["grpc-status"], "13");
+    }
+
+    #[test]
+    fn an_empty_unimplemented_names_the_path_and_what_is_served() {
+        let mut h = headers("12", None);
+        fix(&mut h, "/x.Y/Z", &["a.B", "grpc.health.v1.Health"]);
+        let m = percent_decode(h["grpc-message"].as_bytes());
+        assert!(
+            m.contains("/x.Y/Z") && m.contains("a.B, grpc.health.v1.Health"),
+            "{m}"
+        );
+        // A handler's own UNIMPLEMENTED keeps its message.
+        let mut h = headers("12", Some("not in this build"));
+        fix(&mut h, "/a.B/C", &["a.B"]);
+        assert_eq!(
+            percent_decode(h["grpc-message"].as_bytes()),
+            "not in this build"
+        );
+    }
+
+    #[test]
+    fn percent_coding_round_trips() {
+        for s in ["plain text", "100% sure", "naïve \n line"] {
+            assert_eq!(percent_decode(percent_encode(s).as_bytes()), s);
+        }
+    }
+}
