@@ -12,7 +12,7 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use coordinator::cell::{Cell, CellPair, canonical_json, expand};
 use coordinator::grid::Grid;
-use coordinator::manifest::{GitInfo, ModelRecord, RunManifest, SystemInfo};
+use coordinator::manifest::{AssetRecord, GitInfo, ModelRecord, RunManifest, SystemInfo};
 use coordinator::registry::{CellPlan, RunDir, write_json_atomic, write_text_atomic};
 use coordinator::runner::{self, ReadyCell, RunOptions, receiver_channel};
 use coordinator::timestamp::now_unix_ms;
@@ -83,9 +83,70 @@ pub async fn run(args: RunArgs) -> anyhow::Result<PathBuf> {
     write_text_atomic(&dir.configs().join("grid.toml"), &args.grid_text)?;
     write_json_atomic(&dir.configs().join("grid.resolved.json"), &grid)?;
 
+    let templates = request_templates(&cells)?;
+    let (datasets, mut assets) = load_datasets(&cells, &log)?;
+    let pairs = distinct_pairs(&cells);
+    let reached = reach_services(&args.services, &pairs, &log).await?;
+    if let Some(e) = &reached.embedded {
+        assets.extend(e.assets());
+    }
+    let (plans, ready) = ready_cells(&cells, templates, &datasets, &reached.endpoints)?;
+    dir.write_plans(&plans)?;
+    warn_random_weights(&cells, &log);
+
+    let options = RunOptions {
+        concurrency: args.concurrency,
+        progress: args.progress,
+        retry: grid.retry,
+    };
+    let counts = runner::run(&dir, ready, options).await?;
+    log.line(format!(
+        "finished: {} cells done now, {} already done; {} samples answered, {} failed, {} \
+         already answered; {} failed tries retried",
+        counts.cells_finished,
+        counts.cells_skipped,
+        counts.answered,
+        counts.failed,
+        counts.samples_skipped,
+        counts.retried
+    ));
+    if let Some(e) = reached.embedded {
+        e.shutdown().await;
+    }
+
+    let summaries = report::summaries(&dir, &plans)?;
+    let table = report::write_summaries(&dir, &summaries)?;
+    println!("{table}");
+    let manifest = RunManifest {
+        grid: grid.name.clone(),
+        grid_sha256: hex::encode(Sha256::digest(args.grid_text.as_bytes())),
+        coordinator_version: env!("CARGO_PKG_VERSION").to_string(),
+        services: services_label(&args.services),
+        started_at_unix_ms: started_ms,
+        finished_at_unix_ms: now_unix_ms(),
+        wall_s: started.elapsed().as_secs_f64(),
+        system: SystemInfo::collect(),
+        git: GitInfo::collect(&std::env::current_dir()?),
+        assets,
+        models: reached.models,
+        cells: Vec::new(),
+    };
+    let path = report::write_manifest(&dir, manifest, &plans, summaries)?;
+    log.line(format!("manifest {}", path.display()));
+    if counts.failed > 0 {
+        log.line(format!(
+            "{} samples failed; run the same command again to retry them",
+            counts.failed
+        ));
+    }
+    Ok(dir.root().to_path_buf())
+}
+
+/// Each cell's request template; every cell the services cannot serve is reported together.
+fn request_templates(cells: &[Cell]) -> anyhow::Result<Vec<RequestTemplate>> {
     let mut problems = Vec::new();
     let mut templates = Vec::new();
-    for cell in &cells {
+    for cell in cells {
         match RequestTemplate::of(&cell.config) {
             Ok(t) => templates.push(t),
             Err(e) => problems.push(format!(
@@ -100,12 +161,23 @@ pub async fn run(args: RunArgs) -> anyhow::Result<PathBuf> {
             problems.join("\n  - ")
         );
     }
+    Ok(templates)
+}
 
-    // Datasets, once per distinct slice.
+/// The key of a cell's dataset slice.
+fn dataset_key(cell: &Cell) -> anyhow::Result<String> {
+    Ok(canonical_json(&serde_json::to_value(&cell.config.dataset)?))
+}
+
+/// Every distinct dataset slice of the grid, loaded once, with the provenance of its files.
+fn load_datasets(
+    cells: &[Cell],
+    log: &RunLog,
+) -> anyhow::Result<(BTreeMap<String, Slice>, Vec<AssetRecord>)> {
     let mut datasets: BTreeMap<String, Slice> = BTreeMap::new();
     let mut assets = Vec::new();
-    for cell in &cells {
-        let key = canonical_json(&serde_json::to_value(&cell.config.dataset)?);
+    for cell in cells {
+        let key = dataset_key(cell)?;
         if datasets.contains_key(&key) {
             continue;
         }
@@ -127,25 +199,44 @@ pub async fn run(args: RunArgs) -> anyhow::Result<PathBuf> {
             .collect();
         datasets.insert(key, (Arc::new(by_id), ids));
     }
+    Ok((datasets, assets))
+}
 
-    // Services.
-    let pairs: Vec<CellPair> = {
-        let mut seen: Vec<CellPair> = Vec::new();
-        for c in &cells {
-            if !seen.contains(&c.config.pair) {
-                seen.push(c.config.pair.clone());
-            }
+/// The grid's pairs, each once, in first-use order.
+fn distinct_pairs(cells: &[Cell]) -> Vec<CellPair> {
+    let mut seen: Vec<CellPair> = Vec::new();
+    for c in cells {
+        if !seen.contains(&c.config.pair) {
+            seen.push(c.config.pair.clone());
         }
-        seen
-    };
-    let embedded = match &args.services {
-        Services::Embedded(placement) => Some(Embedded::start(&pairs, placement, &log).await?),
+    }
+    seen
+}
+
+/// The services every pair runs on, checked against the models the pair names.
+struct Reached {
+    /// The in-process services, when embedded.
+    embedded: Option<Embedded>,
+    /// Endpoints by pair label.
+    endpoints: BTreeMap<String, PairEndpoints>,
+    /// What each service reported.
+    models: Vec<ModelRecord>,
+}
+
+/// Starts the embedded services (or takes the given endpoints) and checks every pair.
+async fn reach_services(
+    services: &Services,
+    pairs: &[CellPair],
+    log: &Arc<RunLog>,
+) -> anyhow::Result<Reached> {
+    let embedded = match services {
+        Services::Embedded(placement) => Some(Embedded::start(pairs, placement, log).await?),
         Services::External { .. } => None,
     };
     let mut endpoints: BTreeMap<String, PairEndpoints> = BTreeMap::new();
     let mut models = Vec::new();
-    for pair in &pairs {
-        let ep = match (&args.services, &embedded) {
+    for pair in pairs {
+        let ep = match (services, &embedded) {
             (Services::External { sharer, receiver }, _) => PairEndpoints {
                 sharer: sharer.clone(),
                 receiver: receiver.clone(),
@@ -156,18 +247,27 @@ pub async fn run(args: RunArgs) -> anyhow::Result<PathBuf> {
             },
             (Services::Embedded(_), None) => bail!("embedded services did not start"),
         };
-        models.extend(check_pair(pair, &ep, &log).await?);
+        models.extend(check_pair(pair, &ep, log).await?);
         endpoints.insert(pair.label.clone(), ep);
     }
-    if let Some(e) = &embedded {
-        assets.extend(e.assets());
-    }
+    Ok(Reached {
+        embedded,
+        endpoints,
+        models,
+    })
+}
 
+/// Each cell's plan (its samples) and what the runner needs to run it.
+fn ready_cells(
+    cells: &[Cell],
+    templates: Vec<RequestTemplate>,
+    datasets: &BTreeMap<String, Slice>,
+    endpoints: &BTreeMap<String, PairEndpoints>,
+) -> anyhow::Result<(Vec<CellPlan>, Vec<ReadyCell>)> {
     let mut plans = Vec::new();
     let mut ready = Vec::new();
     for (cell, template) in cells.iter().zip(templates) {
-        let key = canonical_json(&serde_json::to_value(&cell.config.dataset)?);
-        let (examples, ids) = &datasets[&key];
+        let (examples, ids) = &datasets[&dataset_key(cell)?];
         let ep = &endpoints[&cell.config.pair.label];
         let plan = CellPlan {
             cell: cell.clone(),
@@ -182,63 +282,20 @@ pub async fn run(args: RunArgs) -> anyhow::Result<PathBuf> {
             sharer_endpoint: ep.sharer.clone(),
         });
     }
-    dir.write_plans(&plans)?;
-    warn_random_weights(&cells, &log);
+    Ok((plans, ready))
+}
 
-    let options = RunOptions {
-        concurrency: args.concurrency,
-        progress: args.progress,
-        retry: grid.retry,
-    };
-    let counts = runner::run(&dir, ready, options).await?;
-    log.line(format!(
-        "finished: {} cells done now, {} already done; {} samples answered, {} failed, {} \
-         already answered; {} failed tries retried",
-        counts.cells_finished,
-        counts.cells_skipped,
-        counts.answered,
-        counts.failed,
-        counts.samples_skipped,
-        counts.retried
-    ));
-    if let Some(e) = embedded {
-        e.shutdown().await;
+/// How the manifest names the services.
+fn services_label(services: &Services) -> String {
+    match services {
+        Services::External { sharer, receiver } => {
+            format!("external: sharer {sharer}, receiver {receiver}")
+        }
+        Services::Embedded(p) => format!(
+            "embedded: in-process on loopback, real gRPC, {} {}",
+            p.device, p.dtype
+        ),
     }
-
-    let summaries = report::summaries(&dir, &plans)?;
-    let table = report::write_summaries(&dir, &summaries)?;
-    println!("{table}");
-    let manifest = RunManifest {
-        grid: grid.name.clone(),
-        grid_sha256: hex::encode(Sha256::digest(args.grid_text.as_bytes())),
-        coordinator_version: env!("CARGO_PKG_VERSION").to_string(),
-        services: match &args.services {
-            Services::External { sharer, receiver } => {
-                format!("external: sharer {sharer}, receiver {receiver}")
-            }
-            Services::Embedded(p) => format!(
-                "embedded: in-process on loopback, real gRPC, {} {}",
-                p.device, p.dtype
-            ),
-        },
-        started_at_unix_ms: started_ms,
-        finished_at_unix_ms: now_unix_ms(),
-        wall_s: started.elapsed().as_secs_f64(),
-        system: SystemInfo::collect(),
-        git: GitInfo::collect(&std::env::current_dir()?),
-        assets,
-        models,
-        cells: Vec::new(),
-    };
-    let path = report::write_manifest(&dir, manifest, &plans, summaries)?;
-    log.line(format!("manifest {}", path.display()));
-    if counts.failed > 0 {
-        log.line(format!(
-            "{} samples failed; run the same command again to retry them",
-            counts.failed
-        ));
-    }
-    Ok(dir.root().to_path_buf())
 }
 
 /// Asks both services of a pair for their model and refuses a pair they do not serve.
