@@ -8,7 +8,7 @@ use clap::{Args, ValueEnum};
 use half::f16;
 use kvwire::npy::{NpyArray, NpyData};
 use kvwire::quant::{QuantMode, int4_hi, int4_lo};
-use kvwire::v1::{self, IndexDtype, V1Options};
+use kvwire::v1::{self, IndexDtype, V1Blob, V1Options};
 use kvwire::v2::{self, FrameKind, FrameOptions, Payload, StreamItem};
 use kvwire::{Decoded, Granularity, KvData, LayerKv, ScaleDtype, decode_any};
 
@@ -307,39 +307,7 @@ pub fn decode(file: &Path, out_dir: &Path, dtype: ValueDtype) -> anyhow::Result<
         written: Vec::new(),
     };
     match decoded {
-        Decoded::V1(blob) => {
-            let h = &blob.header;
-            let (ks, vs) = blob.scales_f32();
-            let (k, v) = blob.dequantize();
-            let (nk, nv) = (k.len(), v.len());
-            w.put(
-                "indices.npy".into(),
-                &[blob.indices.len()],
-                NpyData::U32(blob.indices.clone()),
-            )?;
-            w.put(
-                "k_quant.npy".into(),
-                &h.k_shape,
-                NpyData::I8(unpack(h.mode, &blob.k_quant, nk)),
-            )?;
-            w.put(
-                "v_quant.npy".into(),
-                &h.v_shape,
-                NpyData::I8(unpack(h.mode, &blob.v_quant, nv)),
-            )?;
-            w.put(
-                "k_scales.npy".into(),
-                &h.granularity.scale_shape(h.k_shape),
-                NpyData::F32(ks),
-            )?;
-            w.put(
-                "v_scales.npy".into(),
-                &h.granularity.scale_shape(h.v_shape),
-                NpyData::F32(vs),
-            )?;
-            w.put("k.npy".into(), &h.k_shape, dtype.npy(k))?;
-            w.put("v.npy".into(), &h.v_shape, dtype.npy(v))?;
-        }
+        Decoded::V1(blob) => write_v1(&mut w, &blob, dtype)?,
         Decoded::V2(items) => {
             let frames: Vec<_> = items
                 .into_iter()
@@ -354,69 +322,12 @@ pub fn decode(file: &Path, out_dir: &Path, dtype: ValueDtype) -> anyhow::Result<
             let single = frames.len() == 1;
             for (i, f) in frames.iter().enumerate() {
                 let h = f.header();
-                let p = if single {
+                let prefix = if single {
                     String::new()
                 } else {
                     format!("frame{i:03}_layer{}_g{}_r{}_", h.layer, h.group, h.round)
                 };
-                let shape = h.shape;
-                let n = h.elements();
-                let indices = f.indices().into_owned();
-                w.put(
-                    format!("{p}indices.npy"),
-                    &[indices.len()],
-                    NpyData::U32(indices),
-                )?;
-                match h.payload.quant_mode() {
-                    Some(mode) => {
-                        let sshape = h.granularity.scale_shape(shape);
-                        let to_f32 = |s: &[u16]| {
-                            s.iter()
-                                .map(|&b| kvwire::quant::scale_from_bits(b, h.scale_dtype))
-                                .collect()
-                        };
-                        w.put(
-                            format!("{p}k_quant.npy"),
-                            &shape,
-                            NpyData::I8(unpack(mode, f.k_payload(), n)),
-                        )?;
-                        w.put(
-                            format!("{p}v_quant.npy"),
-                            &shape,
-                            NpyData::I8(unpack(mode, f.v_payload(), n)),
-                        )?;
-                        w.put(
-                            format!("{p}k_scales.npy"),
-                            &sshape,
-                            NpyData::F32(to_f32(f.k_scales())),
-                        )?;
-                        w.put(
-                            format!("{p}v_scales.npy"),
-                            &sshape,
-                            NpyData::F32(to_f32(f.v_scales())),
-                        )?;
-                    }
-                    None => {
-                        let halves = |b: &[u8]| {
-                            b.chunks_exact(2)
-                                .map(|c| f16::from_bits(u16::from_le_bytes([c[0], c[1]])))
-                                .collect()
-                        };
-                        w.put(
-                            format!("{p}k_fp16.npy"),
-                            &shape,
-                            NpyData::F16(halves(f.k_payload())),
-                        )?;
-                        w.put(
-                            format!("{p}v_fp16.npy"),
-                            &shape,
-                            NpyData::F16(halves(f.v_payload())),
-                        )?;
-                    }
-                }
-                let (k, v) = f.dequantize();
-                w.put(format!("{p}k.npy"), &shape, dtype.npy(k))?;
-                w.put(format!("{p}v.npy"), &shape, dtype.npy(v))?;
+                write_v2_frame(&mut w, &prefix, f, dtype)?;
             }
         }
     }
@@ -428,4 +339,108 @@ pub fn decode(file: &Path, out_dir: &Path, dtype: ValueDtype) -> anyhow::Result<
         w.written.join(" ")
     )?;
     Ok(())
+}
+
+/// A v1 blob's indices, quantized values, scales and dequantized K/V.
+fn write_v1(w: &mut Writer<'_>, blob: &V1Blob, dtype: ValueDtype) -> anyhow::Result<()> {
+    let h = &blob.header;
+    let (ks, vs) = blob.scales_f32();
+    let (k, v) = blob.dequantize();
+    let (nk, nv) = (k.len(), v.len());
+    w.put(
+        "indices.npy".into(),
+        &[blob.indices.len()],
+        NpyData::U32(blob.indices.clone()),
+    )?;
+    w.put(
+        "k_quant.npy".into(),
+        &h.k_shape,
+        NpyData::I8(unpack(h.mode, &blob.k_quant, nk)),
+    )?;
+    w.put(
+        "v_quant.npy".into(),
+        &h.v_shape,
+        NpyData::I8(unpack(h.mode, &blob.v_quant, nv)),
+    )?;
+    w.put(
+        "k_scales.npy".into(),
+        &h.granularity.scale_shape(h.k_shape),
+        NpyData::F32(ks),
+    )?;
+    w.put(
+        "v_scales.npy".into(),
+        &h.granularity.scale_shape(h.v_shape),
+        NpyData::F32(vs),
+    )?;
+    w.put("k.npy".into(), &h.k_shape, dtype.npy(k))?;
+    w.put("v.npy".into(), &h.v_shape, dtype.npy(v))
+}
+
+/// One v2 frame's indices, stored payload (quantized values and scales, or fp16) and
+/// dequantized K/V, each file name starting with `p`.
+fn write_v2_frame(
+    w: &mut Writer<'_>,
+    p: &str,
+    f: &v2::Frame,
+    dtype: ValueDtype,
+) -> anyhow::Result<()> {
+    let h = f.header();
+    let shape = h.shape;
+    let n = h.elements();
+    let indices = f.indices().into_owned();
+    w.put(
+        format!("{p}indices.npy"),
+        &[indices.len()],
+        NpyData::U32(indices),
+    )?;
+    match h.payload.quant_mode() {
+        Some(mode) => {
+            let sshape = h.granularity.scale_shape(shape);
+            let to_f32 = |s: &[u16]| {
+                s.iter()
+                    .map(|&b| kvwire::quant::scale_from_bits(b, h.scale_dtype))
+                    .collect()
+            };
+            w.put(
+                format!("{p}k_quant.npy"),
+                &shape,
+                NpyData::I8(unpack(mode, f.k_payload(), n)),
+            )?;
+            w.put(
+                format!("{p}v_quant.npy"),
+                &shape,
+                NpyData::I8(unpack(mode, f.v_payload(), n)),
+            )?;
+            w.put(
+                format!("{p}k_scales.npy"),
+                &sshape,
+                NpyData::F32(to_f32(f.k_scales())),
+            )?;
+            w.put(
+                format!("{p}v_scales.npy"),
+                &sshape,
+                NpyData::F32(to_f32(f.v_scales())),
+            )?;
+        }
+        None => {
+            let halves = |b: &[u8]| {
+                b.chunks_exact(2)
+                    .map(|c| f16::from_bits(u16::from_le_bytes([c[0], c[1]])))
+                    .collect()
+            };
+            w.put(
+                format!("{p}k_fp16.npy"),
+                &shape,
+                NpyData::F16(halves(f.k_payload())),
+            )?;
+            w.put(
+                format!("{p}v_fp16.npy"),
+                &shape,
+                NpyData::F16(halves(f.v_payload())),
+            )?;
+        }
+    }
+    let (k, v) = f.dequantize();
+    w.put(format!("{p}k.npy"), &shape, dtype.npy(k))?;
+    w.put(format!("{p}v.npy"), &shape, dtype.npy(v))
 }
