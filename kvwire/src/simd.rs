@@ -10,6 +10,9 @@
 //! twice. The whole-tensor per_block kernels (`block`) multiply by a bracketed reciprocal and
 //! fall back to the division on the blocks of 32 values where the bracket cannot decide (the
 //! proof is in that module). `crc` computes the crate's CRC32C by carry-less multiplication.
+//!
+//! Over 400 lines on purpose: it is the crate's whole `unsafe` surface, kept in one audited
+//! module (with `block.rs` beside it) rather than spread over the callers.
 #![allow(unsafe_code)]
 
 use std::arch::x86_64::*;

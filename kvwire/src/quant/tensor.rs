@@ -1,4 +1,7 @@
 //! Whole-tensor quantization and dequantization over `[B, H, T, D]` with a row permutation.
+//! Over 400 lines on purpose: quantize and dequantize, for every granularity and both output
+//! types, share the row-permutation and scale-layout walk here, and must stay bit-identical to
+//! each other; splitting them would split that walk.
 
 use half::f16;
 use half::slice::HalfFloatSliceExt as _;
