@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Fixture, values};
+use common::{Fixture, announced_stream, values};
 use kvwire::v2::{self, FrameOptions, Payload, SessionHeader, StreamDecoder};
 use kvwire::{DecodeError, Granularity, KvData, LayerKv};
 
@@ -79,33 +79,9 @@ fn entropy_coded_frames_always_decode() {
     assert!(fell_back > 0);
 }
 
-fn stream(frames_announced: u32, frames: usize) -> (Vec<u8>, Vec<usize>) {
-    let fx = Fixture::new();
-    let session = SessionHeader {
-        layers: frames as u16,
-        kv_heads: fx.shape[1] as u16,
-        head_dim: fx.shape[3] as u16,
-        tokens: 300,
-        round: 1,
-        frames: frames_announced,
-        ..SessionHeader::default()
-    };
-    let mut bytes = session.encode().unwrap();
-    let mut boundaries = vec![bytes.len()];
-    for layer in 0..frames {
-        let opts = FrameOptions {
-            layer: layer as u16,
-            ..FrameOptions::default()
-        };
-        v2::encode_frame_into(&fx.layer(), &opts, &mut bytes).unwrap();
-        boundaries.push(bytes.len());
-    }
-    (bytes, boundaries)
-}
-
 #[test]
 fn a_stream_cut_at_a_record_boundary_is_truncated() {
-    let (bytes, boundaries) = stream(3, 3);
+    let (bytes, boundaries) = announced_stream(3, 3);
     assert_eq!(v2::decode_stream(&bytes).unwrap().len(), 4);
     for (received, &cut) in boundaries[..3].iter().enumerate() {
         let err = v2::decode_stream(&bytes[..cut]).unwrap_err();
@@ -125,12 +101,12 @@ fn a_stream_cut_at_a_record_boundary_is_truncated() {
         assert_eq!(dec.finish(), Err(err));
     }
     // Unknown count (0): any number of frames is a whole stream.
-    let (unknown, boundaries) = stream(0, 3);
+    let (unknown, boundaries) = announced_stream(0, 3);
     for &cut in &boundaries {
         assert!(v2::decode_stream(&unknown[..cut]).is_ok(), "cut {cut}");
     }
     // A round that opens before the last one delivered what it announced.
-    let (mut two_rounds, boundaries) = stream(3, 3);
+    let (mut two_rounds, boundaries) = announced_stream(3, 3);
     two_rounds.truncate(boundaries[2]);
     let next_at = two_rounds.len();
     let next = SessionHeader {
@@ -242,7 +218,7 @@ mod cli {
     use std::io::Read as _;
     use std::process::{Command, Stdio};
 
-    use super::{stream, values};
+    use super::{announced_stream, values};
 
     /// Runs the CLI with its standard output closed as soon as it starts: what `| head` does once
     /// it has its lines. Returns the exit status and standard error.
@@ -272,7 +248,7 @@ mod cli {
     fn the_cli_stops_quietly_on_a_closed_pipe() {
         let dir = tempfile::tempdir().unwrap();
         // 300 frames: text and JSON output far beyond a pipe's buffer.
-        let (bytes, _) = stream(300, 300);
+        let (bytes, _) = announced_stream(300, 300);
         let file = dir.path().join("s.kvw");
         std::fs::write(&file, &bytes).unwrap();
         let file = file.to_str().unwrap();

@@ -93,3 +93,29 @@ pub fn golden_frame_options() -> Vec<FrameOptions> {
         },
     ]
 }
+
+/// A v2 stream whose session header announces `frames_announced` frames, followed by `frames`
+/// frames (one per layer); also the byte offset where each record ends.
+pub fn announced_stream(frames_announced: u32, frames: usize) -> (Vec<u8>, Vec<usize>) {
+    let fx = Fixture::new();
+    let session = SessionHeader {
+        layers: frames as u16,
+        kv_heads: fx.shape[1] as u16,
+        head_dim: fx.shape[3] as u16,
+        tokens: 300,
+        round: 1,
+        frames: frames_announced,
+        ..SessionHeader::default()
+    };
+    let mut bytes = session.encode().unwrap();
+    let mut boundaries = vec![bytes.len()];
+    for layer in 0..frames {
+        let opts = FrameOptions {
+            layer: layer as u16,
+            ..FrameOptions::default()
+        };
+        kvwire::v2::encode_frame_into(&fx.layer(), &opts, &mut bytes).unwrap();
+        boundaries.push(bytes.len());
+    }
+    (bytes, boundaries)
+}
