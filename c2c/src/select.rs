@@ -25,6 +25,9 @@ pub enum ScoreKind {
     ProjVnorm,
     /// Norm of fused minus own K/V (receiver side: needs the projector and the receiver cache).
     Delta,
+    /// Attention mass the query (the receiver's question, run by the sharer after its prompt)
+    /// puts on the token, over layers, heads and query tokens (sharer side, SnapKV-style).
+    QueryAttention,
 }
 
 impl ScoreKind {
@@ -61,6 +64,36 @@ impl KeepAmount {
     }
 }
 
+/// A policy as a request names it, before any score is computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PolicySpec {
+    /// The first candidates.
+    Front,
+    /// The last candidates.
+    Back,
+    /// A seeded uniform random subset.
+    Random {
+        /// Seed of the ChaCha8 stream.
+        seed: u64,
+    },
+    /// The highest scores of this kind.
+    Scored(ScoreKind),
+}
+
+impl PolicySpec {
+    /// The policy; a scored one ranks by `scores` (one per position; the unscored policies
+    /// ignore them, and a scored one given too few finds out in [`ranking`]).
+    pub fn with_scores(self, scores: &[f32]) -> Policy<'_> {
+        match self {
+            Self::Front => Policy::Front,
+            Self::Back => Policy::Back,
+            Self::Random { seed } => Policy::Random { seed },
+            Self::Scored(_) => Policy::Scored(scores),
+        }
+    }
+}
+
 /// A selection policy over candidate positions.
 #[derive(Debug, Clone, Copy)]
 pub enum Policy<'a> {
@@ -78,15 +111,27 @@ pub enum Policy<'a> {
 }
 
 /// Kept positions, sorted ascending, chosen among `candidates` (sorted ascending, e.g. the
-/// prompt positions except the last, minus those already held).
+/// prompt positions except the last, minus those already held): the first `amount` of
+/// [`ranking`].
 pub fn select(policy: Policy, candidates: &[usize], amount: KeepAmount) -> Result<Vec<usize>> {
     let k = amount.resolve(candidates.len())?;
-    let mut kept: Vec<usize> = match policy {
-        Policy::Front => candidates[..k].to_vec(),
-        Policy::Back => candidates[candidates.len() - k..].to_vec(),
+    let mut kept = ranking(policy, candidates)?;
+    kept.truncate(k);
+    kept.sort_unstable();
+    Ok(kept)
+}
+
+/// Every candidate in the policy's order of preference: the first `k` of it are the `k` the
+/// policy keeps. Front: ascending; back: descending; random: a seeded ChaCha8 permutation (its
+/// first `k` are the seeded uniform `k`-subset); scored: highest score first, ties to the
+/// earlier position, NaN last. A byte cap keeps the longest prefix of this order that fits.
+pub fn ranking(policy: Policy, candidates: &[usize]) -> Result<Vec<usize>> {
+    Ok(match policy {
+        Policy::Front => candidates.to_vec(),
+        Policy::Back => candidates.iter().rev().copied().collect(),
         Policy::Random { seed } => {
             let mut rng = ChaCha8Rng::seed_from_u64(seed);
-            sample(&mut rng, candidates.len(), k)
+            sample(&mut rng, candidates.len(), candidates.len())
                 .into_iter()
                 .map(|i| candidates[i])
                 .collect()
@@ -105,12 +150,9 @@ pub fn select(policy: Policy, candidates: &[usize], amount: KeepAmount) -> Resul
                     .total_cmp(&rank_key(scores[a]))
                     .then(a.cmp(&b))
             });
-            order.truncate(k);
             order
         }
-    };
-    kept.sort_unstable();
-    Ok(kept)
+    })
 }
 
 fn rank_key(x: f32) -> f32 {

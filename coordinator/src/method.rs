@@ -125,6 +125,9 @@ pub enum Selection {
     Vnorm,
     /// Largest key-vector norms.
     Knorm,
+    /// Most attended by the receiver's question (the sharer runs it after its prompt;
+    /// SnapKV-style).
+    QueryAttention,
 }
 
 /// Receiver-driven second round.

@@ -92,9 +92,10 @@ impl RequestTemplate {
                     Selection::All => pb::Selection::All,
                     Selection::Front => pb::Selection::Front,
                     Selection::Back => pb::Selection::Back,
-                    other => {
-                        return Err(format!("selection `{other:?}` is not in the v1 API yet"));
-                    }
+                    Selection::Random => pb::Selection::Random,
+                    Selection::Vnorm => pb::Selection::Vnorm,
+                    Selection::Knorm => pb::Selection::Knorm,
+                    Selection::QueryAttention => pb::Selection::QueryAttention,
                 };
                 template.transfer = Some(pb::TransferSettings {
                     payload: payload as i32,
@@ -102,6 +103,7 @@ impl RequestTemplate {
                     selection: selection as i32,
                     keep_fraction: s.keep.unwrap_or(1.0) as f32,
                     byte_cap: cap,
+                    seed: cell.seed.unwrap_or(0),
                 });
                 if let Some(r) = &s.refine {
                     if r.mode != crate::method::RefineMode::Upgrade {

@@ -103,6 +103,7 @@ fn transfer(method: Method) -> Option<pb::TransferSettings> {
         selection: pb::Selection::All as i32,
         keep_fraction: 1.0,
         byte_cap: 0,
+        seed: 0,
     })
 }
 
@@ -152,6 +153,7 @@ async fn call(target: &Target, channel: Channel, timeout: Duration) -> (String, 
                     transfer: transfer(*method),
                     keep_session: false,
                     all_positions: false,
+                    query: String::new(),
                 });
                 req.set_timeout(timeout);
                 let mut stream = SharerClient::new(channel)

@@ -31,6 +31,15 @@ impl LayerKv {
     }
 }
 
+/// The keys or the values of a cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KvPart {
+    /// Keys.
+    K,
+    /// Values.
+    V,
+}
+
 /// Per-layer KV cache. An empty cache (`layers` empty) means "nothing cached yet".
 #[derive(Debug, Clone, Default)]
 pub struct KvCache {
@@ -66,6 +75,34 @@ impl KvCache {
         self.layers
             .first()
             .map_or(0, |l| l.k.dims().first().copied().unwrap_or(0))
+    }
+
+    /// Per-position L2 norm of the K (or V) rows over heads and head dims, summed over layers:
+    /// one f32 per cached position, computed on the cache's device (batch 1). The `knorm` and
+    /// `vnorm` selection scores.
+    pub fn row_norms(&self, part: KvPart) -> Result<Vec<f32>> {
+        if self.batch_size() > 1 {
+            return Err(RuntimeError::input(
+                "cache",
+                format!("row norms take batch 1, got {}", self.batch_size()),
+            ));
+        }
+        let mut sum: Option<Tensor> = None;
+        for layer in &self.layers {
+            let rows = match part {
+                KvPart::K => &layer.k,
+                KvPart::V => &layer.v,
+            };
+            let norm = rows.to_dtype(DType::F32)?.sqr()?.sum(3)?.sum(1)?.sqrt()?;
+            sum = Some(match sum {
+                Some(s) => (s + norm)?,
+                None => norm,
+            });
+        }
+        match sum {
+            Some(s) => Ok(s.flatten_all()?.to_vec1::<f32>()?),
+            None => Ok(Vec::new()),
+        }
     }
 
     /// Keeps only the first `len` positions of every layer.
@@ -237,5 +274,22 @@ mod tests {
         let mut short = layers.clone();
         short[1].v.pop();
         assert!(KvCache::from_host(&short, heads, d, &Device::Cpu, DType::F32).is_err());
+    }
+
+    #[test]
+    fn row_norms_sum_each_layers_per_position_norm() {
+        // 2 layers, 1 head, 2 tokens, D = 2. Layer 0 K rows [3, 4] and [0, 1]; layer 1 doubles.
+        let layers: Vec<HostLayer> = [1.0f32, 2.0]
+            .iter()
+            .map(|&s| HostLayer {
+                k: vec![3.0 * s, 4.0 * s, 0.0, s],
+                v: vec![0.0, 0.0, 6.0 * s, 8.0 * s],
+            })
+            .collect();
+        let cache = KvCache::from_host(&layers, 1, 2, &Device::Cpu, DType::F32).unwrap();
+        assert_eq!(cache.row_norms(KvPart::K).unwrap(), vec![15.0, 3.0]);
+        assert_eq!(cache.row_norms(KvPart::V).unwrap(), vec![0.0, 30.0]);
+        assert!(KvCache::new().row_norms(KvPart::K).unwrap().is_empty());
+        assert!(cache.repeat_batch(2).unwrap().row_norms(KvPart::K).is_err());
     }
 }

@@ -5,7 +5,7 @@ use crate::cache::LayerKv;
 use crate::config::{ModelConfig, RopeStyle};
 use crate::error::Result;
 use crate::weights::Linear;
-use candle_core::{D, DType, Device, Tensor};
+use candle_core::{D, DType, Device, IndexOp, Tensor};
 
 /// Precomputed RoPE cos/sin tables, `[max_position, head_dim / 2]`.
 #[derive(Debug, Clone)]
@@ -93,6 +93,7 @@ impl Layer {
         mask: Option<&Tensor>,
         rope: &Rope,
         dims: Dims,
+        probe: Option<&mut AttentionProbe>,
     ) -> Result<(Tensor, LayerKv)> {
         let (b, t, _) = x.dims3()?;
         let h = rms_norm(x, &self.attn_norm, dims.eps, dims.autograd)?;
@@ -140,6 +141,9 @@ impl Layer {
         } else {
             candle_nn::ops::softmax_last_dim(&att)?
         };
+        if let Some(probe) = probe {
+            probe.add(&att)?;
+        }
         let y = att.matmul(&v.contiguous()?)?;
         let y = y
             .transpose(1, 2)?
@@ -150,6 +154,42 @@ impl Layer {
         let gate = candle_nn::ops::silu(&self.gate.forward(&h)?)?;
         let mlp = self.down.forward(&(gate * self.up.forward(&h)?)?)?;
         Ok(((mlp + x)?, kv))
+    }
+}
+
+/// Attention probabilities on the first `keys` cached positions, summed over layers, heads
+/// and query tokens, `[B, keys]` in f32 (the observation-window score of SnapKV).
+pub(crate) struct AttentionProbe {
+    keys: usize,
+    sum: Option<Tensor>,
+}
+
+impl AttentionProbe {
+    /// A probe of the first `keys` key positions.
+    pub(crate) fn new(keys: usize) -> Self {
+        Self { keys, sum: None }
+    }
+
+    /// Adds one layer's probabilities `[B, H, T_q, T_k]`.
+    fn add(&mut self, att: &Tensor) -> Result<()> {
+        let mass = att
+            .narrow(3, 0, self.keys)?
+            .to_dtype(DType::F32)?
+            .sum(2)?
+            .sum(1)?;
+        self.sum = Some(match self.sum.take() {
+            Some(sum) => (sum + mass)?,
+            None => mass,
+        });
+        Ok(())
+    }
+
+    /// The summed mass of batch row 0, one value per probed position.
+    pub(crate) fn into_scores(self) -> Result<Vec<f32>> {
+        match self.sum {
+            Some(sum) => Ok(sum.i(0)?.to_vec1::<f32>()?),
+            None => Ok(vec![0.0; self.keys]),
+        }
     }
 }
 

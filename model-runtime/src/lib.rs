@@ -17,7 +17,7 @@ pub mod model;
 pub mod tokenizer;
 mod weights;
 
-pub use cache::{KvCache, LayerKv};
+pub use cache::{KvCache, KvPart, LayerKv};
 pub use config::{Arch, ModelConfig, RopeStyle};
 pub use error::{Result, RuntimeError};
 pub use generate::{

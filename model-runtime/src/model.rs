@@ -5,7 +5,7 @@ use crate::WeightsInfo;
 use crate::cache::KvCache;
 use crate::config::ModelConfig;
 use crate::error::{Result, RuntimeError};
-use crate::layer::{Dims, Layer, Rope, causal_mask, rms_norm};
+use crate::layer::{AttentionProbe, Dims, Layer, Rope, causal_mask, rms_norm};
 use crate::weights::Linear;
 use candle_core::{DType, Device, IndexOp, Tensor};
 
@@ -137,6 +137,38 @@ impl Model {
         offset: usize,
         cache: &mut KvCache,
     ) -> Result<Tensor> {
+        self.forward_probed(input_ids, offset, cache, None)
+    }
+
+    /// How much a query attends to each cached position (SnapKV's observation-window score):
+    /// runs `query_ids` `[1, T]` at positions `offset..` over a copy of `cache` and returns, per
+    /// cached position, the attention probability the query tokens put on it, summed over
+    /// layers, heads and query tokens (`cache.seq_len()` values). `cache` is left unchanged.
+    pub fn query_attention(
+        &self,
+        query_ids: &Tensor,
+        offset: usize,
+        cache: &KvCache,
+    ) -> Result<Vec<f32>> {
+        if cache.batch_size() > 1 {
+            return Err(RuntimeError::input(
+                "cache",
+                format!("query attention takes batch 1, got {}", cache.batch_size()),
+            ));
+        }
+        let mut probe = AttentionProbe::new(cache.seq_len());
+        let mut scratch = cache.clone();
+        self.forward_probed(query_ids, offset, &mut scratch, Some(&mut probe))?;
+        probe.into_scores()
+    }
+
+    fn forward_probed(
+        &self,
+        input_ids: &Tensor,
+        offset: usize,
+        cache: &mut KvCache,
+        mut probe: Option<&mut AttentionProbe>,
+    ) -> Result<Tensor> {
         let (b, t) = input_ids.dims2().map_err(|_| {
             RuntimeError::input(
                 "input_ids",
@@ -177,6 +209,7 @@ impl Model {
                 mask.as_ref(),
                 &self.rope,
                 dims,
+                probe.as_deref_mut(),
             )?;
             x = y;
             new_layers.push(kv);

@@ -286,3 +286,28 @@ fn models_caches_and_tokenizers_can_be_shared_across_threads() {
     let outs: Vec<Vec<f32>> = handles.into_iter().map(|h| h.join().unwrap()).collect();
     assert_eq!(outs[0], outs[1]);
 }
+
+#[test]
+fn query_attention_scores_every_cached_position_and_leaves_the_cache_alone() {
+    for arch in Arch::ALL {
+        let model = tiny(arch, 3);
+        let config = ModelConfig::tiny(arch);
+        let (_, cache) = model.prefill(&ids(&model, &PROMPT)).unwrap();
+        let query = [11u32, 12, 13];
+        let scores = model
+            .query_attention(&ids(&model, &query), PROMPT.len(), &cache)
+            .unwrap();
+        assert_eq!(scores.len(), PROMPT.len());
+        assert_eq!(cache.seq_len(), PROMPT.len());
+        // Each query token's probabilities sum to 1 per layer and head; part of that mass goes
+        // to the query tokens themselves, the rest is spread over the cached positions.
+        let most = (config.n_layers * config.n_heads * query.len()) as f32;
+        let total: f32 = scores.iter().sum();
+        assert!(scores.iter().all(|&s| s >= 0.0), "{arch:?}: {scores:?}");
+        assert!(total > 0.0 && total < most, "{arch:?}: {total} vs {most}");
+        let again = model
+            .query_attention(&ids(&model, &query), PROMPT.len(), &cache)
+            .unwrap();
+        assert_eq!(scores, again);
+    }
+}

@@ -7,6 +7,8 @@ use kvwire_proto::v1 as pb;
 use service_kit::stages::StageTimings;
 
 use crate::error::SharerError;
+use c2c::select::{PolicySpec, ScoreKind};
+
 use crate::select::Selection;
 
 /// What to prefill.
@@ -70,6 +72,8 @@ pub struct ShareParams {
     /// Every prompt position is a candidate, the last included (the context layout); else
     /// every position but the last (the receiver runs it).
     pub all_positions: bool,
+    /// The text the receiver runs after the shared rows, for query-aware selection.
+    pub query: Option<String>,
 }
 
 /// Which text baseline.
@@ -177,16 +181,24 @@ impl TryFrom<Option<pb::TransferSettings>> for TransferPlan {
                 format!("{fraction} is not in (0, 1]"),
             ));
         }
-        let selection = match pb::Selection::try_from(t.selection) {
-            Ok(pb::Selection::Unspecified | pb::Selection::All) => Selection::All,
-            Ok(pb::Selection::Front) => Selection::Front(fraction),
-            Ok(pb::Selection::Back) => Selection::Back(fraction),
+        let policy = match pb::Selection::try_from(t.selection) {
+            Ok(pb::Selection::Unspecified | pb::Selection::All) => PolicySpec::Front,
+            Ok(pb::Selection::Front) => PolicySpec::Front,
+            Ok(pb::Selection::Back) => PolicySpec::Back,
+            Ok(pb::Selection::Random) => PolicySpec::Random { seed: t.seed },
+            Ok(pb::Selection::Vnorm) => PolicySpec::Scored(ScoreKind::Vnorm),
+            Ok(pb::Selection::Knorm) => PolicySpec::Scored(ScoreKind::Knorm),
+            Ok(pb::Selection::QueryAttention) => PolicySpec::Scored(ScoreKind::QueryAttention),
             Err(_) => {
                 return Err(SharerError::invalid(
                     "transfer.selection",
                     format!("unknown value {}", t.selection),
                 ));
             }
+        };
+        let selection = Selection {
+            policy,
+            keep_fraction: f64::from(fraction),
         };
         Ok(TransferPlan {
             payload: payload_from_wire(t.payload)?,
@@ -208,11 +220,21 @@ impl TryFrom<pb::ShareRequest> for ShareParams {
             Some(pb::share_request::Prompt::Text(t)) if !t.is_empty() => PromptSource::Text(t),
             _ => return Err(SharerError::invalid("prompt", "missing or empty")),
         };
+        let plan: TransferPlan = r.transfer.try_into()?;
+        let query = Some(r.query).filter(|q| !q.is_empty());
+        if plan.selection.score_kind() == Some(ScoreKind::QueryAttention) && query.is_none() {
+            return Err(SharerError::invalid(
+                "query",
+                "query-attention selection needs the query (the text the receiver runs after \
+                 the shared rows)",
+            ));
+        }
         Ok(ShareParams {
             prompt,
-            plan: r.transfer.try_into()?,
+            plan,
             keep_session: r.keep_session,
             all_positions: r.all_positions,
+            query,
         })
     }
 }
@@ -291,7 +313,20 @@ mod tests {
         let plan = TransferPlan::try_from(None).unwrap();
         assert_eq!(
             (plan.payload, plan.selection, plan.byte_cap),
-            (Payload::Int8, Selection::All, 0)
+            (Payload::Int8, Selection::ALL, 0)
+        );
+        let random = pb::TransferSettings {
+            selection: pb::Selection::Random as i32,
+            keep_fraction: 0.5,
+            seed: 7,
+            ..Default::default()
+        };
+        assert_eq!(
+            TransferPlan::try_from(Some(random)).unwrap().selection,
+            Selection {
+                policy: PolicySpec::Random { seed: 7 },
+                keep_fraction: 0.5
+            }
         );
         let bad = pb::TransferSettings {
             keep_fraction: 1.5,
@@ -321,7 +356,16 @@ mod tests {
             all_positions: true,
             ..Default::default()
         };
-        assert!(ShareParams::try_from(r).unwrap().all_positions);
+        assert!(ShareParams::try_from(r.clone()).unwrap().all_positions);
+        // Query-aware selection needs the query.
+        let mut aware = r;
+        aware.transfer = Some(pb::TransferSettings {
+            selection: pb::Selection::QueryAttention as i32,
+            ..Default::default()
+        });
+        assert!(ShareParams::try_from(aware.clone()).is_err());
+        aware.query = "Question: what do bees make?\nAnswer:".into();
+        assert!(ShareParams::try_from(aware).unwrap().query.is_some());
         let e = example_from_wire(Some(example.clone())).unwrap();
         assert_eq!(e.passage.as_deref(), Some("Bees make honey."));
         let none = example_from_wire(Some(pb::Example {

@@ -2,8 +2,9 @@
 //! the producer selects rows there and exports only those), answers examples by forced choice,
 //! and generates hints. Every method is blocking (run it on a blocking thread).
 
+use c2c::select::ScoreKind;
 use eval_harness::{Example, letter_prompt};
-use model_runtime::{GenerateParams, KvCache, forced_choice};
+use model_runtime::{GenerateParams, KvCache, KvPart, forced_choice};
 use service_kit::model_load::LoadedModel;
 use service_kit::timing::timed;
 
@@ -112,6 +113,37 @@ impl SharerEngine {
             cache,
             prefill_ms,
         })
+    }
+
+    /// One score per prompt position for a scored selection: the summed per-layer norms of the
+    /// K or V rows, or the attention the query puts on each position (the query runs after
+    /// the prompt, on a copy of the cache; none of its rows are kept). On the model's device.
+    pub fn position_scores(
+        &self,
+        prefilled: &Prefilled,
+        kind: ScoreKind,
+        query: Option<&str>,
+    ) -> Result<Vec<f32>, SharerError> {
+        match kind {
+            ScoreKind::Vnorm => Ok(prefilled.cache.row_norms(KvPart::V)?),
+            ScoreKind::Knorm => Ok(prefilled.cache.row_norms(KvPart::K)?),
+            ScoreKind::QueryAttention => {
+                let query = query.ok_or_else(|| {
+                    SharerError::invalid("query", "query-attention selection needs the query")
+                })?;
+                let ids = self.loaded.tokenizer.encode(query)?;
+                if ids.is_empty() {
+                    return Err(SharerError::invalid("query", "tokenizes to no tokens"));
+                }
+                let model = &self.loaded.model;
+                let input = model.ids_tensor(&ids)?;
+                Ok(model.query_attention(&input, prefilled.ids.len(), &prefilled.cache)?)
+            }
+            ScoreKind::ProjVnorm | ScoreKind::Delta => Err(SharerError::invalid(
+                "transfer.selection",
+                "a receiver-side score cannot be computed by the sharer",
+            )),
+        }
     }
 
     /// The sharer's own forced-choice answer.

@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use crate::domain::{Chunk, RefineParams, RefineWant, ShareParams, session_id_to_hex};
 use crate::engine::{EngineInfo, SharerEngine};
 use crate::error::SharerError;
-use crate::select::{estimate_transfer_bytes, fit_to_cap, select_positions};
+use crate::select::{estimate_transfer_bytes, fit_to_cap, preferred_positions};
 use crate::session_state::{HeldSession, SentState};
 
 /// Items of a Share or Refine response stream.
@@ -208,17 +208,21 @@ pub fn produce_share(
     // Every prompt token except the last (the receiver runs the last token itself), or every
     // one with `all_positions`. The rows are gathered on the device; only they are exported.
     let (selected, select_ms) = timed(|| -> Result<_, SharerError> {
-        let candidates = select_positions(plan.selection, shareable);
+        let scores = match plan.selection.score_kind() {
+            Some(kind) => engine.position_scores(&prefilled, kind, params.query.as_deref())?,
+            None => Vec::new(),
+        };
+        let preferred = preferred_positions(plan.selection, shareable, &scores)
+            .map_err(|e| SharerError::invalid("transfer.selection", e.to_string()))?;
         let estimate = |p: &[u32]| {
             estimate_transfer_bytes(&header, &base, info.layers, info.kv_heads, info.head_dim, p)
         };
-        let minimum = estimate(&candidates[..1]);
-        let positions = fit_to_cap(candidates, plan.selection, plan.byte_cap, estimate).ok_or(
-            SharerError::CapTooSmall {
+        let minimum = estimate(&preferred[..1]);
+        let positions =
+            fit_to_cap(&preferred, plan.byte_cap, estimate).ok_or(SharerError::CapTooSmall {
                 cap: plan.byte_cap,
                 minimum,
-            },
-        )?;
+            })?;
         let rows = prefilled.cache.select_positions(&positions)?;
         Ok((positions, rows))
     });

@@ -54,11 +54,20 @@ impl ReceiverCore {
                 pb::share_request::Prompt::Example(p.wire_example.clone())
             }
         };
+        // Query-aware selection: the sharer scores its rows by the attention of the text this
+        // receiver runs after them (the question, in the context layout).
+        let query_aware = p.transfer.selection == pb::Selection::QueryAttention as i32;
+        let query = if query_aware {
+            prompt.text().to_string()
+        } else {
+            String::new()
+        };
         let req = pb::ShareRequest {
             prompt: Some(shared_prompt),
             transfer: Some(p.transfer),
             keep_session: p.refine.is_some(),
             all_positions: context,
+            query,
         };
         let round1 = link.share(req, self.take_buffers()).await?;
         let snapshot1 = link.transport();
