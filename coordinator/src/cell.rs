@@ -114,11 +114,10 @@ fn write_canonical(value: &serde_json::Value, out: &mut String) {
 /// Expands a validated grid into cells, in grid order, dropping cells whose resolved config
 /// repeats an earlier one (an axis that does not apply to a method adds no cells).
 pub fn expand(grid: &Grid) -> Vec<Cell> {
-    let budgets: Vec<Option<u64>> = if grid.budgets.is_empty() {
-        vec![None]
-    } else {
-        grid.budgets.iter().copied().map(Some).collect()
-    };
+    let mut budgets: Vec<Option<u64>> = grid.budgets.iter().copied().map(Some).collect();
+    if budgets.is_empty() || grid.uncapped {
+        budgets.push(None);
+    }
     let mut cells: Vec<Cell> = Vec::new();
     for pair in &grid.pairs {
         let cell_pair = CellPair {
@@ -212,6 +211,8 @@ mod tests {
         // s<-s: receiver-only 1 (its id equals q<-s's? no: pair differs) + text 2 budgets
         // + kv-int8 2 budgets + random 2 budgets x 2 seeds = 9; q<-s: 1 + 2 = 3.
         assert_eq!(cells.len(), 12);
+        // `uncapped` adds the cap-free end of each curve: 1 + 1 + 2 more on s<-s, 1 on q<-s.
+        assert_eq!(expand(&grid("uncapped = true")).len(), 17);
         let random: Vec<_> = cells.iter().filter(|c| c.config.seed.is_some()).collect();
         assert_eq!(random.len(), 4);
         assert!(
