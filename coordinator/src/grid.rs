@@ -38,6 +38,10 @@ pub struct Grid {
     /// Per-sample byte caps (an axis); empty means uncapped. Methods that send nothing ignore it.
     #[serde(default)]
     pub budgets: Vec<u64>,
+    /// With `budgets`: also run every method the budgets apply to without a cap (the
+    /// right-hand end of each accuracy-bytes curve).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub uncapped: bool,
     /// Seeds (an axis) for methods with randomness (random token selection).
     #[serde(default = "default_seeds")]
     pub seeds: Vec<u64>,
