@@ -3,18 +3,19 @@
 //!
 //! The pure part plus plain file I/O: grid model and expansion ([`grid`], [`method`],
 //! [`cell`]), the retry policy ([`retry`]), the run folder and registry ([`registry`]), result
-//! rows ([`row`]), summary tables ([`summary`], over `eval_harness`'s statistics), run manifests
-//! ([`manifest`]) and UTC time stamps ([`timestamp`]). The gRPC edge is here too, so tests can
-//! drive a run against real services: requests and rows ([`wire`]) and the run loop
-//! ([`runner`]). The CLI, datasets and the embedded services live in the `coordinator` binary;
-//! only its default feature `embedded` links the services (library users set
-//! `default-features = false`).
+//! rows ([`row`]), summary tables ([`summary`], over `eval_harness`'s statistics), figures
+//! ([`plot`]), run manifests ([`manifest`]) and UTC time stamps ([`timestamp`]). The gRPC edge
+//! is here too, so tests can drive a run against real services: requests and rows ([`wire`])
+//! and the run loop ([`runner`]). The CLI, datasets and the embedded services live in the
+//! `coordinator` binary; only its default feature `embedded` links the services (library users
+//! set `default-features = false`).
 
 pub mod cell;
 pub mod error;
 pub mod grid;
 pub mod manifest;
 pub mod method;
+pub mod plot;
 pub mod registry;
 pub mod retry;
 pub mod row;

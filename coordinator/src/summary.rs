@@ -147,8 +147,17 @@ fn num(v: Option<f64>, decimals: usize) -> String {
 }
 
 /// A number for CSV: empty when absent, so plotting tools read it as missing.
-fn csv_num(v: Option<f64>, decimals: usize) -> String {
+pub(crate) fn csv_num(v: Option<f64>, decimals: usize) -> String {
     v.map_or_else(String::new, |x| format!("{x:.decimals$}"))
+}
+
+/// A text field for CSV, quoted when it holds a comma, a quote or a newline.
+pub(crate) fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
 }
 
 /// `raw/per_token/per_char` rank accuracies in percent, or `-`.
@@ -345,13 +354,7 @@ pub fn render_csv(summaries: &[CellSummary]) -> String {
         header.push(format!("{st}_ms_p50"));
         header.push(format!("{st}_ms_p95"));
     }
-    let quote = |s: &str| -> String {
-        if s.contains([',', '"', '\n']) {
-            format!("\"{}\"", s.replace('"', "\"\""))
-        } else {
-            s.to_string()
-        }
-    };
+    let quote = csv_field;
     let mut out = header.join(",");
     out.push('\n');
     for s in summaries {

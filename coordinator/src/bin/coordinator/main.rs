@@ -5,7 +5,8 @@
 //!   started in-process on loopback, real gRPC, on `--device` / `--dtype`: CPU f32 by default)
 //!   when no endpoint is given;
 //! - `demo` runs the built-in small default grid (`grids/default.toml`) embedded;
-//! - `status` and `summary` read a run folder without touching any service.
+//! - `status` and `summary` read a run folder without touching any service;
+//! - `plot` draws a run folder's figures (accuracy against bytes, bytes by part) and their CSV.
 
 mod asset_fetch;
 mod data;
@@ -103,12 +104,22 @@ enum Cmd {
         /// The run folder.
         run_dir: PathBuf,
     },
+    /// Draw a run folder's figures: per (pair, dataset) accuracy against measured bytes and the
+    /// bytes by part, as PNG and SVG, with `points.csv` (docs/EVALUATION.md, "Figures").
+    Plot {
+        /// The run folder.
+        run_dir: PathBuf,
+        /// Where the figures go; `<run_dir>/plots` by default.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let (grid_text, options, services) = match cli.command {
         Cmd::Status { run_dir } => return status(&run_dir),
+        Cmd::Plot { run_dir, out } => return plot(&run_dir, out),
         Cmd::Summary { run_dir } => {
             let dir = RunDir::open(&run_dir)?;
             let plans = dir.read_plans().context("reading the cell plans")?;
@@ -155,6 +166,28 @@ fn main() -> anyhow::Result<()> {
         progress: !options.no_progress,
     }))?;
     println!("run folder: {}", dir.display());
+    Ok(())
+}
+
+fn plot(run_dir: &Path, out: Option<PathBuf>) -> anyhow::Result<()> {
+    let out = out.unwrap_or_else(|| run_dir.join("plots"));
+    let report = coordinator::plot::plot_run(run_dir, &out)
+        .with_context(|| format!("plotting run folder {}", run_dir.display()))?;
+    for file in &report.files {
+        println!("{}", file.display());
+    }
+    if !report.empty_cells.is_empty() {
+        println!(
+            "left out (no answered sample): {}",
+            report.empty_cells.join(", ")
+        );
+    }
+    println!(
+        "{} figures, {} points, in {}",
+        report.figures,
+        report.points,
+        out.display()
+    );
     Ok(())
 }
 
