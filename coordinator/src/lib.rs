@@ -11,6 +11,7 @@
 //! set `default-features = false`).
 
 pub mod cell;
+pub mod compare;
 pub mod error;
 pub mod grid;
 pub mod manifest;

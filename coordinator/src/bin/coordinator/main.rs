@@ -113,6 +113,17 @@ enum Cmd {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Compare every cell with a baseline method on the same items: paired accuracy difference
+    /// with its 95% bootstrap interval and the share of same predictions; writes
+    /// `<run_dir>/compare-<baseline>.csv` (docs/EVALUATION.md, "Paired comparisons").
+    Compare {
+        /// The run folder.
+        run_dir: PathBuf,
+        /// The baseline's method label (for example `receiver-only`, `kv-int4`); cells at a
+        /// cap meet the baseline at the same cap when it has one, else its uncapped cell.
+        #[arg(long)]
+        baseline: String,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -120,6 +131,7 @@ fn main() -> anyhow::Result<()> {
     let (grid_text, options, services) = match cli.command {
         Cmd::Status { run_dir } => return status(&run_dir),
         Cmd::Plot { run_dir, out } => return plot(&run_dir, out),
+        Cmd::Compare { run_dir, baseline } => return compare(&run_dir, &baseline),
         Cmd::Summary { run_dir } => {
             let dir = RunDir::open(&run_dir)?;
             let plans = dir.read_plans().context("reading the cell plans")?;
@@ -166,6 +178,33 @@ fn main() -> anyhow::Result<()> {
         progress: !options.no_progress,
     }))?;
     println!("run folder: {}", dir.display());
+    Ok(())
+}
+
+fn compare(run_dir: &Path, baseline: &str) -> anyhow::Result<()> {
+    let dir = RunDir::open(run_dir)?;
+    let rows = coordinator::compare::compare(&dir, baseline)
+        .with_context(|| format!("comparing the cells of {}", run_dir.display()))?;
+    if rows.is_empty() {
+        anyhow::bail!(
+            "no cell of {} pairs with a `{baseline}` cell",
+            run_dir.display()
+        );
+    }
+    print!("{}", coordinator::compare::render_text(baseline, &rows));
+    let stem: String = baseline
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let csv = run_dir.join(format!("compare-{stem}.csv"));
+    coordinator::registry::write_text_atomic(&csv, &coordinator::compare::render_csv(&rows))?;
+    println!("{}", csv.display());
     Ok(())
 }
 
