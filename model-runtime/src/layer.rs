@@ -90,11 +90,10 @@ impl Layer {
         x: &Tensor,
         offset: usize,
         past: Option<&LayerKv>,
-        mask: Option<&Tensor>,
-        rope: &Rope,
-        dims: Dims,
+        shared: &Shared<'_>,
         probe: Option<&mut AttentionProbe>,
     ) -> Result<(Tensor, LayerKv)> {
+        let Shared { mask, rope, dims } = *shared;
         let (b, t, _) = x.dims3()?;
         let h = rms_norm(x, &self.attn_norm, dims.eps, dims.autograd)?;
         let q = self
@@ -155,6 +154,15 @@ impl Layer {
         let mlp = self.down.forward(&(gate * self.up.forward(&h)?)?)?;
         Ok(((mlp + x)?, kv))
     }
+}
+
+/// What every layer of one forward pass uses alike: the causal mask (none for one query),
+/// the rotary tables and the model's dimensions.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Shared<'a> {
+    pub(crate) mask: Option<&'a Tensor>,
+    pub(crate) rope: &'a Rope,
+    pub(crate) dims: Dims,
 }
 
 /// Attention probabilities on the first `keys` cached positions, summed over layers, heads

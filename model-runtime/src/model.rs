@@ -5,7 +5,7 @@ use crate::WeightsInfo;
 use crate::cache::KvCache;
 use crate::config::ModelConfig;
 use crate::error::{Result, RuntimeError};
-use crate::layer::{AttentionProbe, Dims, Layer, Rope, causal_mask, rms_norm};
+use crate::layer::{AttentionProbe, Dims, Layer, Rope, Shared, causal_mask, rms_norm};
 use crate::weights::Linear;
 use candle_core::{DType, Device, IndexOp, Tensor};
 
@@ -200,15 +200,18 @@ impl Model {
         };
         let ids = input_ids.to_device(&self.device)?.to_dtype(DType::U32)?;
         let mut x = embedding_lookup(&self.embed, &ids)?;
+        let shared = Shared {
+            mask: mask.as_ref(),
+            rope: &self.rope,
+            dims,
+        };
         let mut new_layers = Vec::with_capacity(self.layers.len());
         for (i, layer) in self.layers.iter().enumerate() {
             let (y, kv) = layer.forward(
                 &x,
                 offset,
                 cache.layers.get(i),
-                mask.as_ref(),
-                &self.rope,
-                dims,
+                &shared,
                 probe.as_deref_mut(),
             )?;
             x = y;
