@@ -204,6 +204,7 @@ pub async fn share_blob_bytes(sharer: &str, example: pb::Example, payload: pb::P
         }),
         keep_session: false,
         all_positions: false,
+        query: String::new(),
     };
     let mut stream = client.share(req).await.expect("share").into_inner();
     let mut total = 0;

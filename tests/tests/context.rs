@@ -76,6 +76,7 @@ async fn share_bytes(sharer: &str, text: &str, all_positions: bool) -> usize {
         }),
         keep_session: false,
         all_positions,
+        query: String::new(),
     };
     let mut stream = client.share(req).await.unwrap().into_inner();
     let mut total = 0;
@@ -237,4 +238,53 @@ async fn context_requests_without_a_passage_letter_scoring_or_c2c_are_refused() 
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
     drop(receiver);
     sharer.stop().await.unwrap();
+}
+
+/// Query-aware selection end to end: the receiver sends its question with the Share request,
+/// the sharer keeps the passage tokens that question attends to most; a Share without a query
+/// is refused with INVALID_ARGUMENT.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn query_attention_selection_runs_through_both_services() {
+    let sharer = start_sharer(TINY_MODEL).await;
+    let receiver = start_receiver(TINY_MODEL, &sharer.endpoint()).await;
+    let transfer = |selection: pb::Selection, keep_fraction: f32| pb::TransferSettings {
+        payload: pb::Payload::Fp16 as i32,
+        selection: selection as i32,
+        keep_fraction,
+        ..Default::default()
+    };
+    let mut client = ReceiverClient::connect(receiver.endpoint()).await.unwrap();
+    let mut bytes = Vec::new();
+    for (selection, keep) in [
+        (pb::Selection::All, 1.0),
+        (pb::Selection::QueryAttention, 0.5),
+    ] {
+        let request = pb::EvaluateRequest {
+            transfer: Some(transfer(selection, keep)),
+            ..context_request(item(1), pb::Method::Kv)
+        };
+        let reply = client.evaluate(request).await.unwrap().into_inner();
+        let round = &reply.rounds[0];
+        bytes.push(round.bytes.as_ref().unwrap().measured_total);
+    }
+    // Half the passage's rows (plus their index section) against all of them.
+    assert!(
+        bytes[1] * 10 < bytes[0] * 6,
+        "query-attention at keep 0.5 sent {} bytes, all rows {}",
+        bytes[1],
+        bytes[0]
+    );
+
+    let mut sharer_client = SharerClient::connect(sharer.endpoint()).await.unwrap();
+    let no_query = pb::ShareRequest {
+        prompt: Some(pb::share_request::Prompt::Text(item(1).passage)),
+        transfer: Some(transfer(pb::Selection::QueryAttention, 0.5)),
+        all_positions: true,
+        ..Default::default()
+    };
+    let status = match sharer_client.share(no_query).await {
+        Err(status) => status,
+        Ok(r) => r.into_inner().message().await.unwrap_err(),
+    };
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
 }

@@ -33,6 +33,7 @@ async fn frame_lengths(sharer: &str, payload: pb::Payload) -> Vec<usize> {
         }),
         keep_session: false,
         all_positions: false,
+        query: String::new(),
     };
     let mut stream = client.share(req).await.unwrap().into_inner();
     let mut lengths = Vec::new();
