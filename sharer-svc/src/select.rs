@@ -1,7 +1,9 @@
 //! Token selection and the byte cap, as plain functions: which prompt positions to send, and
 //! how many of them fit a byte budget by kvwire's own size formula.
 
-use c2c::select::{KeepAmount, PolicySpec, ScoreKind, ranking};
+pub use c2c::select::{PolicySpec, ScoreKind};
+
+use c2c::select::{KeepAmount, ranking};
 use kvwire::v2::{FrameOptions, SessionHeader, estimate_frame_bytes};
 
 /// Which positions a transfer keeps: a policy's order of preference (c2c's selection

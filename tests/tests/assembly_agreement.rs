@@ -12,7 +12,7 @@ use sharer_svc::domain::{
     Chunk, PromptSource, RefineParams, RefineWant, ShareParams, TransferPlan,
 };
 use sharer_svc::produce::{produce_refine, produce_share};
-use sharer_svc::select::Selection;
+use sharer_svc::select::{PolicySpec, Selection};
 use tokio::sync::mpsc;
 
 /// Runs `produce` with a channel big enough for the whole round and returns its chunks.
@@ -36,11 +36,15 @@ fn sharer_view_and_receiver_cache_agree_after_a_residual_upgrade() {
         plan: TransferPlan {
             payload: Payload::Int4,
             granularity: Granularity::PerBlock,
-            selection: Selection::Back(0.5),
+            selection: Selection {
+                policy: PolicySpec::Back,
+                keep_fraction: 0.5,
+            },
             byte_cap: 0,
         },
         keep_session: true,
         all_positions: false,
+        query: None,
     };
     let (held, round1) = chunks_of(|tx| produce_share(&engine, &params, 512, tx));
     let (session_id, held) = held.unwrap().expect("a kept session");
