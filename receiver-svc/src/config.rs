@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 use service_kit::config::{CommonSettings, Problems, ServiceConfig};
 use service_kit::telemetry::TelemetryConfig;
 
+use crate::allow::SharerAddress;
+
 /// Environment prefix of the receiver (`KVWIRE_RECEIVER__SHARER_ENDPOINT=...`).
 pub const ENV_PREFIX: &str = "KVWIRE_RECEIVER";
 
@@ -51,8 +53,13 @@ pub struct ReceiverConfig {
     /// (GGUF weights are dequantized at load, then converted).
     pub dtype: String,
     /// Sharer endpoint used when a request names none (`http://host:port`); empty means none:
-    /// requests must then name their sharer.
+    /// requests must then name their sharer. Always allowed.
     pub sharer_endpoint: String,
+    /// Further sharers a request may name (`http://host:port`), besides `sharer_endpoint`; a
+    /// request naming any other is refused (PERMISSION_DENIED, `sharer_not_allowed`). Empty
+    /// (the default): only `sharer_endpoint`; with that empty too, requests may name none.
+    /// In the environment: comma-separated.
+    pub allowed_sharers: Vec<String>,
     /// The fuser of this pair.
     pub fuser: FuserKind,
     /// The C2C fuser, when `fuser = "c2c"`.
@@ -71,6 +78,10 @@ pub struct ReceiverLimits {
     pub max_message_bytes: usize,
     /// Longest receiver prompt, tokens.
     pub max_prompt_tokens: usize,
+    /// Most UTF-8 bytes of prompt text in one request (question, choices and passage
+    /// together; with a sharer's text message, that too), checked before tokenizing; unset:
+    /// 16 per prompt token.
+    pub max_prompt_bytes: Option<usize>,
     /// Default and maximum new tokens for generation scoring.
     pub max_new_tokens: usize,
     /// Deadline of one evaluation when the caller sets none, seconds.
@@ -79,6 +90,9 @@ pub struct ReceiverLimits {
     pub connect_timeout_secs: u64,
     /// Concurrent model jobs; further requests wait.
     pub max_concurrent_jobs: usize,
+    /// Jobs that may wait for a slot; beyond them a call is refused at once
+    /// (RESOURCE_EXHAUSTED, `overloaded`).
+    pub max_queued_jobs: usize,
 }
 
 impl Default for ReceiverConfig {
@@ -89,6 +103,7 @@ impl Default for ReceiverConfig {
             device: "cpu".into(),
             dtype: "f32".into(),
             sharer_endpoint: "http://127.0.0.1:50051".into(),
+            allowed_sharers: Vec::new(),
             fuser: FuserKind::Identity,
             c2c: C2cSettings::default(),
             limits: ReceiverLimits::default(),
@@ -102,16 +117,20 @@ impl Default for ReceiverLimits {
         Self {
             max_message_bytes: 64 << 20,
             max_prompt_tokens: 8192,
+            max_prompt_bytes: None,
             max_new_tokens: 64,
             default_timeout_secs: 300,
             connect_timeout_secs: 10,
             max_concurrent_jobs: 1,
+            max_queued_jobs: 16,
         }
     }
 }
 
 impl ServiceConfig for ReceiverConfig {
     const ENV_PREFIX: &'static str = ENV_PREFIX;
+    // KVWIRE_RECEIVER__ALLOWED_SHARERS=http://a:50051,http://b:50051
+    const ENV_LIST_KEYS: &'static [&'static str] = &["allowed_sharers"];
 
     fn common(&self) -> CommonSettings<'_> {
         CommonSettings {
@@ -120,17 +139,23 @@ impl ServiceConfig for ReceiverConfig {
             dtype: &self.dtype,
             max_message_bytes: self.limits.max_message_bytes,
             max_prompt_tokens: self.limits.max_prompt_tokens,
+            max_prompt_bytes: self.limits.max_prompt_bytes,
             max_concurrent_jobs: self.limits.max_concurrent_jobs,
             telemetry: &self.telemetry,
         }
     }
 
     fn check_own(&self, p: &mut Problems) {
-        // Empty is allowed: every request may name its sharer.
+        // Empty is allowed: every request names its sharer (one of `allowed_sharers`).
         if !self.sharer_endpoint.is_empty()
-            && let Err(e) = self.sharer_endpoint.parse::<http::Uri>()
+            && let Err(e) = SharerAddress::parse(&self.sharer_endpoint)
         {
             p.push("sharer_endpoint", e);
+        }
+        for (i, endpoint) in self.allowed_sharers.iter().enumerate() {
+            if let Err(e) = SharerAddress::parse(endpoint) {
+                p.push("allowed_sharers", format!("entry {i} ({endpoint:?}): {e}"));
+            }
         }
         if self.fuser == FuserKind::C2c {
             p.check(
@@ -183,6 +208,21 @@ mod tests {
     }
 
     #[test]
+    fn https_and_malformed_sharers_are_refused_at_start() {
+        let c = ReceiverConfig {
+            sharer_endpoint: "https://sharer:443".into(),
+            allowed_sharers: vec!["http://ok:1".into(), "sharer:50051".into()],
+            ..ReceiverConfig::default()
+        };
+        let err = c.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("sharer_endpoint: https:// needs TLS")
+                && err.contains("allowed_sharers: entry 1 (\"sharer:50051\")"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn an_empty_default_sharer_is_valid() {
         let c = ReceiverConfig {
             sharer_endpoint: String::new(),
@@ -199,5 +239,7 @@ mod tests {
         ));
         let c = ReceiverConfig::load(Some(path)).unwrap();
         assert!(c.telemetry.metrics_addr.is_some());
+        assert_eq!(c.limits.max_queued_jobs, 16);
+        assert!(c.allowed_sharers.is_empty());
     }
 }

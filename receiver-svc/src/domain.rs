@@ -86,6 +86,16 @@ pub struct EvaluateParams {
     pub passage: Option<String>,
 }
 
+impl EvaluateParams {
+    /// UTF-8 bytes of the request's prompt text: question, choices and passage.
+    pub fn text_bytes(&self) -> usize {
+        let e = &self.example;
+        e.question.len()
+            + e.choices.iter().map(String::len).sum::<usize>()
+            + self.passage.as_ref().map_or(0, String::len)
+    }
+}
+
 impl TryFrom<pb::EvaluateRequest> for EvaluateParams {
     type Error = ReceiverError;
 

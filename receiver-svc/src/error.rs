@@ -16,6 +16,45 @@ pub enum ReceiverError {
         /// What is wrong.
         reason: String,
     },
+    /// The prompt is longer than `limits.max_prompt_tokens` (after tokenizing).
+    #[error("prompt has {tokens} tokens, limit {max} (limits.max_prompt_tokens)")]
+    PromptTooLong {
+        /// Prompt tokens.
+        tokens: usize,
+        /// Limit.
+        max: usize,
+    },
+    /// The prompt text is longer than `limits.max_prompt_bytes` (checked before tokenizing).
+    #[error("prompt text has {bytes} bytes ({what}), limit {max} (limits.max_prompt_bytes)")]
+    PromptBytes {
+        /// UTF-8 bytes of the prompt text.
+        bytes: usize,
+        /// Limit.
+        max: usize,
+        /// Which text was counted.
+        what: &'static str,
+    },
+    /// The request names a sharer that is not on this receiver's allow-list.
+    #[error(
+        "sharer {endpoint} is not allowed: this receiver connects only to its sharer_endpoint \
+         and allowed_sharers"
+    )]
+    SharerNotAllowed {
+        /// The endpoint named.
+        endpoint: String,
+    },
+    /// The request names an `https://` sharer: TLS is not built yet.
+    #[error(
+        "sharer {endpoint}: https:// needs TLS, which is not built yet (it would be plaintext); \
+         use http://"
+    )]
+    TlsUnsupported {
+        /// The endpoint named.
+        endpoint: String,
+    },
+    /// Every job slot is busy and the wait queue is full.
+    #[error(transparent)]
+    Overloaded(#[from] service_kit::rpc::Overloaded),
     /// The method needs a fuser this pair does not have.
     #[error("method {method} needs a fuser; this receiver's pair has {fuser}")]
     NoFuser {
@@ -114,7 +153,12 @@ impl ReceiverError {
 impl ServiceError for ReceiverError {
     fn code(&self) -> Code {
         match self {
-            ReceiverError::InvalidArgument { .. } => Code::InvalidArgument,
+            ReceiverError::InvalidArgument { .. }
+            | ReceiverError::PromptTooLong { .. }
+            | ReceiverError::PromptBytes { .. } => Code::InvalidArgument,
+            ReceiverError::SharerNotAllowed { .. } => Code::PermissionDenied,
+            ReceiverError::TlsUnsupported { .. } => Code::FailedPrecondition,
+            ReceiverError::Overloaded(_) => Code::ResourceExhausted,
             ReceiverError::NoFuser { .. } => Code::FailedPrecondition,
             ReceiverError::SharerUnreachable { .. }
             | ReceiverError::SharerTransport { .. }
@@ -134,6 +178,12 @@ impl ServiceError for ReceiverError {
     fn error_type(&self) -> &'static str {
         match self {
             ReceiverError::InvalidArgument { .. } => "invalid_argument",
+            ReceiverError::PromptTooLong { .. } | ReceiverError::PromptBytes { .. } => {
+                "prompt_too_long"
+            }
+            ReceiverError::SharerNotAllowed { .. } => "sharer_not_allowed",
+            ReceiverError::TlsUnsupported { .. } => "tls_unsupported",
+            ReceiverError::Overloaded(_) => "overloaded",
             ReceiverError::NoFuser { .. } => "no_fuser",
             ReceiverError::SharerUnreachable { .. } => "sharer_unreachable",
             ReceiverError::SharerTransport { .. } => "sharer_transport",
@@ -151,6 +201,10 @@ impl ServiceError for ReceiverError {
 
     fn worker(reason: String) -> Self {
         ReceiverError::Worker(reason)
+    }
+
+    fn overloaded(o: service_kit::rpc::Overloaded) -> Self {
+        ReceiverError::Overloaded(o)
     }
 }
 

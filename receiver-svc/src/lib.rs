@@ -5,6 +5,7 @@
 //! [`serve`] runs the gRPC server (Receiver, health, reflection) on a bound listener until the
 //! shutdown future resolves; the binary and the coordinator's embedded mode both use it.
 
+pub mod allow;
 pub mod client;
 pub mod config;
 pub mod decode;
@@ -47,11 +48,13 @@ pub async fn serve(
     let placement = config.placement().map_err(ServeError::Device)?;
     let loaded = load_model(&config.model, placement).await?;
     tracing::info!(model = %config.model, device = %config.device, dtype = %config.dtype, addr = ?listener.local_addr().ok(), "receiver ready");
+    // Requests are small (an example); the sharer client's frames may be large.
+    let max_request = config.common().max_request_bytes();
     let max = config.limits.max_message_bytes;
     let core = evaluate::ReceiverCore::new(ReceiverEngine::new(loaded), config)
         .map_err(|source| ReceiverServeError::Fuser { source })?;
     let receiver = ReceiverServer::new(ReceiverService::new(core))
-        .max_decoding_message_size(max)
+        .max_decoding_message_size(max_request)
         .max_encoding_message_size(max);
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     Ok(serve_grpc(receiver, incoming, shutdown).await?)

@@ -24,3 +24,15 @@ fn a_typo_in_an_environment_variable_is_refused_with_the_variable_named() {
         "KVWIRE_RECEIVER__C2C__FUSSER_DIR",
     ]);
 }
+
+#[test]
+fn the_sharer_allow_list_is_read_from_the_environment_and_checked() {
+    // A comma-separated list; its https:// entry is refused (no TLS yet), so the list was read.
+    SERVICE.refuses_env(
+        &[(
+            "KVWIRE_RECEIVER__ALLOWED_SHARERS",
+            "http://127.0.0.1:50051,https://sharer:443",
+        )],
+        &["allowed_sharers: entry 1", "TLS"],
+    );
+}

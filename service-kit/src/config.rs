@@ -46,13 +46,28 @@ pub fn load_layered<T>(file: Option<&Path>, prefix: &str) -> Result<T, ConfigErr
 where
     T: DeserializeOwned + serde::Serialize + Default,
 {
-    load_with_env(file, prefix, None)
+    load_with_env(file, prefix, &[], None)
 }
 
-/// [`load_layered`] with the environment given as a map instead of the process environment.
+/// [`load_layered`] where the variables of `list_keys` (dotted paths, lower case:
+/// `allowed_sharers`) hold comma-separated lists.
+pub fn load_layered_with_lists<T>(
+    file: Option<&Path>,
+    prefix: &str,
+    list_keys: &[&str],
+) -> Result<T, ConfigError>
+where
+    T: DeserializeOwned + serde::Serialize + Default,
+{
+    load_with_env(file, prefix, list_keys, None)
+}
+
+/// [`load_layered_with_lists`] with the environment given as a map instead of the process
+/// environment.
 fn load_with_env<T>(
     file: Option<&Path>,
     prefix: &str,
+    list_keys: &[&str],
     env: Option<config::Map<String, String>>,
 ) -> Result<T, ConfigError>
 where
@@ -65,13 +80,18 @@ where
             builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
         }
         if with_env {
-            builder = builder.add_source(
-                config::Environment::with_prefix(prefix)
-                    .prefix_separator("__")
-                    .separator("__")
-                    .try_parsing(true)
-                    .source(env.clone()),
-            );
+            let mut environment = config::Environment::with_prefix(prefix)
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true)
+                .source(env.clone());
+            if !list_keys.is_empty() {
+                environment = environment.list_separator(",");
+                for key in list_keys {
+                    environment = environment.with_list_parse_key(key);
+                }
+            }
+            builder = builder.add_source(environment);
         }
         builder.build()?.try_deserialize()
     };
@@ -130,6 +150,25 @@ fn culprit_vars(
     vars
 }
 
+/// Bytes of prompt text allowed per token of `limits.max_prompt_tokens` when
+/// `limits.max_prompt_bytes` is unset (a generous bound: English runs about 4 bytes a token).
+pub const DEFAULT_PROMPT_BYTES_PER_TOKEN: usize = 16;
+
+/// Room a request message has beside its prompt text (ids, enums, an endpoint, protobuf
+/// framing), bytes.
+pub const REQUEST_OVERHEAD_BYTES: usize = 64 << 10;
+
+/// `limits.max_prompt_bytes` when set, else [`DEFAULT_PROMPT_BYTES_PER_TOKEN`] per prompt token.
+pub fn prompt_bytes_limit(max_prompt_bytes: Option<usize>, max_prompt_tokens: usize) -> usize {
+    max_prompt_bytes
+        .unwrap_or_else(|| max_prompt_tokens.saturating_mul(DEFAULT_PROMPT_BYTES_PER_TOKEN))
+}
+
+/// Refuses `bytes` of prompt text over `max`, before anything tokenizes it: `Err(max)`.
+pub fn check_prompt_bytes(bytes: usize, max: usize) -> Result<(), usize> {
+    if bytes > max { Err(max) } else { Ok(()) }
+}
+
 /// The settings every service has, checked the same way.
 #[derive(Debug, Clone, Copy)]
 pub struct CommonSettings<'a> {
@@ -143,6 +182,9 @@ pub struct CommonSettings<'a> {
     pub max_message_bytes: usize,
     /// Longest prompt, tokens.
     pub max_prompt_tokens: usize,
+    /// Most UTF-8 bytes of prompt text in one request, checked before tokenizing; `None`:
+    /// [`DEFAULT_PROMPT_BYTES_PER_TOKEN`] per prompt token.
+    pub max_prompt_bytes: Option<usize>,
     /// Concurrent model jobs.
     pub max_concurrent_jobs: usize,
     /// Logs and metrics.
@@ -150,6 +192,22 @@ pub struct CommonSettings<'a> {
 }
 
 impl CommonSettings<'_> {
+    /// Most UTF-8 bytes of prompt text one request may carry (question, choices, passage,
+    /// query or raw text together), checked before any tokenizing.
+    pub fn prompt_bytes(&self) -> usize {
+        prompt_bytes_limit(self.max_prompt_bytes, self.max_prompt_tokens)
+    }
+
+    /// Largest request message a server decodes: the prompt text, eight bytes per prompt
+    /// token (a Refine's positions), and [`REQUEST_OVERHEAD_BYTES`]; never above
+    /// `max_message_bytes`. Larger requests are refused by tonic before any handler runs.
+    pub fn max_request_bytes(&self) -> usize {
+        self.prompt_bytes()
+            .saturating_add(self.max_prompt_tokens.saturating_mul(8))
+            .saturating_add(REQUEST_OVERHEAD_BYTES)
+            .min(self.max_message_bytes)
+    }
+
     /// Records every problem of the common settings.
     pub fn check(&self, p: &mut Problems) {
         if let Err(e) = ModelSpec::parse(self.model) {
@@ -177,6 +235,11 @@ impl CommonSettings<'_> {
             "must be positive",
         );
         p.check(
+            self.max_prompt_bytes != Some(0),
+            "limits.max_prompt_bytes",
+            "must be positive (leave it unset for 16 bytes per prompt token)",
+        );
+        p.check(
             self.max_concurrent_jobs > 0,
             "limits.max_concurrent_jobs",
             "must be positive",
@@ -190,6 +253,9 @@ impl CommonSettings<'_> {
 pub trait ServiceConfig: DeserializeOwned + serde::Serialize + Default {
     /// Environment prefix (`KVWIRE_SHARER`, ...).
     const ENV_PREFIX: &'static str;
+
+    /// Keys whose environment variables hold comma-separated lists (dotted, lower case).
+    const ENV_LIST_KEYS: &'static [&'static str] = &[];
 
     /// The settings every service has.
     fn common(&self) -> CommonSettings<'_>;
@@ -213,7 +279,7 @@ pub trait ServiceConfig: DeserializeOwned + serde::Serialize + Default {
 
     /// Loads defaults, `file` and the environment, then validates.
     fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
-        let config: Self = load_layered(file, Self::ENV_PREFIX)?;
+        let config: Self = load_layered_with_lists(file, Self::ENV_PREFIX, Self::ENV_LIST_KEYS)?;
         config.validate()?;
         Ok(config)
     }
@@ -302,7 +368,7 @@ mod tests {
         );
         let env =
             config::Map::from([("SVCKIT_TEST_B__NESTED__LIMIT".to_string(), "11".to_string())]);
-        let from_env: Demo = load_with_env(Some(&path), "SVCKIT_TEST_B", Some(env)).unwrap();
+        let from_env: Demo = load_with_env(Some(&path), "SVCKIT_TEST_B", &[], Some(env)).unwrap();
         assert_eq!(from_env.nested.limit, 11);
         assert_eq!(from_env.name, "file");
     }
@@ -327,13 +393,13 @@ mod tests {
             ("SVCKIT_TEST_C__DEVICE".to_string(), "cuda:1".to_string()),
             ("SVCKIT_TEST_C__DTYPE".to_string(), "bf16".to_string()),
         ]);
-        let placed: Placed = load_with_env(None, "SVCKIT_TEST_C", Some(env)).unwrap();
+        let placed: Placed = load_with_env(None, "SVCKIT_TEST_C", &[], Some(env)).unwrap();
         assert_eq!(
             (placed.device.as_str(), placed.dtype.as_str()),
             ("cuda:1", "bf16")
         );
         let defaults: Placed =
-            load_with_env(None, "SVCKIT_TEST_D", Some(config::Map::new())).unwrap();
+            load_with_env(None, "SVCKIT_TEST_D", &[], Some(config::Map::new())).unwrap();
         assert_eq!(defaults, Placed::default());
     }
 
@@ -346,6 +412,7 @@ mod tests {
             dtype,
             max_message_bytes: 1 << 20,
             max_prompt_tokens: 1,
+            max_prompt_bytes: None,
             max_concurrent_jobs: 1,
             telemetry: &telemetry,
         };
@@ -413,7 +480,7 @@ mod tests {
         ] {
             let path = dir.path().join("c.toml");
             std::fs::write(&path, toml).unwrap();
-            let err = load_with_env::<Strict>(Some(&path), "SVCKIT_TEST_E", none())
+            let err = load_with_env::<Strict>(Some(&path), "SVCKIT_TEST_E", &[], none())
                 .unwrap_err()
                 .to_string();
             assert!(
@@ -430,7 +497,7 @@ mod tests {
             ("SVCKIT_TEST_F__TELEMETRY__LOG_FILTR", "log_filtr"),
         ] {
             let env = config::Map::from([(var.to_string(), "7".to_string())]);
-            let err = load_with_env::<Strict>(None, "SVCKIT_TEST_F", Some(env))
+            let err = load_with_env::<Strict>(None, "SVCKIT_TEST_F", &[], Some(env))
                 .unwrap_err()
                 .to_string();
             assert!(
@@ -448,8 +515,61 @@ mod tests {
                 "9".to_string(),
             ),
         ]);
-        let ok: Strict = load_with_env(None, "SVCKIT_TEST_F", Some(env)).unwrap();
+        let ok: Strict = load_with_env(None, "SVCKIT_TEST_F", &[], Some(env)).unwrap();
         assert_eq!(ok.limits.max_message_bytes, 9);
+    }
+
+    #[test]
+    fn the_prompt_byte_limit_follows_the_token_limit_unless_set() {
+        let telemetry = TelemetryConfig::default();
+        let mut c = CommonSettings {
+            model: "random:tiny-llama:0",
+            device: "cpu",
+            dtype: "f32",
+            max_message_bytes: 64 << 20,
+            max_prompt_tokens: 8192,
+            max_prompt_bytes: None,
+            max_concurrent_jobs: 1,
+            telemetry: &telemetry,
+        };
+        assert_eq!(c.prompt_bytes(), 8192 * DEFAULT_PROMPT_BYTES_PER_TOKEN);
+        assert_eq!(
+            c.max_request_bytes(),
+            8192 * 16 + 8192 * 8 + REQUEST_OVERHEAD_BYTES
+        );
+        c.max_prompt_bytes = Some(1000);
+        assert_eq!(c.prompt_bytes(), 1000);
+        c.max_message_bytes = 1 << 16;
+        assert_eq!(c.max_request_bytes(), 1 << 16);
+        c.max_prompt_bytes = Some(0);
+        let mut p = Problems::new();
+        c.check(&mut p);
+        assert!(
+            p.list()
+                .iter()
+                .any(|e| e.starts_with("limits.max_prompt_bytes")),
+            "{p}"
+        );
+    }
+
+    #[test]
+    fn list_keys_take_comma_separated_variables() {
+        #[derive(Debug, Serialize, Deserialize, PartialEq, Default)]
+        #[serde(default, deny_unknown_fields)]
+        struct Listed {
+            allowed: Vec<String>,
+            name: String,
+        }
+        let env = config::Map::from([
+            (
+                "SVCKIT_TEST_G__ALLOWED".to_string(),
+                "http://a:1,http://b:2".to_string(),
+            ),
+            ("SVCKIT_TEST_G__NAME".to_string(), "x,y".to_string()),
+        ]);
+        let listed: Listed = load_with_env(None, "SVCKIT_TEST_G", &["allowed"], Some(env)).unwrap();
+        assert_eq!(listed.allowed, ["http://a:1", "http://b:2"]);
+        assert_eq!(listed.name, "x,y");
     }
 
     #[test]

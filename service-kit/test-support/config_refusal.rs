@@ -61,6 +61,15 @@ impl Service {
         );
     }
 
+    /// Start-up with `env` is refused, the error naming each of `expect`.
+    pub fn refuses_env(&self, env: &[(&str, &str)], expect: &[&str]) {
+        let (ok, stderr) = self.start(&[], env);
+        assert!(!ok, "{env:?}: {stderr}");
+        for e in expect {
+            assert!(stderr.contains(e), "{env:?}: {e:?} missing from {stderr}");
+        }
+    }
+
     /// Each misspelt variable is refused, the variable named.
     pub fn refuses_env_typos(&self, vars: &[&str]) {
         for var in vars {

@@ -40,12 +40,18 @@ pub struct SharerLimits {
     pub max_message_bytes: usize,
     /// Longest prompt, in sharer tokens.
     pub max_prompt_tokens: usize,
+    /// Most UTF-8 bytes of prompt text in one request (question, choices, passage and query,
+    /// or the raw text, together), checked before tokenizing; unset: 16 per prompt token.
+    pub max_prompt_bytes: Option<usize>,
     /// Frames buffered between the producer and the gRPC stream.
     pub stream_buffer_frames: usize,
     /// Default and maximum tokens of a generated hint.
     pub max_hint_tokens: usize,
     /// Concurrent model jobs (prefill, generation); further requests wait.
     pub max_concurrent_jobs: usize,
+    /// Jobs that may wait for a slot; beyond them a call is refused at once
+    /// (RESOURCE_EXHAUSTED, `overloaded`).
+    pub max_queued_jobs: usize,
 }
 
 /// Bounds of the refinement session store.
@@ -80,9 +86,19 @@ impl Default for SharerLimits {
             max_message_bytes: 64 << 20,
             max_prompt_tokens: 8192,
             stream_buffer_frames: 4,
+            max_prompt_bytes: None,
             max_hint_tokens: 64,
             max_concurrent_jobs: 1,
+            max_queued_jobs: 16,
         }
+    }
+}
+
+impl SharerLimits {
+    /// Most UTF-8 bytes of prompt text in one request (`max_prompt_bytes`, else 16 per
+    /// prompt token).
+    pub fn prompt_bytes(&self) -> usize {
+        service_kit::config::prompt_bytes_limit(self.max_prompt_bytes, self.max_prompt_tokens)
     }
 }
 
@@ -106,6 +122,7 @@ impl ServiceConfig for SharerConfig {
             dtype: &self.dtype,
             max_message_bytes: self.limits.max_message_bytes,
             max_prompt_tokens: self.limits.max_prompt_tokens,
+            max_prompt_bytes: self.limits.max_prompt_bytes,
             max_concurrent_jobs: self.limits.max_concurrent_jobs,
             telemetry: &self.telemetry,
         }

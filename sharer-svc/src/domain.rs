@@ -131,6 +131,38 @@ pub struct RefineParams {
     pub granularity: Granularity,
 }
 
+/// UTF-8 bytes of an example's prompt text: question, choices and passage.
+pub fn example_text_bytes(e: &Example) -> usize {
+    e.question.len()
+        + e.choices.iter().map(String::len).sum::<usize>()
+        + e.passage.as_ref().map_or(0, String::len)
+}
+
+/// Refuses prompt text over `max` bytes (`limits.max_prompt_bytes`), before it is tokenized.
+pub fn check_prompt_bytes(bytes: usize, max: usize, what: &'static str) -> Result<(), SharerError> {
+    service_kit::config::check_prompt_bytes(bytes, max).map_err(|max| SharerError::PromptBytes {
+        bytes,
+        max,
+        what,
+    })
+}
+
+impl ShareParams {
+    /// Refuses a prompt whose text (the example's or the raw text, and the query) is over
+    /// `max` bytes.
+    pub fn check_prompt_bytes(&self, max: usize) -> Result<(), SharerError> {
+        let query = self.query.as_ref().map_or(0, String::len);
+        match &self.prompt {
+            PromptSource::Example(e) => check_prompt_bytes(
+                example_text_bytes(e) + query,
+                max,
+                "question, choices, passage and query",
+            ),
+            PromptSource::Text(t) => check_prompt_bytes(t.len() + query, max, "text and query"),
+        }
+    }
+}
+
 /// Converts a wire example (its passage kept when non-empty).
 pub fn example_from_wire(e: Option<pb::Example>) -> Result<Example, SharerError> {
     let e = e.ok_or_else(|| SharerError::invalid("example", "missing"))?;

@@ -23,6 +23,19 @@ pub enum SharerError {
         /// Limit.
         max: usize,
     },
+    /// The prompt text is longer than `limits.max_prompt_bytes` (checked before tokenizing).
+    #[error("prompt text has {bytes} bytes ({what}), limit {max} (limits.max_prompt_bytes)")]
+    PromptBytes {
+        /// UTF-8 bytes of the prompt text.
+        bytes: usize,
+        /// Limit.
+        max: usize,
+        /// Which text was counted.
+        what: &'static str,
+    },
+    /// Every job slot is busy and the wait queue is full.
+    #[error(transparent)]
+    Overloaded(#[from] service_kit::rpc::Overloaded),
     /// Not even one token fits the byte cap.
     #[error("byte cap {cap} is below the smallest transfer ({minimum} bytes)")]
     CapTooSmall {
@@ -68,7 +81,9 @@ impl ServiceError for SharerError {
             // `prompt_too_long` tells it apart): docs/STATUS_CODES.md.
             SharerError::InvalidArgument { .. }
             | SharerError::Refine(_)
-            | SharerError::PromptTooLong { .. } => Code::InvalidArgument,
+            | SharerError::PromptTooLong { .. }
+            | SharerError::PromptBytes { .. } => Code::InvalidArgument,
+            SharerError::Overloaded(_) => Code::ResourceExhausted,
             SharerError::CapTooSmall { .. } => Code::FailedPrecondition,
             SharerError::SessionNotFound(_) => Code::NotFound,
             SharerError::Cancelled(_) => Code::Cancelled,
@@ -81,7 +96,10 @@ impl ServiceError for SharerError {
     fn error_type(&self) -> &'static str {
         match self {
             SharerError::InvalidArgument { .. } => "invalid_argument",
-            SharerError::PromptTooLong { .. } => "prompt_too_long",
+            SharerError::PromptTooLong { .. } | SharerError::PromptBytes { .. } => {
+                "prompt_too_long"
+            }
+            SharerError::Overloaded(_) => "overloaded",
             SharerError::CapTooSmall { .. } => "cap_too_small",
             SharerError::SessionNotFound(_) => "session_not_found",
             SharerError::Refine(_) => "refine",
@@ -94,6 +112,10 @@ impl ServiceError for SharerError {
 
     fn worker(reason: String) -> Self {
         SharerError::Worker(reason)
+    }
+
+    fn overloaded(o: service_kit::rpc::Overloaded) -> Self {
+        SharerError::Overloaded(o)
     }
 }
 

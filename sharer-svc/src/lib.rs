@@ -53,9 +53,11 @@ pub async fn serve(
         config.sessions.max_bytes,
         Duration::from_secs(config.sessions.ttl_secs),
     );
+    // Requests are small (prompt text, positions); frames may be large.
+    let max_request = config.common().max_request_bytes();
     let max = config.limits.max_message_bytes;
     let sharer = SharerServer::new(SharerService::new(engine, config.limits.clone(), sessions))
-        .max_decoding_message_size(max)
+        .max_decoding_message_size(max_request)
         .max_encoding_message_size(max);
     let counters = ByteCounters::new();
     let reporter = tokio::spawn(report_transport(counters.clone()));

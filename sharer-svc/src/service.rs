@@ -21,7 +21,8 @@ use tracing::{Instrument, instrument};
 
 use crate::config::SharerLimits;
 use crate::domain::{
-    MessageKind, RefineParams, ShareParams, example_from_wire, message_kind_from_wire,
+    MessageKind, RefineParams, ShareParams, check_prompt_bytes, example_from_wire,
+    example_text_bytes, message_kind_from_wire,
 };
 use crate::engine::SharerEngine;
 use crate::error::SharerError;
@@ -65,7 +66,7 @@ impl SharerService {
         sessions: SessionStore<HeldSession>,
     ) -> Self {
         Self {
-            pool: JobPool::new(engine, limits.max_concurrent_jobs),
+            pool: JobPool::new(engine, limits.max_concurrent_jobs, limits.max_queued_jobs),
             sessions: Arc::new(Mutex::new(sessions)),
             limits,
         }
@@ -123,7 +124,10 @@ impl Sharer for SharerService {
         let trace = TraceContext::from_metadata_or_root(request.metadata());
         let span = tracing::Span::current();
         span.record("trace_id", trace.trace_id_hex());
-        let params = match ShareParams::try_from(request.into_inner()) {
+        let max_bytes = self.limits.prompt_bytes();
+        let params = match ShareParams::try_from(request.into_inner())
+            .and_then(|p| p.check_prompt_bytes(max_bytes).map(|()| p))
+        {
             Ok(p) => p,
             Err(e) => return finish("Share", Instant::now(), Err(e)),
         };
@@ -198,8 +202,14 @@ impl Sharer for SharerService {
             max_new_tokens,
         } = request.into_inner();
         let max_hint = self.limits.max_hint_tokens;
+        let max_bytes = self.limits.prompt_bytes();
         let result = async {
             let example = example_from_wire(example)?;
+            check_prompt_bytes(
+                example_text_bytes(&example),
+                max_bytes,
+                "question, choices and passage",
+            )?;
             let kind = message_kind_from_wire(kind)?;
             span.record("kind", kind.label());
             span.record("byte_cap", byte_cap);
@@ -249,8 +259,14 @@ impl Sharer for SharerService {
         let trace = TraceContext::from_metadata_or_root(request.metadata());
         tracing::Span::current().record("trace_id", trace.trace_id_hex());
         let start = Instant::now();
+        let max_bytes = self.limits.prompt_bytes();
         let result = async {
             let example = example_from_wire(request.into_inner().example)?;
+            check_prompt_bytes(
+                example_text_bytes(&example),
+                max_bytes,
+                "question, choices and passage",
+            )?;
             let a = self.blocking(move |e| e.answer(&example)).await?;
             record_stage_ms(SERVICE, "prefill", a.prefill_ms);
             Ok(pb::AnswerReply {

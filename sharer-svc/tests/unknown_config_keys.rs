@@ -24,3 +24,11 @@ fn a_typo_in_an_environment_variable_is_refused_with_the_variable_named() {
         "KVWIRE_SHARER__SESIONS__CAPACITY",
     ]);
 }
+
+#[test]
+fn the_prompt_byte_limit_is_read_from_the_environment_and_checked() {
+    SERVICE.refuses_env(
+        &[("KVWIRE_SHARER__LIMITS__MAX_PROMPT_BYTES", "0")],
+        &["limits.max_prompt_bytes"],
+    );
+}

@@ -83,14 +83,31 @@ pub async fn start_sharer_on(model: &str, listener: TcpListener) -> Running {
     }
 }
 
-/// Starts a receiver with `model` whose default sharer is `sharer_endpoint`.
+/// Starts a receiver with `model` whose default (and only allowed) sharer is
+/// `sharer_endpoint`.
 pub async fn start_receiver(model: &str, sharer_endpoint: &str) -> Running {
-    let (listener, addr) = bind().await;
+    start_receiver_allowing(model, sharer_endpoint, &[]).await
+}
+
+/// Starts a receiver with `model` whose default sharer is `sharer_endpoint` (empty: none) and
+/// that requests may also point at the sharers in `allowed`.
+pub async fn start_receiver_allowing(
+    model: &str,
+    sharer_endpoint: &str,
+    allowed: &[String],
+) -> Running {
     let config = ReceiverConfig {
         model: model.into(),
         sharer_endpoint: sharer_endpoint.into(),
+        allowed_sharers: allowed.to_vec(),
         ..ReceiverConfig::default()
     };
+    start_receiver_with(config).await
+}
+
+/// Starts a receiver with `config` (its listen address aside: a free loopback port).
+pub async fn start_receiver_with(config: ReceiverConfig) -> Running {
+    let (listener, addr) = bind().await;
     let (tx, rx) = oneshot::channel::<()>();
     let served = receiver_svc::serve(config, listener, async move {
         let _ = rx.await;

@@ -13,8 +13,8 @@ use coordinator::row::RowStatus;
 use coordinator::runner::{ReadyCell, RunOptions, receiver_channel, run};
 use coordinator::wire::RequestTemplate;
 use e2e_tests::{
-    TINY_MODEL, dying_sharer, example, rebind, share_blob_bytes, start_receiver, start_sharer,
-    start_sharer_on,
+    TINY_MODEL, dying_sharer, example, rebind, share_blob_bytes, start_receiver_allowing,
+    start_sharer, start_sharer_on,
 };
 use kvwire_proto::v1 as pb;
 use kvwire_proto::v1::receiver_client::ReceiverClient;
@@ -51,8 +51,8 @@ async fn sharer_killed_mid_stream_gives_a_failed_row_then_a_retried_answer() {
     let full = share_blob_bytes(&first.endpoint(), example("e1"), pb::Payload::Fp16).await;
     // The sharer as the receiver reaches it: dies after half of one transfer's blob bytes.
     let (addr, died) = dying_sharer(first.addr, full / 2).await;
-    // No default sharer: every request names its own.
-    let receiver = start_receiver(TINY_MODEL, "").await;
+    // No default sharer: every request names its own (the one it allows).
+    let receiver = start_receiver_allowing(TINY_MODEL, "", &[format!("http://{addr}")]).await;
 
     let grid = grid();
     let cell = expand(&grid).remove(0);

@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use e2e_tests::{TINY_MODEL, cutting_relay, example, start_receiver, start_sharer};
+use e2e_tests::{
+    TINY_MODEL, cutting_relay, example, start_receiver, start_receiver_allowing, start_sharer,
+};
 use kvwire_proto::v1 as pb;
 use kvwire_proto::v1::receiver_client::ReceiverClient;
 use kvwire_proto::v1::sharer_client::SharerClient;
@@ -117,7 +119,8 @@ async fn sharer_dying_mid_stream_is_a_typed_error() {
         .sum();
     // Let the connection preface, headers and part of the frames through, then cut.
     let relay = cutting_relay(sharer.addr, full / 2).await;
-    let receiver = start_receiver(TINY_MODEL, &sharer.endpoint()).await;
+    let receiver =
+        start_receiver_allowing(TINY_MODEL, &sharer.endpoint(), &[format!("http://{relay}")]).await;
     let mut client = ReceiverClient::connect(receiver.endpoint()).await.unwrap();
     let call = client.evaluate(kv_request(pb::Payload::Fp16, &format!("http://{relay}")));
     let status = tokio::time::timeout(Duration::from_secs(60), call)

@@ -17,6 +17,7 @@ use service_kit::rpc::JobPool;
 use service_kit::timing::ms;
 use service_kit::trace_context::TraceContext;
 
+use crate::allow::AllowList;
 use crate::client::SharerLink;
 use crate::config::{FuserKind, ReceiverConfig};
 use crate::domain::{EvaluateParams, Method, Scoring};
@@ -39,6 +40,8 @@ pub struct ReceiverCore {
     pool: JobPool<ReceiverEngine>,
     fuser: Option<Arc<dyn CacheFuser>>,
     spare: Mutex<Vec<Vec<HostLayer>>>,
+    allowed: AllowList,
+    prompt_bytes: usize,
     config: ReceiverConfig,
 }
 
@@ -50,10 +53,16 @@ impl ReceiverCore {
             FuserKind::C2c => Some(Arc::new(load_c2c(&config, &engine)?)),
             FuserKind::None => None,
         };
+        let l = &config.limits;
         Ok(Self {
             fuser,
             spare: Mutex::new(Vec::new()),
-            pool: JobPool::new(engine, config.limits.max_concurrent_jobs),
+            pool: JobPool::new(engine, l.max_concurrent_jobs, l.max_queued_jobs),
+            allowed: AllowList::new(&config.sharer_endpoint, &config.allowed_sharers),
+            prompt_bytes: service_kit::config::prompt_bytes_limit(
+                l.max_prompt_bytes,
+                l.max_prompt_tokens,
+            ),
             config,
         })
     }
@@ -136,6 +145,11 @@ impl ReceiverCore {
         p: &EvaluateParams,
         message: Option<String>,
     ) -> Result<ReceiverPrompt, ReceiverError> {
+        let message_bytes = message.as_ref().map_or(0, String::len);
+        self.check_prompt_bytes(
+            p.text_bytes() + message_bytes,
+            "question, choices, passage and the sharer's message",
+        )?;
         let example = p.example.clone();
         let max = self.config.limits.max_prompt_tokens;
         let (scoring, layout) = (p.scoring, p.layout);
@@ -159,10 +173,10 @@ impl ReceiverCore {
             })
             .await?;
         if prompt.ids().len() > max {
-            return Err(ReceiverError::invalid(
-                "example",
-                format!("prompt has {} tokens, limit {max}", prompt.ids().len()),
-            ));
+            return Err(ReceiverError::PromptTooLong {
+                tokens: prompt.ids().len(),
+                max,
+            });
         }
         Ok(prompt)
     }
@@ -198,6 +212,21 @@ impl ReceiverCore {
         }
     }
 
+    /// Refuses prompt text over `limits.max_prompt_bytes`, before anything tokenizes it.
+    fn check_prompt_bytes(&self, bytes: usize, what: &'static str) -> Result<(), ReceiverError> {
+        service_kit::config::check_prompt_bytes(bytes, self.prompt_bytes)
+            .map_err(|max| ReceiverError::PromptBytes { bytes, max, what })
+    }
+
+    /// What is refused before any work: a sharer not on the allow-list (or `https://`), and
+    /// prompt text over the byte limit.
+    fn admit(&self, p: &EvaluateParams) -> Result<(), ReceiverError> {
+        if let Some(endpoint) = p.sharer_endpoint.as_deref() {
+            self.allowed.check(endpoint)?;
+        }
+        self.check_prompt_bytes(p.text_bytes(), "question, choices and passage")
+    }
+
     /// Runs one evaluation to completion.
     pub async fn evaluate(
         &self,
@@ -206,6 +235,7 @@ impl ReceiverCore {
         deadline: Instant,
     ) -> Result<Evaluation, ReceiverError> {
         let start = Instant::now();
+        self.admit(&p)?;
         let (outcome, rounds, cap) = match p.method {
             Method::ReceiverOnly => {
                 let prompt = self.prompt(&p, None).await?;

@@ -182,6 +182,11 @@ impl Embedded {
                     task,
                 });
             }
+        }
+        // Receivers start once every sharer has its URL: each may connect to any of them
+        // (its allow-list), and to nothing else.
+        let sharer_urls: Vec<String> = me.sharers.iter().map(|s| s.url.clone()).collect();
+        for pair in pairs {
             if !me
                 .receivers
                 .iter()
@@ -193,8 +198,9 @@ impl Embedded {
                     model: pair.receiver.model.clone(),
                     device: placement.device.clone(),
                     dtype: placement.dtype.clone(),
-                    // Every request names its sharer.
+                    // Every request names its sharer: one of the embedded ones.
                     sharer_endpoint: String::new(),
+                    allowed_sharers: sharer_urls.clone(),
                     fuser: FuserKind::Identity,
                     ..Default::default()
                 };

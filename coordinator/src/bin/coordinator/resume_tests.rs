@@ -47,7 +47,8 @@ fn examples() -> BTreeMap<String, pb::Example> {
 }
 
 /// Real services (random tiny models) on loopback; the first pass points the receiver at
-/// a sharer port nobody listens on, so every sample fails; the second pass retries them.
+/// a sharer port nobody listens on (not one of its embedded sharers, so its allow-list
+/// refuses it), so every sample fails; the second pass retries them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_samples_become_rows_and_a_retry_replaces_them() {
     let tmp = tempfile::tempdir().unwrap();
@@ -91,10 +92,14 @@ async fn failed_samples_become_rows_and_a_retry_replaces_them() {
     let first = run(&dir, vec![ready.clone()], options).await.unwrap();
     assert_eq!((first.answered, first.failed), (0, 3));
     let rows = dir.read_rows(&cell.id).unwrap();
-    assert!(rows.rows.iter().all(|r| !r.is_ok()
-        && r.error.as_ref().is_some_and(|e| e.kind == "Unavailable"
-            && e.error_type.as_deref() == Some("sharer_unreachable")
-            && e.retry_after_ms.is_none())));
+    assert!(rows.rows.iter().all(|r| {
+        !r.is_ok()
+            && r.error.as_ref().is_some_and(|e| {
+                e.kind == "PermissionDenied"
+                    && e.error_type.as_deref() == Some("sharer_not_allowed")
+                    && e.retry_after_ms.is_none()
+            })
+    }));
     assert!(!dir.is_done(&cell.id));
 
     let good = ReadyCell {
