@@ -145,10 +145,14 @@ impl ReceiverCore {
         p: &EvaluateParams,
         message: Option<String>,
     ) -> Result<ReceiverPrompt, ReceiverError> {
+        // What this prompt tokenizes: the question, the choices and the sharer's message (in
+        // the context layout the passage reaches the receiver only as that message or as KV).
+        let e = &p.example;
+        let own = e.question.len() + e.choices.iter().map(String::len).sum::<usize>();
         let message_bytes = message.as_ref().map_or(0, String::len);
         self.check_prompt_bytes(
-            p.text_bytes() + message_bytes,
-            "question, choices, passage and the sharer's message",
+            own + message_bytes,
+            "question, choices and the sharer's message",
         )?;
         let example = p.example.clone();
         let max = self.config.limits.max_prompt_tokens;
