@@ -387,7 +387,7 @@ impl Grid {
     /// What the layout allows: the context layout scores by rank, sends the passage as its
     /// text baseline, and has no C2C yet; the passage text baseline needs the context layout.
     fn layout_problems(&self) -> Vec<String> {
-        use crate::method::{MethodSpec, TextMode};
+        use crate::method::MethodSpec;
         let mut problems = Vec::new();
         let context = self.layout == Layout::Context;
         if context && self.scoring.iter().any(|s| *s != Scoring::Rank) {
@@ -397,14 +397,14 @@ impl Grid {
         for m in &self.methods {
             let label = m.label();
             match m {
-                MethodSpec::Text(t) if context && t.mode != TextMode::Passage => {
-                    problems.push(format!(
-                        "method {label:?}: the context layout's text baseline is mode \"passage\""
-                    ))
-                }
-                MethodSpec::Text(t) if !context && t.mode == TextMode::Passage => problems.push(
-                    format!("method {label:?}: mode \"passage\" needs layout = \"context\""),
-                ),
+                MethodSpec::Text(t) if context && !t.mode.is_passage() => problems.push(format!(
+                    "method {label:?}: the context layout's text baselines are modes \
+                         \"passage\" and \"passage_extract\""
+                )),
+                MethodSpec::Text(t) if !context && t.mode.is_passage() => problems.push(format!(
+                    "method {label:?}: mode {:?} needs layout = \"context\"",
+                    t.mode
+                )),
                 MethodSpec::C2c(_) if context => problems.push(format!(
                     "method {label:?}: C2C with the context layout is not supported yet"
                 )),
@@ -480,7 +480,10 @@ mod tests {
                 "name = \"arc_easy\"",
                 "name = \"passkey\"\npassage_words = 50",
             );
-        let text = format!("{context}\n[[methods]]\nkind = \"text\"\nmode = \"passage\"\n");
+        let text = format!(
+            "{context}\n[[methods]]\nkind = \"text\"\nmode = \"passage\"\n\
+             [[methods]]\nkind = \"text\"\nmode = \"passage_extract\"\n"
+        );
         let grid = Grid::from_toml(&text).unwrap();
         assert_eq!(grid.layout, Layout::Context);
         assert_eq!(grid.datasets[0].passage_words, Some(50));
@@ -494,8 +497,10 @@ mod tests {
             panic!("expected problems");
         };
         assert_eq!(problems.len(), 3, "{problems:?}");
-        let shared = format!("{SMALL}\n[[methods]]\nkind = \"text\"\nmode = \"passage\"\n");
-        assert!(Grid::from_toml(&shared).is_err());
+        for mode in ["passage", "passage_extract"] {
+            let shared = format!("{SMALL}\n[[methods]]\nkind = \"text\"\nmode = \"{mode}\"\n");
+            assert!(Grid::from_toml(&shared).is_err(), "{mode}");
+        }
         let words = SMALL.replace("n = 3", "n = 3\npassage_words = 9");
         assert!(Grid::from_toml(&words).is_err());
         // The default layout is left out of the resolved grid.

@@ -56,6 +56,16 @@ pub enum TextMode {
     /// The item's passage (the context layout's raw-passage baseline; uncapped it is the
     /// receiver-with-the-passage upper bound).
     Passage,
+    /// The passage's sentences sharing the most words with the question and choices, under the
+    /// cap (the context layout's heuristic summary).
+    PassageExtract,
+}
+
+impl TextMode {
+    /// A mode of the context layout (it sends from the item's passage).
+    pub fn is_passage(self) -> bool {
+        matches!(self, TextMode::Passage | TextMode::PassageExtract)
+    }
 }
 
 /// Settings of a KV-cache transfer (same-model KV or C2C).

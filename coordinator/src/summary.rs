@@ -117,7 +117,7 @@ impl CellSummary {
                 .collect(),
             cell_id: cell.id.clone(),
             pair: cell.config.pair.label.clone(),
-            dataset: cell.config.dataset.name.clone(),
+            dataset: dataset_label(&cell.config.dataset),
             method: cell.config.method_label.clone(),
             scoring: cell.config.scoring.as_str().to_string(),
             budget_cap_bytes: cell.config.budget_cap_bytes,
@@ -147,6 +147,16 @@ fn num(v: Option<f64>, decimals: usize) -> String {
 }
 
 /// A number for CSV: empty when absent, so plotting tools read it as missing.
+/// The dataset's name, with its passage length when the spec sets one
+/// (`sciq_context_long@2048tok`, `passkey@200w`): cells that differ only by length stay apart.
+fn dataset_label(dataset: &crate::grid::DatasetSpec) -> String {
+    match crate::plot::points::ContextLength::of(dataset) {
+        Some(crate::plot::points::ContextLength::Tokens(n)) => format!("{}@{n}tok", dataset.name),
+        Some(crate::plot::points::ContextLength::Words(n)) => format!("{}@{n}w", dataset.name),
+        None => dataset.name.clone(),
+    }
+}
+
 pub(crate) fn csv_num(v: Option<f64>, decimals: usize) -> String {
     v.map_or_else(String::new, |x| format!("{x:.decimals$}"))
 }

@@ -67,6 +67,7 @@ impl RequestTemplate {
                     TextMode::Summary => pb::MessageKind::Summary,
                     TextMode::Hint => pb::MessageKind::Hint,
                     TextMode::Passage => pb::MessageKind::Passage,
+                    TextMode::PassageExtract => pb::MessageKind::PassageExtract,
                 };
                 template.text = Some(pb::TextSettings {
                     kind: kind as i32,

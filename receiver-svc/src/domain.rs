@@ -201,15 +201,15 @@ fn check_layout(
     let passage_text = matches!(
         method,
         Method::Text {
-            kind: pb::MessageKind::Passage,
+            kind: pb::MessageKind::Passage | pb::MessageKind::PassageExtract,
             ..
         }
     );
     match layout {
         PromptLayout::Shared if passage_text => Err(ReceiverError::invalid(
             "text.kind",
-            "MESSAGE_KIND_PASSAGE is the context layout's text baseline: set layout = \
-             LAYOUT_CONTEXT",
+            "MESSAGE_KIND_PASSAGE and _PASSAGE_EXTRACT are the context layout's text \
+             baselines: set layout = LAYOUT_CONTEXT",
         )),
         PromptLayout::Shared => Ok(()),
         PromptLayout::Context if passage.trim().is_empty() => Err(ReceiverError::invalid(
@@ -227,8 +227,9 @@ fn check_layout(
         PromptLayout::Context if matches!(method, Method::Text { .. }) && !passage_text => {
             Err(ReceiverError::invalid(
                 "text.kind",
-                "the context layout's text baseline is the passage (MESSAGE_KIND_PASSAGE); the \
-                 raw, summary and hint kinds are about the question, which the receiver has",
+                "the context layout's text baselines are the passage (MESSAGE_KIND_PASSAGE) \
+                 and its extract (_PASSAGE_EXTRACT); the raw, summary and hint kinds are about \
+                 the question, which the receiver has",
             ))
         }
         // FAILED_PRECONDITION, as the C2C fuser itself refuses the layout.

@@ -87,6 +87,8 @@ pub enum MessageKind {
     Hint,
     /// The example's passage (the context layout's raw-passage baseline).
     Passage,
+    /// The passage's sentences the question asks about, under the cap.
+    PassageExtract,
 }
 
 impl MessageKind {
@@ -97,6 +99,7 @@ impl MessageKind {
             MessageKind::Summary => "summary",
             MessageKind::Hint => "hint",
             MessageKind::Passage => "passage",
+            MessageKind::PassageExtract => "passage_extract",
         }
     }
 }
@@ -329,6 +332,7 @@ pub fn message_kind_from_wire(code: i32) -> Result<MessageKind, SharerError> {
         Ok(pb::MessageKind::Summary) => Ok(MessageKind::Summary),
         Ok(pb::MessageKind::Hint) => Ok(MessageKind::Hint),
         Ok(pb::MessageKind::Passage) => Ok(MessageKind::Passage),
+        Ok(pb::MessageKind::PassageExtract) => Ok(MessageKind::PassageExtract),
         Err(_) => Err(SharerError::invalid(
             "kind",
             format!("unknown value {code}"),

@@ -29,7 +29,7 @@ use crate::error::SharerError;
 use crate::produce::{ChunkSender, produce_refine, produce_share};
 use crate::session_state::HeldSession;
 use crate::sessions::{EvictionReason, SessionStore};
-use crate::text::{cap_utf8, passage_text, raw_text, summary_text};
+use crate::text::{cap_utf8, passage_extract, passage_text, raw_text, summary_text};
 
 const SERVICE: &str = "sharer";
 
@@ -223,6 +223,16 @@ impl Sharer for SharerService {
                 MessageKind::Passage => {
                     let text = passage_text(&example).ok_or_else(|| {
                         SharerError::invalid("example.passage", "kind passage needs a passage")
+                    })?;
+                    (text, pb::StageTimings::default())
+                }
+                MessageKind::PassageExtract => {
+                    let cap = usize::try_from(byte_cap).unwrap_or(usize::MAX);
+                    let text = passage_extract(&example, cap).ok_or_else(|| {
+                        SharerError::invalid(
+                            "example.passage",
+                            "kind passage_extract needs a passage",
+                        )
                     })?;
                     (text, pb::StageTimings::default())
                 }

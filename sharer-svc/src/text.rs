@@ -22,6 +22,51 @@ pub fn passage_text(example: &Example) -> Option<String> {
     example.passage.clone().filter(|p| !p.is_empty())
 }
 
+/// A deterministic question-aware extract of the passage (the context layout's heuristic
+/// summary): the passage's sentences that share content words (over three letters, any case)
+/// with the question or the choices, the most shared first (ties to the earlier sentence),
+/// taken while they fit `cap` bytes with their joining spaces (0: no cap; a sentence that does
+/// not fit is skipped for a shorter one), and given back in passage order. With no sentence
+/// sharing a word, the first sentence. `None` without a passage.
+pub fn passage_extract(example: &Example, cap: usize) -> Option<String> {
+    let passage = passage_text(example)?;
+    let sentences = split_sentences(&passage);
+    let mut asked = content_words(&example.question);
+    asked.extend(example.choices.iter().flat_map(|c| content_words(c)));
+    let shared = |s: &str| {
+        content_words(s)
+            .iter()
+            .filter(|w| asked.contains(w))
+            .count()
+    };
+    let mut ranked: Vec<(usize, usize)> = sentences
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (shared(s), i))
+        .filter(|&(overlap, _)| overlap > 0)
+        .collect();
+    ranked.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    if ranked.is_empty() && !sentences.is_empty() {
+        ranked.push((0, 0));
+    }
+    let mut kept = Vec::new();
+    let mut used = 0usize;
+    for (_, i) in ranked {
+        let add = sentences[i].len() + usize::from(!kept.is_empty());
+        if cap == 0 || used + add <= cap {
+            kept.push(i);
+            used += add;
+        }
+    }
+    kept.sort_unstable();
+    Some(
+        kept.iter()
+            .map(|&i| sentences[i])
+            .collect::<Vec<_>>()
+            .join(" "),
+    )
+}
+
 /// The question and its lettered choices, as plain text.
 pub fn raw_text(example: &Example) -> String {
     let mut out = format!("Question: {}\nChoices:\n", example.question.trim());
@@ -134,6 +179,37 @@ mod tests {
             "{s}"
         );
         assert_eq!(s, summary_text(&example()));
+    }
+
+    #[test]
+    fn passage_extract_keeps_the_sentences_the_question_asks_about_within_the_cap() {
+        let mut e = Example::new(
+            "p".into(),
+            "Which gas do plants release during photosynthesis?".into(),
+            vec!["oxygen".into(), "nitrogen".into()],
+            "A",
+        )
+        .unwrap();
+        e.passage = Some(
+            "Leaves are green. Photosynthesis in plants makes sugar. Plants release oxygen gas \
+             during photosynthesis. Roots hold soil."
+                .into(),
+        );
+        let all = passage_extract(&e, 0).unwrap();
+        assert_eq!(
+            all,
+            "Photosynthesis in plants makes sugar. Plants release oxygen gas during photosynthesis."
+        );
+        // The best sentence alone fits 60 bytes; the second would not.
+        let capped = passage_extract(&e, 60).unwrap();
+        assert_eq!(capped, "Plants release oxygen gas during photosynthesis.");
+        assert!(capped.len() <= 60);
+        // Nothing in common: the first sentence.
+        e.question = "Why?".into();
+        e.choices = vec!["yes".into(), "no".into()];
+        assert_eq!(passage_extract(&e, 0).unwrap(), "Leaves are green.");
+        e.passage = None;
+        assert_eq!(passage_extract(&e, 0), None);
     }
 
     #[test]

@@ -288,3 +288,25 @@ async fn query_attention_selection_runs_through_both_services() {
     };
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
 }
+
+/// The passage extract (whole sentences the question asks about, under the cap) is a context
+/// layout text baseline: answered, within its cap, and smaller than the passage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn passage_extract_is_answered_within_its_cap() {
+    let sharer = start_sharer(TINY_MODEL).await;
+    let receiver = start_receiver(TINY_MODEL, &sharer.endpoint()).await;
+    let mut client = ReceiverClient::connect(receiver.endpoint()).await.unwrap();
+    let example = item(2);
+    let cap = 40;
+    let request = pb::EvaluateRequest {
+        text: Some(pb::TextSettings {
+            kind: pb::MessageKind::PassageExtract as i32,
+            byte_cap: cap,
+        }),
+        ..context_request(example.clone(), pb::Method::Text)
+    };
+    let reply = client.evaluate(request).await.unwrap().into_inner();
+    let bytes = reply.rounds[0].bytes.as_ref().unwrap().measured_total;
+    assert!(bytes > 0 && bytes <= cap, "{bytes} bytes for a cap of {cap}");
+    assert!((bytes as usize) < example.passage.len());
+}

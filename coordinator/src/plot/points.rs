@@ -241,7 +241,7 @@ pub fn point(plan: &CellPlan, entry: &CellManifest) -> Option<Point> {
     Some(Point {
         cell_id: s.cell_id.clone(),
         pair: s.pair.clone(),
-        dataset: s.dataset.clone(),
+        dataset: config.dataset.name.clone(),
         context: ContextLength::of(&config.dataset),
         family: family(&s.method).to_string(),
         method: s.method.clone(),
