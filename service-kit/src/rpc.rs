@@ -230,13 +230,15 @@ mod tests {
         assert_eq!(pool.run(|r| Ok::<_, TestError>(*r)).await.unwrap(), 41);
     }
 
-    #[tokio::test]
-    async fn beyond_the_wait_queue_a_job_is_shed_at_once() {
-        use std::time::Duration;
-        let pool = JobPool::new((), 1, 1);
+    /// Starts a job that holds `pool`'s only slot (returning 1) until the sender is used.
+    async fn hold_the_only_slot(
+        pool: &JobPool<()>,
+    ) -> (
+        tokio::task::JoinHandle<Result<i32, TestError>>,
+        std::sync::mpsc::Sender<()>,
+    ) {
         let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
         let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
-        // One job holds the only slot until released.
         let running = tokio::spawn({
             let pool = pool.clone();
             async move {
@@ -249,6 +251,15 @@ mod tests {
             }
         });
         started_rx.await.unwrap();
+        (running, release_tx)
+    }
+
+    #[tokio::test]
+    async fn beyond_the_wait_queue_a_job_is_shed_at_once() {
+        use std::time::Duration;
+        let pool = JobPool::new((), 1, 1);
+        // One job holds the only slot until released.
+        let (running, release_tx) = hold_the_only_slot(&pool).await;
         // A second waits in the queue's one place.
         let queued = tokio::spawn({
             let pool = pool.clone();
@@ -276,20 +287,7 @@ mod tests {
     #[tokio::test]
     async fn a_caller_that_gives_up_frees_its_queue_place() {
         let pool = JobPool::new((), 1, 1);
-        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
-        let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
-        let running = tokio::spawn({
-            let pool = pool.clone();
-            async move {
-                pool.run(move |_| {
-                    let _ = started_tx.send(());
-                    release_rx.recv().unwrap();
-                    Ok::<_, TestError>(())
-                })
-                .await
-            }
-        });
-        started_rx.await.unwrap();
+        let (running, release_tx) = hold_the_only_slot(&pool).await;
         // A caller whose deadline passes while queued leaves the queue.
         let gave_up = tokio::time::timeout(
             std::time::Duration::from_millis(20),
