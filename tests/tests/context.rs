@@ -307,6 +307,9 @@ async fn passage_extract_is_answered_within_its_cap() {
     };
     let reply = client.evaluate(request).await.unwrap().into_inner();
     let bytes = reply.rounds[0].bytes.as_ref().unwrap().measured_total;
-    assert!(bytes > 0 && bytes <= cap, "{bytes} bytes for a cap of {cap}");
+    assert!(
+        bytes > 0 && bytes <= cap,
+        "{bytes} bytes for a cap of {cap}"
+    );
     assert!((bytes as usize) < example.passage.len());
 }
