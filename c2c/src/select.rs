@@ -111,13 +111,18 @@ pub enum Policy<'a> {
 }
 
 /// Kept positions, sorted ascending, chosen among `candidates` (sorted ascending, e.g. the
-/// prompt positions except the last, minus those already held): the first `amount` of
-/// [`ranking`].
+/// prompt positions except the last, minus those already held): [`preferred`], sorted.
 pub fn select(policy: Policy, candidates: &[usize], amount: KeepAmount) -> Result<Vec<usize>> {
+    let mut kept = preferred(policy, candidates, amount)?;
+    kept.sort_unstable();
+    Ok(kept)
+}
+
+/// The positions the policy keeps, most preferred first: the first `amount` of [`ranking`].
+pub fn preferred(policy: Policy, candidates: &[usize], amount: KeepAmount) -> Result<Vec<usize>> {
     let k = amount.resolve(candidates.len())?;
     let mut kept = ranking(policy, candidates)?;
     kept.truncate(k);
-    kept.sort_unstable();
     Ok(kept)
 }
 

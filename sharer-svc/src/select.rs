@@ -3,7 +3,7 @@
 
 pub use c2c::select::{PolicySpec, ScoreKind};
 
-use c2c::select::{KeepAmount, ranking};
+use c2c::select::{KeepAmount, preferred};
 use kvwire::v2::{FrameOptions, SessionHeader, estimate_frame_bytes};
 
 /// Which positions a transfer keeps: a policy's order of preference (c2c's selection
@@ -41,10 +41,13 @@ pub fn preferred_positions(
     scores: &[f32],
 ) -> Result<Vec<u32>, c2c::C2cError> {
     let candidates: Vec<usize> = (0..n).collect();
-    let keep = KeepAmount::Fraction(selection.keep_fraction).resolve(n)?;
-    let mut order = ranking(selection.policy.with_scores(scores), &candidates)?;
-    order.truncate(keep);
-    Ok(order.into_iter().map(|p| p as u32).collect())
+    let policy = selection.policy.with_scores(scores);
+    let kept = preferred(
+        policy,
+        &candidates,
+        KeepAmount::Fraction(selection.keep_fraction),
+    )?;
+    Ok(kept.into_iter().map(|p| p as u32).collect())
 }
 
 /// Estimated bytes of a whole transfer: the session header plus one frame per layer of `t`
@@ -89,18 +92,15 @@ pub fn fit_to_cap(
     // Largest k in 1..len whose estimate fits (the estimate grows with k, except that a
     // prefix which happens to be contiguous needs no index bytes).
     let (mut lo, mut hi) = (0usize, preferred.len());
-    let mut best = None;
     while lo < hi {
         let mid = (lo + hi).div_ceil(2);
-        let candidate = sorted_prefix(mid);
-        if estimate(&candidate) <= cap {
+        if estimate(&sorted_prefix(mid)) <= cap {
             lo = mid;
-            best = Some(candidate);
         } else {
             hi = mid - 1;
         }
     }
-    best
+    (lo > 0).then(|| sorted_prefix(lo))
 }
 
 #[cfg(test)]
