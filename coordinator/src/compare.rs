@@ -14,7 +14,7 @@ use eval_harness::paired_difference_ci;
 
 use crate::error::RegistryError;
 use crate::registry::{CellPlan, RunDir};
-use crate::row::{ResultRow, RowStatus};
+use crate::row::ResultRow;
 use crate::summary::{csv_field, csv_num};
 
 /// Bootstrap resamples and seed of every interval.
@@ -59,9 +59,9 @@ pub fn compare(dir: &RunDir, baseline: &str) -> Result<Vec<Comparison>, Registry
     for plan in &plans {
         let rows = dir.read_rows(&plan.cell.id)?;
         let ok = rows
-            .latest()
+            .answered()
             .into_iter()
-            .filter(|(_, r)| r.status == RowStatus::Ok && r.correct.is_some())
+            .filter(|(_, r)| r.correct.is_some())
             .map(|(id, r)| (id.to_string(), r.clone()))
             .collect();
         answered.insert(plan.cell.id.clone(), ok);

@@ -237,10 +237,9 @@ pub struct Drift {
 impl CellManifest {
     /// Builds the manifest entry of a cell from its summary and rows.
     pub fn of(summary: CellSummary, rows: &CellRows) -> CellManifest {
-        let latest = rows.latest();
-        let ok: Vec<ByteBreakdown> = latest
+        let ok: Vec<ByteBreakdown> = rows
+            .answered()
             .values()
-            .filter(|r| r.is_ok())
             .map(|r| r.bytes.bytes_measured_breakdown)
             .collect();
         let n = ok.len().max(1) as f64;

@@ -241,6 +241,13 @@ impl CellRows {
         latest
     }
 
+    /// The latest try of each sample that was answered, by sample id.
+    pub fn answered(&self) -> BTreeMap<&str, &ResultRow> {
+        let mut latest = self.latest();
+        latest.retain(|_, r| r.is_ok());
+        latest
+    }
+
     /// The attempt number the next try of `sample_id` gets.
     pub fn next_attempt(&self, sample_id: &str) -> u32 {
         self.rows
