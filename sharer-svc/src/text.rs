@@ -33,16 +33,10 @@ pub fn passage_extract(example: &Example, cap: usize) -> Option<String> {
     let sentences = split_sentences(&passage);
     let mut asked = content_words(&example.question);
     asked.extend(example.choices.iter().flat_map(|c| content_words(c)));
-    let shared = |s: &str| {
-        content_words(s)
-            .iter()
-            .filter(|w| asked.contains(w))
-            .count()
-    };
     let mut ranked: Vec<(usize, usize)> = sentences
         .iter()
         .enumerate()
-        .map(|(i, s)| (shared(s), i))
+        .map(|(i, s)| (shared_words(s, &asked), i))
         .filter(|&(overlap, _)| overlap > 0)
         .collect();
     ranked.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
@@ -90,11 +84,10 @@ pub fn summary_text(example: &Example) -> String {
     if let Some(last) = sentences.len().checked_sub(1) {
         let best = (0..last)
             .map(|i| {
-                let overlap = content_words(sentences[i])
-                    .iter()
-                    .filter(|w| choice_words.contains(w))
-                    .count();
-                (overlap, std::cmp::Reverse(i))
+                (
+                    shared_words(sentences[i], &choice_words),
+                    std::cmp::Reverse(i),
+                )
             })
             .max()
             .filter(|(overlap, _)| *overlap > 0)
@@ -133,6 +126,14 @@ fn split_sentences(text: &str) -> Vec<&str> {
         out.push(tail);
     }
     out
+}
+
+/// How many of `sentence`'s content words (repeats counted) are among `words`.
+fn shared_words(sentence: &str, words: &[String]) -> usize {
+    content_words(sentence)
+        .iter()
+        .filter(|w| words.contains(w))
+        .count()
 }
 
 fn content_words(text: &str) -> Vec<String> {
