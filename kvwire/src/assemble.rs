@@ -4,9 +4,11 @@
 //! refinement applies every frame it sends to its own copy, so that a residual upgrade carries
 //! exactly `full - held`. Both run [`CacheAssembler`]: the two views cannot drift apart.
 //!
-//! Round rules: a round starts with its session header, then one frame per sharer layer, all
-//! over the same positions. A base frame adds positions the cache does not hold yet (merged in
-//! ascending order); a residual frame adds its values to positions the cache already holds.
+//! Round rules (kvwire/FORMAT.md, "Rounds"): a round starts with its session header. Each sharer
+//! layer then receives either one residual frame, which adds its values to positions the cache
+//! held before the round, or one or more base frames, each of its own precision group, over
+//! disjoint positions the cache does not hold yet (merged in ascending order). When the round
+//! ends every layer holds the same positions, and as many frames arrived as the header announced.
 //! Pure and synchronous; buffers are reused across frames and, through
 //! [`HostCache::into_buffers`] and [`CacheAssembler::reusing`], across transfers.
 
@@ -87,6 +89,18 @@ pub fn gather_rows(data: &[f32], heads: usize, n: usize, d: usize, rows: &[usize
     out
 }
 
+/// The frames one layer received in the current round.
+#[derive(Debug, Clone, Default, PartialEq)]
+enum LayerRound {
+    /// None yet.
+    #[default]
+    Nothing,
+    /// Base frames of these precision groups.
+    Base(Vec<u8>),
+    /// One residual frame.
+    Residual,
+}
+
 /// Applies one round's records to a host cache.
 #[derive(Debug, Default)]
 pub struct CacheAssembler {
@@ -94,9 +108,14 @@ pub struct CacheAssembler {
     cache: HostCache,
     /// Buffers to decode into (from an earlier transfer).
     spare: Vec<HostLayer>,
-    seen: Vec<bool>,
+    /// What each layer received in this round.
+    received: Vec<LayerRound>,
+    /// Frames of this round so far.
+    frames: usize,
     /// Positions held before this round.
     base_positions: Vec<u32>,
+    /// Positions each layer holds now (they may differ until the round ends).
+    layer_positions: Vec<Vec<u32>>,
     /// Scratch for residual rows and merges, reused across frames.
     scratch: HostLayer,
     /// Rows of the prompt's last position are accepted too (see [`Self::every_position`]).
@@ -173,8 +192,10 @@ impl CacheAssembler {
                 held_tokens: self.cache.prompt_tokens,
             });
         }
-        self.seen = vec![false; layers];
+        self.received = vec![LayerRound::Nothing; layers];
+        self.frames = 0;
         self.base_positions = self.cache.positions.clone();
+        self.layer_positions = vec![self.cache.positions.clone(); layers];
         self.header = Some(header);
         Ok(())
     }
@@ -200,7 +221,8 @@ impl CacheAssembler {
         }
     }
 
-    /// The frame's layer, after checking it belongs to this round and has not come yet.
+    /// The frame's layer, after checking it belongs to this round and that the layer may take
+    /// it: one residual frame, or base frames of distinct precision groups.
     fn check_frame(&mut self, frame: &FrameRef<'_>) -> Result<usize, AssembleError> {
         let header = self.header.as_ref().ok_or(AssembleError::NoSession)?;
         let layer = usize::from(frame.header().layer);
@@ -219,40 +241,48 @@ impl CacheAssembler {
                 head_dim: self.cache.head_dim,
             });
         }
-        if std::mem::replace(&mut self.seen[layer], true) {
-            return Err(AssembleError::DuplicateLayer { layer });
+        let group = frame.header().group;
+        let received = &mut self.received[layer];
+        match (frame.header().kind, &mut *received) {
+            (FrameKind::Base, LayerRound::Base(groups)) if groups.contains(&group) => {
+                return Err(AssembleError::DuplicateGroup { layer, group });
+            }
+            (FrameKind::Base, LayerRound::Base(groups)) => groups.push(group),
+            (FrameKind::Base, LayerRound::Nothing) => *received = LayerRound::Base(vec![group]),
+            (FrameKind::Residual, LayerRound::Nothing) => *received = LayerRound::Residual,
+            (FrameKind::Residual, LayerRound::Residual) => {
+                return Err(AssembleError::DuplicateLayer { layer });
+            }
+            (_, _) => return Err(AssembleError::MixedKinds { layer }),
         }
+        self.frames += 1;
         Ok(layer)
     }
 
-    /// Stores new positions, merged with those held before this round in ascending order.
+    /// Stores new positions, merged with those the layer holds in ascending order.
     fn store(
         &mut self,
         layer: usize,
         frame: &FrameRef<'_>,
         positions: &[u32],
     ) -> Result<(), AssembleError> {
-        let merged = merge_positions(&self.base_positions, positions, layer)?;
-        let merged_positions: Vec<u32> = merged.iter().map(|m| m.position).collect();
-        let first_of_round = self.seen.iter().filter(|s| **s).count() == 1;
-        if !first_of_round && merged_positions != self.cache.positions {
-            return Err(AssembleError::PositionsDiffer { layer });
-        }
+        let held = &self.layer_positions[layer];
+        let merged = merge_positions(held, positions, layer)?;
         let (heads, d) = (self.cache.heads, self.cache.head_dim);
         let elements = heads * positions.len() * d;
         let l = &mut self.cache.layers[layer];
-        if self.base_positions.is_empty() {
+        if held.is_empty() {
             resize(l, elements);
             frame.dequantize_into(&mut l.k, &mut l.v)?;
         } else {
             resize(&mut self.scratch, elements);
             frame.dequantize_into(&mut self.scratch.k, &mut self.scratch.v)?;
-            let n_old = self.base_positions.len();
+            let n_old = held.len();
             let new = (&self.scratch, positions.len());
             l.k = interleave(&merged, (&l.k, n_old), (&new.0.k, new.1), heads, d);
             l.v = interleave(&merged, (&l.v, n_old), (&new.0.v, new.1), heads, d);
         }
-        self.cache.positions = merged_positions;
+        self.layer_positions[layer] = merged.iter().map(|m| m.position).collect();
         Ok(())
     }
 
@@ -288,21 +318,40 @@ impl CacheAssembler {
         Ok(())
     }
 
-    /// The cache, once every layer of the round arrived.
-    pub fn finish(self) -> Result<HostCache, AssembleError> {
+    /// The cache, once every layer of the round arrived and holds the same positions.
+    pub fn finish(mut self) -> Result<HostCache, AssembleError> {
         let header = self.header.ok_or(AssembleError::NoSession)?;
-        let got = self.seen.iter().filter(|s| **s).count();
+        let got = self
+            .received
+            .iter()
+            .filter(|r| **r != LayerRound::Nothing)
+            .count();
         let expected = usize::from(header.layers);
         if got != expected {
             return Err(AssembleError::MissingLayers { got, expected });
         }
-        // As the stream decoder: a header that announced frames (0: not known) gets them all.
-        if header.frames != 0 && (got as u64) < u64::from(header.frames) {
+        // As the stream decoder: a header that announced frames (0: not known) gets them all,
+        // and no more.
+        let frames = self.frames as u64;
+        let announced = u64::from(header.frames);
+        if announced != 0 && frames < announced {
             return Err(AssembleError::MissingFrames {
-                got,
+                got: self.frames,
                 announced: header.frames,
             });
         }
+        if announced != 0 && frames > announced {
+            return Err(AssembleError::ExtraFrames {
+                got: self.frames,
+                announced: header.frames,
+            });
+        }
+        let mut layers = self.layer_positions.into_iter().enumerate();
+        let first = layers.next().map(|(_, p)| p).unwrap_or_default();
+        if let Some((layer, _)) = layers.find(|(_, p)| *p != first) {
+            return Err(AssembleError::PositionsDiffer { layer });
+        }
+        self.cache.positions = first;
         Ok(self.cache)
     }
 }

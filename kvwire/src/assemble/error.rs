@@ -43,9 +43,23 @@ pub enum AssembleError {
         /// Head dimension in the session.
         head_dim: usize,
     },
-    /// A layer came twice in one round.
+    /// A layer received a second residual frame in one round.
     #[error("layer {layer} sent twice in one round")]
     DuplicateLayer {
+        /// The layer.
+        layer: usize,
+    },
+    /// A layer received two base frames of the same precision group in one round.
+    #[error("layer {layer} received precision group {group} twice in one round")]
+    DuplicateGroup {
+        /// The layer.
+        layer: usize,
+        /// The precision group.
+        group: u8,
+    },
+    /// A layer received both base and residual frames in one round.
+    #[error("layer {layer} received base and residual frames in one round")]
+    MixedKinds {
         /// The layer.
         layer: usize,
     },
@@ -65,7 +79,7 @@ pub enum AssembleError {
         /// The position.
         position: u32,
     },
-    /// Layers of one round over different positions.
+    /// Layers that hold different positions when the round ends.
     #[error("layer {layer} positions differ from the other layers of the round")]
     PositionsDiffer {
         /// The layer.
@@ -94,6 +108,14 @@ pub enum AssembleError {
     /// The round ended before every frame its session header announced (`frames`) arrived.
     #[error("{got} of the {announced} frames the session header announced arrived")]
     MissingFrames {
+        /// Frames that arrived.
+        got: usize,
+        /// Frames announced.
+        announced: u32,
+    },
+    /// More frames arrived than the session header announced.
+    #[error("{got} frames arrived; the session header announced {announced}")]
+    ExtraFrames {
         /// Frames that arrived.
         got: usize,
         /// Frames announced.

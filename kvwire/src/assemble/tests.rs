@@ -7,13 +7,17 @@ const D: usize = 4;
 const TOKENS: u32 = 8;
 
 fn session(layers: u16, round: u8) -> Vec<u8> {
+    session_of(layers, round, u32::from(layers))
+}
+
+fn session_of(layers: u16, round: u8, frames: u32) -> Vec<u8> {
     SessionHeader {
         layers,
         kv_heads: HEADS as u16,
         head_dim: D as u16,
         tokens: TOKENS,
         round,
-        frames: u32::from(layers),
+        frames,
         ..Default::default()
     }
     .encode()
@@ -52,14 +56,26 @@ fn frame(layer: u16, positions: &[u32], kind: FrameKind, k: &[f32], v: &[f32]) -
 }
 
 fn base(layer: u16, positions: &[u32]) -> Vec<u8> {
+    grouped(layer, 0, Payload::Fp16, positions)
+}
+
+/// A base frame of precision group `group` at `payload`.
+fn grouped(layer: u16, group: u8, payload: Payload, positions: &[u32]) -> Vec<u8> {
     let l = usize::from(layer);
-    frame(
+    let (k, v) = (rows(l, 0, positions), rows(l, 1, positions));
+    let kv = LayerKv {
+        k: KvData::F32(&k),
+        v: KvData::F32(&v),
+        shape: [1, HEADS, positions.len(), D],
+        indices: positions,
+    };
+    let opts = FrameOptions {
+        payload,
         layer,
-        positions,
-        FrameKind::Base,
-        &rows(l, 0, positions),
-        &rows(l, 1, positions),
-    )
+        group,
+        ..FrameOptions::default()
+    };
+    encode_frame(&kv, &opts).unwrap()
 }
 
 fn round(asm: &mut CacheAssembler, layers: u16, round_no: u8, positions: &[u32]) {
@@ -134,7 +150,7 @@ fn frames_that_break_the_round_rules_are_typed_errors() {
     a.push_record(&base(0, &[1])).unwrap();
     assert!(matches!(
         a.push_record(&base(0, &[1])),
-        Err(AssembleError::DuplicateLayer { layer: 0 })
+        Err(AssembleError::DuplicateGroup { layer: 0, group: 0 })
     ));
     assert!(matches!(
         first().push_record(&base(2, &[1])),
@@ -146,8 +162,9 @@ fn frames_that_break_the_round_rules_are_typed_errors() {
     ));
     let mut a = first();
     a.push_record(&base(0, &[1, 2])).unwrap();
+    a.push_record(&base(1, &[1, 3])).unwrap();
     assert!(matches!(
-        a.push_record(&base(1, &[1, 3])),
+        a.finish(),
         Err(AssembleError::PositionsDiffer { layer: 1 })
     ));
     let mut a = first();
@@ -208,5 +225,130 @@ fn every_position_accepts_the_last_prompt_position_and_nothing_beyond() {
     assert!(matches!(
         a.push_record(&base(0, &[TOKENS])),
         Err(AssembleError::OutsidePrompt { .. })
+    ));
+}
+
+/// Round 1 of a per-token precision plan: every layer gets an fp16 frame (group 0) and an int8
+/// frame (group 1) over disjoint positions, in any order.
+fn two_group_round(asm: &mut CacheAssembler) {
+    asm.push_record(&session_of(2, 1, 4)).unwrap();
+    asm.push_record(&grouped(0, 1, Payload::Int8, &[2, 6]))
+        .unwrap();
+    asm.push_record(&grouped(1, 0, Payload::Fp16, &[0, 5]))
+        .unwrap();
+    asm.push_record(&grouped(0, 0, Payload::Fp16, &[0, 5]))
+        .unwrap();
+    asm.push_record(&grouped(1, 1, Payload::Int8, &[2, 6]))
+        .unwrap();
+}
+
+#[test]
+fn a_layer_may_take_several_base_frames_over_disjoint_positions() {
+    let mut asm = CacheAssembler::new();
+    two_group_round(&mut asm);
+    let cache = asm.finish().unwrap();
+    assert_eq!(cache.positions, [0, 2, 5, 6]);
+    for layer in 0..2 {
+        // fp16 rows exact; int8 rows within their quantization step.
+        let (k, _) = cache.gather(layer, &[0, 5]).unwrap();
+        assert_eq!(k, rows(layer, 0, &[0, 5]));
+        let (k, _) = cache.gather(layer, &[2, 6]).unwrap();
+        let step = rows(layer, 0, &[2, 6])
+            .iter()
+            .fold(0f32, |m, x| m.max(x.abs()))
+            / 127.0;
+        for (a, b) in k.iter().zip(rows(layer, 0, &[2, 6])) {
+            assert!((a - b).abs() <= step, "{a} vs {b}");
+        }
+    }
+    // A residual round on top upgrades positions of both groups.
+    let mut asm = CacheAssembler::refining(cache.clone());
+    asm.push_record(&session(2, 2)).unwrap();
+    let ones = vec![1.0; HEADS * D * 2];
+    for layer in 0..2 {
+        asm.push_record(&frame(layer, &[2, 5], FrameKind::Residual, &ones, &ones))
+            .unwrap();
+    }
+    let refined = asm.finish().unwrap();
+    let (before, _) = cache.gather(1, &[2, 5]).unwrap();
+    let (after, _) = refined.gather(1, &[2, 5]).unwrap();
+    assert!(before.iter().zip(&after).all(|(b, a)| *a == b + 1.0));
+}
+
+#[test]
+fn several_frames_per_layer_keep_their_rules() {
+    let open = |frames: u32| {
+        let mut asm = CacheAssembler::new();
+        asm.push_record(&session_of(2, 1, frames)).unwrap();
+        asm
+    };
+    // The same group twice, and overlapping positions within the round.
+    let mut a = open(4);
+    a.push_record(&grouped(0, 0, Payload::Fp16, &[1])).unwrap();
+    assert!(matches!(
+        a.push_record(&grouped(0, 0, Payload::Int8, &[2])),
+        Err(AssembleError::DuplicateGroup { layer: 0, group: 0 })
+    ));
+    assert!(matches!(
+        a.push_record(&grouped(0, 1, Payload::Int8, &[1, 2])),
+        Err(AssembleError::AlreadyHeld {
+            layer: 0,
+            position: 1
+        })
+    ));
+    // Layers that end the round over different positions.
+    let mut a = open(3);
+    a.push_record(&grouped(0, 0, Payload::Fp16, &[1])).unwrap();
+    a.push_record(&grouped(0, 1, Payload::Int8, &[3])).unwrap();
+    a.push_record(&grouped(1, 0, Payload::Fp16, &[1])).unwrap();
+    assert!(matches!(
+        a.finish(),
+        Err(AssembleError::PositionsDiffer { layer: 1 })
+    ));
+    // The header's frame count: fewer and more frames than announced.
+    let mut a = open(4);
+    a.push_record(&grouped(0, 0, Payload::Fp16, &[1])).unwrap();
+    a.push_record(&grouped(0, 1, Payload::Int8, &[2])).unwrap();
+    a.push_record(&grouped(1, 0, Payload::Fp16, &[1, 2]))
+        .unwrap();
+    assert!(matches!(
+        a.finish(),
+        Err(AssembleError::MissingFrames {
+            got: 3,
+            announced: 4
+        })
+    ));
+    let mut a = open(2);
+    a.push_record(&grouped(0, 0, Payload::Fp16, &[1])).unwrap();
+    a.push_record(&grouped(0, 1, Payload::Int8, &[2])).unwrap();
+    a.push_record(&grouped(1, 0, Payload::Fp16, &[1, 2]))
+        .unwrap();
+    assert!(matches!(
+        a.finish(),
+        Err(AssembleError::ExtraFrames {
+            got: 3,
+            announced: 2
+        })
+    ));
+    // Base and residual frames for one layer in one round.
+    let mut held = CacheAssembler::new();
+    round(&mut held, 2, 1, &[1, 2]);
+    let mut a = CacheAssembler::refining(held.finish().unwrap());
+    a.push_record(&session_of(2, 2, 4)).unwrap();
+    a.push_record(&base(0, &[4])).unwrap();
+    let ones = vec![1.0; HEADS * D];
+    assert!(matches!(
+        a.push_record(&frame(0, &[1], FrameKind::Residual, &ones, &ones)),
+        Err(AssembleError::MixedKinds { layer: 0 })
+    ));
+    a.push_record(&frame(1, &[1], FrameKind::Residual, &ones, &ones))
+        .unwrap();
+    assert!(matches!(
+        a.push_record(&frame(1, &[2], FrameKind::Residual, &ones, &ones)),
+        Err(AssembleError::DuplicateLayer { layer: 1 })
+    ));
+    assert!(matches!(
+        a.push_record(&base(1, &[4])),
+        Err(AssembleError::MixedKinds { layer: 1 })
     ));
 }
