@@ -3,6 +3,7 @@
 //! method family, the bounds as labelled horizontal lines with their intervals shaded.
 
 use plotters::coord::Shift;
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
@@ -153,96 +154,114 @@ impl Chart for AccuracyChart<'_> {
             .draw()
             .map_err(err)?;
 
-        for bound in self.figure.bounds() {
-            let color = bound_color(bound.role);
-            let acc = pct(bound.accuracy);
-            chart
-                .draw_series(std::iter::once(Rectangle::new(
-                    [(lo, pct(bound.ci95.0)), (hi, pct(bound.ci95.1))],
-                    color.mix(0.08).filled(),
-                )))
-                .map_err(err)?;
-            chart
-                .draw_series(LineSeries::new(
-                    [(lo, acc), (hi, acc)],
-                    color.stroke_width(2),
-                ))
-                .map_err(err)?;
-        }
-
+        draw_bounds(&mut chart, self.figure, (lo, hi)).map_err(err)?;
         for (i, (_, points)) in curves.iter().enumerate() {
-            let color = series_color(i);
-            let xy: Vec<(f64, f64)> = points
-                .iter()
-                .map(|p| (p.mean_bytes, pct(p.accuracy)))
-                .collect();
-            chart
-                .draw_series(LineSeries::new(xy.clone(), color.stroke_width(2)))
-                .map_err(err)?;
-            chart
-                .draw_series(points.iter().map(|p| {
-                    ErrorBar::new_vertical(
-                        p.mean_bytes,
-                        pct(p.ci95.0),
-                        pct(p.accuracy),
-                        pct(p.ci95.1),
-                        color.stroke_width(1),
-                        8,
-                    )
-                }))
-                .map_err(err)?;
-            chart
-                .draw_series(xy.iter().map(|&c| Circle::new(c, 4, color.filled())))
-                .map_err(err)?;
-            chart
-                .draw_series(curve_labels(points).into_iter().enumerate().map(
-                    |(k, (x, y, label))| {
-                        // Below and above the curve in turn, so neighbours' labels do not run
-                        // into each other.
-                        let (dy, anchor) = if k % 2 == 0 {
-                            (-1.5, VPos::Top)
-                        } else {
-                            (1.5, VPos::Bottom)
-                        };
-                        Text::new(
-                            label,
-                            (x * 1.04, pct(y) + dy),
-                            ("sans-serif", 12)
-                                .into_font()
-                                .color(&color)
-                                .pos(Pos::new(HPos::Left, anchor)),
-                        )
-                    },
-                ))
-                .map_err(err)?;
+            draw_curve(&mut chart, series_color(i), points).map_err(err)?;
         }
-
         // The legend in its own panel, so it never covers a point or a bound.
-        let mut y = 70;
-        for (color, is_bound, lines) in legend(self.figure) {
-            side.draw(&PathElement::new(
-                vec![(8, y), (36, y)],
-                color.stroke_width(if is_bound { 3 } else { 2 }),
-            ))
-            .map_err(err)?;
-            if !is_bound {
-                side.draw(&Circle::new((22, y), 4, color.filled()))
-                    .map_err(err)?;
-            }
-            for line in lines {
-                side.draw(&Text::new(
-                    line,
-                    (46, y),
-                    ("sans-serif", 14)
-                        .into_font()
-                        .color(&BLACK)
-                        .pos(Pos::new(HPos::Left, VPos::Center)),
-                ))
-                .map_err(err)?;
-                y += 20;
-            }
-            y += 8;
-        }
+        draw_legend(&side, self.figure).map_err(err)?;
         Ok(())
     }
+}
+
+/// The chart's coordinates: log bytes against accuracy %.
+type Coords = Cartesian2d<LogCoord<f64>, RangedCoordf64>;
+type DrawResult<DB> = Result<(), DrawingAreaErrorKind<<DB as DrawingBackend>::ErrorType>>;
+
+/// Each bound as a horizontal line across `x` with its interval shaded.
+fn draw_bounds<DB: DrawingBackend>(
+    chart: &mut ChartContext<'_, DB, Coords>,
+    figure: &FigurePoints,
+    (lo, hi): (f64, f64),
+) -> DrawResult<DB> {
+    for bound in figure.bounds() {
+        let color = bound_color(bound.role);
+        let acc = pct(bound.accuracy);
+        chart.draw_series(std::iter::once(Rectangle::new(
+            [(lo, pct(bound.ci95.0)), (hi, pct(bound.ci95.1))],
+            color.mix(0.08).filled(),
+        )))?;
+        chart.draw_series(LineSeries::new(
+            [(lo, acc), (hi, acc)],
+            color.stroke_width(2),
+        ))?;
+    }
+    Ok(())
+}
+
+/// One method family's curve: the line, each point's interval and marker, and its cap labels.
+fn draw_curve<DB: DrawingBackend>(
+    chart: &mut ChartContext<'_, DB, Coords>,
+    color: RGBColor,
+    points: &[&Point],
+) -> DrawResult<DB> {
+    let xy: Vec<(f64, f64)> = points
+        .iter()
+        .map(|p| (p.mean_bytes, pct(p.accuracy)))
+        .collect();
+    chart.draw_series(LineSeries::new(xy.clone(), color.stroke_width(2)))?;
+    chart.draw_series(points.iter().map(|p| {
+        ErrorBar::new_vertical(
+            p.mean_bytes,
+            pct(p.ci95.0),
+            pct(p.accuracy),
+            pct(p.ci95.1),
+            color.stroke_width(1),
+            8,
+        )
+    }))?;
+    chart.draw_series(xy.iter().map(|&c| Circle::new(c, 4, color.filled())))?;
+    chart.draw_series(
+        curve_labels(points)
+            .into_iter()
+            .enumerate()
+            .map(|(k, (x, y, label))| {
+                // Below and above the curve in turn, so neighbours' labels do not run into
+                // each other.
+                let (dy, anchor) = if k % 2 == 0 {
+                    (-1.5, VPos::Top)
+                } else {
+                    (1.5, VPos::Bottom)
+                };
+                Text::new(
+                    label,
+                    (x * 1.04, pct(y) + dy),
+                    ("sans-serif", 12)
+                        .into_font()
+                        .color(&color)
+                        .pos(Pos::new(HPos::Left, anchor)),
+                )
+            }),
+    )?;
+    Ok(())
+}
+
+/// The legend panel: a line (and marker, for curves) per entry, then its text lines.
+fn draw_legend<DB: DrawingBackend>(
+    side: &DrawingArea<DB, Shift>,
+    figure: &FigurePoints,
+) -> DrawResult<DB> {
+    let mut y = 70;
+    for (color, is_bound, lines) in legend(figure) {
+        side.draw(&PathElement::new(
+            vec![(8, y), (36, y)],
+            color.stroke_width(if is_bound { 3 } else { 2 }),
+        ))?;
+        if !is_bound {
+            side.draw(&Circle::new((22, y), 4, color.filled()))?;
+        }
+        for line in lines {
+            side.draw(&Text::new(
+                line,
+                (46, y),
+                ("sans-serif", 14)
+                    .into_font()
+                    .color(&BLACK)
+                    .pos(Pos::new(HPos::Left, VPos::Center)),
+            ))?;
+            y += 20;
+        }
+        y += 8;
+    }
+    Ok(())
 }

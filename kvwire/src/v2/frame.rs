@@ -36,23 +36,7 @@ pub fn encode_frame_into(
     }
     let (positions, order) = layer.sorted_positions();
     let index = IndexEncoding::for_sorted(&positions);
-    let mut header = FrameHeader {
-        layer: opts.layer,
-        group: opts.group,
-        round: opts.round,
-        kind: opts.kind,
-        payload: opts.payload,
-        granularity: opts.granularity,
-        scale_dtype: opts.scale_dtype,
-        index,
-        entropy: opts.entropy,
-        shape: layer.shape,
-        record_len: 0,
-    };
-    if opts.payload == Payload::Fp16 {
-        header.granularity = crate::quant::Granularity::PerBlock;
-        header.scale_dtype = crate::quant::ScaleDtype::Fp16;
-    }
+    let header = frame_header(layer, opts, index);
     let tensor_bytes = header.tensor_payload_bytes();
     let scale_count = header.scale_count();
     let start = out.len();
@@ -73,53 +57,116 @@ pub fn encode_frame_into(
     let payload_at = scales_at + 4 * scale_count;
     // The scales region first (filled once the payload is quantized), then the payloads.
     out.resize(payload_at, 0);
-    let shape = layer.shape;
-    let filled = match opts.payload.quant_mode() {
-        None => {
-            out.resize(payload_at + 2 * tensor_bytes, 0);
-            let (k_dst, v_dst) = out[payload_at..].split_at_mut(tensor_bytes);
-            write_fp16(layer.k, shape, &order, k_dst);
-            write_fp16(layer.v, shape, &order, v_dst);
-            Ok(())
-        }
-        Some(mode) => {
-            let params = QuantParams {
-                mode,
-                granularity: opts.granularity,
-                scale_dtype: opts.scale_dtype,
-            };
-            let mut scales = Vec::with_capacity(2 * scale_count);
-            quantize_tensor(layer.k, shape, &order, params, "k", out, &mut scales)
-                .and_then(|()| {
-                    quantize_tensor(layer.v, shape, &order, params, "v", out, &mut scales)
-                })
-                .map(|()| {
-                    let scale_dst = &mut out[scales_at..payload_at];
-                    for (d, s) in scale_dst.chunks_exact_mut(2).zip(scales) {
-                        d.copy_from_slice(&s.to_le_bytes());
-                    }
-                })
-        }
+    let regions = Regions {
+        scales_at,
+        payload_at,
+        tensor_bytes,
     };
-    if let Err(e) = filled {
+    if let Err(e) = write_payloads(layer, opts, &order, out, regions) {
         out.truncate(start);
         return Err(e);
     }
     #[cfg(feature = "entropy")]
     if opts.entropy {
-        let coded = super::entropy::encode_payload(&out[payload_at..], tensor_bytes, opts.payload);
-        // Kept only when smaller and within the expansion bound the decoder enforces (a
-        // constant or all-zero tensor codes to a few hundred bytes whatever its size).
-        let decodable = 2 * tensor_bytes <= crate::limits::max_entropy_decoded_len(coded.len());
-        if coded.len() < 2 * tensor_bytes && decodable {
-            out.truncate(payload_at);
-            out.extend_from_slice(&coded);
-        } else {
-            // Not worth it (tiny frames: the frequency tables outweigh the saving) or too
-            // compressible for the decoder's bound: stay raw.
-            out[start + super::header::CODING_OFFSET] = 0;
-        }
+        entropy_code(out, start, payload_at, tensor_bytes, opts.payload);
     }
+    seal_record(out, start)
+}
+
+/// The frame header for `layer` under `opts` (fp16 payloads carry no scales: their
+/// granularity and scale dtype are fixed), `record_len` still 0.
+fn frame_header(layer: &LayerKv<'_>, opts: &FrameOptions, index: IndexEncoding) -> FrameHeader {
+    let mut header = FrameHeader {
+        layer: opts.layer,
+        group: opts.group,
+        round: opts.round,
+        kind: opts.kind,
+        payload: opts.payload,
+        granularity: opts.granularity,
+        scale_dtype: opts.scale_dtype,
+        index,
+        entropy: opts.entropy,
+        shape: layer.shape,
+        record_len: 0,
+    };
+    if opts.payload == Payload::Fp16 {
+        header.granularity = crate::quant::Granularity::PerBlock;
+        header.scale_dtype = crate::quant::ScaleDtype::Fp16;
+    }
+    header
+}
+
+/// Where a frame's scales and payloads start in the output, and one tensor's payload size.
+#[derive(Clone, Copy)]
+struct Regions {
+    scales_at: usize,
+    payload_at: usize,
+    tensor_bytes: usize,
+}
+
+/// Appends the K and V payloads (rows in `order`) after `payload_at` and fills the scales
+/// region `scales_at..payload_at`.
+fn write_payloads(
+    layer: &LayerKv<'_>,
+    opts: &FrameOptions,
+    order: &[usize],
+    out: &mut Vec<u8>,
+    regions: Regions,
+) -> Result<(), EncodeError> {
+    let Regions {
+        scales_at,
+        payload_at,
+        tensor_bytes,
+    } = regions;
+    let shape = layer.shape;
+    let Some(mode) = opts.payload.quant_mode() else {
+        out.resize(payload_at + 2 * tensor_bytes, 0);
+        let (k_dst, v_dst) = out[payload_at..].split_at_mut(tensor_bytes);
+        write_fp16(layer.k, shape, order, k_dst);
+        write_fp16(layer.v, shape, order, v_dst);
+        return Ok(());
+    };
+    let params = QuantParams {
+        mode,
+        granularity: opts.granularity,
+        scale_dtype: opts.scale_dtype,
+    };
+    let mut scales = Vec::with_capacity((payload_at - scales_at) / 2);
+    quantize_tensor(layer.k, shape, order, params, "k", out, &mut scales)?;
+    quantize_tensor(layer.v, shape, order, params, "v", out, &mut scales)?;
+    let scale_dst = &mut out[scales_at..payload_at];
+    for (d, s) in scale_dst.chunks_exact_mut(2).zip(scales) {
+        d.copy_from_slice(&s.to_le_bytes());
+    }
+    Ok(())
+}
+
+/// Replaces the raw payloads after `payload_at` with their entropy coding when that is smaller
+/// and within the expansion bound the decoder enforces (a constant or all-zero tensor codes to a
+/// few hundred bytes whatever its size); otherwise clears the header's coding flag.
+#[cfg(feature = "entropy")]
+fn entropy_code(
+    out: &mut Vec<u8>,
+    start: usize,
+    payload_at: usize,
+    tensor_bytes: usize,
+    payload: Payload,
+) {
+    let coded = super::entropy::encode_payload(&out[payload_at..], tensor_bytes, payload);
+    let decodable = 2 * tensor_bytes <= crate::limits::max_entropy_decoded_len(coded.len());
+    if coded.len() < 2 * tensor_bytes && decodable {
+        out.truncate(payload_at);
+        out.extend_from_slice(&coded);
+    } else {
+        // Not worth it (tiny frames: the frequency tables outweigh the saving) or too
+        // compressible for the decoder's bound: stay raw.
+        out[start + super::header::CODING_OFFSET] = 0;
+    }
+}
+
+/// Writes the record length into the header at `start` and appends the CRC32C of the record;
+/// a record over the format's limit is taken back out of `out`.
+fn seal_record(out: &mut Vec<u8>, start: usize) -> Result<(), EncodeError> {
     let record_len = out.len() - start + RECORD_TRAILER_LEN;
     if record_len > crate::limits::MAX_RECORD_BYTES {
         out.truncate(start);
