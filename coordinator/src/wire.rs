@@ -105,6 +105,7 @@ impl RequestTemplate {
                     keep_fraction: s.keep.unwrap_or(1.0) as f32,
                     byte_cap: cap,
                     seed: cell.seed.unwrap_or(0),
+                    ..Default::default()
                 });
                 if let Some(r) = &s.refine {
                     if r.mode != crate::method::RefineMode::Upgrade {

@@ -104,6 +104,7 @@ fn transfer(method: Method) -> Option<pb::TransferSettings> {
         keep_fraction: 1.0,
         byte_cap: 0,
         seed: 0,
+        ..Default::default()
     })
 }
 

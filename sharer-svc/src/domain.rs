@@ -9,6 +9,7 @@ use service_kit::stages::StageTimings;
 use crate::error::SharerError;
 use c2c::select::{PolicySpec, ScoreKind};
 
+use crate::plan::PrecisionPlan;
 use crate::select::Selection;
 
 /// What to prefill.
@@ -31,6 +32,8 @@ pub struct TransferPlan {
     pub selection: Selection,
     /// Byte cap on the summed frames, 0 for none.
     pub byte_cap: u64,
+    /// How precision is spread over layers and tokens.
+    pub precision: PrecisionPlan,
 }
 
 /// One message of a Share or Refine stream, as the producers make it.
@@ -235,13 +238,67 @@ impl TryFrom<Option<pb::TransferSettings>> for TransferPlan {
             policy,
             keep_fraction: f64::from(fraction),
         };
+        let precision = precision_plan_from_wire(&t)?;
         Ok(TransferPlan {
             payload: payload_from_wire(t.payload)?,
             granularity: granularity_from_wire(t.granularity)?,
             selection,
             byte_cap: t.byte_cap,
+            precision,
         })
     }
+}
+
+/// Converts a wire precision plan (unspecified means uniform). `fp16_layers` belongs to the
+/// mixed plan alone; the measured plans choose among int4/int8 with per-block scales, so they
+/// take no other payload or granularity.
+pub fn precision_plan_from_wire(t: &pb::TransferSettings) -> Result<PrecisionPlan, SharerError> {
+    use pb::PrecisionPlan as W;
+    let plan = match W::try_from(t.precision_plan) {
+        Ok(W::Unspecified | W::Uniform) => PrecisionPlan::Uniform,
+        Ok(W::MixedLayers) => PrecisionPlan::MixedLayers {
+            fp16_layers: t.fp16_layers as usize,
+        },
+        Ok(W::LayerSensitivity) => PrecisionPlan::LayerSensitivity,
+        Ok(W::TokenRate) => PrecisionPlan::TokenRate { int4: true },
+        Ok(W::TokenTopK) => PrecisionPlan::TokenRate { int4: false },
+        Err(_) => {
+            return Err(SharerError::invalid(
+                "transfer.precision_plan",
+                format!("unknown value {}", t.precision_plan),
+            ));
+        }
+    };
+    let mixed = matches!(plan, PrecisionPlan::MixedLayers { .. });
+    if mixed && t.fp16_layers == 0 {
+        return Err(SharerError::invalid(
+            "transfer.fp16_layers",
+            "the mixed-layers plan needs at least 1 fp16 layer",
+        ));
+    }
+    if !mixed && t.fp16_layers != 0 {
+        return Err(SharerError::invalid(
+            "transfer.fp16_layers",
+            "only the mixed-layers plan takes fp16 layers",
+        ));
+    }
+    if plan.is_measured() {
+        let int8 = [pb::Payload::Unspecified, pb::Payload::Int8].map(|p| p as i32);
+        if !int8.contains(&t.payload) {
+            return Err(SharerError::invalid(
+                "transfer.payload",
+                "the measured plans choose int4/int8 themselves: leave payload unset or int8",
+            ));
+        }
+        let block = [pb::Granularity::Unspecified, pb::Granularity::PerBlock].map(|g| g as i32);
+        if !block.contains(&t.granularity) {
+            return Err(SharerError::invalid(
+                "transfer.granularity",
+                "the measured plans use per-block scales",
+            ));
+        }
+    }
+    Ok(plan)
 }
 
 impl TryFrom<pb::ShareRequest> for ShareParams {
@@ -374,6 +431,58 @@ mod tests {
             ..Default::default()
         };
         assert!(TransferPlan::try_from(Some(bad)).is_err());
+    }
+
+    #[test]
+    fn precision_plans_convert_and_bad_combinations_are_refused() {
+        let plan = |precision_plan: pb::PrecisionPlan, fp16_layers: u32, payload: pb::Payload| {
+            let t = pb::TransferSettings {
+                precision_plan: precision_plan as i32,
+                fp16_layers,
+                payload: payload as i32,
+                ..Default::default()
+            };
+            TransferPlan::try_from(Some(t)).map(|p| p.precision)
+        };
+        use pb::Payload as P;
+        use pb::PrecisionPlan as W;
+        assert_eq!(
+            plan(W::Unspecified, 0, P::Int4).unwrap(),
+            PrecisionPlan::Uniform
+        );
+        assert_eq!(
+            plan(W::MixedLayers, 3, P::Int8).unwrap(),
+            PrecisionPlan::MixedLayers { fp16_layers: 3 }
+        );
+        assert_eq!(
+            plan(W::TokenTopK, 0, P::Unspecified).unwrap(),
+            PrecisionPlan::TokenRate { int4: false }
+        );
+        assert_eq!(
+            plan(W::LayerSensitivity, 0, P::Int8).unwrap(),
+            PrecisionPlan::LayerSensitivity
+        );
+        let invalid = |r: Result<PrecisionPlan, SharerError>| {
+            matches!(r, Err(SharerError::InvalidArgument { .. }))
+        };
+        assert!(invalid(plan(W::MixedLayers, 0, P::Int8)));
+        assert!(invalid(plan(W::Uniform, 2, P::Int8)));
+        assert!(invalid(plan(W::TokenRate, 0, P::Fp16)));
+        let per_head = pb::TransferSettings {
+            precision_plan: W::TokenRate as i32,
+            granularity: pb::Granularity::PerHead as i32,
+            ..Default::default()
+        };
+        assert!(invalid(
+            TransferPlan::try_from(Some(per_head)).map(|p| p.precision)
+        ));
+        let unknown = pb::TransferSettings {
+            precision_plan: 99,
+            ..Default::default()
+        };
+        assert!(invalid(
+            TransferPlan::try_from(Some(unknown)).map(|p| p.precision)
+        ));
     }
 
     #[test]

@@ -9,11 +9,13 @@ pub mod config;
 pub mod domain;
 pub mod engine;
 pub mod error;
+pub mod plan;
 pub mod produce;
 pub mod select;
 pub mod service;
 pub mod session_state;
 pub mod sessions;
+pub mod share_round;
 pub mod text;
 
 use std::future::Future;

@@ -19,8 +19,9 @@ use tokio::sync::mpsc;
 use crate::domain::{Chunk, RefineParams, RefineWant, ShareParams, session_id_to_hex};
 use crate::engine::{EngineInfo, SharerEngine};
 use crate::error::SharerError;
-use crate::select::{estimate_transfer_bytes, fit_to_cap, preferred_positions};
+use crate::plan::{FrameSpec, RoundCost};
 use crate::session_state::{HeldSession, SentState};
+use crate::share_round::plan_share;
 
 /// Items of a Share or Refine response stream.
 pub type ChunkSender = mpsc::Sender<Chunk>;
@@ -61,42 +62,31 @@ fn header_chunk(
     ))
 }
 
-/// What one round sends: one frame per layer over the same positions.
-struct LayerJob<'a> {
-    n_layers: usize,
-    shape: CacheShape,
-    positions: &'a [u32],
+/// Encodes and sends `frames` (each at `base` with its own layer, group and payload).
+/// `rows(frame)` gives the frame's K and V rows at its positions; with `records`, every encoded
+/// frame is appended to it (the round's record of what was sent, for a held session). The
+/// last chunk carries `timings` with this function's select and quantize times added.
+fn send_frames(
+    frames: &[FrameSpec],
     base: FrameOptions,
-}
-
-/// Encodes and sends one frame per layer. `rows(layer)` gives that layer's K and V rows at the
-/// frame's positions; with `records`, every encoded frame is appended to it (the round's
-/// record of what was sent, for a held session). The last chunk carries `timings` with this function's select and quantize times
-/// added.
-fn send_layers(
-    job: &LayerJob<'_>,
+    shape: CacheShape,
     tx: &ChunkSender,
-    mut timings: StageTimings,
-    mut rows: impl FnMut(usize) -> Result<HostLayer, SharerError>,
-    mut records: Option<&mut Vec<Vec<u8>>>,
+    (mut timings, mut records): (StageTimings, Option<&mut Vec<Vec<u8>>>),
+    mut rows: impl FnMut(&FrameSpec) -> Result<HostLayer, SharerError>,
 ) -> Result<(), SharerError> {
-    let LayerJob {
-        n_layers,
-        shape,
-        positions,
-        base,
-    } = *job;
-    for layer in 0..n_layers {
-        let (host, gather_ms) = timed(|| rows(layer));
+    for (i, spec) in frames.iter().enumerate() {
+        let (host, gather_ms) = timed(|| rows(spec));
         let host = host?;
         let kv = kvwire::LayerKv {
             k: KvData::F32(&host.k),
             v: KvData::F32(&host.v),
-            shape: [1, shape.heads, positions.len(), shape.head_dim],
-            indices: positions,
+            shape: [1, shape.heads, spec.positions.len(), shape.head_dim],
+            indices: &spec.positions,
         };
         let opts = FrameOptions {
-            layer: layer as u16,
+            layer: spec.layer as u16,
+            group: spec.group,
+            payload: spec.payload,
             ..base
         };
         let (frame, quantize_ms) = timed(|| encode_frame(&kv, &opts));
@@ -108,14 +98,14 @@ fn send_layers(
         timings.sharer_quantize_ms += quantize_ms;
         add_bytes("sharer", "blob", frame.len() as u64);
         metrics::counter!(FRAMES, "service" => "sharer").increment(1);
-        let last = layer + 1 == n_layers;
+        let last = i + 1 == frames.len();
         if last {
             record_stage_ms("sharer", "select", timings.sharer_select_ms);
             record_stage_ms("sharer", "quantize", timings.sharer_quantize_ms);
         }
         let chunk = Chunk {
             frame,
-            layer: Some(layer as u32),
+            layer: Some(spec.layer as u32),
             timings: last.then_some(timings),
             ..Chunk::default()
         };
@@ -135,6 +125,7 @@ fn exported(cache: &KvCache, layer: usize) -> Result<HostLayer, SharerError> {
     Ok(l.to_host()?)
 }
 
+/// A session header announcing one frame per layer (a round with more frames sets `frames`).
 fn session_header(
     info: &EngineInfo,
     session_id: [u8; 16],
@@ -156,14 +147,13 @@ fn session_header(
     }
 }
 
-/// Runs a whole Share: prefill, selection, session header, frames. Returns the session to
-/// keep when the request asked for one.
-pub fn produce_share(
+/// The prompt's token ids and how many of its positions may be shared: every one with
+/// `all_positions`, else all but the last (the receiver runs the last token itself).
+fn share_prompt(
     engine: &SharerEngine,
     params: &ShareParams,
     max_prompt_tokens: usize,
-    tx: &ChunkSender,
-) -> Result<Option<([u8; 16], HeldSession)>, SharerError> {
+) -> Result<(Vec<u32>, usize), SharerError> {
     let ids = engine.prompt_ids(&params.prompt)?;
     if ids.len() > max_prompt_tokens {
         return Err(SharerError::PromptTooLong {
@@ -171,7 +161,6 @@ pub fn produce_share(
             max: max_prompt_tokens,
         });
     }
-    // The receiver runs the last token itself unless every position is shareable.
     let shareable = if params.all_positions {
         ids.len()
     } else {
@@ -187,6 +176,18 @@ pub fn produce_share(
             },
         ));
     }
+    Ok((ids, shareable))
+}
+
+/// Runs a whole Share: prefill, selection and precision plan, session header, frames. Returns
+/// the session to keep when the request asked for one.
+pub fn produce_share(
+    engine: &SharerEngine,
+    params: &ShareParams,
+    max_prompt_tokens: usize,
+    tx: &ChunkSender,
+) -> Result<Option<([u8; 16], HeldSession)>, SharerError> {
+    let (ids, shareable) = share_prompt(engine, params, max_prompt_tokens)?;
     let prefilled = engine.prefill(&ids)?;
     record_stage_ms("sharer", "prefill", prefilled.prefill_ms);
     let info = engine.info();
@@ -195,38 +196,26 @@ pub fn produce_share(
         tokens: ids.len(),
         head_dim: info.head_dim,
     };
-    let plan = params.plan;
     let session_id: [u8; 16] = rand::random();
     let base = FrameOptions {
-        payload: plan.payload,
-        granularity: plan.granularity,
+        payload: params.plan.payload,
+        granularity: params.plan.granularity,
         round: 1,
         kind: FrameKind::Base,
         ..FrameOptions::default()
     };
-    let header = session_header(info, session_id, ids.len(), 1);
-    // Every prompt token except the last (the receiver runs the last token itself), or every
-    // one with `all_positions`. The rows are gathered on the device; only they are exported.
-    let (selected, select_ms) = timed(|| -> Result<_, SharerError> {
-        let scores = match plan.selection.score_kind() {
-            Some(kind) => engine.position_scores(&prefilled, kind, params.query.as_deref())?,
-            None => Vec::new(),
-        };
-        let preferred = preferred_positions(plan.selection, shareable, &scores)
-            .map_err(|e| SharerError::invalid("transfer.selection", e.to_string()))?;
-        let estimate = |p: &[u32]| {
-            estimate_transfer_bytes(&header, &base, info.layers, info.kv_heads, info.head_dim, p)
-        };
-        let minimum = estimate(&preferred[..1]);
-        let positions =
-            fit_to_cap(&preferred, plan.byte_cap, estimate).ok_or(SharerError::CapTooSmall {
-                cap: plan.byte_cap,
-                minimum,
-            })?;
-        let rows = prefilled.cache.select_positions(&positions)?;
-        Ok((positions, rows))
-    });
-    let (positions, rows) = selected?;
+    let mut header = session_header(info, session_id, ids.len(), 1);
+    let cost = RoundCost {
+        layers: info.layers,
+        heads: info.kv_heads,
+        head_dim: info.head_dim,
+        header: header.encoded_len() as u64,
+        base,
+    };
+    // Rows are gathered on the device; only the planned rows are exported.
+    let (planned, select_ms) = timed(|| plan_share(engine, &prefilled, params, shareable, &cost));
+    let planned = planned?;
+    header.frames = planned.frames.len() as u32;
     let id_hex = if params.keep_session {
         session_id_to_hex(&session_id)
     } else {
@@ -241,13 +230,15 @@ pub fn produce_share(
         sharer_encode_ms: encode_ms,
         ..StageTimings::default()
     };
-    let job = LayerJob {
-        n_layers: rows.layers.len(),
-        shape,
-        positions: &positions,
+    let rows = |f: &FrameSpec| planned.rows.rows(f, shape.heads, shape.head_dim);
+    send_frames(
+        &planned.frames,
         base,
-    };
-    send_layers(&job, tx, timings, |l| exported(&rows, l), records.as_mut())?;
+        shape,
+        tx,
+        (timings, records.as_mut()),
+        rows,
+    )?;
     let Some(records) = records else {
         return Ok(None);
     };
@@ -294,20 +285,23 @@ pub fn produce_refine(
         ..StageTimings::default()
     };
     let full = session.cache.select_positions(positions)?;
-    let job = LayerJob {
-        n_layers: full.layers.len(),
-        shape,
-        positions,
-        base,
-    };
-    let rows = |l: usize| {
-        let rows = exported(&full, l)?;
+    let frames: Vec<FrameSpec> = (0..full.layers.len())
+        .map(|layer| FrameSpec {
+            layer,
+            group: 0,
+            payload,
+            positions: positions.clone(),
+        })
+        .collect();
+    let rows = |f: &FrameSpec| {
+        let rows = exported(&full, f.layer)?;
         match kind {
             FrameKind::Base => Ok(rows),
-            FrameKind::Residual => state.residual_rows(rows, l, positions),
+            FrameKind::Residual => state.residual_rows(rows, f.layer, positions),
         }
     };
-    send_layers(&job, tx, timings, rows, Some(&mut records))?;
+    let sent = (timings, Some(&mut records));
+    send_frames(&frames, base, shape, tx, sent, rows)?;
     state.record_round(&records)?;
     state.round = round;
     Ok(())

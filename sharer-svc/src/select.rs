@@ -1,10 +1,9 @@
 //! Token selection and the byte cap, as plain functions: which prompt positions to send, and
-//! how many of them fit a byte budget by kvwire's own size formula.
+//! how many of them fit a byte budget (sizes by kvwire's own formula: `plan::RoundCost`).
 
 pub use c2c::select::{PolicySpec, ScoreKind};
 
 use c2c::select::{KeepAmount, preferred};
-use kvwire::v2::{FrameOptions, SessionHeader, estimate_frame_bytes};
 
 /// Which positions a transfer keeps: a policy's order of preference (c2c's selection
 /// policies), cut at a keep fraction, then at the byte cap.
@@ -48,28 +47,6 @@ pub fn preferred_positions(
         KeepAmount::Fraction(selection.keep_fraction),
     )?;
     Ok(kept.into_iter().map(|p| p as u32).collect())
-}
-
-/// Estimated bytes of a whole transfer: the session header plus one frame per layer of `t`
-/// tokens (contiguous positions need no index bytes).
-pub fn estimate_transfer_bytes(
-    header: &SessionHeader,
-    opts: &FrameOptions,
-    layers: usize,
-    heads: usize,
-    head_dim: usize,
-    positions: &[u32],
-) -> u64 {
-    let contiguous = positions.windows(2).all(|w| w[1] == w[0] + 1);
-    let n_indices = if contiguous { 0 } else { positions.len() };
-    let max_position = positions.last().copied().unwrap_or(0);
-    let frame = estimate_frame_bytes(
-        opts,
-        [1, heads, positions.len(), head_dim],
-        n_indices,
-        max_position,
-    );
-    header.encoded_len() as u64 + layers as u64 * frame
 }
 
 /// The longest prefix of `preferred` (positions in order of preference) whose transfer fits

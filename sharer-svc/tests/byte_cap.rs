@@ -1,12 +1,17 @@
-//! The byte cap is never exceeded: for random cache shapes, codings, selection policies and
-//! caps, the positions the sharer keeps encode (session header plus one real kvwire frame per
-//! layer) to no more than the cap, and to exactly the size the selection estimated.
+//! The byte cap is never exceeded: for random cache shapes, codings, selection policies,
+//! precision plans and caps, the frames the sharer plans encode (session header plus every real
+//! kvwire frame) to no more than the cap and to exactly the size the plan computed, and they
+//! make a valid round (kvwire's assembler accepts it; every layer holds the same positions).
 
 use c2c::select::{PolicySpec, ScoreKind};
 use kvwire::v2::{FrameOptions, Payload, SessionHeader, encode_frame};
-use kvwire::{Granularity, KvData, LayerKv};
+use kvwire::{CacheAssembler, Granularity, HostLayer, KvData, LayerKv};
 use proptest::prelude::*;
-use sharer_svc::select::{Selection, estimate_transfer_bytes, fit_to_cap, preferred_positions};
+use sharer_svc::SharerError;
+use sharer_svc::plan::{
+    FrameSpec, PrecisionPlan, RoundCost, importance_weights, measure, plan_frames,
+};
+use sharer_svc::select::{Selection, preferred_positions};
 
 #[derive(Debug, Clone, Copy)]
 struct Shape {
@@ -30,27 +35,57 @@ fn header(s: Shape) -> SessionHeader {
     }
 }
 
-/// Bytes of the real transfer of `positions`: the encoded header and every layer's frame.
-fn encoded_bytes(s: Shape, opts: &FrameOptions, positions: &[u32], seed: u64) -> u64 {
-    let n = s.heads * positions.len() * s.head_dim;
-    let value = |i: usize| (((i as u64 * 2_654_435_761 + seed) % 1000) as f32 - 500.0) / 37.0;
-    let k: Vec<f32> = (0..n).map(value).collect();
-    let v: Vec<f32> = (0..n).map(|i| value(i + 17)).collect();
-    let mut total = header(s).encode().expect("header").len() as u64;
-    for layer in 0..s.layers {
+/// Deterministic K and V rows of one layer at `positions`, `[1, heads, n, head_dim]`.
+fn rows(s: Shape, layer: usize, positions: &[u32], seed: u64) -> HostLayer {
+    let mut k = Vec::new();
+    for h in 0..s.heads {
+        for &p in positions {
+            for e in 0..s.head_dim {
+                let i = ((layer * 31 + h) * 4099 + p as usize) * 67 + e;
+                k.push(
+                    (((i as u64).wrapping_mul(2_654_435_761) ^ seed) % 1000) as f32 / 37.0 - 13.5,
+                );
+            }
+        }
+    }
+    HostLayer {
+        v: k.iter().map(|x| x * 0.5 + 1.0).collect(),
+        k,
+    }
+}
+
+/// The real records of a round: the session header (announcing the frames) and every frame.
+fn encoded(s: Shape, base: &FrameOptions, frames: &[FrameSpec], seed: u64) -> Vec<Vec<u8>> {
+    let mut h = header(s);
+    h.frames = frames.len() as u32;
+    let mut records = vec![h.encode().expect("header")];
+    for f in frames {
+        let r = rows(s, f.layer, &f.positions, seed);
         let kv = LayerKv {
-            k: KvData::F32(&k),
-            v: KvData::F32(&v),
-            shape: [1, s.heads, positions.len(), s.head_dim],
-            indices: positions,
+            k: KvData::F32(&r.k),
+            v: KvData::F32(&r.v),
+            shape: [1, s.heads, f.positions.len(), s.head_dim],
+            indices: &f.positions,
         };
         let opts = FrameOptions {
-            layer: layer as u16,
-            ..*opts
+            layer: f.layer as u16,
+            group: f.group,
+            payload: f.payload,
+            ..*base
         };
-        total += encode_frame(&kv, &opts).expect("frame").len() as u64;
+        records.push(encode_frame(&kv, &opts).expect("frame"));
     }
-    total
+    records
+}
+
+fn precision_plan(layers: usize) -> impl Strategy<Value = PrecisionPlan> {
+    prop_oneof![
+        Just(PrecisionPlan::Uniform),
+        (1..=layers).prop_map(|fp16_layers| PrecisionPlan::MixedLayers { fp16_layers }),
+        Just(PrecisionPlan::LayerSensitivity),
+        Just(PrecisionPlan::TokenRate { int4: true }),
+        Just(PrecisionPlan::TokenRate { int4: false }),
+    ]
 }
 
 fn policy() -> impl Strategy<Value = PolicySpec> {
@@ -79,11 +114,11 @@ fn coding() -> impl Strategy<Value = (Payload, Granularity)> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(96))]
+    #![proptest_config(ProptestConfig::with_cases(128))]
 
     #[test]
-    fn kept_positions_encode_within_the_cap(
-        layers in 1usize..4,
+    fn planned_rounds_encode_within_the_cap(
+        (layers, plan) in (1usize..4).prop_flat_map(|l| (Just(l), precision_plan(l))),
         heads in 1usize..4,
         head_dim in prop_oneof![Just(2usize), Just(8), Just(64)],
         tokens in 1usize..300,
@@ -94,27 +129,48 @@ proptest! {
         seed in any::<u64>(),
     ) {
         let s = Shape { layers, heads, head_dim, tokens };
-        let opts = FrameOptions { payload, granularity, ..FrameOptions::default() };
+        // The measured plans choose int4/int8 with per-block scales themselves.
+        let (payload, granularity) = if plan.is_measured() {
+            (Payload::Int8, Granularity::PerBlock)
+        } else {
+            (payload, granularity)
+        };
+        let base = FrameOptions { payload, granularity, ..FrameOptions::default() };
+        let cost = RoundCost {
+            layers, heads, head_dim,
+            header: header(s).encoded_len() as u64,
+            base,
+        };
         let selection = Selection { policy, keep_fraction };
         let scores: Vec<f32> = (0..tokens).map(|i| ((i as u64 * 7919 + seed) % 97) as f32).collect();
         let preferred = preferred_positions(selection, tokens, &scores).expect("selection");
-        let estimate = |p: &[u32]| estimate_transfer_bytes(&header(s), &opts, layers, heads, head_dim, p);
         let mut every = preferred.clone();
         every.sort_unstable();
-        let cap = (estimate(&every) as f64 * cap_share) as u64;
-        match fit_to_cap(&preferred, cap, estimate) {
-            Some(kept) => {
-                let actual = encoded_bytes(s, &opts, &kept, seed);
-                prop_assert_eq!(actual, estimate(&kept), "the estimate is the real size");
+        let everything = cost.round_bytes(&cost.one_per_layer(&every, &vec![Payload::Fp16; layers]));
+        let cap = (everything as f64 * cap_share) as u64;
+        let measure_rows = |positions: &[u32]| -> Result<_, SharerError> {
+            let host: Vec<HostLayer> = (0..layers).map(|l| rows(s, l, positions, seed)).collect();
+            measure(&host, heads, head_dim, &importance_weights(&scores, positions))
+        };
+        match plan_frames(plan, payload, &cost, &preferred, cap, measure_rows) {
+            Ok(frames) => {
+                let records = encoded(s, &base, &frames, seed);
+                let actual: u64 = records.iter().map(|r| r.len() as u64).sum();
+                prop_assert_eq!(actual, cost.round_bytes(&frames), "the plan's size is the real size");
                 prop_assert!(cap == 0 || actual <= cap, "{} bytes over a cap of {}", actual, cap);
-                prop_assert!(kept.windows(2).all(|w| w[0] < w[1]));
-                prop_assert!(kept.iter().all(|p| preferred.contains(p)));
+                let mut assembler = CacheAssembler::new().every_position(true);
+                for r in &records {
+                    assembler.push_record(r).expect("a valid round");
+                }
+                let held = assembler.finish().expect("a complete round");
+                prop_assert!(!held.positions.is_empty());
+                prop_assert!(held.positions.iter().all(|p| preferred.contains(p)));
             }
-            None => {
+            Err(SharerError::CapTooSmall { minimum, .. }) => {
                 // Refused only when not even the most preferred position fits.
-                let one = encoded_bytes(s, &opts, &preferred[..1], seed);
-                prop_assert!(cap > 0 && one > cap, "refused, yet one position is {} <= {}", one, cap);
+                prop_assert!(cap > 0 && minimum > cap, "refused, yet one position is {} <= {}", minimum, cap);
             }
+            Err(e) => prop_assert!(false, "{}", e),
         }
     }
 }
