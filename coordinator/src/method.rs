@@ -89,6 +89,48 @@ pub struct TransferSettings {
     /// Two-round refinement, when wanted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refine: Option<Refine>,
+    /// How precision is spread over layers and tokens (left out: `uniform`, so the settings
+    /// and cell ids of methods without a plan are what they were).
+    #[serde(default, skip_serializing_if = "PrecisionPlan::is_uniform")]
+    pub plan: PrecisionPlan,
+    /// `mixed_layers`: how many of the last layers go at fp16.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fp16_layers: Option<u32>,
+}
+
+/// How a KV transfer spreads precision over layers and tokens (docs/EVALUATION.md, "Precision
+/// plans").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PrecisionPlan {
+    /// Every row at `precision`.
+    #[default]
+    Uniform,
+    /// The last `fp16_layers` layers at fp16, the others at `precision` (M6).
+    MixedLayers,
+    /// int4 or int8 per layer by measured sensitivity under the cap (Q-KVComm-like);
+    /// `precision = "int8"`.
+    LayerSensitivity,
+    /// Drop, int4 or int8 per token by measured distortion under the cap (M10);
+    /// `precision = "int8"`.
+    Rate,
+    /// Drop or int8 per token: rate-distortion's top-k case; `precision = "int8"`.
+    TopK,
+}
+
+impl PrecisionPlan {
+    /// The default plan (left out of serialized settings).
+    pub fn is_uniform(&self) -> bool {
+        *self == PrecisionPlan::Uniform
+    }
+
+    /// Whether the plan measures distortions and picks int4/int8 itself.
+    pub fn is_measured(self) -> bool {
+        matches!(
+            self,
+            PrecisionPlan::LayerSensitivity | PrecisionPlan::Rate | PrecisionPlan::TopK
+        )
+    }
 }
 
 /// Payload precision of a KV transfer.
@@ -194,7 +236,16 @@ impl MethodSpec {
                 } else {
                     "c2c"
                 };
-                let mut label = format!("{kind}-{}", snake(&s.precision));
+                let precision = snake(&s.precision);
+                let mut label = match s.plan {
+                    PrecisionPlan::Uniform => format!("{kind}-{precision}"),
+                    PrecisionPlan::MixedLayers => {
+                        format!("{kind}-{precision}-fp16last{}", s.fp16_layers.unwrap_or(0))
+                    }
+                    PrecisionPlan::LayerSensitivity => format!("{kind}-int4int8-by-layer"),
+                    PrecisionPlan::Rate => format!("{kind}-rd-int4int8"),
+                    PrecisionPlan::TopK => format!("{kind}-rd-int8"),
+                };
                 if s.precision != Precision::Fp16 && s.granularity != Granularity::PerBlock {
                     label.push_str(&format!("-{}", snake(&s.granularity)));
                 }
@@ -267,6 +318,7 @@ impl MethodSpec {
                     }
                     _ => {}
                 }
+                problems.extend(plan_problems(&label, s));
                 if let Some(r) = &s.refine
                     && !(0.0..=1.0).contains(&r.margin_threshold)
                 {
@@ -282,72 +334,35 @@ impl MethodSpec {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(text: &str) -> MethodSpec {
-        toml::from_str(text).unwrap()
+/// Problems with a transfer's precision plan, each a sentence naming the method.
+fn plan_problems(label: &str, s: &TransferSettings) -> Vec<String> {
+    let mut problems = Vec::new();
+    match (s.plan, s.fp16_layers) {
+        (PrecisionPlan::MixedLayers, None | Some(0)) => problems.push(format!(
+            "method {label:?}: plan mixed_layers needs `fp16_layers` of at least 1"
+        )),
+        (PrecisionPlan::MixedLayers, Some(_)) | (_, None) => {}
+        (_, Some(_)) => problems.push(format!(
+            "method {label:?}: `fp16_layers` needs plan mixed_layers"
+        )),
     }
-
-    #[test]
-    fn labels_are_derived_from_settings() {
-        assert_eq!(parse("kind = \"receiver_only\"").label(), "receiver-only");
-        assert_eq!(
-            parse("kind = \"text\"\nmode = \"raw\"\ncap_bytes = 256").label(),
-            "text-raw@256"
-        );
-        assert_eq!(
-            parse("kind = \"kv\"\nprecision = \"int8\"").label(),
-            "kv-int8"
-        );
-        let m = parse(
-            "kind = \"c2c\"\nprecision = \"int4\"\ngranularity = \"per_head\"\nselection = \"back\"\nkeep = 0.25",
-        );
-        assert_eq!(m.label(), "c2c-int4-per_head-back0.25");
-        assert_eq!(
-            parse("kind = \"kv\"\nprecision = \"fp16\"\nlabel = \"x\"").label(),
-            "x"
-        );
+    if s.plan.is_measured() {
+        if s.precision != Precision::Int8 {
+            problems.push(format!(
+                "method {label:?}: plan {} picks int4/int8 itself: set precision = \"int8\"",
+                snake(&s.plan)
+            ));
+        }
+        if s.granularity != Granularity::PerBlock {
+            problems.push(format!(
+                "method {label:?}: plan {} uses per_block scales",
+                snake(&s.plan)
+            ));
+        }
     }
-
-    #[test]
-    fn unknown_settings_are_rejected() {
-        let r: Result<MethodSpec, _> =
-            toml::from_str("kind = \"kv\"\nprecision = \"int8\"\nprecison = 1");
-        assert!(r.is_err());
-    }
-
-    #[test]
-    fn axes_apply_only_where_they_change_the_outcome() {
-        let ro = parse("kind = \"receiver_only\"");
-        assert!(!ro.uses_budget_axis() && !ro.uses_seed());
-        let capped = parse("kind = \"text\"\nmode = \"hint\"\ncap_bytes = 64");
-        assert!(!capped.uses_budget_axis());
-        assert_eq!(capped.own_cap(), Some(64));
-        let random =
-            parse("kind = \"kv\"\nprecision = \"int8\"\nselection = \"random\"\nkeep = 0.5");
-        assert!(random.uses_budget_axis() && random.uses_seed());
-    }
-
-    #[test]
-    fn selection_needs_a_keep_fraction() {
-        assert_eq!(
-            parse("kind = \"kv\"\nprecision = \"int8\"\nselection = \"front\"")
-                .problems()
-                .len(),
-            1
-        );
-        assert_eq!(
-            parse("kind = \"kv\"\nprecision = \"int8\"\nselection = \"front\"\nkeep = 1.5")
-                .problems()
-                .len(),
-            1
-        );
-        assert!(
-            parse("kind = \"kv\"\nprecision = \"int8\"\nselection = \"front\"\nkeep = 0.5")
-                .problems()
-                .is_empty()
-        );
-    }
+    problems
 }
+
+#[cfg(test)]
+#[path = "method_tests.rs"]
+mod tests;

@@ -8,7 +8,7 @@ use kvwire_proto::v1 as pb;
 
 use crate::cell::CellConfig;
 use crate::grid::{Layout, RankNormalization, Scoring};
-use crate::method::{Granularity, MethodSpec, Precision, Selection, TextMode};
+use crate::method::{Granularity, MethodSpec, Precision, PrecisionPlan, Selection, TextMode};
 use crate::row::{
     ByteBreakdown, ByteCounts, RankRecord, ResultRow, RoundRecord, RowError, RowStatus,
     budget_slack,
@@ -105,7 +105,8 @@ impl RequestTemplate {
                     keep_fraction: s.keep.unwrap_or(1.0) as f32,
                     byte_cap: cap,
                     seed: cell.seed.unwrap_or(0),
-                    ..Default::default()
+                    precision_plan: precision_plan(s.plan) as i32,
+                    fp16_layers: s.fp16_layers.unwrap_or(0),
                 });
                 if let Some(r) = &s.refine {
                     if r.mode != crate::method::RefineMode::Upgrade {
@@ -145,6 +146,16 @@ impl RequestTemplate {
             rank_normalization: self.rank_normalization,
             layout: layout as i32,
         }
+    }
+}
+
+fn precision_plan(p: PrecisionPlan) -> pb::PrecisionPlan {
+    match p {
+        PrecisionPlan::Uniform => pb::PrecisionPlan::Unspecified,
+        PrecisionPlan::MixedLayers => pb::PrecisionPlan::MixedLayers,
+        PrecisionPlan::LayerSensitivity => pb::PrecisionPlan::LayerSensitivity,
+        PrecisionPlan::Rate => pb::PrecisionPlan::TokenRate,
+        PrecisionPlan::TopK => pb::PrecisionPlan::TokenTopK,
     }
 }
 
