@@ -67,13 +67,13 @@ impl RegistryError {
 /// Why a run stopped: its folder, the receiver endpoint, or the run loop itself.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    /// An endpoint is not a URL.
-    #[error("receiver endpoint {url:?} is not a URL: {source}")]
+    /// An endpoint is not a URL, or is `https://` without a CA.
+    #[error("endpoint {url:?}: {source}")]
     Endpoint {
         /// The endpoint given.
         url: String,
-        /// The URI parser's error.
-        source: tonic::codegen::http::uri::InvalidUri,
+        /// Why it cannot be used.
+        source: service_kit::transport::client::ClientError,
     },
     /// The run folder could not be read or written.
     #[error(transparent)]

@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressStyle};
 use kvwire_proto::v1 as pb;
 use kvwire_proto::v1::receiver_client::ReceiverClient;
+use service_kit::transport::client::{ClientChannel, ClientTransport};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
-use tonic::transport::Channel;
 
 use crate::error::{RegistryError, RunError};
 use crate::registry::{CellPlan, DoneMarker, RowAppender, RunDir};
@@ -34,8 +34,8 @@ pub struct ReadyCell {
     pub template: RequestTemplate,
     /// Examples by id.
     pub examples: Arc<BTreeMap<String, pb::Example>>,
-    /// Receiver channel.
-    pub receiver: Channel,
+    /// Receiver channel (TLS and the bearer token as the client transport says).
+    pub receiver: ClientChannel,
     /// Sharer endpoint the receiver should call.
     pub sharer_endpoint: String,
 }
@@ -57,18 +57,18 @@ pub struct RunCounts {
     pub retried: usize,
 }
 
-/// Connects a lazy channel to a receiver, with explicit message limits applied per client.
-pub fn receiver_channel(url: &str) -> Result<Channel, RunError> {
-    Ok(Channel::from_shared(url.to_string())
+/// Connects a lazy channel to a service at `url` through `transport` (`https://` with its CA,
+/// its client certificate and token); message limits are applied per client.
+pub fn receiver_channel(url: &str, transport: &ClientTransport) -> Result<ClientChannel, RunError> {
+    transport
+        .lazy_channel(url, Duration::from_secs(10))
         .map_err(|source| RunError::Endpoint {
             url: url.to_string(),
             source,
-        })?
-        .connect_timeout(Duration::from_secs(10))
-        .connect_lazy())
+        })
 }
 
-fn client(channel: Channel) -> ReceiverClient<Channel> {
+fn client(channel: ClientChannel) -> ReceiverClient<ClientChannel> {
     ReceiverClient::new(channel)
         .max_decoding_message_size(MAX_REPLY_BYTES)
         .max_encoding_message_size(MAX_REPLY_BYTES)

@@ -1,8 +1,9 @@
 //! Which sharers this receiver may connect to: the configured default plus `allowed_sharers`
 //! (a request chooses its sharer, so without a list any caller could make the receiver connect
 //! to any host and port). Endpoints compare by scheme, host (case-insensitive) and port, so
-//! `http://Sharer:50051/` and `http://sharer:50051` are the same sharer. `https://` is refused
-//! until TLS is built: it would otherwise be used as plaintext.
+//! `http://Sharer:50051/` and `http://sharer:50051` are the same sharer (`https://sharer:50051`
+//! is another). `https://` needs `sharer_client.ca`: without a CA it is refused, never used as
+//! plaintext.
 
 use crate::error::ReceiverError;
 
@@ -12,34 +13,40 @@ pub enum AddressError {
     /// Not an `http://host:port` URL.
     #[error("{0}")]
     Invalid(String),
-    /// An `https://` URL: TLS is not built yet.
-    #[error("https:// needs TLS, which is not built yet: use http:// (plaintext)")]
+    /// An `https://` URL while no CA is configured.
+    #[error(
+        "https:// (TLS) needs sharer_client.ca (the CA that signs the sharer's certificate) in \
+         this receiver's configuration"
+    )]
     Tls,
 }
 
 /// A sharer endpoint as compared against the allow-list.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SharerAddress {
+    https: bool,
     host: String,
     port: u16,
 }
 
 impl SharerAddress {
-    /// Parses `http://host[:port][/]` (port 80 when absent); `https://` is [`AddressError::Tls`].
-    pub fn parse(endpoint: &str) -> Result<Self, AddressError> {
+    /// Parses `http://host[:port][/]` (port 80 when absent) or, when `tls` (a CA is
+    /// configured), `https://host[:port][/]` (port 443); `https://` without `tls` is
+    /// [`AddressError::Tls`].
+    pub fn parse(endpoint: &str, tls: bool) -> Result<Self, AddressError> {
         let uri: http::Uri = endpoint
             .parse()
             .map_err(|e: http::uri::InvalidUri| AddressError::Invalid(e.to_string()))?;
-        match uri.scheme_str() {
-            Some("http") => {}
+        let https = match uri.scheme_str() {
+            Some(s) if s.eq_ignore_ascii_case("https") && tls => true,
             Some(s) if s.eq_ignore_ascii_case("https") => return Err(AddressError::Tls),
-            Some(s) if s.eq_ignore_ascii_case("http") => {}
+            Some(s) if s.eq_ignore_ascii_case("http") => false,
             _ => {
                 return Err(AddressError::Invalid(
-                    "expected http://host:port".to_string(),
+                    "expected http://host:port or https://host:port".to_string(),
                 ));
             }
-        }
+        };
         let host = uri
             .host()
             .filter(|h| !h.is_empty())
@@ -50,39 +57,44 @@ impl SharerAddress {
             ));
         }
         Ok(Self {
+            https,
             host: host.to_ascii_lowercase(),
-            port: uri.port_u16().unwrap_or(80),
+            port: uri.port_u16().unwrap_or(if https { 443 } else { 80 }),
         })
     }
 }
 
 /// The sharers a request may name.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AllowList(Vec<SharerAddress>);
+pub struct AllowList {
+    entries: Vec<SharerAddress>,
+    tls: bool,
+}
 
 impl AllowList {
-    /// `default` (when not empty) and `allowed`; entries that do not parse are left out
-    /// (configuration validation reports them before the service starts).
-    pub fn new(default: &str, allowed: &[String]) -> Self {
+    /// `default` (when not empty) and `allowed`, `https://` ones included when `tls` (a CA is
+    /// configured); entries that do not parse are left out (configuration validation reports
+    /// them before the service starts).
+    pub fn new(default: &str, allowed: &[String], tls: bool) -> Self {
         let entries = std::iter::once(default)
             .filter(|d| !d.is_empty())
             .chain(allowed.iter().map(String::as_str))
-            .filter_map(|e| SharerAddress::parse(e).ok())
+            .filter_map(|e| SharerAddress::parse(e, tls).ok())
             .collect();
-        Self(entries)
+        Self { entries, tls }
     }
 
     /// Whether a request may name `endpoint`: INVALID_ARGUMENT when it does not parse,
-    /// FAILED_PRECONDITION (`tls_unsupported`) for `https://`, PERMISSION_DENIED
+    /// FAILED_PRECONDITION (`tls_unsupported`) for `https://` without a CA, PERMISSION_DENIED
     /// (`sharer_not_allowed`) when it is not on the list.
     pub fn check(&self, endpoint: &str) -> Result<(), ReceiverError> {
-        let address = SharerAddress::parse(endpoint).map_err(|e| match e {
+        let address = SharerAddress::parse(endpoint, self.tls).map_err(|e| match e {
             AddressError::Tls => ReceiverError::TlsUnsupported {
                 endpoint: endpoint.to_string(),
             },
             AddressError::Invalid(reason) => ReceiverError::invalid("sharer_endpoint", reason),
         })?;
-        if self.0.contains(&address) {
+        if self.entries.contains(&address) {
             Ok(())
         } else {
             Err(ReceiverError::SharerNotAllowed {
@@ -101,12 +113,19 @@ mod tests {
 
     #[test]
     fn addresses_compare_by_host_and_port() {
-        let a = SharerAddress::parse("http://Sharer:50051/").unwrap();
-        assert_eq!(a, SharerAddress::parse("http://sharer:50051").unwrap());
-        assert_ne!(a, SharerAddress::parse("http://sharer:50052").unwrap());
+        let parse = |e| SharerAddress::parse(e, false);
+        let a = parse("http://Sharer:50051/").unwrap();
+        assert_eq!(a, parse("http://sharer:50051").unwrap());
+        assert_ne!(a, parse("http://sharer:50052").unwrap());
         assert_eq!(
-            SharerAddress::parse("http://sharer").unwrap(),
-            SharerAddress::parse("http://sharer:80").unwrap()
+            parse("http://sharer").unwrap(),
+            parse("http://sharer:80").unwrap()
+        );
+        let tls = SharerAddress::parse("https://sharer:50051", true).unwrap();
+        assert_ne!(tls, a);
+        assert_eq!(
+            SharerAddress::parse("https://sharer", true).unwrap(),
+            SharerAddress::parse("HTTPS://sharer:443/", true).unwrap()
         );
         for bad in [
             "sharer:50051",
@@ -114,20 +133,18 @@ mod tests {
             "http://sharer:1/x",
             "not a uri",
         ] {
-            assert!(
-                matches!(SharerAddress::parse(bad), Err(AddressError::Invalid(_))),
-                "{bad}"
-            );
+            assert!(matches!(parse(bad), Err(AddressError::Invalid(_))), "{bad}");
         }
-        assert_eq!(
-            SharerAddress::parse("https://sharer:443"),
-            Err(AddressError::Tls)
-        );
+        assert_eq!(parse("https://sharer:443"), Err(AddressError::Tls));
     }
 
     #[test]
-    fn only_listed_sharers_pass_and_https_is_refused() {
-        let list = AllowList::new("http://127.0.0.1:50051", &["http://other:7".to_string()]);
+    fn only_listed_sharers_pass_and_https_is_refused_without_a_ca() {
+        let list = AllowList::new(
+            "http://127.0.0.1:50051",
+            &["http://other:7".to_string()],
+            false,
+        );
         list.check("http://127.0.0.1:50051/").unwrap();
         list.check("http://OTHER:7").unwrap();
         let refused = |endpoint: &str| {
@@ -151,9 +168,16 @@ mod tests {
             (Code::InvalidArgument, "invalid_argument")
         );
         // No default and no list: every named sharer is refused.
-        let none = AllowList::new("", &[]);
+        let none = AllowList::new("", &[], false);
         assert_eq!(
             none.check("http://127.0.0.1:50051").unwrap_err().code(),
+            Code::PermissionDenied
+        );
+        // With a CA: https:// sharers on the list pass, and http:// is another sharer.
+        let tls = AllowList::new("https://sharer:8443", &[], true);
+        tls.check("https://SHARER:8443/").unwrap();
+        assert_eq!(
+            tls.check("http://sharer:8443").unwrap_err().code(),
             Code::PermissionDenied
         );
     }

@@ -1,6 +1,8 @@
 //! The receiver's link to a sharer: one gRPC channel per evaluation over a counting TCP
-//! connector (so its transport bytes are exactly this evaluation's), trace context and the
-//! remaining deadline on every call, and frame streams decoded as they arrive.
+//! connector (so its transport bytes are exactly this evaluation's; under TLS, the TLS record
+//! bytes, handshake included), TLS for an `https://` sharer and the bearer token of
+//! `[sharer_client]`, trace context and the remaining deadline on every call, and frame
+//! streams decoded as they arrive.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,7 +16,7 @@ use service_kit::rpc::ERROR_TYPE_KEY;
 use service_kit::stages::StageTimings;
 use service_kit::timing::ms;
 use service_kit::trace_context::TraceContext;
-use tonic::transport::{Channel, Endpoint};
+use service_kit::transport::client::{ClientChannel, ClientError, ClientTransport};
 use tonic::{Request, Status};
 
 use crate::decode::TransferDecoder;
@@ -50,16 +52,18 @@ pub struct RoundTransfer {
 /// A connection to one sharer for one evaluation.
 #[derive(Debug)]
 pub struct SharerLink {
-    client: SharerClient<Channel>,
+    client: SharerClient<ClientChannel>,
     counters: Arc<ByteCounters>,
     trace: TraceContext,
     deadline: Instant,
 }
 
 impl SharerLink {
-    /// Connects to `endpoint` through a fresh counting connector.
+    /// Connects to `endpoint` through a fresh counting connector, with `transport`'s TLS and
+    /// token.
     pub async fn connect(
         endpoint: &str,
+        transport: &ClientTransport,
         max_message_bytes: usize,
         connect_timeout: Duration,
         trace: TraceContext,
@@ -70,14 +74,20 @@ impl SharerLink {
             reason,
         };
         let counters = ByteCounters::new();
-        let channel = Endpoint::from_shared(endpoint.to_string())
-            .map_err(|e| ReceiverError::invalid("sharer_endpoint", e.to_string()))?
+        let channel = transport
+            .endpoint(endpoint)
+            .map_err(|e| match e {
+                ClientError::NoCa { .. } => ReceiverError::TlsUnsupported {
+                    endpoint: endpoint.to_string(),
+                },
+                other => ReceiverError::invalid("sharer_endpoint", other.to_string()),
+            })?
             .connect_timeout(connect_timeout)
             .tcp_nodelay(true)
             .connect_with_connector(CountingConnector::new(counters.clone()))
             .await
             .map_err(|e| unreachable(format!("{e}: {}", source_chain(&e))))?;
-        let client = SharerClient::new(channel)
+        let client = SharerClient::new(transport.wrap(channel))
             .max_decoding_message_size(max_message_bytes)
             .max_encoding_message_size(max_message_bytes);
         Ok(Self {

@@ -6,6 +6,11 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 use service_kit::config::{CommonSettings, Problems, ServiceConfig};
 use service_kit::telemetry::TelemetryConfig;
+use service_kit::transport::ServerSections;
+use service_kit::transport::client::ClientTransport;
+use service_kit::transport::settings::{
+    AuthSettings, ClientSettings, ConnectionSettings, TlsSettings,
+};
 
 use crate::allow::SharerAddress;
 
@@ -60,6 +65,9 @@ pub struct ReceiverConfig {
     /// (the default): only `sharer_endpoint`; with that empty too, requests may name none.
     /// In the environment: comma-separated.
     pub allowed_sharers: Vec<String>,
+    /// How this receiver reaches its sharers: the CA of their certificates (needed for an
+    /// `https://` sharer), a client certificate for mutual TLS, a bearer token.
+    pub sharer_client: ClientSettings,
     /// The fuser of this pair.
     pub fuser: FuserKind,
     /// The C2C fuser, when `fuser = "c2c"`.
@@ -68,6 +76,12 @@ pub struct ReceiverConfig {
     pub limits: ReceiverLimits,
     /// Logs and metrics.
     pub telemetry: TelemetryConfig,
+    /// TLS of the server: `off` (plain TCP, the default), `tls` or `mutual`.
+    pub tls: TlsSettings,
+    /// Bearer tokens callers must present (none by default).
+    pub auth: AuthSettings,
+    /// Connection limit and handshake/idle timeouts.
+    pub connections: ConnectionSettings,
 }
 
 /// Request and resource limits of the receiver.
@@ -104,10 +118,14 @@ impl Default for ReceiverConfig {
             dtype: "f32".into(),
             sharer_endpoint: "http://127.0.0.1:50051".into(),
             allowed_sharers: Vec::new(),
+            sharer_client: ClientSettings::default(),
             fuser: FuserKind::Identity,
             c2c: C2cSettings::default(),
             limits: ReceiverLimits::default(),
             telemetry: TelemetryConfig::default(),
+            tls: TlsSettings::default(),
+            auth: AuthSettings::default(),
+            connections: ConnectionSettings::default(),
         }
     }
 }
@@ -134,6 +152,7 @@ impl ServiceConfig for ReceiverConfig {
 
     fn common(&self) -> CommonSettings<'_> {
         CommonSettings {
+            listen_addr: self.listen_addr,
             model: &self.model,
             device: &self.device,
             dtype: &self.dtype,
@@ -142,18 +161,25 @@ impl ServiceConfig for ReceiverConfig {
             max_prompt_bytes: self.limits.max_prompt_bytes,
             max_concurrent_jobs: self.limits.max_concurrent_jobs,
             telemetry: &self.telemetry,
+            transport: ServerSections {
+                tls: &self.tls,
+                auth: &self.auth,
+                connections: &self.connections,
+            },
         }
     }
 
     fn check_own(&self, p: &mut Problems) {
+        ClientTransport::check(&self.sharer_client, "sharer_client", p);
+        let tls = !self.sharer_client.ca.is_empty();
         // Empty is allowed: every request names its sharer (one of `allowed_sharers`).
         if !self.sharer_endpoint.is_empty()
-            && let Err(e) = SharerAddress::parse(&self.sharer_endpoint)
+            && let Err(e) = SharerAddress::parse(&self.sharer_endpoint, tls)
         {
             p.push("sharer_endpoint", e);
         }
         for (i, endpoint) in self.allowed_sharers.iter().enumerate() {
-            if let Err(e) = SharerAddress::parse(endpoint) {
+            if let Err(e) = SharerAddress::parse(endpoint, tls) {
                 p.push("allowed_sharers", format!("entry {i} ({endpoint:?}): {e}"));
             }
         }
@@ -216,7 +242,7 @@ mod tests {
         };
         let err = c.validate().unwrap_err().to_string();
         assert!(
-            err.contains("sharer_endpoint: https:// needs TLS")
+            err.contains("sharer_endpoint: https:// (TLS) needs sharer_client.ca")
                 && err.contains("allowed_sharers: entry 1 (\"sharer:50051\")"),
             "{err}"
         );

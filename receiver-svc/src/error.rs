@@ -43,10 +43,10 @@ pub enum ReceiverError {
         /// The endpoint named.
         endpoint: String,
     },
-    /// The request names an `https://` sharer: TLS is not built yet.
+    /// The request names an `https://` sharer and this receiver has no CA to check it with.
     #[error(
-        "sharer {endpoint}: https:// needs TLS, which is not built yet (it would be plaintext); \
-         use http://"
+        "sharer {endpoint}: https:// (TLS) needs sharer_client.ca (the CA of the sharer's \
+         certificate) in this receiver's configuration; refusing to use it as plaintext"
     )]
     TlsUnsupported {
         /// The endpoint named.

@@ -21,7 +21,8 @@ use std::future::Future;
 
 use kvwire_proto::v1::receiver_server::ReceiverServer;
 use service_kit::config::ServiceConfig;
-use service_kit::server::{ServeError, load_model, serve_grpc};
+use service_kit::server::{Prepared, prepare, serve_grpc};
+use service_kit::transport::client::ClientTransport;
 use tokio::net::TcpListener;
 
 pub use config::ReceiverConfig;
@@ -32,30 +33,25 @@ pub use service::ReceiverService;
 
 /// Serves the receiver on `listener` until `shutdown` resolves.
 ///
-/// Validates the config and loads the model first; health reports SERVING once loaded.
-/// Telemetry is not initialised here: binaries call `service_kit::server::listen`.
-/// The error says which step failed: configuration, model, fuser, or the gRPC server.
+/// Validates the config, loads its certificates and tokens, the model and the sharer client
+/// first; health reports SERVING once loaded. Telemetry is not initialised here: binaries call
+/// `service_kit::server::listen`. The error says which step failed: configuration, model,
+/// fuser, or the gRPC server.
 pub async fn serve(
     config: ReceiverConfig,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ReceiverServeError> {
-    config.validate().map_err(|source| ServeError::Config {
-        service: "receiver",
-        source,
-    })?;
-    service_kit::metrics_catalog::describe_all();
-    let placement = config.placement().map_err(ServeError::Device)?;
-    let loaded = load_model(&config.model, placement).await?;
-    tracing::info!(model = %config.model, device = %config.device, dtype = %config.dtype, addr = ?listener.local_addr().ok(), "receiver ready");
+    let Prepared { transport, model } = prepare("receiver", &config).await?;
+    let sharer_client = ClientTransport::load(&config.sharer_client, "sharer_client.ca")
+        .map_err(|source| ReceiverServeError::SharerClient { source })?;
     // Requests are small (an example); the sharer client's frames may be large.
     let max_request = config.common().max_request_bytes();
     let max = config.limits.max_message_bytes;
-    let core = evaluate::ReceiverCore::new(ReceiverEngine::new(loaded), config)
+    let core = evaluate::ReceiverCore::new(ReceiverEngine::new(model), config, sharer_client)
         .map_err(|source| ReceiverServeError::Fuser { source })?;
     let receiver = ReceiverServer::new(ReceiverService::new(core))
         .max_decoding_message_size(max_request)
         .max_encoding_message_size(max);
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-    Ok(serve_grpc(receiver, incoming, shutdown).await?)
+    Ok(serve_grpc("receiver", receiver, listener, transport, shutdown).await?)
 }

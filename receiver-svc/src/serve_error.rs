@@ -1,6 +1,7 @@
 //! Why [`crate::serve`] could not start the receiver or stopped serving.
 
 use service_kit::server::ServeError;
+use service_kit::transport::client::ClientError;
 
 use crate::error::ReceiverError;
 
@@ -10,6 +11,13 @@ pub enum ReceiverServeError {
     /// Configuration, model loading or the gRPC server (the steps both services share).
     #[error(transparent)]
     Serve(#[from] ServeError),
+    /// `[sharer_client]` is unusable (validation reports it first; kept for a file that
+    /// changed in between).
+    #[error("sharer_client: {source}")]
+    SharerClient {
+        /// Why.
+        source: ClientError,
+    },
     /// The pair's fuser (named by the configuration) could not be loaded.
     #[error("loading the pair's fuser: {source}")]
     Fuser {

@@ -10,6 +10,7 @@ use serde::de::DeserializeOwned;
 use crate::device::{DeviceError, DeviceSpec, DtypeSpec, Placement};
 use crate::model_spec::ModelSpec;
 use crate::telemetry::TelemetryConfig;
+use crate::transport::ServerSections;
 
 /// Why a configuration could not be loaded or is invalid.
 #[derive(Debug, thiserror::Error)]
@@ -172,6 +173,8 @@ pub fn check_prompt_bytes(bytes: usize, max: usize) -> Result<(), usize> {
 /// The settings every service has, checked the same way.
 #[derive(Debug, Clone, Copy)]
 pub struct CommonSettings<'a> {
+    /// gRPC listen address (used by the binaries; `serve` takes a bound listener).
+    pub listen_addr: std::net::SocketAddr,
     /// Model spec.
     pub model: &'a str,
     /// Compute device (`cpu`, `cuda`, `cuda:N`).
@@ -189,6 +192,8 @@ pub struct CommonSettings<'a> {
     pub max_concurrent_jobs: usize,
     /// Logs and metrics.
     pub telemetry: &'a TelemetryConfig,
+    /// `[tls]`, `[auth]` and `[connections]`.
+    pub transport: ServerSections<'a>,
 }
 
 impl CommonSettings<'_> {
@@ -245,6 +250,7 @@ impl CommonSettings<'_> {
             "must be positive",
         );
         self.telemetry.validate(p);
+        self.transport.check(p);
     }
 }
 
@@ -353,6 +359,19 @@ mod tests {
         }
     }
 
+    fn test_sections() -> ServerSections<'static> {
+        use crate::transport::settings::{AuthSettings, ConnectionSettings, TlsSettings};
+        static TLS: std::sync::LazyLock<TlsSettings> = std::sync::LazyLock::new(Default::default);
+        static AUTH: std::sync::LazyLock<AuthSettings> = std::sync::LazyLock::new(Default::default);
+        static CONN: std::sync::LazyLock<ConnectionSettings> =
+            std::sync::LazyLock::new(Default::default);
+        ServerSections {
+            tls: &TLS,
+            auth: &AUTH,
+            connections: &CONN,
+        }
+    }
+
     #[test]
     fn file_overrides_defaults_and_env_overrides_file() {
         let dir = tempfile::tempdir().unwrap();
@@ -407,6 +426,7 @@ mod tests {
     fn device_and_dtype_are_checked_with_the_rest() {
         let telemetry = TelemetryConfig::default();
         let settings = |device, dtype| CommonSettings {
+            listen_addr: ([127, 0, 0, 1], 0).into(),
             model: "random:tiny-llama:0",
             device,
             dtype,
@@ -415,6 +435,7 @@ mod tests {
             max_prompt_bytes: None,
             max_concurrent_jobs: 1,
             telemetry: &telemetry,
+            transport: test_sections(),
         };
         let problems = |device, dtype| {
             let mut p = Problems::new();
@@ -523,6 +544,7 @@ mod tests {
     fn the_prompt_byte_limit_follows_the_token_limit_unless_set() {
         let telemetry = TelemetryConfig::default();
         let mut c = CommonSettings {
+            listen_addr: ([127, 0, 0, 1], 0).into(),
             model: "random:tiny-llama:0",
             device: "cpu",
             dtype: "f32",
@@ -531,6 +553,7 @@ mod tests {
             max_prompt_bytes: None,
             max_concurrent_jobs: 1,
             telemetry: &telemetry,
+            transport: test_sections(),
         };
         assert_eq!(c.prompt_bytes(), 8192 * DEFAULT_PROMPT_BYTES_PER_TOKEN);
         assert_eq!(

@@ -1,6 +1,7 @@
-//! Transport byte truth: a TCP stream wrapper that counts bytes read and written, a tonic client
-//! connector that hands out such streams (one counter set per channel), and an incoming stream
-//! of counted server connections.
+//! Transport byte truth: a TCP stream wrapper that counts bytes read and written, and a tonic
+//! client connector that hands out such streams (one counter set per channel). Servers count
+//! their connections through `transport::bounds::bounded_incoming`. Under TLS the counted
+//! stream is below TLS: the counts are TLS record bytes.
 
 use std::io;
 use std::pin::Pin;
@@ -8,10 +9,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
-use futures::Stream;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
 /// Bytes read and written on one or more connections.
@@ -133,10 +133,12 @@ impl Connected for CountingStream<TcpStream> {
     }
 }
 
-/// A tonic/hyper connector that opens plain TCP connections (no TLS) counting their bytes.
+/// A tonic/hyper connector that opens TCP connections counting their bytes.
 ///
 /// Every connection the channel opens adds to the same counters, so a channel made for one
-/// evaluation gives that evaluation's transport bytes exactly.
+/// evaluation gives that evaluation's transport bytes exactly. For an `https://` endpoint
+/// tonic runs TLS over the counted stream, so the counts are TLS record bytes (handshake,
+/// record headers and authentication tags included): what crosses the socket.
 #[derive(Debug, Clone)]
 pub struct CountingConnector {
     counters: Arc<ByteCounters>,
@@ -165,7 +167,12 @@ impl tower::Service<http::Uri> for CountingConnector {
                 io::Error::new(io::ErrorKind::InvalidInput, format!("no host in {uri}"))
             })?;
             let host = host.trim_start_matches('[').trim_end_matches(']');
-            let port = uri.port_u16().unwrap_or(80);
+            let default_port = if uri.scheme_str() == Some("https") {
+                443
+            } else {
+                80
+            };
+            let port = uri.port_u16().unwrap_or(default_port);
             let stream = TcpStream::connect((host, port)).await?;
             stream.set_nodelay(true)?;
             Ok(TokioIo::new(CountingStream::new(stream, counters)))
@@ -173,27 +180,11 @@ impl tower::Service<http::Uri> for CountingConnector {
     }
 }
 
-/// Accepted server connections wrapped in [`CountingStream`], all counting into one counter set
-/// (for the transport-bytes metrics of a service).
-pub fn counted_incoming(
-    listener: TcpListener,
-    counters: Arc<ByteCounters>,
-) -> impl Stream<Item = io::Result<CountingStream<TcpStream>>> + Send + 'static {
-    futures::stream::unfold((listener, counters), |(listener, counters)| async move {
-        let item = match listener.accept().await {
-            Ok((stream, _peer)) => stream
-                .set_nodelay(true)
-                .map(|()| CountingStream::new(stream, counters.clone())),
-            Err(e) => Err(e),
-        };
-        Some((item, (listener, counters)))
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
 
     #[tokio::test]
     async fn counts_both_directions_of_a_loopback_connection() {

@@ -5,6 +5,8 @@
 use std::time::Duration;
 
 use tonic_health::pb::health_check_response::ServingStatus;
+
+use crate::transport::client::ClientTransport;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 /// Why a service is not healthy.
@@ -46,14 +48,17 @@ pub enum HealthError {
     },
 }
 
-/// Asks the server at `url` (`http://host:port`) whether `service` (its full gRPC name; `""`
+/// Asks the server at `url` (`http://host:port`, or `https://` when `client` has a CA) whether `service` (its full gRPC name; `""`
 /// for the server as a whole) is SERVING, within `timeout`.
-pub async fn check(url: &str, service: &str, timeout: Duration) -> Result<(), HealthError> {
-    let endpoint = tonic::transport::Endpoint::from_shared(url.to_string()).map_err(|e| {
-        HealthError::BadUrl {
-            url: url.to_string(),
-            reason: e.to_string(),
-        }
+pub async fn check(
+    url: &str,
+    service: &str,
+    timeout: Duration,
+    client: &ClientTransport,
+) -> Result<(), HealthError> {
+    let endpoint = client.endpoint(url).map_err(|e| HealthError::BadUrl {
+        url: url.to_string(),
+        reason: e.to_string(),
     })?;
     let unreachable = |reason: String| HealthError::Unreachable {
         url: url.to_string(),
@@ -119,12 +124,13 @@ mod tests {
                 .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
         );
         let t = Duration::from_secs(5);
-        check(&url, "demo.Up", t).await.unwrap();
-        check(&url, "", t).await.unwrap();
-        let down = check(&url, "demo.Down", t).await.unwrap_err();
+        let plain = ClientTransport::default();
+        check(&url, "demo.Up", t, &plain).await.unwrap();
+        check(&url, "", t, &plain).await.unwrap();
+        let down = check(&url, "demo.Down", t, &plain).await.unwrap_err();
         assert!(matches!(down, HealthError::NotServing { .. }), "{down}");
         assert!(down.to_string().contains("NOT_SERVING"), "{down}");
-        let unknown = check(&url, "demo.Nobody", t).await.unwrap_err();
+        let unknown = check(&url, "demo.Nobody", t, &plain).await.unwrap_err();
         assert!(
             matches!(unknown, HealthError::Unreachable { .. }),
             "{unknown}"
@@ -135,9 +141,9 @@ mod tests {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             format!("http://{}", l.local_addr().unwrap())
         };
-        let err = check(&dead, "", t).await.unwrap_err();
+        let err = check(&dead, "", t, &plain).await.unwrap_err();
         assert!(matches!(err, HealthError::Unreachable { .. }), "{err}");
-        let err = check("not a url", "", t).await.unwrap_err();
+        let err = check("not a url", "", t, &plain).await.unwrap_err();
         assert!(matches!(err, HealthError::BadUrl { .. }), "{err}");
     }
 }

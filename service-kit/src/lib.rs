@@ -26,3 +26,4 @@ pub mod stages;
 pub mod telemetry;
 pub mod timing;
 pub mod trace_context;
+pub mod transport;

@@ -6,21 +6,26 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 
-use futures::Stream;
-use tokio::io::{AsyncRead, AsyncWrite};
+use std::sync::Arc;
+use std::time::Duration;
+
 use tokio::net::TcpListener;
 use tonic::body::Body;
 use tonic::server::NamedService;
-use tonic::transport::server::Connected;
 
+pub mod binary;
 pub mod reflection;
 pub mod status_fix;
 
-use crate::config::ConfigError;
+use crate::config::{ConfigError, ServiceConfig};
+use crate::counting::ByteCounters;
 use crate::device::{DeviceError, Placement};
 use crate::model_load::{LoadError, LoadedModel, load_on};
 use crate::model_spec::{ModelSpec, SpecError};
 use crate::telemetry::{TelemetryConfig, TelemetryError, init};
+use crate::transport::ServerTransport;
+use crate::transport::auth::AuthLayer;
+use crate::transport::bounds::bounded_incoming;
 
 /// Why a service could not start or stopped serving.
 #[derive(Debug, thiserror::Error)]
@@ -100,14 +105,48 @@ pub async fn load_model(spec: &str, placement: Placement) -> Result<LoadedModel,
         })
 }
 
-/// Serves `service` on `incoming`, with gRPC health (SERVING for it) and reflection (v1 and
-/// v1alpha, listing exactly `service`, health and reflection, with their descriptors, so
-/// grpcurl and the Python `grpcio-reflection` client work without the `.proto` files), until
-/// `shutdown`. Statuses tonic makes before a handler runs are corrected by
-/// [`status_fix::StatusFixLayer`] (`docs/STATUS_CODES.md`).
-pub async fn serve_grpc<S, I, IO, IE>(
+/// What a service has before it serves: its transport and its loaded model.
+#[derive(Debug)]
+pub struct Prepared {
+    /// TLS, tokens and connection bounds, loaded from the configuration.
+    pub transport: ServerTransport,
+    /// The model, on its device.
+    pub model: LoadedModel,
+}
+
+/// The start-up steps both services share: validates `config` (every problem reported
+/// together), loads its certificates and tokens, describes the metrics, and loads the model
+/// on the configured device and dtype. `role` names the service in errors and logs.
+pub async fn prepare<C: ServiceConfig>(
+    role: &'static str,
+    config: &C,
+) -> Result<Prepared, ServeError> {
+    let invalid = |source| ServeError::Config {
+        service: role,
+        source,
+    };
+    config.validate().map_err(invalid)?;
+    let common = config.common();
+    let transport = ServerTransport::load(common.transport).map_err(invalid)?;
+    crate::metrics_catalog::describe_all();
+    let placement = config.placement()?;
+    let model = load_model(common.model, placement).await?;
+    tracing::info!(model = %common.model, device = %common.device, dtype = %common.dtype, "{role} model loaded");
+    Ok(Prepared { transport, model })
+}
+
+/// Serves `service` on `listener` under `transport` (TLS or plain TCP, the token check, the
+/// connection bounds), with gRPC health (SERVING for it) and reflection (v1 and v1alpha,
+/// listing exactly `service`, health and reflection, with their descriptors, so grpcurl and
+/// the Python `grpcio-reflection` client work without the `.proto` files), until `shutdown`.
+/// Statuses tonic makes before a handler runs are corrected by
+/// [`status_fix::StatusFixLayer`] (`docs/STATUS_CODES.md`). The bytes of every connection
+/// (TLS records under TLS) go to the `{role}` transport bytes metric.
+pub async fn serve_grpc<S>(
+    role: &'static str,
     service: S,
-    incoming: I,
+    listener: TcpListener,
+    transport: ServerTransport,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError>
 where
@@ -118,22 +157,46 @@ where
         + Sync
         + 'static,
     S::Future: Send + 'static,
-    I: Stream<Item = Result<IO, IE>>,
-    IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
-    IE: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     let (reflection_v1, reflection_v1alpha) = reflection::services(S::NAME)?;
     health_reporter.set_serving::<S>().await;
-    tonic::transport::Server::builder()
+    tracing::info!(addr = ?listener.local_addr().ok(), "{role} transport: {transport}");
+    let mut builder = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(transport.ping_interval()))
+        .http2_keepalive_timeout(Some(transport.ping_interval()));
+    if let Some(tls) = transport.tls.clone() {
+        builder = builder.tls_config(tls)?;
+    }
+    let counters = ByteCounters::new();
+    let incoming = bounded_incoming(listener, counters.clone(), transport.bounds);
+    let reporter = tokio::spawn(report_transport(role, counters));
+    let served = builder
         .layer(status_fix::StatusFixLayer::new(&reflection::served(
             S::NAME,
         )))
+        .layer(AuthLayer::new(transport.tokens.clone()))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(service)
         .serve_with_incoming_shutdown(incoming, shutdown)
-        .await?;
-    Ok(())
+        .await;
+    reporter.abort();
+    Ok(served?)
+}
+
+/// Adds the transport bytes of all of a server's connections to the bytes metric once a
+/// second.
+async fn report_transport(role: &'static str, counters: Arc<ByteCounters>) {
+    let mut last = counters.snapshot();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let now = counters.snapshot();
+        let delta = now.since(last);
+        crate::metrics_catalog::add_bytes(role, "transport_read", delta.read);
+        crate::metrics_catalog::add_bytes(role, "transport_written", delta.written);
+        last = now;
+    }
 }

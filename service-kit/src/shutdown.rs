@@ -1,5 +1,11 @@
 //! The shutdown signal of the service binaries: Ctrl-C or SIGTERM.
 
+use std::future::Future;
+use std::pin::Pin;
+
+/// A shutdown future as the binaries hand it to a service's `serve`.
+pub type Signal = Pin<Box<dyn Future<Output = ()> + Send>>;
+
 /// Resolves on Ctrl-C or (on Unix) SIGTERM. If a handler cannot be installed, that signal is
 /// logged and never fires; the other still does.
 pub async fn signal() {

@@ -6,6 +6,8 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 use service_kit::config::{CommonSettings, Problems, ServiceConfig};
 use service_kit::telemetry::TelemetryConfig;
+use service_kit::transport::ServerSections;
+use service_kit::transport::settings::{AuthSettings, ConnectionSettings, TlsSettings};
 
 /// Environment prefix of the sharer (`KVWIRE_SHARER__LIMITS__MAX_MESSAGE_BYTES=...`).
 pub const ENV_PREFIX: &str = "KVWIRE_SHARER";
@@ -30,6 +32,12 @@ pub struct SharerConfig {
     pub sessions: SessionConfig,
     /// Logs and metrics.
     pub telemetry: TelemetryConfig,
+    /// TLS of the server: `off` (plain TCP, the default), `tls` or `mutual`.
+    pub tls: TlsSettings,
+    /// Bearer tokens callers must present (none by default).
+    pub auth: AuthSettings,
+    /// Connection limit and handshake/idle timeouts.
+    pub connections: ConnectionSettings,
 }
 
 /// Request and resource limits of the sharer.
@@ -76,6 +84,9 @@ impl Default for SharerConfig {
             limits: SharerLimits::default(),
             sessions: SessionConfig::default(),
             telemetry: TelemetryConfig::default(),
+            tls: TlsSettings::default(),
+            auth: AuthSettings::default(),
+            connections: ConnectionSettings::default(),
         }
     }
 }
@@ -117,6 +128,7 @@ impl ServiceConfig for SharerConfig {
 
     fn common(&self) -> CommonSettings<'_> {
         CommonSettings {
+            listen_addr: self.listen_addr,
             model: &self.model,
             device: &self.device,
             dtype: &self.dtype,
@@ -125,6 +137,11 @@ impl ServiceConfig for SharerConfig {
             max_prompt_bytes: self.limits.max_prompt_bytes,
             max_concurrent_jobs: self.limits.max_concurrent_jobs,
             telemetry: &self.telemetry,
+            transport: ServerSections {
+                tls: &self.tls,
+                auth: &self.auth,
+                connections: &self.connections,
+            },
         }
     }
 

@@ -23,8 +23,7 @@ use std::time::Duration;
 
 use kvwire_proto::v1::sharer_server::SharerServer;
 use service_kit::config::ServiceConfig;
-use service_kit::counting::{ByteCounters, counted_incoming};
-use service_kit::server::{ServeError, load_model, serve_grpc};
+use service_kit::server::{Prepared, ServeError, prepare, serve_grpc};
 use tokio::net::TcpListener;
 
 pub use config::SharerConfig;
@@ -34,22 +33,17 @@ pub use service::SharerService;
 
 /// Serves the sharer on `listener` until `shutdown` resolves.
 ///
-/// Validates the config and loads the model first; health reports SERVING once the model is
-/// loaded. Telemetry is not initialised here: binaries call `service_kit::server::listen`.
-/// The error says which step failed: configuration, model, or the gRPC server.
+/// Validates the config, loads its certificates and tokens and the model first; health reports
+/// SERVING once the model is loaded. Telemetry is not initialised here: binaries call
+/// `service_kit::server::listen`. The error says which step failed: configuration, model, or
+/// the gRPC server.
 pub async fn serve(
     config: SharerConfig,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    config.validate().map_err(|source| ServeError::Config {
-        service: "sharer",
-        source,
-    })?;
-    service_kit::metrics_catalog::describe_all();
-    let placement = config.placement().map_err(ServeError::Device)?;
-    let engine = SharerEngine::new(load_model(&config.model, placement).await?);
-    tracing::info!(model = %config.model, device = %config.device, dtype = %config.dtype, addr = ?listener.local_addr().ok(), "sharer ready");
+    let Prepared { transport, model } = prepare("sharer", &config).await?;
+    let engine = SharerEngine::new(model);
     let sessions = sessions::SessionStore::new(
         config.sessions.capacity,
         config.sessions.max_bytes,
@@ -61,23 +55,5 @@ pub async fn serve(
     let sharer = SharerServer::new(SharerService::new(engine, config.limits.clone(), sessions))
         .max_decoding_message_size(max_request)
         .max_encoding_message_size(max);
-    let counters = ByteCounters::new();
-    let reporter = tokio::spawn(report_transport(counters.clone()));
-    let served = serve_grpc(sharer, counted_incoming(listener, counters), shutdown).await;
-    reporter.abort();
-    served
-}
-
-/// Adds the TCP bytes of all sharer connections to the bytes metric once a second.
-async fn report_transport(counters: std::sync::Arc<ByteCounters>) {
-    let mut last = counters.snapshot();
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    loop {
-        tick.tick().await;
-        let now = counters.snapshot();
-        let delta = now.since(last);
-        service_kit::metrics_catalog::add_bytes("sharer", "transport_read", delta.read);
-        service_kit::metrics_catalog::add_bytes("sharer", "transport_written", delta.written);
-        last = now;
-    }
+    serve_grpc("sharer", sharer, listener, transport, shutdown).await
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use kvwire_proto::v1 as pb;
 use receiver_svc::ReceiverConfig;
+use service_kit::transport::client::ClientTransport;
 use sharer_svc::SharerConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -29,6 +30,11 @@ impl Running {
     /// `http://addr`.
     pub fn endpoint(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// `https://addr`.
+    pub fn https_endpoint(&self) -> String {
+        format!("https://{}", self.addr)
     }
 
     /// Stops the server and returns its result.
@@ -65,17 +71,32 @@ pub async fn start_sharer(model: &str) -> Running {
 /// Starts a sharer with `model` on an already bound listener (for example a second instance
 /// on the address of one that died).
 pub async fn start_sharer_on(model: &str, listener: TcpListener) -> Running {
-    let addr = listener.local_addr().expect("local addr");
     let config = SharerConfig {
         model: model.into(),
         ..SharerConfig::default()
     };
+    start_sharer_with_on(config, listener, &ClientTransport::default()).await
+}
+
+/// Starts a sharer with `config` (its listen address aside: a free loopback port), waiting
+/// for its health through `health` (`https://` when that has a CA).
+pub async fn start_sharer_with(config: SharerConfig, health: &ClientTransport) -> Running {
+    let (listener, _) = bind().await;
+    start_sharer_with_on(config, listener, health).await
+}
+
+async fn start_sharer_with_on(
+    config: SharerConfig,
+    listener: TcpListener,
+    health: &ClientTransport,
+) -> Running {
+    let addr = listener.local_addr().expect("local addr");
     let (tx, rx) = oneshot::channel::<()>();
     let served = sharer_svc::serve(config, listener, async move {
         let _ = rx.await;
     });
     let task = tokio::spawn(async move { served.await.map_err(anyhow::Error::from) });
-    wait_serving(addr, kvwire_proto::service_names::SHARER).await;
+    wait_serving_with(addr, kvwire_proto::service_names::SHARER, health).await;
     Running {
         addr,
         stop: Some(tx),
@@ -107,13 +128,19 @@ pub async fn start_receiver_allowing(
 
 /// Starts a receiver with `config` (its listen address aside: a free loopback port).
 pub async fn start_receiver_with(config: ReceiverConfig) -> Running {
+    start_receiver_secured(config, &ClientTransport::default()).await
+}
+
+/// [`start_receiver_with`], waiting for its health through `health` (`https://` when that has
+/// a CA).
+pub async fn start_receiver_secured(config: ReceiverConfig, health: &ClientTransport) -> Running {
     let (listener, addr) = bind().await;
     let (tx, rx) = oneshot::channel::<()>();
     let served = receiver_svc::serve(config, listener, async move {
         let _ = rx.await;
     });
     let task = tokio::spawn(async move { served.await.map_err(anyhow::Error::from) });
-    wait_serving(addr, kvwire_proto::service_names::RECEIVER).await;
+    wait_serving_with(addr, kvwire_proto::service_names::RECEIVER, health).await;
     Running {
         addr,
         stop: Some(tx),
@@ -123,26 +150,22 @@ pub async fn start_receiver_with(config: ReceiverConfig) -> Running {
 
 /// Polls gRPC health until `service` is SERVING (the model is loaded), for up to 60 s.
 pub async fn wait_serving(addr: SocketAddr, service: &str) {
-    use tonic_health::pb::health_check_response::ServingStatus;
-    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    wait_serving_with(addr, service, &ClientTransport::default()).await;
+}
+
+/// [`wait_serving`] through `client`: `https://` when it has a CA.
+pub async fn wait_serving_with(addr: SocketAddr, service: &str, client: &ClientTransport) {
+    let scheme = if client.has_tls() { "https" } else { "http" };
+    let url = format!("{scheme}://{addr}");
+    let mut last = String::new();
     for _ in 0..600 {
-        if let Ok(channel) = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-            .expect("valid uri")
-            .connect()
-            .await
-        {
-            let req = HealthCheckRequest {
-                service: service.into(),
-            };
-            if let Ok(r) = HealthClient::new(channel).check(req).await
-                && r.into_inner().status == ServingStatus::Serving as i32
-            {
-                return;
-            }
+        match service_kit::health::check(&url, service, Duration::from_secs(5), client).await {
+            Ok(()) => return,
+            Err(e) => last = e.to_string(),
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("{service} on {addr} never became SERVING");
+    panic!("{service} on {url} never became SERVING: {last}");
 }
 
 /// A TCP relay to `target` that forwards at most `limit` bytes from the server back to the

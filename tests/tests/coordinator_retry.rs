@@ -69,7 +69,7 @@ async fn sharer_killed_mid_stream_gives_a_failed_row_then_a_retried_answer() {
         },
         template: RequestTemplate::of(&cell.config).unwrap(),
         examples: Arc::new(examples),
-        receiver: receiver_channel(&receiver.endpoint()).unwrap(),
+        receiver: receiver_channel(&receiver.endpoint(), &Default::default()).unwrap(),
         sharer_endpoint: format!("http://{addr}"),
     };
     let options = RunOptions {

@@ -1,7 +1,8 @@
 //! Bounded cost per request (issue 18): prompt text over `limits.max_prompt_bytes` is refused
 //! before it is tokenized (INVALID_ARGUMENT, `prompt_too_long`) on both services, and a
 //! request over the server's decoding bound before it reaches a handler; the receiver connects
-//! only to the sharers it allows and refuses `https://` (no TLS yet); beyond
+//! only to the sharers it allows and refuses `https://` without a CA (tests/tls.rs has it with
+//! one); beyond
 //! `limits.max_queued_jobs` a call is shed at once (RESOURCE_EXHAUSTED, `overloaded`).
 
 use e2e_tests::{Running, TINY_MODEL, example, start_receiver, start_receiver_with, start_sharer};
@@ -236,7 +237,7 @@ async fn the_receiver_connects_only_to_sharers_it_allows_and_never_https() {
         assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
         assert_eq!(label(&status), "sharer_not_allowed", "{status:?}");
     }
-    // https:// would be plaintext: refused, saying why.
+    // https:// without a CA (sharer_client.ca) would be plaintext: refused, saying why.
     let https = sharer.endpoint().replace("http://", "https://");
     let status = evaluate_naming(&receiver, &https).await.unwrap_err();
     assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
@@ -245,7 +246,7 @@ async fn the_receiver_connects_only_to_sharers_it_allows_and_never_https() {
 }
 
 #[tokio::test]
-async fn an_https_sharer_in_the_configuration_is_refused_at_start() {
+async fn an_https_sharer_in_the_configuration_is_refused_at_start_without_a_ca() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let config = ReceiverConfig {
         model: TINY_MODEL.into(),

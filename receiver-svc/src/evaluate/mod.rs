@@ -16,6 +16,7 @@ use service_kit::metrics_catalog::record_stage_ms;
 use service_kit::rpc::JobPool;
 use service_kit::timing::ms;
 use service_kit::trace_context::TraceContext;
+use service_kit::transport::client::ClientTransport;
 
 use crate::allow::AllowList;
 use crate::client::SharerLink;
@@ -41,13 +42,19 @@ pub struct ReceiverCore {
     fuser: Option<Arc<dyn CacheFuser>>,
     spare: Mutex<Vec<Vec<HostLayer>>>,
     allowed: AllowList,
+    sharer_client: ClientTransport,
     prompt_bytes: usize,
     config: ReceiverConfig,
 }
 
 impl ReceiverCore {
-    /// A core around a loaded engine (loads the C2C fuser when the config names one).
-    pub fn new(engine: ReceiverEngine, config: ReceiverConfig) -> Result<Self, ReceiverError> {
+    /// A core around a loaded engine (loads the C2C fuser when the config names one) that
+    /// reaches its sharers through `sharer_client`.
+    pub fn new(
+        engine: ReceiverEngine,
+        config: ReceiverConfig,
+        sharer_client: ClientTransport,
+    ) -> Result<Self, ReceiverError> {
         let fuser: Option<Arc<dyn CacheFuser>> = match config.fuser {
             FuserKind::Identity => Some(Arc::new(IdentityFuser)),
             FuserKind::C2c => Some(Arc::new(load_c2c(&config, &engine)?)),
@@ -58,7 +65,12 @@ impl ReceiverCore {
             fuser,
             spare: Mutex::new(Vec::new()),
             pool: JobPool::new(engine, l.max_concurrent_jobs, l.max_queued_jobs),
-            allowed: AllowList::new(&config.sharer_endpoint, &config.allowed_sharers),
+            allowed: AllowList::new(
+                &config.sharer_endpoint,
+                &config.allowed_sharers,
+                sharer_client.has_tls(),
+            ),
+            sharer_client,
             prompt_bytes: service_kit::config::prompt_bytes_limit(
                 l.max_prompt_bytes,
                 l.max_prompt_tokens,
@@ -129,6 +141,7 @@ impl ReceiverCore {
         let l = &self.config.limits;
         SharerLink::connect(
             endpoint,
+            &self.sharer_client,
             l.max_message_bytes,
             Duration::from_secs(l.connect_timeout_secs),
             trace,

@@ -84,6 +84,7 @@ async fn failed_samples_become_rows_and_a_retry_replaces_them() {
             &services
                 .receiver_url(&cell.config.pair.receiver.model, None)
                 .unwrap(),
+            &Default::default(),
         )
         .unwrap(),
         sharer_endpoint: dead,

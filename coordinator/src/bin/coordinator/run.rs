@@ -22,7 +22,10 @@ use coordinator::wire::RequestTemplate;
 use kvwire_proto::v1 as pb;
 use kvwire_proto::v1::receiver_client::ReceiverClient;
 use kvwire_proto::v1::sharer_client::SharerClient;
+use service_kit::config::load_layered;
 use service_kit::model_spec::{ModelSpec, resolve_gguf};
+use service_kit::transport::client::ClientTransport;
+use service_kit::transport::settings::ClientSettings;
 use sha2::{Digest, Sha256};
 
 use crate::data;
@@ -96,7 +99,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<PathBuf> {
     if let Some(e) = &reached.embedded {
         assets.extend(e.assets());
     }
-    let (plans, ready) = ready_cells(&cells, templates, &datasets, &reached.endpoints)?;
+    let (plans, ready) = ready_cells(
+        &cells,
+        templates,
+        &datasets,
+        &reached.endpoints,
+        &reached.client,
+    )?;
     dir.write_plans(&plans)?;
     warn_random_weights(&cells, &log);
 
@@ -266,6 +275,19 @@ struct Reached {
     endpoints: BTreeMap<String, PairEndpoints>,
     /// What each service reported.
     models: Vec<ModelRecord>,
+    /// How the services are reached (TLS, token): plain for the embedded ones.
+    client: ClientTransport,
+}
+
+/// Environment prefix of the coordinator's client settings for external services
+/// (`KVWIRE_COORDINATOR__CA`, `__CERT`, `__KEY`, `__TOKEN_FILE`, `__TOKEN_ENV`).
+const CLIENT_ENV_PREFIX: &str = "KVWIRE_COORDINATOR";
+
+/// The client transport for external services, from `KVWIRE_COORDINATOR__*` (docs/SECURITY.md).
+fn external_client() -> anyhow::Result<ClientTransport> {
+    let settings: ClientSettings = load_layered(None, CLIENT_ENV_PREFIX)?;
+    ClientTransport::load(&settings, "KVWIRE_COORDINATOR__CA")
+        .context("the coordinator's client settings (KVWIRE_COORDINATOR__*)")
 }
 
 /// Starts the embedded services (or takes the given endpoints) and checks every pair.
@@ -274,9 +296,12 @@ async fn reach_services(
     pairs: &[CellPair],
     log: &Arc<RunLog>,
 ) -> anyhow::Result<Reached> {
-    let embedded = match services {
-        Services::Embedded(placement) => Some(Embedded::start(pairs, placement, log).await?),
-        Services::External { .. } => None,
+    let (embedded, client) = match services {
+        Services::Embedded(placement) => (
+            Some(Embedded::start(pairs, placement, log).await?),
+            ClientTransport::default(),
+        ),
+        Services::External { .. } => (None, external_client()?),
     };
     let mut endpoints: BTreeMap<String, PairEndpoints> = BTreeMap::new();
     let mut models = Vec::new();
@@ -292,13 +317,14 @@ async fn reach_services(
             },
             (Services::Embedded(_), None) => bail!("embedded services did not start"),
         };
-        models.extend(check_pair(pair, &ep, log).await?);
+        models.extend(check_pair(pair, &ep, &client, log).await?);
         endpoints.insert(pair.label.clone(), ep);
     }
     Ok(Reached {
         embedded,
         endpoints,
         models,
+        client,
     })
 }
 
@@ -308,6 +334,7 @@ fn ready_cells(
     templates: Vec<RequestTemplate>,
     datasets: &BTreeMap<String, Slice>,
     endpoints: &BTreeMap<String, PairEndpoints>,
+    client: &ClientTransport,
 ) -> anyhow::Result<(Vec<CellPlan>, Vec<ReadyCell>)> {
     let mut plans = Vec::new();
     let mut ready = Vec::new();
@@ -323,7 +350,7 @@ fn ready_cells(
             plan,
             template,
             examples: Arc::clone(examples),
-            receiver: receiver_channel(&ep.receiver)?,
+            receiver: receiver_channel(&ep.receiver, client)?,
             sharer_endpoint: ep.sharer.clone(),
         });
     }
@@ -347,14 +374,15 @@ fn services_label(services: &Services) -> String {
 async fn check_pair(
     pair: &CellPair,
     ep: &PairEndpoints,
+    client: &ClientTransport,
     log: &RunLog,
 ) -> anyhow::Result<Vec<ModelRecord>> {
-    let receiver = ReceiverClient::new(receiver_channel(&ep.receiver)?)
+    let receiver = ReceiverClient::new(receiver_channel(&ep.receiver, client)?)
         .info(pb::InfoRequest {})
         .await
         .with_context(|| format!("receiver {} did not answer Info", ep.receiver))?
         .into_inner();
-    let sharer = SharerClient::new(receiver_channel(&ep.sharer)?)
+    let sharer = SharerClient::new(receiver_channel(&ep.sharer, client)?)
         .info(pb::InfoRequest {})
         .await
         .with_context(|| format!("sharer {} did not answer Info", ep.sharer))?

@@ -1,0 +1,290 @@
+//! Bounds on a server's connections, below TLS and HTTP/2: at most `max_connections` open (one
+//! more is accepted and closed at once), a handshake timeout (a new connection must send its
+//! first [`HANDSHAKE_BYTES`] within it) and an idle timeout (a connection that has sent nothing
+//! for that long is closed). The server pings quiet connections (HTTP/2 PING, see
+//! [`crate::transport::ServerTransport`]), so a live client reads as active.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures::Stream;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::{Instant, Sleep};
+use tonic::transport::server::Connected;
+
+use crate::counting::{ByteCounters, CountingStream};
+
+/// Bytes a new connection must send within the handshake timeout: the length of the HTTP/2
+/// client preface (any TLS ClientHello is longer).
+pub const HANDSHAKE_BYTES: u64 = 24;
+
+/// The bounds, as durations.
+#[derive(Debug, Clone, Copy)]
+pub struct Bounds {
+    /// Most open connections.
+    pub max_connections: usize,
+    /// Time for the first [`HANDSHAKE_BYTES`].
+    pub handshake: Duration,
+    /// Time without a byte read before the connection is closed.
+    pub idle: Duration,
+}
+
+/// A connection under [`Bounds`]: holds its slot until dropped, and fails its reads with
+/// `TimedOut` once a timeout passes (the server then closes it).
+#[derive(Debug)]
+pub struct BoundedStream<S> {
+    inner: S,
+    _slot: OwnedSemaphorePermit,
+    peer: Option<SocketAddr>,
+    timer: Pin<Box<Sleep>>,
+    /// The handshake deadline, until [`HANDSHAKE_BYTES`] have been read.
+    handshake: Option<Instant>,
+    read: u64,
+    last_read: Instant,
+    idle: Duration,
+}
+
+impl<S> BoundedStream<S> {
+    fn new(inner: S, slot: OwnedSemaphorePermit, peer: Option<SocketAddr>, b: Bounds) -> Self {
+        let now = Instant::now();
+        let handshake = now + b.handshake;
+        Self {
+            inner,
+            _slot: slot,
+            peer,
+            timer: Box::pin(tokio::time::sleep_until(handshake)),
+            handshake: Some(handshake),
+            read: 0,
+            last_read: now,
+            idle: b.idle,
+        }
+    }
+
+    /// The next deadline and which timeout it is.
+    fn deadline(&self) -> (Instant, &'static str) {
+        let idle = self.last_read + self.idle;
+        match self.handshake {
+            Some(h) if h < idle => (h, "handshake"),
+            _ => (idle, "idle"),
+        }
+    }
+
+    /// `Ready(err)` once the deadline has passed; otherwise arms the timer and is pending.
+    fn poll_deadline(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
+        loop {
+            let (deadline, which) = self.deadline();
+            if Instant::now() >= deadline {
+                tracing::info!(peer = ?self.peer, timeout = which, "closing connection");
+                return Poll::Ready(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("connection {which} timeout"),
+                ));
+            }
+            if self.timer.deadline() != deadline {
+                self.timer.as_mut().reset(deadline);
+            }
+            if self.timer.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for BoundedStream<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        match Pin::new(&mut self.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                let n = buf.filled().len().saturating_sub(before) as u64;
+                if n > 0 {
+                    self.last_read = Instant::now();
+                    self.read = self.read.saturating_add(n);
+                    if self.read >= HANDSHAKE_BYTES {
+                        self.handshake = None;
+                    }
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => self.poll_deadline(cx).map(Err),
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for BoundedStream<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+impl<S: Connected> Connected for BoundedStream<S> {
+    type ConnectInfo = S::ConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.inner.connect_info()
+    }
+}
+
+/// A server connection: counted (transport bytes) and bounded.
+pub type ServerConn = BoundedStream<CountingStream<TcpStream>>;
+
+/// Accepted connections of `listener`, counted into `counters` and under `bounds`. A
+/// connection beyond `max_connections` is closed at once; an accept error (out of file
+/// descriptors, say) is logged and accepting goes on after a pause, so neither stops the
+/// server.
+pub fn bounded_incoming(
+    listener: TcpListener,
+    counters: Arc<ByteCounters>,
+    bounds: Bounds,
+) -> impl Stream<Item = io::Result<ServerConn>> + Send + 'static {
+    let slots = Arc::new(Semaphore::new(bounds.max_connections));
+    futures::stream::unfold(
+        (listener, counters, slots),
+        move |(listener, counters, slots)| async move {
+            let conn = accept(&listener, &counters, &slots, bounds).await;
+            Some((Ok(conn), (listener, counters, slots)))
+        },
+    )
+}
+
+async fn accept(
+    listener: &TcpListener,
+    counters: &Arc<ByteCounters>,
+    slots: &Arc<Semaphore>,
+    bounds: Bounds,
+) -> ServerConn {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::warn!(error = %e, "accepting a connection failed; retrying");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = Arc::clone(slots).try_acquire_owned() else {
+            tracing::warn!(%peer, max = bounds.max_connections, "connection limit reached: closing");
+            continue;
+        };
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(%peer, error = %e, "set_nodelay");
+        }
+        let counted = CountingStream::new(stream, Arc::clone(counters));
+        return BoundedStream::new(counted, slot, Some(peer), bounds);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    async fn server(bounds: Bounds) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let incoming = bounded_incoming(listener, ByteCounters::new(), bounds);
+            let mut incoming = std::pin::pin!(incoming);
+            while let Some(Ok(mut conn)) = futures::StreamExt::next(&mut incoming).await {
+                // Echo until the connection fails (a timeout) or closes.
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 64];
+                    while let Ok(n @ 1..) = conn.read(&mut buf).await {
+                        if conn.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        (addr, task)
+    }
+
+    /// Seconds until the server closes `client` (reads return 0 or fail).
+    async fn closed_after(client: &mut TcpStream) -> f64 {
+        let start = std::time::Instant::now();
+        let mut buf = [0u8; 64];
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), client.read(&mut buf)).await {
+                Ok(Ok(0) | Err(_)) => return start.elapsed().as_secs_f64(),
+                Ok(Ok(_)) => {}
+                Err(_) => panic!("connection still open after 10 s"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn silent_idle_and_surplus_connections_are_closed() {
+        let bounds = Bounds {
+            max_connections: 2,
+            handshake: Duration::from_millis(300),
+            idle: Duration::from_millis(900),
+        };
+        let (addr, task) = server(bounds).await;
+        // Sends nothing: closed at the handshake timeout.
+        let mut silent = TcpStream::connect(addr).await.unwrap();
+        let t = closed_after(&mut silent).await;
+        assert!(
+            (0.2..2.0).contains(&t),
+            "silent connection closed after {t} s"
+        );
+        // Sends its first bytes, then nothing: closed at the idle timeout.
+        let mut idle = TcpStream::connect(addr).await.unwrap();
+        idle.write_all(&[0u8; HANDSHAKE_BYTES as usize])
+            .await
+            .unwrap();
+        let t = closed_after(&mut idle).await;
+        assert!(
+            (0.7..3.0).contains(&t),
+            "idle connection closed after {t} s"
+        );
+        // Two live connections fill the slots; a third is closed at once.
+        let mut a = TcpStream::connect(addr).await.unwrap();
+        let mut b = TcpStream::connect(addr).await.unwrap();
+        for c in [&mut a, &mut b] {
+            c.write_all(&[1u8; 32]).await.unwrap();
+            let mut echo = [0u8; 32];
+            c.read_exact(&mut echo).await.unwrap();
+        }
+        let mut third = TcpStream::connect(addr).await.unwrap();
+        let t = closed_after(&mut third).await;
+        assert!(t < 0.2, "surplus connection closed after {t} s");
+        drop((a, b));
+        task.abort();
+    }
+}

@@ -1,0 +1,160 @@
+//! The transport sections of a service's configuration (`[tls]`, `[auth]`, `[connections]`)
+//! and of a client's (`[sharer_client]` in the receiver, the coordinator's `--tls-*` flags),
+//! with their start-up checks: every problem (a missing file, a key that does not match its
+//! certificate, an empty token file) is recorded, not only the first.
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Problems;
+use crate::transport::auth::load_tokens;
+use crate::transport::pem::{load_ca, load_key_pair};
+
+/// How a server's connections are secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum TlsMode {
+    /// Plain TCP (the loopback default).
+    #[default]
+    Off,
+    /// TLS with the server's certificate (`cert`, `key`).
+    Tls,
+    /// Mutual TLS: as `tls`, and every client must present a certificate signed by
+    /// `client_ca`; a client without one fails the handshake.
+    Mutual,
+}
+
+/// `[tls]`: the server's certificate and, for mutual TLS, the CA of its clients.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsSettings {
+    /// `off` (plain TCP), `tls` or `mutual`.
+    pub mode: TlsMode,
+    /// PEM certificate chain of this server (leaf first).
+    pub cert: String,
+    /// PEM private key of `cert` (PKCS#8, PKCS#1 or SEC1).
+    pub key: String,
+    /// PEM certificate(s) of the CA that signs client certificates (`mode = "mutual"`).
+    pub client_ca: String,
+}
+
+/// How callers are authenticated beyond TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMode {
+    /// Every caller is served.
+    #[default]
+    None,
+    /// Every call but gRPC health must carry `authorization: Bearer <token>` with an accepted
+    /// token; others are refused with UNAUTHENTICATED.
+    Token,
+}
+
+/// `[auth]`: the bearer tokens a server accepts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSettings {
+    /// `none` or `token`.
+    pub mode: AuthMode,
+    /// File of accepted tokens, one a line (blank lines and lines starting with `#` skipped).
+    pub tokens_file: String,
+    /// Name of an environment variable holding accepted tokens, comma-separated.
+    pub tokens_env: String,
+}
+
+/// `[connections]`: bounds on the server's connections.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConnectionSettings {
+    /// Most open connections; one more is accepted and closed at once.
+    pub max_connections: usize,
+    /// Seconds a new connection has to send its first bytes (the TLS ClientHello or the
+    /// HTTP/2 preface) and, with TLS, to finish the handshake.
+    pub handshake_timeout_secs: u64,
+    /// Seconds without a byte from the peer after which a connection is closed. A quiet
+    /// connection is pinged (HTTP/2 PING) every third of it, so a live client, which answers
+    /// pings, keeps its connection through a long call; a dead or silent peer loses it.
+    pub idle_timeout_secs: u64,
+}
+
+impl Default for ConnectionSettings {
+    fn default() -> Self {
+        Self {
+            max_connections: 256,
+            handshake_timeout_secs: 10,
+            idle_timeout_secs: 120,
+        }
+    }
+}
+
+/// A client's side of the transport: the receiver's `[sharer_client]`, the coordinator's
+/// and the binaries' `--tls-ca`, `--tls-cert`, `--tls-key`, `--token-file`, `--token-env`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default, clap::Args)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClientSettings {
+    /// PEM CA certificate(s) that sign the server's certificate; needed for `https://`.
+    #[arg(long = "tls-ca", value_name = "FILE", default_value = "")]
+    pub ca: String,
+    /// PEM client certificate presented to a server that requires one (mutual TLS).
+    #[arg(long = "tls-cert", value_name = "FILE", default_value = "")]
+    pub cert: String,
+    /// PEM private key of the client certificate.
+    #[arg(long = "tls-key", value_name = "FILE", default_value = "")]
+    pub key: String,
+    /// File whose first token line is sent as `authorization: Bearer <token>`.
+    #[arg(long = "token-file", value_name = "FILE", default_value = "")]
+    pub token_file: String,
+    /// Name of an environment variable holding the bearer token to send.
+    #[arg(long = "token-env", value_name = "VAR", default_value = "")]
+    pub token_env: String,
+}
+
+impl TlsSettings {
+    /// Records every problem of `[tls]`.
+    pub fn check(&self, p: &mut Problems) {
+        match self.mode {
+            TlsMode::Off => {}
+            TlsMode::Tls | TlsMode::Mutual => {
+                if let Err(e) = load_key_pair(&self.cert, &self.key) {
+                    p.push(&e.field("tls"), e);
+                }
+            }
+        }
+        if self.mode == TlsMode::Mutual
+            && let Err(e) = load_ca(&self.client_ca)
+        {
+            p.push("tls.client_ca", e);
+        }
+    }
+}
+
+impl AuthSettings {
+    /// Records every problem of `[auth]`.
+    pub fn check(&self, p: &mut Problems) {
+        if self.mode == AuthMode::Token
+            && let Err(e) = load_tokens(&self.tokens_file, &self.tokens_env)
+        {
+            p.push("auth", e);
+        }
+    }
+}
+
+impl ConnectionSettings {
+    /// Records every problem of `[connections]`.
+    pub fn check(&self, p: &mut Problems) {
+        p.check(
+            self.max_connections > 0,
+            "connections.max_connections",
+            "must be positive",
+        );
+        p.check(
+            self.handshake_timeout_secs > 0,
+            "connections.handshake_timeout_secs",
+            "must be positive",
+        );
+        p.check(
+            self.idle_timeout_secs >= 3,
+            "connections.idle_timeout_secs",
+            "must be at least 3 (the server pings a quiet connection every third of it)",
+        );
+    }
+}
