@@ -1,6 +1,8 @@
 //! The sharer's record of what it sent and the receiver's assembled cache agree value for value,
 //! after round 1 and after a residual upgrade: both run kvwire's one `CacheAssembler` over the
-//! same records, so refinement's `full - held` is exactly what the receiver lacks.
+//! same records, so refinement's `full - held` is exactly what the receiver lacks. Round 1 is a
+//! uniform int4 transfer, or a per-token rate plan whose layers each get an int8 and an int4
+//! frame.
 
 use kvwire::Granularity;
 use kvwire::v2::Payload;
@@ -11,6 +13,7 @@ use sharer_svc::SharerEngine;
 use sharer_svc::domain::{
     Chunk, PromptSource, RefineParams, RefineWant, ShareParams, TransferPlan,
 };
+use sharer_svc::plan::PrecisionPlan;
 use sharer_svc::produce::{produce_refine, produce_share};
 use sharer_svc::select::{PolicySpec, Selection};
 use tokio::sync::mpsc;
@@ -27,26 +30,56 @@ fn chunks_of<T>(produce: impl FnOnce(&mpsc::Sender<Chunk>) -> T) -> (T, Vec<Chun
     (out, chunks)
 }
 
+const PROMPT: &str = "Question: which is the passkey?\nAnswer:";
+
+/// Bytes of a round-1 Share of the prompt's back half at `plan`, uniform or not.
+fn share_bytes(engine: &SharerEngine, plan: TransferPlan) -> u64 {
+    let params = ShareParams {
+        prompt: PromptSource::Text(PROMPT.into()),
+        plan,
+        keep_session: false,
+        all_positions: false,
+        query: None,
+    };
+    let (done, chunks) = chunks_of(|tx| produce_share(engine, &params, 512, tx));
+    done.unwrap();
+    chunks.iter().map(|c| c.frame.len() as u64).sum()
+}
+
+fn back_half(payload: Payload, precision: PrecisionPlan, byte_cap: u64) -> TransferPlan {
+    TransferPlan {
+        payload,
+        granularity: Granularity::PerBlock,
+        selection: Selection {
+            policy: PolicySpec::Back,
+            keep_fraction: 0.5,
+        },
+        byte_cap,
+        precision,
+    }
+}
+
 #[test]
 fn sharer_view_and_receiver_cache_agree_after_a_residual_upgrade() {
     let spec = ModelSpec::parse(e2e_tests::TINY_MODEL).unwrap();
     let engine = SharerEngine::new(load(&spec).unwrap());
+    agree_after_upgrade(&engine, back_half(Payload::Int4, PrecisionPlan::Uniform, 0));
+    // Halfway between the int4 and int8 transfers: the rate plan sends both precision groups.
+    let int4 = share_bytes(&engine, back_half(Payload::Int4, PrecisionPlan::Uniform, 0));
+    let int8 = share_bytes(&engine, back_half(Payload::Int8, PrecisionPlan::Uniform, 0));
+    let rate = PrecisionPlan::TokenRate { int4: true };
+    agree_after_upgrade(&engine, back_half(Payload::Int8, rate, (int4 + int8) / 2));
+}
+
+fn agree_after_upgrade(engine: &SharerEngine, plan: TransferPlan) {
     let params = ShareParams {
-        prompt: PromptSource::Text("Question: which is the passkey?\nAnswer:".into()),
-        plan: TransferPlan {
-            payload: Payload::Int4,
-            granularity: Granularity::PerBlock,
-            selection: Selection {
-                policy: PolicySpec::Back,
-                keep_fraction: 0.5,
-            },
-            byte_cap: 0,
-        },
+        prompt: PromptSource::Text(PROMPT.into()),
+        plan,
         keep_session: true,
         all_positions: false,
         query: None,
     };
-    let (held, round1) = chunks_of(|tx| produce_share(&engine, &params, 512, tx));
+    let (held, round1) = chunks_of(|tx| produce_share(engine, &params, 512, tx));
     let (session_id, held) = held.unwrap().expect("a kept session");
 
     let mut decoder = TransferDecoder::new(Vec::new());
@@ -67,7 +100,7 @@ fn sharer_view_and_receiver_cache_agree_after_a_residual_upgrade() {
         },
         granularity: Granularity::PerBlock,
     };
-    let (done, round2) = chunks_of(|tx| produce_refine(&engine, &held, &refine, tx));
+    let (done, round2) = chunks_of(|tx| produce_refine(engine, &held, &refine, tx));
     done.unwrap();
     let mut decoder = TransferDecoder::refining(receiver.clone());
     for c in &round2 {
@@ -78,7 +111,7 @@ fn sharer_view_and_receiver_cache_agree_after_a_residual_upgrade() {
     assert_eq!(sharer.view, upgraded, "round 2: the two views differ");
     assert_ne!(upgraded, receiver, "the upgrade changed nothing");
     // The upgraded rows moved towards the full-precision cache; the first position kept its
-    // int4 values.
+    // round-1 values.
     let full = held
         .cache
         .select_positions(&positions)
