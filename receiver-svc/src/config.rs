@@ -6,7 +6,6 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 use service_kit::config::{CommonSettings, Problems, ServiceConfig};
 use service_kit::telemetry::TelemetryConfig;
-use service_kit::transport::ServerSections;
 use service_kit::transport::client::ClientTransport;
 use service_kit::transport::settings::{
     AuthSettings, ClientSettings, ConnectionSettings, TlsSettings,
@@ -151,22 +150,7 @@ impl ServiceConfig for ReceiverConfig {
     const ENV_LIST_KEYS: &'static [&'static str] = &["allowed_sharers"];
 
     fn common(&self) -> CommonSettings<'_> {
-        CommonSettings {
-            listen_addr: self.listen_addr,
-            model: &self.model,
-            device: &self.device,
-            dtype: &self.dtype,
-            max_message_bytes: self.limits.max_message_bytes,
-            max_prompt_tokens: self.limits.max_prompt_tokens,
-            max_prompt_bytes: self.limits.max_prompt_bytes,
-            max_concurrent_jobs: self.limits.max_concurrent_jobs,
-            telemetry: &self.telemetry,
-            transport: ServerSections {
-                tls: &self.tls,
-                auth: &self.auth,
-                connections: &self.connections,
-            },
-        }
+        service_kit::common_settings!(self)
     }
 
     fn check_own(&self, p: &mut Problems) {

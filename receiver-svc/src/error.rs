@@ -2,7 +2,7 @@
 //! metrics. Errors of the sharer keep their code (never flattened into a string).
 
 use fuser::FuserError;
-use service_kit::rpc::{ServiceError, to_status};
+use service_kit::rpc::ServiceError;
 use tonic::{Code, Status};
 
 /// Everything that can fail in a receiver rpc.
@@ -202,17 +202,9 @@ impl ServiceError for ReceiverError {
     fn worker(reason: String) -> Self {
         ReceiverError::Worker(reason)
     }
-
-    fn overloaded(o: service_kit::rpc::Overloaded) -> Self {
-        ReceiverError::Overloaded(o)
-    }
 }
 
-impl From<ReceiverError> for Status {
-    fn from(e: ReceiverError) -> Status {
-        to_status(&e)
-    }
-}
+service_kit::status_from!(ReceiverError);
 
 #[cfg(test)]
 mod tests {

@@ -254,6 +254,32 @@ impl CommonSettings<'_> {
     }
 }
 
+/// The [`CommonSettings`] of a service configuration that holds them under the common names
+/// (`listen_addr`, `model`, `device`, `dtype`, `telemetry`, `tls`, `auth`, `connections`, and
+/// `limits.max_message_bytes`, `max_prompt_tokens`, `max_prompt_bytes`,
+/// `max_concurrent_jobs`): both services' `ServiceConfig::common`.
+#[macro_export]
+macro_rules! common_settings {
+    ($config:expr) => {
+        $crate::config::CommonSettings {
+            listen_addr: $config.listen_addr,
+            model: &$config.model,
+            device: &$config.device,
+            dtype: &$config.dtype,
+            max_message_bytes: $config.limits.max_message_bytes,
+            max_prompt_tokens: $config.limits.max_prompt_tokens,
+            max_prompt_bytes: $config.limits.max_prompt_bytes,
+            max_concurrent_jobs: $config.limits.max_concurrent_jobs,
+            telemetry: &$config.telemetry,
+            transport: $crate::transport::ServerSections {
+                tls: &$config.tls,
+                auth: &$config.auth,
+                connections: &$config.connections,
+            },
+        }
+    };
+}
+
 /// A service's one typed configuration: layered loading and validation of the common settings
 /// are said here once; each service adds its own checks.
 pub trait ServiceConfig: DeserializeOwned + serde::Serialize + Default {

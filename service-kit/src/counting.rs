@@ -14,6 +14,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
+use crate::transport::bounds::ConnGuard;
+
 /// Bytes read and written on one or more connections.
 #[derive(Debug, Default)]
 pub struct ByteCounters {
@@ -55,17 +57,33 @@ impl ByteCounters {
     }
 }
 
-/// A stream that adds every byte it reads or writes to shared counters.
+/// A stream that adds every byte it reads or writes to shared counters; a server's
+/// connections also carry their [`ConnGuard`] (connection slot, handshake and idle timeouts).
 #[derive(Debug)]
 pub struct CountingStream<S> {
     inner: S,
     counters: Arc<ByteCounters>,
+    guard: Option<ConnGuard>,
 }
 
 impl<S> CountingStream<S> {
     /// Wraps `inner`, counting into `counters`.
     pub fn new(inner: S, counters: Arc<ByteCounters>) -> Self {
-        Self { inner, counters }
+        Self {
+            inner,
+            counters,
+            guard: None,
+        }
+    }
+
+    /// Wraps `inner`, counting into `counters`, under `guard`: its reads fail with `TimedOut`
+    /// once one of the guard's timeouts passes.
+    pub fn guarded(inner: S, counters: Arc<ByteCounters>, guard: ConnGuard) -> Self {
+        Self {
+            inner,
+            counters,
+            guard: Some(guard),
+        }
     }
 }
 
@@ -79,7 +97,14 @@ impl<S: AsyncRead + Unpin> AsyncRead for CountingStream<S> {
         let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
         let n = buf.filled().len().saturating_sub(before) as u64;
         self.counters.read.fetch_add(n, Ordering::Relaxed);
-        poll
+        match &mut self.guard {
+            Some(guard) if poll.is_pending() => guard.poll_deadline(cx).map(Err),
+            Some(guard) => {
+                guard.on_read(n);
+                poll
+            }
+            None => poll,
+        }
     }
 }
 

@@ -15,17 +15,27 @@ use crate::metrics_catalog::record_rpc;
 /// Metadata key under which a failed rpc carries its stable error label.
 pub const ERROR_TYPE_KEY: &str = "kvwire-error-type";
 
-/// A service's error type: one gRPC code and one stable label per variant.
-pub trait ServiceError: std::error::Error + Send + 'static {
+/// A service's error type: one gRPC code and one stable label per variant; a job shed by the
+/// pool ([`Overloaded`]: RESOURCE_EXHAUSTED, label `overloaded`) converts into it.
+pub trait ServiceError: std::error::Error + From<Overloaded> + Send + 'static {
     /// The gRPC code of this error.
     fn code(&self) -> Code;
     /// Stable label for metrics, logs and the `kvwire-error-type` metadata.
     fn error_type(&self) -> &'static str;
     /// The error of a blocking job that could not run or did not finish.
     fn worker(reason: String) -> Self;
-    /// The error of a job shed because every slot is busy and the wait queue is full
-    /// (RESOURCE_EXHAUSTED, label `overloaded`).
-    fn overloaded(o: Overloaded) -> Self;
+}
+
+/// `impl From<$error> for tonic::Status` through [`to_status`], for a [`ServiceError`].
+#[macro_export]
+macro_rules! status_from {
+    ($error:ty) => {
+        impl From<$error> for ::tonic::Status {
+            fn from(e: $error) -> ::tonic::Status {
+                $crate::rpc::to_status(&e)
+            }
+        }
+    };
 }
 
 /// A job refused at once: every slot busy and the wait queue full.
@@ -73,7 +83,7 @@ pub fn finish<T, E: ServiceError>(
 
 /// A resource (a model engine) shared by blocking jobs, at most `max_jobs` at a time; at most
 /// `max_queued` further jobs wait for a slot (first come, first served), and a job beyond
-/// them is refused at once with [`ServiceError::overloaded`] instead of waiting without bound.
+/// them is refused at once with an [`Overloaded`] error instead of waiting without bound.
 #[derive(Debug)]
 pub struct JobPool<R> {
     resource: Arc<R>,
@@ -128,7 +138,7 @@ impl<R: Send + Sync + 'static> JobPool<R> {
 
     /// Runs `f` on a blocking thread once a slot is free, inside the caller's tracing span; when
     /// no slot is free and the wait queue is full, fails at once with
-    /// [`ServiceError::overloaded`].
+    /// an [`Overloaded`] error.
     pub async fn run<T, E>(
         &self,
         f: impl FnOnce(&R) -> Result<T, E> + Send + 'static,
@@ -148,7 +158,7 @@ impl<R: Send + Sync + 'static> JobPool<R> {
                         (w < max).then_some(w + 1)
                     })
                     .map_err(|_| {
-                        E::overloaded(Overloaded {
+                        E::from(Overloaded {
                             running: self.max_jobs,
                             queued: max,
                         })
@@ -202,9 +212,6 @@ mod tests {
         }
         fn worker(reason: String) -> Self {
             TestError::Worker(reason)
-        }
-        fn overloaded(o: Overloaded) -> Self {
-            TestError::Overloaded(o)
         }
     }
 

@@ -6,7 +6,6 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 use service_kit::config::{CommonSettings, Problems, ServiceConfig};
 use service_kit::telemetry::TelemetryConfig;
-use service_kit::transport::ServerSections;
 use service_kit::transport::settings::{AuthSettings, ConnectionSettings, TlsSettings};
 
 /// Environment prefix of the sharer (`KVWIRE_SHARER__LIMITS__MAX_MESSAGE_BYTES=...`).
@@ -127,22 +126,7 @@ impl ServiceConfig for SharerConfig {
     const ENV_PREFIX: &'static str = ENV_PREFIX;
 
     fn common(&self) -> CommonSettings<'_> {
-        CommonSettings {
-            listen_addr: self.listen_addr,
-            model: &self.model,
-            device: &self.device,
-            dtype: &self.dtype,
-            max_message_bytes: self.limits.max_message_bytes,
-            max_prompt_tokens: self.limits.max_prompt_tokens,
-            max_prompt_bytes: self.limits.max_prompt_bytes,
-            max_concurrent_jobs: self.limits.max_concurrent_jobs,
-            telemetry: &self.telemetry,
-            transport: ServerSections {
-                tls: &self.tls,
-                auth: &self.auth,
-                connections: &self.connections,
-            },
-        }
+        service_kit::common_settings!(self)
     }
 
     fn check_own(&self, p: &mut Problems) {

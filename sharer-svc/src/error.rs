@@ -1,8 +1,8 @@
 //! The sharer's error type and its one mapping to gRPC status codes, with a stable label for
 //! metrics.
 
-use service_kit::rpc::{ServiceError, to_status};
-use tonic::{Code, Status};
+use service_kit::rpc::ServiceError;
+use tonic::Code;
 
 /// Everything that can fail in a sharer rpc.
 #[derive(Debug, thiserror::Error)]
@@ -113,21 +113,14 @@ impl ServiceError for SharerError {
     fn worker(reason: String) -> Self {
         SharerError::Worker(reason)
     }
-
-    fn overloaded(o: service_kit::rpc::Overloaded) -> Self {
-        SharerError::Overloaded(o)
-    }
 }
 
-impl From<SharerError> for Status {
-    fn from(e: SharerError) -> Status {
-        to_status(&e)
-    }
-}
+service_kit::status_from!(SharerError);
 
 #[cfg(test)]
 mod tests {
     use service_kit::rpc::ERROR_TYPE_KEY;
+    use tonic::Status;
 
     use super::*;
 

@@ -4,6 +4,7 @@
 //! for that long is closed). The server pings quiet connections (HTTP/2 PING, see
 //! [`crate::transport::ServerTransport`]), so a live client reads as active.
 
+use std::future::Future as _;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -12,11 +13,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::Stream;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
-use tonic::transport::server::Connected;
 
 use crate::counting::{ByteCounters, CountingStream};
 
@@ -35,13 +34,13 @@ pub struct Bounds {
     pub idle: Duration,
 }
 
-/// A connection under [`Bounds`]: holds its slot until dropped, and fails its reads with
-/// `TimedOut` once a timeout passes (the server then closes it).
+/// What bounds one server connection: it holds the connection's slot until dropped, and its
+/// [`ConnGuard::poll_deadline`] fails the connection's reads once a timeout passes (the server
+/// then closes it). Carried by the connection's [`CountingStream`].
 #[derive(Debug)]
-pub struct BoundedStream<S> {
-    inner: S,
+pub struct ConnGuard {
     _slot: OwnedSemaphorePermit,
-    peer: Option<SocketAddr>,
+    peer: SocketAddr,
     timer: Pin<Box<Sleep>>,
     /// The handshake deadline, until [`HANDSHAKE_BYTES`] have been read.
     handshake: Option<Instant>,
@@ -50,12 +49,11 @@ pub struct BoundedStream<S> {
     idle: Duration,
 }
 
-impl<S> BoundedStream<S> {
-    fn new(inner: S, slot: OwnedSemaphorePermit, peer: Option<SocketAddr>, b: Bounds) -> Self {
+impl ConnGuard {
+    fn new(slot: OwnedSemaphorePermit, peer: SocketAddr, b: Bounds) -> Self {
         let now = Instant::now();
         let handshake = now + b.handshake;
         Self {
-            inner,
             _slot: slot,
             peer,
             timer: Box::pin(tokio::time::sleep_until(handshake)),
@@ -63,6 +61,17 @@ impl<S> BoundedStream<S> {
             read: 0,
             last_read: now,
             idle: b.idle,
+        }
+    }
+
+    /// Records `n` bytes read.
+    pub fn on_read(&mut self, n: u64) {
+        if n > 0 {
+            self.last_read = Instant::now();
+            self.read = self.read.saturating_add(n);
+            if self.read >= HANDSHAKE_BYTES {
+                self.handshake = None;
+            }
         }
     }
 
@@ -75,12 +84,13 @@ impl<S> BoundedStream<S> {
         }
     }
 
-    /// `Ready(err)` once the deadline has passed; otherwise arms the timer and is pending.
-    fn poll_deadline(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
+    /// For a read that is pending: `Ready(TimedOut)` once the deadline has passed, else
+    /// pending with the timer armed to wake the reader at the deadline.
+    pub fn poll_deadline(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
         loop {
             let (deadline, which) = self.deadline();
             if Instant::now() >= deadline {
-                tracing::info!(peer = ?self.peer, timeout = which, "closing connection");
+                tracing::info!(peer = %self.peer, timeout = which, "closing connection");
                 return Poll::Ready(io::Error::new(
                     io::ErrorKind::TimedOut,
                     format!("connection {which} timeout"),
@@ -96,71 +106,8 @@ impl<S> BoundedStream<S> {
     }
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for BoundedStream<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        match Pin::new(&mut self.inner).poll_read(cx, buf) {
-            Poll::Ready(Ok(())) => {
-                let n = buf.filled().len().saturating_sub(before) as u64;
-                if n > 0 {
-                    self.last_read = Instant::now();
-                    self.read = self.read.saturating_add(n);
-                    if self.read >= HANDSHAKE_BYTES {
-                        self.handshake = None;
-                    }
-                }
-                Poll::Ready(Ok(()))
-            }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => self.poll_deadline(cx).map(Err),
-        }
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for BoundedStream<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
-impl<S: Connected> Connected for BoundedStream<S> {
-    type ConnectInfo = S::ConnectInfo;
-
-    fn connect_info(&self) -> Self::ConnectInfo {
-        self.inner.connect_info()
-    }
-}
-
-/// A server connection: counted (transport bytes) and bounded.
-pub type ServerConn = BoundedStream<CountingStream<TcpStream>>;
+/// A server connection: counted (transport bytes) and guarded.
+pub type ServerConn = CountingStream<TcpStream>;
 
 /// Accepted connections of `listener`, counted into `counters` and under `bounds`. A
 /// connection beyond `max_connections` is closed at once; an accept error (out of file
@@ -203,8 +150,8 @@ async fn accept(
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(%peer, error = %e, "set_nodelay");
         }
-        let counted = CountingStream::new(stream, Arc::clone(counters));
-        return BoundedStream::new(counted, slot, Some(peer), bounds);
+        let guard = ConnGuard::new(slot, peer, bounds);
+        return CountingStream::guarded(stream, Arc::clone(counters), guard);
     }
 }
 

@@ -71,8 +71,9 @@ pub struct ConnectionSettings {
     /// HTTP/2 preface) and, with TLS, to finish the handshake.
     pub handshake_timeout_secs: u64,
     /// Seconds without a byte from the peer after which a connection is closed. A quiet
-    /// connection is pinged (HTTP/2 PING) every third of it, so a live client, which answers
-    /// pings, keeps its connection through a long call; a dead or silent peer loses it.
+    /// HTTP/2 connection is pinged every third of it and closed when a ping goes unanswered
+    /// for another third, so a live client, which answers pings, keeps its connection through
+    /// a long call, while a dead or silent peer loses it within two thirds to all of it.
     pub idle_timeout_secs: u64,
 }
 
