@@ -32,15 +32,19 @@ fn chunks_of<T>(produce: impl FnOnce(&mpsc::Sender<Chunk>) -> T) -> (T, Vec<Chun
 
 const PROMPT: &str = "Question: which is the passkey?\nAnswer:";
 
-/// Bytes of a round-1 Share of the prompt's back half at `plan`, uniform or not.
-fn share_bytes(engine: &SharerEngine, plan: TransferPlan) -> u64 {
-    let params = ShareParams {
+fn share_params(plan: TransferPlan, keep_session: bool) -> ShareParams {
+    ShareParams {
         prompt: PromptSource::Text(PROMPT.into()),
         plan,
-        keep_session: false,
+        keep_session,
         all_positions: false,
         query: None,
-    };
+    }
+}
+
+/// Bytes of a round-1 Share of the prompt's back half at `plan`, uniform or not.
+fn share_bytes(engine: &SharerEngine, plan: TransferPlan) -> u64 {
+    let params = share_params(plan, false);
     let (done, chunks) = chunks_of(|tx| produce_share(engine, &params, 512, tx));
     done.unwrap();
     chunks.iter().map(|c| c.frame.len() as u64).sum()
@@ -72,13 +76,7 @@ fn sharer_view_and_receiver_cache_agree_after_a_residual_upgrade() {
 }
 
 fn agree_after_upgrade(engine: &SharerEngine, plan: TransferPlan) {
-    let params = ShareParams {
-        prompt: PromptSource::Text(PROMPT.into()),
-        plan,
-        keep_session: true,
-        all_positions: false,
-        query: None,
-    };
+    let params = share_params(plan, true);
     let (held, round1) = chunks_of(|tx| produce_share(engine, &params, 512, tx));
     let (session_id, held) = held.unwrap().expect("a kept session");
 

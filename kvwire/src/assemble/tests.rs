@@ -306,25 +306,24 @@ fn several_frames_per_layer_keep_their_rules() {
         Err(AssembleError::PositionsDiffer { layer: 1 })
     ));
     // The header's frame count: fewer and more frames than announced.
-    let mut a = open(4);
-    a.push_record(&grouped(0, 0, Payload::Fp16, &[1])).unwrap();
-    a.push_record(&grouped(0, 1, Payload::Int8, &[2])).unwrap();
-    a.push_record(&grouped(1, 0, Payload::Fp16, &[1, 2]))
-        .unwrap();
+    // Three frames: layer 0 in two groups, layer 1 in one.
+    let three = |announced: u32| {
+        let mut a = open(announced);
+        a.push_record(&grouped(0, 0, Payload::Fp16, &[1])).unwrap();
+        a.push_record(&grouped(0, 1, Payload::Int8, &[2])).unwrap();
+        a.push_record(&grouped(1, 0, Payload::Fp16, &[1, 2]))
+            .unwrap();
+        a
+    };
     assert!(matches!(
-        a.finish(),
+        three(4).finish(),
         Err(AssembleError::MissingFrames {
             got: 3,
             announced: 4
         })
     ));
-    let mut a = open(2);
-    a.push_record(&grouped(0, 0, Payload::Fp16, &[1])).unwrap();
-    a.push_record(&grouped(0, 1, Payload::Int8, &[2])).unwrap();
-    a.push_record(&grouped(1, 0, Payload::Fp16, &[1, 2]))
-        .unwrap();
     assert!(matches!(
-        a.finish(),
+        three(2).finish(),
         Err(AssembleError::ExtraFrames {
             got: 3,
             announced: 2
