@@ -259,13 +259,16 @@ impl CellRows {
             + 1
     }
 
-    /// The samples of `wanted` that still need a try (no answered latest row), in order.
+    /// The samples of `wanted` that still need a try, in order: no row yet, or a latest try
+    /// that failed in a way another try could change. A sample whose latest try was refused
+    /// ([`ResultRow::is_refusal`]: the request cannot be served as asked, for example a byte
+    /// cap below one token) is settled: the same request would be refused again.
     pub fn pending<'a>(&self, wanted: &'a [String]) -> Vec<&'a str> {
         let latest = self.latest();
         wanted
             .iter()
             .map(String::as_str)
-            .filter(|id| !latest.get(id).is_some_and(|r| r.is_ok()))
+            .filter(|id| !latest.get(id).is_some_and(|r| r.is_ok() || r.is_refusal()))
             .collect()
     }
 }

@@ -182,3 +182,23 @@ fn killed_writer_resumes_without_lost_or_duplicate_rows() {
     assert!(latest.values().all(|r| r.attempt == 1 && r.is_ok()));
     assert!(after.pending(&wanted).is_empty());
 }
+
+#[test]
+fn a_refused_sample_is_settled_and_a_transient_failure_is_pending() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = RunDir::create(tmp.path()).unwrap();
+    let wanted = ids(3);
+    let mut app = dir.appender("c").unwrap();
+    let mut refused = row("c", "ex-00000", 1, false);
+    if let Some(e) = refused.error.as_mut() {
+        e.kind = "FailedPrecondition".into();
+        e.message = "byte cap 256 is below the smallest transfer (7385 bytes)".into();
+    }
+    app.append(&refused).unwrap();
+    app.append(&row("c", "ex-00001", 1, false)).unwrap();
+    app.append(&row("c", "ex-00002", 1, true)).unwrap();
+    let rows = dir.read_rows("c").unwrap();
+    assert!(rows.latest()["ex-00000"].is_refusal());
+    assert!(!rows.latest()["ex-00001"].is_refusal());
+    assert_eq!(rows.pending(&wanted), vec!["ex-00001"]);
+}

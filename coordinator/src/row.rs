@@ -19,6 +19,10 @@ pub enum RowStatus {
     Failed,
 }
 
+/// gRPC codes with which a service refuses a request it cannot serve as asked (a byte cap below
+/// one token, a setting the pair does not support): the same request gets the same answer.
+pub const REFUSAL_KINDS: &[&str] = &["FailedPrecondition", "InvalidArgument", "OutOfRange"];
+
 /// Why a try failed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RowError {
@@ -165,6 +169,14 @@ impl ResultRow {
     /// Whether this row is an answered sample.
     pub fn is_ok(&self) -> bool {
         self.status == RowStatus::Ok
+    }
+
+    /// Whether the try failed because the request cannot be served as asked
+    /// ([`REFUSAL_KINDS`]): deterministic, so a resumed run does not ask again.
+    pub fn is_refusal(&self) -> bool {
+        self.error
+            .as_ref()
+            .is_some_and(|e| REFUSAL_KINDS.contains(&e.kind.as_str()))
     }
 }
 

@@ -155,40 +155,53 @@ pub struct RunOptions {
     pub retry: RetryPolicy,
 }
 
-/// Runs every pending sample of `cells` and appends every try's row to `dir`.
-pub async fn run(
+/// Each cell's appender (none for a cell already done), its samples still to answer, and the
+/// tries to make: (cell index, sample id, attempt number).
+struct OpenCells {
+    appenders: Vec<Option<RowAppender>>,
+    remaining: Vec<usize>,
+    work: Vec<(usize, String, u32)>,
+}
+
+/// Opens every cell not done yet and lists its pending samples; a cell with none left is
+/// marked done here.
+fn open_cells(
     dir: &RunDir,
-    cells: Vec<ReadyCell>,
-    options: RunOptions,
-) -> Result<RunCounts, RunError> {
-    let mut counts = RunCounts::default();
-    let mut appenders: Vec<Option<RowAppender>> = Vec::new();
-    let mut remaining: Vec<usize> = Vec::new();
-    let mut work: Vec<(usize, String, u32)> = Vec::new();
-    let cells: Vec<Arc<ReadyCell>> = cells.into_iter().map(Arc::new).collect();
+    cells: &[Arc<ReadyCell>],
+    counts: &mut RunCounts,
+) -> Result<OpenCells, RunError> {
+    let mut open = OpenCells {
+        appenders: Vec::new(),
+        remaining: Vec::new(),
+        work: Vec::new(),
+    };
     for (i, cell) in cells.iter().enumerate() {
         let id = &cell.plan.cell.id;
         if dir.is_done(id) {
             counts.cells_skipped += 1;
-            appenders.push(None);
-            remaining.push(0);
+            open.appenders.push(None);
+            open.remaining.push(0);
             continue;
         }
         let rows = dir.read_rows(id)?;
         let pending = rows.pending(&cell.plan.sample_ids);
         counts.samples_skipped += cell.plan.sample_ids.len() - pending.len();
         for sample in &pending {
-            work.push((i, sample.to_string(), rows.next_attempt(sample)));
+            open.work
+                .push((i, sample.to_string(), rows.next_attempt(sample)));
         }
-        remaining.push(pending.len());
-        appenders.push(Some(dir.appender(id)?));
+        open.remaining.push(pending.len());
+        open.appenders.push(Some(dir.appender(id)?));
         if pending.is_empty() {
-            finish_cell(dir, &cell.plan, &mut counts)?;
+            finish_cell(dir, &cell.plan, counts)?;
         }
     }
+    Ok(open)
+}
 
-    let progress = if options.progress {
-        ProgressBar::new(work.len() as u64)
+fn progress_bar(samples: usize, show: bool) -> Result<ProgressBar, RunError> {
+    let progress = if show {
+        ProgressBar::new(samples as u64)
     } else {
         ProgressBar::hidden()
     };
@@ -198,7 +211,43 @@ pub async fn run(
         )
         .map_err(RunError::ProgressTemplate)?,
     );
+    Ok(progress)
+}
 
+/// One line above the progress bar for a failed try.
+fn print_failure(progress: &ProgressBar, row: &ResultRow) {
+    let Some(e) = &row.error else {
+        return;
+    };
+    let next = match e.retry_after_ms {
+        Some(ms) => format!("; trying again in {ms} ms"),
+        None => String::new(),
+    };
+    progress.println(format!(
+        "failed: cell {} sample {} try {}: {} ({}): {}{next}",
+        row.cell_id,
+        row.sample_id,
+        row.attempt,
+        e.kind,
+        e.error_type.as_deref().unwrap_or("-"),
+        e.message
+    ));
+}
+
+/// Runs every pending sample of `cells` and appends every try's row to `dir`.
+pub async fn run(
+    dir: &RunDir,
+    cells: Vec<ReadyCell>,
+    options: RunOptions,
+) -> Result<RunCounts, RunError> {
+    let mut counts = RunCounts::default();
+    let cells: Vec<Arc<ReadyCell>> = cells.into_iter().map(Arc::new).collect();
+    let OpenCells {
+        mut appenders,
+        mut remaining,
+        work,
+    } = open_cells(dir, &cells, &mut counts)?;
+    let progress = progress_bar(work.len(), options.progress)?;
     let permits = Arc::new(Semaphore::new(options.concurrency.max(1)));
     let (tx, mut rx) = mpsc::unbounded_channel::<TryDone>();
     let mut tasks = JoinSet::new();
@@ -220,21 +269,7 @@ pub async fn run(
             .as_mut()
             .ok_or(RunError::CellNotOpened { index: i })?;
         appender.append(&row)?;
-        if let Some(e) = &row.error {
-            let next = match e.retry_after_ms {
-                Some(ms) => format!("; trying again in {ms} ms"),
-                None => String::new(),
-            };
-            progress.println(format!(
-                "failed: cell {} sample {} try {}: {} ({}): {}{next}",
-                row.cell_id,
-                row.sample_id,
-                row.attempt,
-                e.kind,
-                e.error_type.as_deref().unwrap_or("-"),
-                e.message
-            ));
-        }
+        print_failure(&progress, &row);
         if !last {
             counts.retried += 1;
             continue;
