@@ -47,6 +47,8 @@ pub struct ServicePlacement {
     pub device: String,
     /// `f32`, `bf16` or `f16`.
     pub dtype: String,
+    /// Model jobs each service runs at once (`limits.max_concurrent_jobs`).
+    pub jobs: usize,
 }
 
 impl Default for ServicePlacement {
@@ -54,6 +56,7 @@ impl Default for ServicePlacement {
         Self {
             device: "cpu".into(),
             dtype: "f32".into(),
+            jobs: 1,
         }
     }
 }
@@ -61,6 +64,7 @@ impl Default for ServicePlacement {
 impl ServicePlacement {
     /// Checks both values (and that a CUDA device is built in) before any service starts.
     pub fn check(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.jobs > 0, "--jobs must be at least 1");
         Placement::parse(&self.device, &self.dtype)
             .map(|_| ())
             .with_context(|| format!("--device {} --dtype {}", self.device, self.dtype))
@@ -162,15 +166,16 @@ impl Embedded {
             if !me.sharers.iter().any(|s| s.model == pair.sharer.model) {
                 let (listener, url) = bind().await?;
                 fetch_model_asset(&pair.sharer.model)?;
-                let config = SharerConfig {
+                let mut config = SharerConfig {
                     model: pair.sharer.model.clone(),
                     device: placement.device.clone(),
                     dtype: placement.dtype.clone(),
                     ..Default::default()
                 };
+                config.limits.max_concurrent_jobs = placement.jobs;
                 log.line(format!(
-                    "starting embedded sharer {} on {url} ({} {})",
-                    config.model, config.device, config.dtype
+                    "starting embedded sharer {} on {url} ({} {}, {} job(s) at once)",
+                    config.model, config.device, config.dtype, placement.jobs
                 ));
                 let served = sharer_svc::serve(config, listener, stopped(stop_rx.clone()));
                 let task = tokio::spawn(async move { served.await.map_err(anyhow::Error::from) });
@@ -204,6 +209,7 @@ impl Embedded {
                     fuser: FuserKind::Identity,
                     ..Default::default()
                 };
+                config.limits.max_concurrent_jobs = placement.jobs;
                 if let Some(fuser) = &pair.fuser {
                     // A C2C pair: the receiver loads the fuser folder and aligns prompts with
                     // the sharer's tokenizer (read from the sharer's GGUF or HF folder).
@@ -215,8 +221,8 @@ impl Embedded {
                     };
                 }
                 log.line(format!(
-                    "starting embedded receiver {} on {url} ({} {})",
-                    config.model, config.device, config.dtype
+                    "starting embedded receiver {} on {url} ({} {}, {} job(s) at once)",
+                    config.model, config.device, config.dtype, placement.jobs
                 ));
                 let served = receiver_svc::serve(config, listener, stopped(stop_rx.clone()));
                 let task = tokio::spawn(async move { served.await.map_err(anyhow::Error::from) });
@@ -374,6 +380,7 @@ mod tests {
         let bad = ServicePlacement {
             device: "gpu".into(),
             dtype: "f64".into(),
+            jobs: 1,
         };
         let err = format!("{:#}", bad.check().unwrap_err());
         assert!(
@@ -384,9 +391,15 @@ mod tests {
             let cuda = ServicePlacement {
                 device: "cuda:0".into(),
                 dtype: "bf16".into(),
+                jobs: 1,
             };
             let err = format!("{:#}", cuda.check().unwrap_err());
             assert!(err.contains("`cuda` feature"), "{err}");
         }
+        let none = ServicePlacement {
+            jobs: 0,
+            ..ServicePlacement::default()
+        };
+        assert!(none.check().unwrap_err().to_string().contains("--jobs"));
     }
 }

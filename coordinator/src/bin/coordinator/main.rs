@@ -59,6 +59,11 @@ struct PlacementArgs {
     /// Activation and KV dtype of the embedded services: `f32`, `bf16` or `f16`.
     #[arg(long)]
     dtype: Option<String>,
+    /// Model jobs each embedded service runs at once (its `limits.max_concurrent_jobs`; 1 by
+    /// default). On a GPU, several jobs overlap one request's kernel launches with another's;
+    /// give `--concurrency` at least twice this to keep both services busy.
+    #[arg(long)]
+    jobs: Option<usize>,
 }
 
 impl PlacementArgs {
@@ -67,6 +72,7 @@ impl PlacementArgs {
         run::Services::Embedded(ServicePlacement {
             device: self.device.unwrap_or(default.device),
             dtype: self.dtype.unwrap_or(default.dtype),
+            jobs: self.jobs.unwrap_or(default.jobs),
         })
     }
 }
@@ -159,11 +165,14 @@ fn main() -> anyhow::Result<()> {
                 .with_context(|| format!("reading grid file {}", grid.display()))?;
             let services = match (sharer, receiver) {
                 (Some(sharer), Some(receiver)) => {
-                    if placement.device.is_some() || placement.dtype.is_some() {
+                    if placement.device.is_some()
+                        || placement.dtype.is_some()
+                        || placement.jobs.is_some()
+                    {
                         bail!(
-                            "--device and --dtype place the embedded services; external services \
-                             take theirs from their own config (device, dtype; \
-                             KVWIRE_SHARER__DEVICE, KVWIRE_RECEIVER__DTYPE, ...)"
+                            "--device, --dtype and --jobs place the embedded services; external \
+                             services take theirs from their own config (device, dtype, \
+                             limits.max_concurrent_jobs; KVWIRE_SHARER__DEVICE, ...)"
                         );
                     }
                     run::Services::External { sharer, receiver }
