@@ -141,3 +141,6 @@ impl fmt::Display for ServerTransport {
         )
     }
 }
+
+#[cfg(test)]
+mod tests;
