@@ -61,6 +61,12 @@ pub struct AuthSettings {
     pub tokens_env: String,
 }
 
+/// Most connections `connections.max_connections` may allow.
+pub const MAX_CONNECTIONS: usize = 1 << 20;
+
+/// Longest handshake or idle timeout, seconds (a day).
+pub const MAX_TIMEOUT_SECS: u64 = 86_400;
+
 /// `[connections]`: bounds on the server's connections.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -143,19 +149,22 @@ impl ConnectionSettings {
     /// Records every problem of `[connections]`.
     pub fn check(&self, p: &mut Problems) {
         p.check(
-            self.max_connections > 0,
+            (1..=MAX_CONNECTIONS).contains(&self.max_connections),
             "connections.max_connections",
-            "must be positive",
+            format!("must be 1 to {MAX_CONNECTIONS}"),
         );
         p.check(
-            self.handshake_timeout_secs > 0,
+            (1..=MAX_TIMEOUT_SECS).contains(&self.handshake_timeout_secs),
             "connections.handshake_timeout_secs",
-            "must be positive",
+            format!("must be 1 to {MAX_TIMEOUT_SECS}"),
         );
         p.check(
-            self.idle_timeout_secs >= 3,
+            (3..=MAX_TIMEOUT_SECS).contains(&self.idle_timeout_secs),
             "connections.idle_timeout_secs",
-            "must be at least 3 (the server pings a quiet connection every third of it)",
+            format!(
+                "must be 3 (the server pings a quiet connection every third of it) to \
+                 {MAX_TIMEOUT_SECS}"
+            ),
         );
     }
 }

@@ -62,7 +62,8 @@ fn every_problem_of_the_server_sections_is_reported() {
     };
     let connections = ConnectionSettings {
         max_connections: 0,
-        ..ConnectionSettings::default()
+        handshake_timeout_secs: u64::MAX,
+        idle_timeout_secs: 2,
     };
     let sections = ServerSections {
         tls: &tls,
@@ -77,6 +78,8 @@ fn every_problem_of_the_server_sections_is_reported() {
         "auth: tokens file",
         "holds no token",
         "connections.max_connections",
+        "connections.handshake_timeout_secs",
+        "connections.idle_timeout_secs: must be 3",
     ] {
         assert!(err.contains(part), "{part:?} missing from {err}");
     }
