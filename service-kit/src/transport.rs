@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod bounds;
 pub mod client;
+pub mod identity;
 pub mod pem;
 pub mod settings;
 

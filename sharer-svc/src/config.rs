@@ -71,6 +71,11 @@ pub struct SessionConfig {
     pub max_bytes: u64,
     /// Seconds a session lives after its last use.
     pub ttl_secs: u64,
+    /// Most sessions one client holds (a client: its certificate under mutual TLS, else its
+    /// token, else its IP address); beyond it the client's own least recently used goes.
+    pub max_per_client: usize,
+    /// Most bytes of cached K/V one client holds, the same way.
+    pub max_bytes_per_client: u64,
 }
 
 impl Default for SharerConfig {
@@ -118,6 +123,8 @@ impl Default for SessionConfig {
             capacity: 64,
             max_bytes: 2 << 30,
             ttl_secs: 300,
+            max_per_client: 64,
+            max_bytes_per_client: 2 << 30,
         }
     }
 }
@@ -145,6 +152,16 @@ impl ServiceConfig for SharerConfig {
         p.check(s.capacity > 0, "sessions.capacity", "must be positive");
         p.check(s.max_bytes > 0, "sessions.max_bytes", "must be positive");
         p.check(s.ttl_secs > 0, "sessions.ttl_secs", "must be positive");
+        p.check(
+            s.max_per_client > 0,
+            "sessions.max_per_client",
+            "must be positive",
+        );
+        p.check(
+            s.max_bytes_per_client > 0,
+            "sessions.max_bytes_per_client",
+            "must be positive",
+        );
     }
 }
 

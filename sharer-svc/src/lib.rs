@@ -48,6 +48,10 @@ pub async fn serve(
         config.sessions.capacity,
         config.sessions.max_bytes,
         Duration::from_secs(config.sessions.ttl_secs),
+    )
+    .with_client_limits(
+        config.sessions.max_per_client,
+        config.sessions.max_bytes_per_client,
     );
     // Requests are small (prompt text, positions); frames may be large.
     let max_request = config.common().max_request_bytes();

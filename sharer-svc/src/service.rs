@@ -28,6 +28,8 @@ use crate::engine::SharerEngine;
 use crate::error::SharerError;
 use crate::produce::{ChunkSender, produce_refine, produce_share};
 use crate::session_state::HeldSession;
+use service_kit::transport::identity::ClientId;
+
 use crate::sessions::{EvictionReason, SessionStore};
 use crate::text::{cap_utf8, passage_extract, passage_text, raw_text, summary_text};
 
@@ -125,6 +127,7 @@ impl Sharer for SharerService {
         let span = tracing::Span::current();
         span.record("trace_id", trace.trace_id_hex());
         let max_bytes = self.limits.prompt_bytes();
+        let owner = ClientId::of(&request);
         let params = match ShareParams::try_from(request.into_inner())
             .and_then(|p| p.check_prompt_bytes(max_bytes).map(|()| p))
         {
@@ -140,7 +143,7 @@ impl Sharer for SharerService {
             if let Some((id, held)) = produce_share(engine, &params, max_tokens, tx)? {
                 let bytes = held.size_bytes();
                 let mut store = sessions.lock().unwrap_or_else(|p| p.into_inner());
-                match store.insert(id, Arc::new(held), bytes, Instant::now()) {
+                match store.insert(id, &owner, Arc::new(held), bytes, Instant::now()) {
                     Some(evicted) => count_evictions(&evicted),
                     None => tracing::warn!(bytes, "session larger than the store; not kept"),
                 }
@@ -159,6 +162,7 @@ impl Sharer for SharerService {
         let trace = TraceContext::from_metadata_or_root(request.metadata());
         tracing::Span::current().record("trace_id", trace.trace_id_hex());
         let start = Instant::now();
+        let owner = ClientId::of(&request);
         let params = match RefineParams::try_from(request.into_inner()) {
             Ok(p) => p,
             Err(e) => return finish("Refine", start, Err(e)),
@@ -170,7 +174,7 @@ impl Sharer for SharerService {
         tracing::Span::current().record("positions", positions);
         let (held, evicted) = {
             let mut store = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-            let got = store.get(&params.session_id, Instant::now());
+            let got = store.get(&params.session_id, &owner, Instant::now());
             metrics::gauge!(SESSIONS_ACTIVE).set(store.len() as f64);
             got
         };

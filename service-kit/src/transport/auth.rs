@@ -1,6 +1,7 @@
 //! Bearer tokens: the set a server accepts (from a file or an environment variable), compared
 //! in constant time; the tower layer that refuses a call without an accepted token
-//! (UNAUTHENTICATED, label `unauthenticated`); and the client interceptor that sends one.
+//! (UNAUTHENTICATED, label `unauthenticated`) and names every call's client; and the client
+//! interceptor that sends one.
 //!
 //! Tokens are kept as SHA-256 digests and a presented token is hashed before the comparison,
 //! so the comparison takes the same time whatever the token's length or how much of it
@@ -17,6 +18,7 @@ use tonic::metadata::{AsciiMetadataValue, MetadataValue};
 use tonic::{Request, Status};
 
 use crate::rpc::ERROR_TYPE_KEY;
+use crate::transport::identity::ClientId;
 
 /// Calls exempt from the token check: gRPC health, for probes that carry no token.
 const EXEMPT_PREFIX: &str = "/grpc.health.v1.Health/";
@@ -134,7 +136,8 @@ pub fn load_tokens(file: &str, var: &str) -> Result<TokenSet, TokenError> {
 }
 
 /// Refuses, before any handler, a call whose `authorization` header does not carry an
-/// accepted bearer token (gRPC health excepted).
+/// accepted bearer token (gRPC health excepted); puts every call's [`ClientId`] in its
+/// extensions, for per-client limits.
 #[derive(Debug, Clone)]
 pub struct AuthLayer {
     tokens: Option<TokenSet>,
@@ -196,7 +199,9 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        let client = ClientId::from_http(request.extensions(), request.headers());
+        request.extensions_mut().insert(client);
         if let Some(tokens) = &self.tokens
             && !request.uri().path().starts_with(EXEMPT_PREFIX)
             && let Some(why) = refusal(tokens, request.headers())
