@@ -67,13 +67,13 @@ impl RegistryError {
 /// Why a run stopped: its folder, the receiver endpoint, or the run loop itself.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    /// An endpoint is not a URL, or is `https://` without a CA.
-    #[error("endpoint {url:?}: {source}")]
+    /// An endpoint is not a URL, or is `https://` without a CA (the reason names the URL).
+    #[error("{reason}")]
     Endpoint {
         /// The endpoint given.
         url: String,
         /// Why it cannot be used.
-        source: service_kit::transport::client::ClientError,
+        reason: service_kit::transport::client::ClientError,
     },
     /// The run folder could not be read or written.
     #[error(transparent)]

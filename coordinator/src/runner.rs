@@ -62,9 +62,9 @@ pub struct RunCounts {
 pub fn receiver_channel(url: &str, transport: &ClientTransport) -> Result<ClientChannel, RunError> {
     transport
         .lazy_channel(url, Duration::from_secs(10))
-        .map_err(|source| RunError::Endpoint {
+        .map_err(|reason| RunError::Endpoint {
             url: url.to_string(),
-            source,
+            reason,
         })
 }
 

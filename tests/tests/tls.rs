@@ -279,6 +279,13 @@ async fn an_evaluate_crosses_tls_end_to_end_and_counts_tls_bytes() {
     .await;
     let caller = pki.client("ca.pem", "", "tokens");
     let over_tls = evaluate(&tls.https_endpoint(), &caller).await.unwrap();
+    // The coordinator's channel (its CA and token) reaches the receiver the same way.
+    let channel =
+        coordinator::runner::receiver_channel(&tls.https_endpoint(), &transport(&caller)).unwrap();
+    ReceiverClient::new(channel)
+        .info(pb::InfoRequest {})
+        .await
+        .unwrap();
     // The receiver's own token check: a caller without the token is refused.
     let status = evaluate(&tls.https_endpoint(), &pki.client("ca.pem", "", ""))
         .await

@@ -25,6 +25,7 @@ use clap::{Args, Parser, Subcommand};
 use coordinator::registry::RunDir;
 use coordinator::summary::render_text;
 use embedded::ServicePlacement;
+use service_kit::transport::settings::ClientSettings;
 
 /// The built-in default grid, also at `grids/default.toml`.
 const DEFAULT_GRID: &str = include_str!("../../../../grids/default.toml");
@@ -93,6 +94,12 @@ enum Cmd {
         receiver: Option<String>,
         #[command(flatten)]
         placement: PlacementArgs,
+        /// How external services are reached: `--tls-ca` for `https://` URLs, `--tls-cert` and
+        /// `--tls-key` for services that require a client certificate, `--token-file` /
+        /// `--token-env` for a bearer token (also `KVWIRE_COORDINATOR__CA`, `__CERT`, `__KEY`,
+        /// `__TOKEN_FILE`, `__TOKEN_ENV`; docs/SECURITY.md).
+        #[command(flatten)]
+        client: ClientSettings,
     },
     /// Run the built-in small default grid on embedded services (the real small models).
     Demo {
@@ -160,6 +167,7 @@ fn main() -> anyhow::Result<()> {
             sharer,
             receiver,
             placement,
+            client,
         } => {
             let text = std::fs::read_to_string(&grid)
                 .with_context(|| format!("reading grid file {}", grid.display()))?;
@@ -175,7 +183,11 @@ fn main() -> anyhow::Result<()> {
                              limits.max_concurrent_jobs; KVWIRE_SHARER__DEVICE, ...)"
                         );
                     }
-                    run::Services::External { sharer, receiver }
+                    run::Services::External {
+                        sharer,
+                        receiver,
+                        client,
+                    }
                 }
                 _ => placement.embedded(),
             };

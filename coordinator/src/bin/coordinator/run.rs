@@ -42,6 +42,9 @@ pub enum Services {
         sharer: String,
         /// Receiver URL.
         receiver: String,
+        /// TLS and token settings given on the command line (each unset one from
+        /// `KVWIRE_COORDINATOR__*`).
+        client: ClientSettings,
     },
     /// Start one service per distinct model in-process on loopback, on this device and dtype.
     Embedded(ServicePlacement),
@@ -283,11 +286,20 @@ struct Reached {
 /// (`KVWIRE_COORDINATOR__CA`, `__CERT`, `__KEY`, `__TOKEN_FILE`, `__TOKEN_ENV`).
 const CLIENT_ENV_PREFIX: &str = "KVWIRE_COORDINATOR";
 
-/// The client transport for external services, from `KVWIRE_COORDINATOR__*` (docs/SECURITY.md).
-fn external_client() -> anyhow::Result<ClientTransport> {
-    let settings: ClientSettings = load_layered(None, CLIENT_ENV_PREFIX)?;
-    ClientTransport::load(&settings, "KVWIRE_COORDINATOR__CA")
-        .context("the coordinator's client settings (KVWIRE_COORDINATOR__*)")
+/// The client transport for external services: each setting from `flags` when given, else
+/// from `KVWIRE_COORDINATOR__*` (docs/SECURITY.md).
+fn external_client(flags: &ClientSettings) -> anyhow::Result<ClientTransport> {
+    let env: ClientSettings = load_layered(None, CLIENT_ENV_PREFIX)?;
+    let pick = |flag: &String, var: String| if flag.is_empty() { var } else { flag.clone() };
+    let settings = ClientSettings {
+        ca: pick(&flags.ca, env.ca),
+        cert: pick(&flags.cert, env.cert),
+        key: pick(&flags.key, env.key),
+        token_file: pick(&flags.token_file, env.token_file),
+        token_env: pick(&flags.token_env, env.token_env),
+    };
+    ClientTransport::load(&settings, "--tls-ca or KVWIRE_COORDINATOR__CA")
+        .context("the coordinator's client settings (--tls-*, --token-*, KVWIRE_COORDINATOR__*)")
 }
 
 /// Starts the embedded services (or takes the given endpoints) and checks every pair.
@@ -301,13 +313,18 @@ async fn reach_services(
             Some(Embedded::start(pairs, placement, log).await?),
             ClientTransport::default(),
         ),
-        Services::External { .. } => (None, external_client()?),
+        Services::External { client, .. } => (None, external_client(client)?),
     };
     let mut endpoints: BTreeMap<String, PairEndpoints> = BTreeMap::new();
     let mut models = Vec::new();
     for pair in pairs {
         let ep = match (services, &embedded) {
-            (Services::External { sharer, receiver }, _) => PairEndpoints {
+            (
+                Services::External {
+                    sharer, receiver, ..
+                },
+                _,
+            ) => PairEndpoints {
                 sharer: sharer.clone(),
                 receiver: receiver.clone(),
             },
@@ -360,7 +377,9 @@ fn ready_cells(
 /// How the manifest names the services.
 fn services_label(services: &Services) -> String {
     match services {
-        Services::External { sharer, receiver } => {
+        Services::External {
+            sharer, receiver, ..
+        } => {
             format!("external: sharer {sharer}, receiver {receiver}")
         }
         Services::Embedded(p) => format!(
