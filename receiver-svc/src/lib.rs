@@ -45,6 +45,7 @@ pub async fn serve(
     let Prepared { transport, model } = prepare("receiver", &config).await?;
     let sharer_client = ClientTransport::load(&config.sharer_client, "sharer_client.ca")
         .map_err(|source| ReceiverServeError::SharerClient { source })?;
+    tracing::info!("receiver's sharer client: {sharer_client}");
     // Requests are small (an example); the sharer client's frames may be large.
     let max_request = config.common().max_request_bytes();
     let max = config.limits.max_message_bytes;

@@ -56,8 +56,26 @@ pub enum ClientError {
 #[derive(Debug, Clone, Default)]
 pub struct ClientTransport {
     tls: Option<ClientTlsConfig>,
+    identity: bool,
     token: BearerToken,
     ca_hint: &'static str,
+}
+
+impl std::fmt::Display for ClientTransport {
+    /// What a start-up log says of it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (&self.tls, self.identity) {
+            (None, _) => f.write_str("http:// only (no CA for https://)")?,
+            (Some(_), false) => f.write_str("https:// with a CA, no client certificate")?,
+            (Some(_), true) => f.write_str("https:// with a CA and a client certificate")?,
+        }
+        let token = if self.token.is_set() {
+            "a bearer token"
+        } else {
+            "no token"
+        };
+        write!(f, ", {token}")
+    }
 }
 
 impl ClientTransport {
@@ -76,6 +94,7 @@ impl ClientTransport {
             }
             _ => return Err(ClientError::HalfIdentity),
         };
+        let has_identity = identity.is_some();
         let tls = if s.ca.is_empty() {
             if identity.is_some() {
                 return Err(ClientError::CertWithoutCa);
@@ -97,6 +116,7 @@ impl ClientTransport {
         };
         Ok(Self {
             tls,
+            identity: has_identity,
             token,
             ca_hint,
         })

@@ -144,5 +144,13 @@ fn clients_refuse_half_identities_and_https_without_a_ca() {
     };
     let tls = ClientTransport::load(&full, "x").unwrap();
     assert!(tls.has_tls());
+    assert_eq!(
+        tls.to_string(),
+        "https:// with a CA and a client certificate, no token"
+    );
+    assert_eq!(
+        plain.to_string(),
+        "http:// only (no CA for https://), no token"
+    );
     tls.endpoint("https://localhost:1").unwrap();
 }
