@@ -21,6 +21,10 @@ pub const SESSIONS_ACTIVE: &str = "kvwire_sessions_active";
 /// Sessions evicted from the sharer's store, by `reason` (capacity, ttl).
 pub const SESSIONS_EVICTED: &str = "kvwire_sessions_evicted_total";
 
+/// Connections a server closed itself, by `service` and `reason` (`limit`: over
+/// `connections.max_connections`; `handshake_timeout`; `idle_timeout`).
+pub const CONNECTIONS_CLOSED: &str = "kvwire_connections_closed_total";
+
 /// Buckets of the latency histograms, in seconds: 1 ms to 60 s.
 pub const LATENCY_BUCKETS_SECONDS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
@@ -68,6 +72,17 @@ pub fn describe_all() {
         Unit::Count,
         "Sessions evicted from the sharer's store, by reason"
     );
+    describe_counter!(
+        CONNECTIONS_CLOSED,
+        Unit::Count,
+        "Connections the server closed: over the connection limit, or past the handshake or \
+         idle timeout"
+    );
+}
+
+/// Counts one connection closed by the server for `reason`.
+pub fn count_closed_connection(service: &'static str, reason: &'static str) {
+    metrics::counter!(CONNECTIONS_CLOSED, "service" => service, "reason" => reason).increment(1);
 }
 
 /// Records one stage latency given in milliseconds.

@@ -169,13 +169,13 @@ where
         builder = builder.tls_config(tls)?;
     }
     let counters = ByteCounters::new();
-    let incoming = bounded_incoming(listener, counters.clone(), transport.bounds);
+    let incoming = bounded_incoming(role, listener, counters.clone(), transport.bounds);
     let reporter = tokio::spawn(report_transport(role, counters));
     let served = builder
         .layer(status_fix::StatusFixLayer::new(&reflection::served(
             S::NAME,
         )))
-        .layer(AuthLayer::new(transport.tokens.clone()))
+        .layer(AuthLayer::new(role, transport.tokens.clone()))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

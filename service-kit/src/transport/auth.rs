@@ -17,6 +17,7 @@ use subtle::ConstantTimeEq;
 use tonic::metadata::{AsciiMetadataValue, MetadataValue};
 use tonic::{Request, Status};
 
+use crate::metrics_catalog::RPC_ERRORS;
 use crate::rpc::ERROR_TYPE_KEY;
 use crate::transport::identity::ClientId;
 
@@ -140,13 +141,15 @@ pub fn load_tokens(file: &str, var: &str) -> Result<TokenSet, TokenError> {
 /// extensions, for per-client limits.
 #[derive(Debug, Clone)]
 pub struct AuthLayer {
+    role: &'static str,
     tokens: Option<TokenSet>,
 }
 
 impl AuthLayer {
-    /// Checks against `tokens`; `None` lets every call through.
-    pub fn new(tokens: Option<TokenSet>) -> Self {
-        Self { tokens }
+    /// Checks against `tokens` (`None` lets every call through); refusals count in the
+    /// errors metric of `role` (`sharer`, `receiver`) as `unauthenticated`.
+    pub fn new(role: &'static str, tokens: Option<TokenSet>) -> Self {
+        Self { role, tokens }
     }
 }
 
@@ -156,6 +159,7 @@ impl<S> tower::Layer<S> for AuthLayer {
     fn layer(&self, inner: S) -> Self::Service {
         Auth {
             inner,
+            role: self.role,
             tokens: self.tokens.clone(),
         }
     }
@@ -165,6 +169,7 @@ impl<S> tower::Layer<S> for AuthLayer {
 #[derive(Debug, Clone)]
 pub struct Auth<S> {
     inner: S,
+    role: &'static str,
     tokens: Option<TokenSet>,
 }
 
@@ -207,6 +212,8 @@ where
             && let Some(why) = refusal(tokens, request.headers())
         {
             tracing::warn!(path = request.uri().path(), reason = why, "call refused");
+            metrics::counter!(RPC_ERRORS, "service" => self.role, "error_type" => "unauthenticated")
+                .increment(1);
             let mut status = Status::unauthenticated(why);
             status.metadata_mut().insert(
                 ERROR_TYPE_KEY,

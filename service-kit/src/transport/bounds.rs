@@ -18,6 +18,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
 
 use crate::counting::{ByteCounters, CountingStream};
+use crate::metrics_catalog::count_closed_connection;
 
 /// Bytes a new connection must send within the handshake timeout: the length of the HTTP/2
 /// client preface (any TLS ClientHello is longer).
@@ -40,6 +41,7 @@ pub struct Bounds {
 #[derive(Debug)]
 pub struct ConnGuard {
     _slot: OwnedSemaphorePermit,
+    role: &'static str,
     peer: SocketAddr,
     timer: Pin<Box<Sleep>>,
     /// The handshake deadline, until [`HANDSHAKE_BYTES`] have been read.
@@ -50,11 +52,12 @@ pub struct ConnGuard {
 }
 
 impl ConnGuard {
-    fn new(slot: OwnedSemaphorePermit, peer: SocketAddr, b: Bounds) -> Self {
+    fn new(slot: OwnedSemaphorePermit, role: &'static str, peer: SocketAddr, b: Bounds) -> Self {
         let now = Instant::now();
         let handshake = now + b.handshake;
         Self {
             _slot: slot,
+            role,
             peer,
             timer: Box::pin(tokio::time::sleep_until(handshake)),
             handshake: Some(handshake),
@@ -79,8 +82,8 @@ impl ConnGuard {
     fn deadline(&self) -> (Instant, &'static str) {
         let idle = self.last_read + self.idle;
         match self.handshake {
-            Some(h) if h < idle => (h, "handshake"),
-            _ => (idle, "idle"),
+            Some(h) if h < idle => (h, "handshake_timeout"),
+            _ => (idle, "idle_timeout"),
         }
     }
 
@@ -90,10 +93,11 @@ impl ConnGuard {
         loop {
             let (deadline, which) = self.deadline();
             if Instant::now() >= deadline {
-                tracing::info!(peer = %self.peer, timeout = which, "closing connection");
+                tracing::info!(peer = %self.peer, reason = which, "closing connection");
+                count_closed_connection(self.role, which);
                 return Poll::Ready(io::Error::new(
                     io::ErrorKind::TimedOut,
-                    format!("connection {which} timeout"),
+                    format!("connection closed: {which}"),
                 ));
             }
             if self.timer.deadline() != deadline {
@@ -114,6 +118,7 @@ pub type ServerConn = CountingStream<TcpStream>;
 /// descriptors, say) is logged and accepting goes on after a pause, so neither stops the
 /// server.
 pub fn bounded_incoming(
+    role: &'static str,
     listener: TcpListener,
     counters: Arc<ByteCounters>,
     bounds: Bounds,
@@ -122,13 +127,14 @@ pub fn bounded_incoming(
     futures::stream::unfold(
         (listener, counters, slots),
         move |(listener, counters, slots)| async move {
-            let conn = accept(&listener, &counters, &slots, bounds).await;
+            let conn = accept(role, &listener, &counters, &slots, bounds).await;
             Some((Ok(conn), (listener, counters, slots)))
         },
     )
 }
 
 async fn accept(
+    role: &'static str,
     listener: &TcpListener,
     counters: &Arc<ByteCounters>,
     slots: &Arc<Semaphore>,
@@ -145,12 +151,13 @@ async fn accept(
         };
         let Ok(slot) = Arc::clone(slots).try_acquire_owned() else {
             tracing::warn!(%peer, max = bounds.max_connections, "connection limit reached: closing");
+            count_closed_connection(role, "limit");
             continue;
         };
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(%peer, error = %e, "set_nodelay");
         }
-        let guard = ConnGuard::new(slot, peer, bounds);
+        let guard = ConnGuard::new(slot, role, peer, bounds);
         return CountingStream::guarded(stream, Arc::clone(counters), guard);
     }
 }
@@ -165,7 +172,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let task = tokio::spawn(async move {
-            let incoming = bounded_incoming(listener, ByteCounters::new(), bounds);
+            let incoming = bounded_incoming("test", listener, ByteCounters::new(), bounds);
             let mut incoming = std::pin::pin!(incoming);
             while let Some(Ok(mut conn)) = futures::StreamExt::next(&mut incoming).await {
                 // Echo until the connection fails (a timeout) or closes.
