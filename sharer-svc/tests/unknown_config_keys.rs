@@ -32,3 +32,22 @@ fn the_prompt_byte_limit_is_read_from_the_environment_and_checked() {
         &["limits.max_prompt_bytes"],
     );
 }
+
+#[test]
+fn transport_settings_are_read_from_the_environment_and_every_problem_is_named() {
+    SERVICE.refuses_env(
+        &[
+            ("KVWIRE_SHARER__TLS__MODE", "mutual"),
+            ("KVWIRE_SHARER__TLS__CERT", "/nonexistent/sharer.pem"),
+            ("KVWIRE_SHARER__AUTH__MODE", "token"),
+            ("KVWIRE_SHARER__CONNECTIONS__MAX_CONNECTIONS", "0"),
+        ],
+        &[
+            "tls.cert: reading /nonexistent/sharer.pem",
+            "tls.client_ca: not set",
+            "auth: mode = \"token\" needs tokens_file or tokens_env",
+            "connections.max_connections",
+        ],
+    );
+    SERVICE.refuses_env_typos(&["KVWIRE_SHARER__TLS__MDOE"]);
+}
