@@ -2,8 +2,8 @@
 //! TLS and a token check refuses a client without a certificate, one that trusts another CA,
 //! one without a token and one with a wrong token (a TLS handshake error for certificates,
 //! UNAUTHENTICATED for tokens), and serves the right one; a receiver that reaches it over
-//! `https://` with its own client certificate and token answers an Evaluate end to end, and its
-//! transport bytes are TLS record bytes (more than the same Evaluate over plain TCP, by at least
+//! `https://` with its own client certificate and token, itself under mutual TLS and tokens,
+//! answers an Evaluate end to end, and its transport bytes are TLS record bytes (more than the same Evaluate over plain TCP, by at least
 //! the certificates each side sent).
 
 use std::path::PathBuf;
@@ -223,8 +223,8 @@ async fn mutual_tls_and_tokens_refuse_wrong_clients_and_serve_the_right_one() {
     }
 }
 
-/// A receiver (its own server under TLS and the token check when `secured`) whose sharer is
-/// `sharer_url`, reached through `sharer_client`.
+/// A receiver (its own server under mutual TLS and the token check when `secured`) whose
+/// sharer is `sharer_url`, reached through `sharer_client`.
 async fn receiver(
     pki: &Pki,
     sharer_url: &str,
@@ -239,9 +239,9 @@ async fn receiver(
     };
     let mut health = ClientSettings::default();
     if secured {
-        config.tls = pki.server_tls(TlsMode::Tls);
+        config.tls = pki.server_tls(TlsMode::Mutual);
         config.auth = pki.token_auth();
-        health = pki.client("ca.pem", "", "");
+        health = pki.client("ca.pem", "client", "");
     }
     start_receiver_secured(config, &transport(&health)).await
 }
@@ -249,7 +249,12 @@ async fn receiver(
 /// One KV Evaluate through `receiver` (as `client` reaches it): its total.
 async fn evaluate(url: &str, client: &ClientSettings) -> Result<pb::ByteCounts, tonic::Status> {
     let client = transport(client);
-    let channel = client.endpoint(url).unwrap().connect().await.unwrap();
+    let channel = client
+        .endpoint(url)
+        .unwrap()
+        .connect()
+        .await
+        .map_err(|e| tonic::Status::unavailable(format!("connect: {e:?}")))?;
     let request = pb::EvaluateRequest {
         example: Some(example("tls")),
         method: pb::Method::Kv as i32,
@@ -277,7 +282,7 @@ async fn an_evaluate_crosses_tls_end_to_end_and_counts_tls_bytes() {
         true,
     )
     .await;
-    let caller = pki.client("ca.pem", "", "tokens");
+    let caller = pki.client("ca.pem", "client", "tokens");
     let over_tls = evaluate(&tls.https_endpoint(), &caller).await.unwrap();
     // The coordinator's channel (its CA and token) reaches the receiver the same way.
     let channel =
@@ -287,10 +292,18 @@ async fn an_evaluate_crosses_tls_end_to_end_and_counts_tls_bytes() {
         .await
         .unwrap();
     // The receiver's own token check: a caller without the token is refused.
-    let status = evaluate(&tls.https_endpoint(), &pki.client("ca.pem", "", ""))
+    let status = evaluate(&tls.https_endpoint(), &pki.client("ca.pem", "client", ""))
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    // Nor is a caller without a client certificate (the receiver is under mutual TLS too).
+    let status = evaluate(&tls.https_endpoint(), &pki.client("ca.pem", "", "tokens"))
+        .await
+        .unwrap_err();
+    assert!(
+        status.metadata().get(ERROR_TYPE_KEY).is_none(),
+        "refused in the handshake: {status:?}"
+    );
     // The receiver's client without its certificate or token cannot use the sharer.
     for (what, settings) in [
         ("no client certificate", pki.client("ca.pem", "", "tokens")),
