@@ -150,14 +150,26 @@ fn paired(
 
 /// A fixed-width table, in percentage points.
 pub fn render_text(baseline: &str, rows: &[Comparison]) -> String {
+    // Columns as wide as their longest entry, so long labels (`sciq_context_long@2048tok`)
+    // never run into the next column.
+    let width = |header: &str, cell: fn(&Comparison) -> &str| {
+        rows.iter()
+            .map(|c| cell(c).len())
+            .fold(header.len(), usize::max)
+            + 2
+    };
+    let (dw, mw) = (
+        width("dataset", |c| &c.dataset),
+        width("method", |c| &c.method),
+    );
     let mut s = format!(
         "Paired against {baseline} on the same items (percentage points; 95% bootstrap CI)\n\
-         {:<10}{:<14}{:<28}{:>9}{:>6}{:>8}{:>8}{:>8}  {:<17}{:>6}\n",
+         {:<10}{:<dw$}{:<mw$}{:>9}{:>6}{:>8}{:>8}{:>8}  {:<17}{:>6}\n",
         "cell", "dataset", "method", "cap", "n", "acc", "base", "diff", "95% CI", "same%"
     );
     for c in rows {
         s.push_str(&format!(
-            "{:<10}{:<14}{:<28}{:>9}{:>6}{:>8.1}{:>8.1}{:>+8.1}  [{:+.1}, {:+.1}]{:>8.1}\n",
+            "{:<10}{:<dw$}{:<mw$}{:>9}{:>6}{:>8.1}{:>8.1}{:>+8.1}  [{:+.1}, {:+.1}]{:>8.1}\n",
             &c.cell_id[..c.cell_id.len().min(8)],
             c.dataset,
             c.method,
