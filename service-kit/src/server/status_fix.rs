@@ -6,7 +6,12 @@
 //!   convention for a *server's* parse failure; the fault is the caller's, so INVALID_ARGUMENT
 //!   with tonic's message;
 //! - a service or method this server does not serve: tonic answers UNIMPLEMENTED with no
-//!   message; the message now names the path and the services served.
+//!   message; the message now names the path and the services served;
+//! - a request message over the server's decoding bound: tonic answers OUT_OF_RANGE
+//!   ("decoded message length too large") with no label; it becomes INVALID_ARGUMENT (a
+//!   request argument over a configured bound, as `prompt_too_long` is) with the label
+//!   `request_too_large` and a message naming the size, the limit and where the limit comes
+//!   from.
 //!
 //! Only trailers-only answers (the status in the response headers, which is how tonic answers
 //! both before a handler runs) are touched; a handler's own statuses pass unchanged.
@@ -18,8 +23,14 @@ use std::task::{Context, Poll};
 
 use http::HeaderValue;
 
+use crate::rpc::ERROR_TYPE_KEY;
+
 /// The prefix of prost's decode error, as tonic's codec puts it in `grpc-message`.
 const DECODE_FAILURE: &str = "failed to decode Protobuf message";
+
+/// What tonic's codec says of a message over the decoding bound (`found N bytes, the limit
+/// is: M bytes` follows).
+const TOO_LARGE: &str = "decoded message length too large";
 
 /// Adds [`StatusFix`] to every request of a server that serves `served`.
 #[derive(Debug, Clone)]
@@ -90,6 +101,16 @@ pub(crate) fn fix(headers: &mut http::HeaderMap, path: &str, served: &[&str]) {
         Some(b"13") if message.starts_with(DECODE_FAILURE) => {
             headers.insert("grpc-status", HeaderValue::from_static("3"));
         }
+        Some(b"11") if message.contains(TOO_LARGE) => {
+            headers.insert("grpc-status", HeaderValue::from_static("3"));
+            headers.insert(
+                ERROR_TYPE_KEY,
+                HeaderValue::from_static("request_too_large"),
+            );
+            if let Ok(v) = HeaderValue::from_str(&percent_encode(&too_large_message(&message))) {
+                headers.insert("grpc-message", v);
+            }
+        }
         Some(b"12") if message.is_empty() => {
             let text = format!(
                 "{path} is not served here: unknown service or method (this server serves {})",
@@ -101,6 +122,25 @@ pub(crate) fn fix(headers: &mut http::HeaderMap, path: &str, served: &[&str]) {
         }
         _ => {}
     }
+}
+
+/// The message of a request over the decoding bound: its size and the limit from tonic's
+/// message (tonic's message kept after them if they cannot be read from it), and where the
+/// limit comes from.
+fn too_large_message(tonic_message: &str) -> String {
+    let mut numbers = tonic_message
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse::<u64>().ok());
+    let sizes = match (numbers.next(), numbers.next()) {
+        (Some(found), Some(limit)) => {
+            format!("request message of {found} bytes is over this server's limit of {limit} bytes")
+        }
+        _ => format!("request message over this server's limit ({tonic_message})"),
+    };
+    format!(
+        "{sizes}: the decoding bound is limits.max_prompt_bytes + 8 bytes per prompt token + \
+         64 KiB, at most limits.max_message_bytes; shorten the prompt text"
+    )
 }
 
 /// `grpc-message` encoding: printable ASCII except `%` as is, every other byte `%XX`.
@@ -184,6 +224,29 @@ mod tests {
             percent_decode(h["grpc-message"].as_bytes()),
             "not in this build"
         );
+    }
+
+    #[test]
+    fn a_request_over_the_decoding_bound_is_labelled_invalid_argument_naming_the_limit() {
+        let tonic = "Error, decoded message length too large: found 4194400 bytes, the limit \
+                     is: 86016 bytes";
+        let mut h = headers("11", Some(tonic));
+        fix(&mut h, "/a.B/C", &["a.B"]);
+        assert_eq!(h["grpc-status"], "3");
+        assert_eq!(h[ERROR_TYPE_KEY], "request_too_large");
+        let m = percent_decode(h["grpc-message"].as_bytes());
+        assert!(
+            m.starts_with(
+                "request message of 4194400 bytes is over this server's limit of 86016 bytes"
+            ),
+            "{m}"
+        );
+        assert!(m.contains("limits.max_message_bytes"), "{m}");
+        // Another OUT_OF_RANGE is left alone.
+        let mut h = headers("11", Some("position 9 past the end"));
+        fix(&mut h, "/a.B/C", &["a.B"]);
+        assert_eq!(h["grpc-status"], "11");
+        assert!(h.get(ERROR_TYPE_KEY).is_none());
     }
 
     #[test]
