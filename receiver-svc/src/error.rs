@@ -2,8 +2,25 @@
 //! metrics. Errors of the sharer keep their code (never flattened into a string).
 
 use fuser::FuserError;
-use service_kit::rpc::ServiceError;
+use service_kit::rpc::{ERROR_TYPE_KEY, ServiceError};
 use tonic::{Code, Status};
+
+/// The sharer's labels (`kvwire-error-type`) the receiver passes on as its own: refusals of
+/// the request and limits, which say what the caller asked for (a byte cap too small, a prompt
+/// too long, an overloaded sharer). A sharer's internal failure (`model`, `encode`, `worker`)
+/// or a label not listed here is `sharer_status`. A bounded list: the label is a metric label
+/// too, and the sharer is another process.
+pub const SHARER_REFUSALS: &[&str] = &[
+    "invalid_argument",
+    "prompt_too_long",
+    "request_too_large",
+    "cap_too_small",
+    "session_not_found",
+    "refine",
+    "overloaded",
+    "cancelled",
+    "unauthenticated",
+];
 
 /// Everything that can fail in a receiver rpc.
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +105,9 @@ pub enum ReceiverError {
         code: Code,
         /// The sharer's message.
         message: String,
+        /// The sharer's label when it is one of [`SHARER_REFUSALS`] (passed on as this
+        /// error's label); otherwise the label is `sharer_status`.
+        label: Option<&'static str>,
     },
     /// The frame stream broke (connection lost, sharer killed) after some frames arrived.
     #[error("sharer stream broke after {frames} frame(s): {reason}")]
@@ -143,9 +163,15 @@ impl ReceiverError {
                 reason: format!("{:?}: {}", status.code(), status.message()),
             };
         }
+        let label = status
+            .metadata()
+            .get(ERROR_TYPE_KEY)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|l| SHARER_REFUSALS.iter().copied().find(|known| *known == l));
         ReceiverError::SharerStatus {
             code: status.code(),
             message: status.message().to_string(),
+            label,
         }
     }
 }
@@ -187,7 +213,7 @@ impl ServiceError for ReceiverError {
             ReceiverError::NoFuser { .. } => "no_fuser",
             ReceiverError::SharerUnreachable { .. } => "sharer_unreachable",
             ReceiverError::SharerTransport { .. } => "sharer_transport",
-            ReceiverError::SharerStatus { .. } => "sharer_status",
+            ReceiverError::SharerStatus { label, .. } => label.unwrap_or("sharer_status"),
             ReceiverError::StreamBroken { .. } => "sharer_stream_broken",
             ReceiverError::Transfer(kvwire::AssembleError::Decode(_)) => "decode",
             ReceiverError::Transfer(_) => "transfer",
@@ -208,9 +234,35 @@ service_kit::status_from!(ReceiverError);
 
 #[cfg(test)]
 mod tests {
-    use service_kit::rpc::ERROR_TYPE_KEY;
-
     use super::*;
+
+    fn labelled(status: Status, label: &'static str) -> Status {
+        let mut status = status;
+        status.metadata_mut().insert(
+            ERROR_TYPE_KEY,
+            tonic::metadata::MetadataValue::from_static(label),
+        );
+        status
+    }
+
+    #[test]
+    fn a_sharer_refusal_keeps_its_code_and_label_and_a_fault_is_sharer_status() {
+        let refused = labelled(
+            Status::failed_precondition("byte cap 10 ..."),
+            "cap_too_small",
+        );
+        let s: Status = ReceiverError::from_sharer(refused).into();
+        assert_eq!(s.code(), Code::FailedPrecondition);
+        assert_eq!(s.metadata().get(ERROR_TYPE_KEY).unwrap(), "cap_too_small");
+        assert!(s.message().starts_with("sharer returned"), "{s:?}");
+        // The sharer's internal failure, or a label this receiver does not know.
+        for label in ["model", "made_up_label"] {
+            let s: Status =
+                ReceiverError::from_sharer(labelled(Status::internal("boom"), label)).into();
+            assert_eq!(s.code(), Code::Internal);
+            assert_eq!(s.metadata().get(ERROR_TYPE_KEY).unwrap(), "sharer_status");
+        }
+    }
 
     #[test]
     fn sharer_codes_pass_through_and_breaks_are_unavailable() {
