@@ -11,6 +11,8 @@
 //! ends every layer holds the same positions, and as many frames arrived as the header announced.
 //! Pure and synchronous; buffers are reused across frames and, through
 //! [`HostCache::into_buffers`] and [`CacheAssembler::reusing`], across transfers.
+//! Over 400 lines on purpose: every round rule is checked here and only here, so the sharer's
+//! record and the receiver's cache cannot disagree on one.
 
 use crate::v2::{FrameKind, FrameRef, SessionHeader, decode_frame_ref};
 

@@ -142,6 +142,94 @@ fn sharer_tokenizer(spec: &str, pair: &str) -> anyhow::Result<String> {
     }
 }
 
+/// Starts the sharer of `pair` on a loopback port.
+async fn start_sharer(
+    pair: &CellPair,
+    placement: &ServicePlacement,
+    stop: watch::Receiver<bool>,
+    log: &RunLog,
+) -> anyhow::Result<Running> {
+    let (listener, url) = bind().await?;
+    fetch_model_asset(&pair.sharer.model)?;
+    let mut config = SharerConfig {
+        model: pair.sharer.model.clone(),
+        device: placement.device.clone(),
+        dtype: placement.dtype.clone(),
+        ..Default::default()
+    };
+    config.limits.max_concurrent_jobs = placement.jobs;
+    log.line(format!(
+        "starting embedded sharer {} on {url} ({} {}, {} job(s) at once)",
+        config.model, config.device, config.dtype, placement.jobs
+    ));
+    let served = sharer_svc::serve(config, listener, stopped(stop));
+    let task = tokio::spawn(async move { served.await.map_err(anyhow::Error::from) });
+    Ok(Running {
+        role: Role::Sharer,
+        model: pair.sharer.model.clone(),
+        fuser: None,
+        url,
+        task,
+    })
+}
+
+/// What a receiver of one pair starts with.
+struct ReceiverStart<'a> {
+    pair: &'a CellPair,
+    placement: &'a ServicePlacement,
+    /// The embedded sharers, the receiver's allow-list.
+    sharer_urls: &'a [String],
+}
+
+/// Starts the receiver of `pair` on a loopback port: identity fuser, or the pair's C2C fuser.
+async fn start_receiver(
+    start: ReceiverStart<'_>,
+    stop: watch::Receiver<bool>,
+    log: &RunLog,
+) -> anyhow::Result<Running> {
+    let ReceiverStart {
+        pair,
+        placement,
+        sharer_urls,
+    } = start;
+    let (listener, url) = bind().await?;
+    fetch_model_asset(&pair.receiver.model)?;
+    let mut config = ReceiverConfig {
+        model: pair.receiver.model.clone(),
+        device: placement.device.clone(),
+        dtype: placement.dtype.clone(),
+        // Every request names its sharer: one of the embedded ones.
+        sharer_endpoint: String::new(),
+        allowed_sharers: sharer_urls.to_vec(),
+        fuser: FuserKind::Identity,
+        ..Default::default()
+    };
+    config.limits.max_concurrent_jobs = placement.jobs;
+    if let Some(fuser) = &pair.fuser {
+        // A C2C pair: the receiver loads the fuser folder and aligns prompts with the sharer's
+        // tokenizer (read from the sharer's GGUF or HF folder).
+        let tokenizer = sharer_tokenizer(&pair.sharer.model, &pair.label)?;
+        config.fuser = FuserKind::C2c;
+        config.c2c = C2cSettings {
+            fuser_dir: fuser.clone(),
+            sharer_tokenizer: tokenizer,
+        };
+    }
+    log.line(format!(
+        "starting embedded receiver {} on {url} ({} {}, {} job(s) at once)",
+        config.model, config.device, config.dtype, placement.jobs
+    ));
+    let served = receiver_svc::serve(config, listener, stopped(stop));
+    let task = tokio::spawn(async move { served.await.map_err(anyhow::Error::from) });
+    Ok(Running {
+        role: Role::Receiver,
+        model: pair.receiver.model.clone(),
+        fuser: pair.fuser.clone(),
+        url,
+        task,
+    })
+}
+
 async fn stopped(mut rx: watch::Receiver<bool>) {
     // Either a stop signal or the sender going away ends the service.
     let _ = rx.wait_for(|stop| *stop).await;
@@ -164,28 +252,8 @@ impl Embedded {
         };
         for pair in pairs {
             if !me.sharers.iter().any(|s| s.model == pair.sharer.model) {
-                let (listener, url) = bind().await?;
-                fetch_model_asset(&pair.sharer.model)?;
-                let mut config = SharerConfig {
-                    model: pair.sharer.model.clone(),
-                    device: placement.device.clone(),
-                    dtype: placement.dtype.clone(),
-                    ..Default::default()
-                };
-                config.limits.max_concurrent_jobs = placement.jobs;
-                log.line(format!(
-                    "starting embedded sharer {} on {url} ({} {}, {} job(s) at once)",
-                    config.model, config.device, config.dtype, placement.jobs
-                ));
-                let served = sharer_svc::serve(config, listener, stopped(stop_rx.clone()));
-                let task = tokio::spawn(async move { served.await.map_err(anyhow::Error::from) });
-                me.sharers.push(Running {
-                    role: Role::Sharer,
-                    model: pair.sharer.model.clone(),
-                    fuser: None,
-                    url,
-                    task,
-                });
+                let running = start_sharer(pair, placement, stop_rx.clone(), log).await?;
+                me.sharers.push(running);
             }
         }
         // Receivers start once every sharer has its URL: each may connect to any of them
@@ -197,42 +265,13 @@ impl Embedded {
                 .iter()
                 .any(|r| r.model == pair.receiver.model && r.fuser == pair.fuser)
             {
-                let (listener, url) = bind().await?;
-                fetch_model_asset(&pair.receiver.model)?;
-                let mut config = ReceiverConfig {
-                    model: pair.receiver.model.clone(),
-                    device: placement.device.clone(),
-                    dtype: placement.dtype.clone(),
-                    // Every request names its sharer: one of the embedded ones.
-                    sharer_endpoint: String::new(),
-                    allowed_sharers: sharer_urls.clone(),
-                    fuser: FuserKind::Identity,
-                    ..Default::default()
+                let receiver = ReceiverStart {
+                    pair,
+                    placement,
+                    sharer_urls: &sharer_urls,
                 };
-                config.limits.max_concurrent_jobs = placement.jobs;
-                if let Some(fuser) = &pair.fuser {
-                    // A C2C pair: the receiver loads the fuser folder and aligns prompts with
-                    // the sharer's tokenizer (read from the sharer's GGUF or HF folder).
-                    let tokenizer = sharer_tokenizer(&pair.sharer.model, &pair.label)?;
-                    config.fuser = FuserKind::C2c;
-                    config.c2c = C2cSettings {
-                        fuser_dir: fuser.clone(),
-                        sharer_tokenizer: tokenizer,
-                    };
-                }
-                log.line(format!(
-                    "starting embedded receiver {} on {url} ({} {}, {} job(s) at once)",
-                    config.model, config.device, config.dtype, placement.jobs
-                ));
-                let served = receiver_svc::serve(config, listener, stopped(stop_rx.clone()));
-                let task = tokio::spawn(async move { served.await.map_err(anyhow::Error::from) });
-                me.receivers.push(Running {
-                    role: Role::Receiver,
-                    model: pair.receiver.model.clone(),
-                    fuser: pair.fuser.clone(),
-                    url,
-                    task,
-                });
+                let running = start_receiver(receiver, stop_rx.clone(), log).await?;
+                me.receivers.push(running);
             }
         }
         for running in me.sharers.iter_mut().chain(me.receivers.iter_mut()) {
@@ -340,66 +379,5 @@ async fn wait_ready(running: &mut Running, log: &RunLog) -> anyhow::Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sharer_tokenizer_reads_gguf_and_hf_specs() {
-        let t = |spec: &str| sharer_tokenizer(spec, "p").map_err(|e| format!("{e:#}"));
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("q.gguf");
-        std::fs::write(&file, b"gguf").unwrap();
-        let file = file.display().to_string();
-        assert_eq!(t(&format!("gguf:{file}")).unwrap(), file);
-        assert!(t("gguf:/m/q.gguf").unwrap_err().contains("not found"));
-        assert_eq!(t("hf:/m/qwen").unwrap(), "/m/qwen/tokenizer.json");
-        assert!(
-            t("random:tiny-llama:7")
-                .unwrap_err()
-                .contains("no tokenizer file")
-        );
-        assert!(t("gguf:").unwrap_err().contains("nothing after the kind"));
-        assert!(t("onnx:m").unwrap_err().contains("expected gguf:"));
-    }
-
-    #[test]
-    fn only_gguf_asset_names_are_assets() {
-        assert_eq!(spec_asset("gguf:smollm2-135m"), Some(AssetId::Smollm2_135m));
-        assert_eq!(
-            spec_asset("gguf:smollm2-135m-instruct-q4_1.gguf"),
-            Some(AssetId::Smollm2_135m)
-        );
-        assert_eq!(spec_asset("gguf:/m/smollm2-135m"), None);
-        assert_eq!(spec_asset("hf:smollm2-135m"), None);
-        assert_eq!(spec_asset("gguf:"), None);
-    }
-
-    #[test]
-    fn placements_are_checked_before_anything_starts() {
-        ServicePlacement::default().check().unwrap();
-        let bad = ServicePlacement {
-            device: "gpu".into(),
-            dtype: "f64".into(),
-            jobs: 1,
-        };
-        let err = format!("{:#}", bad.check().unwrap_err());
-        assert!(
-            err.contains("--device gpu") && err.contains("cuda:N"),
-            "{err}"
-        );
-        if !service_kit::device::CUDA_BUILT {
-            let cuda = ServicePlacement {
-                device: "cuda:0".into(),
-                dtype: "bf16".into(),
-                jobs: 1,
-            };
-            let err = format!("{:#}", cuda.check().unwrap_err());
-            assert!(err.contains("`cuda` feature"), "{err}");
-        }
-        let none = ServicePlacement {
-            jobs: 0,
-            ..ServicePlacement::default()
-        };
-        assert!(none.check().unwrap_err().to_string().contains("--jobs"));
-    }
-}
+#[path = "embedded_tests.rs"]
+mod tests;
