@@ -73,6 +73,10 @@ pub enum RuntimeError {
         /// Why it does not fit.
         reason: String,
     },
+    /// The work was cancelled (its [`crate::cancel::CancelToken`] was set): it stopped
+    /// between layers without a result.
+    #[error("cancelled between layers: the caller went away or its deadline passed")]
+    Cancelled,
     /// A tensor operation failed inside candle.
     #[error("tensor operation failed: {0}")]
     Candle(#[from] candle_core::Error),

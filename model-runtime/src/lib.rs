@@ -4,8 +4,12 @@
 //! The cache is a value ([`KvCache`]): [`Model::prefill`] returns every layer's post-RoPE
 //! K and V as `[B, H_kv, T, D]`, and [`Model::forward`] takes a cache plus an offset, so a
 //! sharer can export its cache and a receiver can run on a fused one.
+//!
+//! Every forward pass checks the current thread's [`CancelToken`] (installed with
+//! [`CancelToken::scope`]) before each layer and stops with [`RuntimeError::Cancelled`].
 
 pub mod cache;
+pub mod cancel;
 pub mod chat;
 pub mod config;
 pub mod error;
@@ -18,6 +22,7 @@ pub mod tokenizer;
 mod weights;
 
 pub use cache::{KvCache, KvPart, LayerKv};
+pub use cancel::CancelToken;
 pub use config::{Arch, ModelConfig, RopeStyle};
 pub use error::{Result, RuntimeError};
 pub use generate::{

@@ -207,6 +207,8 @@ impl Model {
         };
         let mut new_layers = Vec::with_capacity(self.layers.len());
         for (i, layer) in self.layers.iter().enumerate() {
+            // Between layers: a cancelled request stops here, its cache left as it was.
+            crate::cancel::checkpoint()?;
             let (y, kv) = layer.forward(
                 &x,
                 offset,
