@@ -2,6 +2,7 @@
 //! metrics. Errors of the sharer keep their code (never flattened into a string).
 
 use fuser::FuserError;
+use model_runtime::RuntimeError;
 use service_kit::rpc::{ERROR_TYPE_KEY, ServiceError};
 use tonic::{Code, Status};
 
@@ -125,7 +126,7 @@ pub enum ReceiverError {
     Fuse(#[from] fuser::FuserError),
     /// The model failed.
     #[error("model: {0}")]
-    Model(#[from] model_runtime::RuntimeError),
+    Model(#[from] RuntimeError),
     /// The model's scores cannot rank the choices (not finite).
     #[error("scoring: {0}")]
     Scoring(String),
@@ -176,8 +177,23 @@ impl ReceiverError {
     }
 }
 
+impl ReceiverError {
+    /// Whether the model stopped between layers because the caller went away
+    /// (`model_runtime::cancel`), directly or inside the fuser.
+    fn cancelled(&self) -> bool {
+        matches!(
+            self,
+            ReceiverError::Model(RuntimeError::Cancelled)
+                | ReceiverError::Fuse(FuserError::Runtime(RuntimeError::Cancelled))
+        )
+    }
+}
+
 impl ServiceError for ReceiverError {
     fn code(&self) -> Code {
+        if self.cancelled() {
+            return Code::Cancelled;
+        }
         match self {
             ReceiverError::InvalidArgument { .. }
             | ReceiverError::PromptTooLong { .. }
@@ -202,6 +218,9 @@ impl ServiceError for ReceiverError {
     }
 
     fn error_type(&self) -> &'static str {
+        if self.cancelled() {
+            return "cancelled";
+        }
         match self {
             ReceiverError::InvalidArgument { .. } => "invalid_argument",
             ReceiverError::PromptTooLong { .. } | ReceiverError::PromptBytes { .. } => {
@@ -278,6 +297,18 @@ mod tests {
             s.metadata().get(ERROR_TYPE_KEY).unwrap(),
             "sharer_stream_broken"
         );
+    }
+
+    #[test]
+    fn model_work_stopped_between_layers_is_cancelled() {
+        for e in [
+            ReceiverError::from(RuntimeError::Cancelled),
+            ReceiverError::from(FuserError::from(RuntimeError::Cancelled)),
+        ] {
+            let s: Status = e.into();
+            assert_eq!(s.code(), Code::Cancelled);
+            assert_eq!(s.metadata().get(ERROR_TYPE_KEY).unwrap(), "cancelled");
+        }
     }
 
     #[test]

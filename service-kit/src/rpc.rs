@@ -2,11 +2,15 @@
 //! one `tonic::Status` (code plus the stable `kvwire-error-type` label in metadata), record the
 //! outcome in the metrics, and run model work on blocking threads through a bounded job pool
 //! whose wait queue is bounded too (beyond it a call is shed at once: RESOURCE_EXHAUSTED).
+//! A job runs inside the scope of a [`CancelToken`] that is set when its caller goes away (the
+//! rpc future dropped: client gone, deadline passed), so the model stops between layers and
+//! the slot is free again (`model_runtime::cancel`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
+use model_runtime::{CancelToken, RuntimeError};
 use tokio::sync::{Semaphore, TryAcquireError};
 use tonic::{Code, Status};
 
@@ -16,8 +20,12 @@ use crate::metrics_catalog::record_rpc;
 pub const ERROR_TYPE_KEY: &str = "kvwire-error-type";
 
 /// A service's error type: one gRPC code and one stable label per variant; a job shed by the
-/// pool ([`Overloaded`]: RESOURCE_EXHAUSTED, label `overloaded`) converts into it.
-pub trait ServiceError: std::error::Error + From<Overloaded> + Send + 'static {
+/// pool ([`Overloaded`]: RESOURCE_EXHAUSTED, label `overloaded`) converts into it, and so does
+/// the model's error (a job cancelled before it started is [`RuntimeError::Cancelled`], which
+/// the service maps to CANCELLED, label `cancelled`).
+pub trait ServiceError:
+    std::error::Error + From<Overloaded> + From<RuntimeError> + Send + 'static
+{
     /// The gRPC code of this error.
     fn code(&self) -> Code;
     /// Stable label for metrics, logs and the `kvwire-error-type` metadata.
@@ -105,6 +113,25 @@ impl<R> Clone for JobPool<R> {
     }
 }
 
+/// Cancels its token when dropped: held by whatever stands for the caller (the rpc future,
+/// a response stream), so the job stops between layers once the caller is gone. Dropped after
+/// the job finished, it cancels nothing that still runs.
+#[derive(Debug)]
+pub struct CancelOnDrop(CancelToken);
+
+impl CancelOnDrop {
+    /// A guard for `token`.
+    pub fn new(token: CancelToken) -> Self {
+        Self(token)
+    }
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
+}
+
 /// A place in the wait queue, given back when the job gets its slot or its caller goes away.
 struct QueuePlace(Arc<AtomicUsize>);
 
@@ -138,7 +165,8 @@ impl<R: Send + Sync + 'static> JobPool<R> {
 
     /// Runs `f` on a blocking thread once a slot is free, inside the caller's tracing span; when
     /// no slot is free and the wait queue is full, fails at once with
-    /// an [`Overloaded`] error.
+    /// an [`Overloaded`] error. Dropping the returned future (the caller went away) cancels
+    /// the job: model work in `f` stops at its next layer.
     pub async fn run<T, E>(
         &self,
         f: impl FnOnce(&R) -> Result<T, E> + Send + 'static,
@@ -147,6 +175,22 @@ impl<R: Send + Sync + 'static> JobPool<R> {
         T: Send + 'static,
         E: ServiceError,
     {
+        self.run_cancellable(CancelToken::new(), f).await
+    }
+
+    /// As [`JobPool::run`], with `cancel` as the job's token too: whoever else holds it (a
+    /// response stream's [`CancelOnDrop`]) can stop the job. A job whose token is set before
+    /// it gets a slot does not start ([`RuntimeError::Cancelled`]).
+    pub async fn run_cancellable<T, E>(
+        &self,
+        cancel: CancelToken,
+        f: impl FnOnce(&R) -> Result<T, E> + Send + 'static,
+    ) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: ServiceError,
+    {
+        let _cancel_on_drop = CancelOnDrop::new(cancel.clone());
         let closed = || E::worker("job pool closed".into());
         let permit = match Arc::clone(&self.permits).try_acquire_owned() {
             Ok(permit) => permit,
@@ -174,7 +218,10 @@ impl<R: Send + Sync + 'static> JobPool<R> {
         let span = tracing::Span::current();
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            span.in_scope(|| f(&resource))
+            if cancel.is_cancelled() {
+                return Err(E::from(RuntimeError::Cancelled));
+            }
+            span.in_scope(|| cancel.scope(|| f(&resource)))
         })
         .await
         .map_err(|e| E::worker(e.to_string()))?
@@ -182,129 +229,4 @@ impl<R: Send + Sync + 'static> JobPool<R> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[derive(Debug, thiserror::Error)]
-    enum TestError {
-        #[error("gone: {0}")]
-        Gone(String),
-        #[error("worker: {0}")]
-        Worker(String),
-        #[error(transparent)]
-        Overloaded(#[from] Overloaded),
-    }
-
-    impl ServiceError for TestError {
-        fn code(&self) -> Code {
-            match self {
-                TestError::Gone(_) => Code::Unavailable,
-                TestError::Worker(_) => Code::Internal,
-                TestError::Overloaded(_) => Code::ResourceExhausted,
-            }
-        }
-        fn error_type(&self) -> &'static str {
-            match self {
-                TestError::Gone(_) => "gone",
-                TestError::Worker(_) => "worker",
-                TestError::Overloaded(_) => "overloaded",
-            }
-        }
-        fn worker(reason: String) -> Self {
-            TestError::Worker(reason)
-        }
-    }
-
-    #[test]
-    fn status_keeps_code_message_and_label() {
-        let s = to_status(&TestError::Gone("sharer".into()));
-        assert_eq!(s.code(), Code::Unavailable);
-        assert_eq!(s.message(), "gone: sharer");
-        assert_eq!(s.metadata().get(ERROR_TYPE_KEY).unwrap(), "gone");
-    }
-
-    #[tokio::test]
-    async fn jobs_run_on_the_resource_and_panics_become_worker_errors() {
-        let pool = JobPool::new(41u32, 1, 0);
-        let v = pool.run(|r| Ok::<_, TestError>(r + 1)).await.unwrap();
-        assert_eq!(v, 42);
-        let err = pool
-            .run(|_| -> Result<(), TestError> { panic!("boom") })
-            .await
-            .unwrap_err();
-        assert_eq!(err.error_type(), "worker");
-        // The slot of the panicked job was released.
-        assert_eq!(pool.run(|r| Ok::<_, TestError>(*r)).await.unwrap(), 41);
-    }
-
-    /// Starts a job that holds `pool`'s only slot (returning 1) until the sender is used.
-    async fn hold_the_only_slot(
-        pool: &JobPool<()>,
-    ) -> (
-        tokio::task::JoinHandle<Result<i32, TestError>>,
-        std::sync::mpsc::Sender<()>,
-    ) {
-        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
-        let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
-        let running = tokio::spawn({
-            let pool = pool.clone();
-            async move {
-                pool.run(move |_| {
-                    let _ = started_tx.send(());
-                    release_rx.recv().unwrap();
-                    Ok::<_, TestError>(1)
-                })
-                .await
-            }
-        });
-        started_rx.await.unwrap();
-        (running, release_tx)
-    }
-
-    #[tokio::test]
-    async fn beyond_the_wait_queue_a_job_is_shed_at_once() {
-        use std::time::Duration;
-        let pool = JobPool::new((), 1, 1);
-        // One job holds the only slot until released.
-        let (running, release_tx) = hold_the_only_slot(&pool).await;
-        // A second waits in the queue's one place.
-        let queued = tokio::spawn({
-            let pool = pool.clone();
-            async move { pool.run(|_| Ok::<_, TestError>(2)).await }
-        });
-        while pool.queued() < 1 {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        // A third is refused without waiting.
-        let shed =
-            tokio::time::timeout(Duration::from_secs(5), pool.run(|_| Ok::<_, TestError>(3)))
-                .await
-                .expect("a shed job answers at once")
-                .unwrap_err();
-        assert_eq!(shed.code(), Code::ResourceExhausted);
-        let status = to_status(&shed);
-        assert_eq!(status.metadata().get(ERROR_TYPE_KEY).unwrap(), "overloaded");
-        assert!(status.message().contains("1 waiting"), "{status:?}");
-        release_tx.send(()).unwrap();
-        assert_eq!(running.await.unwrap().unwrap(), 1);
-        assert_eq!(queued.await.unwrap().unwrap(), 2);
-        assert_eq!(pool.queued(), 0);
-    }
-
-    #[tokio::test]
-    async fn a_caller_that_gives_up_frees_its_queue_place() {
-        let pool = JobPool::new((), 1, 1);
-        let (running, release_tx) = hold_the_only_slot(&pool).await;
-        // A caller whose deadline passes while queued leaves the queue.
-        let gave_up = tokio::time::timeout(
-            std::time::Duration::from_millis(20),
-            pool.run(|_| Ok::<_, TestError>(())),
-        )
-        .await;
-        assert!(gave_up.is_err());
-        assert_eq!(pool.queued(), 0);
-        release_tx.send(()).unwrap();
-        running.await.unwrap().unwrap();
-        pool.run(|_| Ok::<_, TestError>(())).await.unwrap();
-    }
-}
+mod tests;

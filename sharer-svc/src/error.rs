@@ -1,6 +1,7 @@
 //! The sharer's error type and its one mapping to gRPC status codes, with a stable label for
 //! metrics.
 
+use model_runtime::RuntimeError;
 use service_kit::rpc::ServiceError;
 use tonic::Code;
 
@@ -52,7 +53,7 @@ pub enum SharerError {
     Refine(String),
     /// The model failed.
     #[error("model: {0}")]
-    Model(#[from] model_runtime::RuntimeError),
+    Model(#[from] RuntimeError),
     /// Frame encoding failed.
     #[error("kvwire encode: {0}")]
     Encode(#[from] kvwire::EncodeError),
@@ -86,7 +87,10 @@ impl ServiceError for SharerError {
             SharerError::Overloaded(_) => Code::ResourceExhausted,
             SharerError::CapTooSmall { .. } => Code::FailedPrecondition,
             SharerError::SessionNotFound(_) => Code::NotFound,
-            SharerError::Cancelled(_) => Code::Cancelled,
+            // The model stopped between layers: the caller went away (model_runtime::cancel).
+            SharerError::Cancelled(_) | SharerError::Model(RuntimeError::Cancelled) => {
+                Code::Cancelled
+            }
             SharerError::Model(_) | SharerError::Encode(_) | SharerError::Worker(_) => {
                 Code::Internal
             }
@@ -103,9 +107,9 @@ impl ServiceError for SharerError {
             SharerError::CapTooSmall { .. } => "cap_too_small",
             SharerError::SessionNotFound(_) => "session_not_found",
             SharerError::Refine(_) => "refine",
+            SharerError::Cancelled(_) | SharerError::Model(RuntimeError::Cancelled) => "cancelled",
             SharerError::Model(_) => "model",
             SharerError::Encode(_) => "encode",
-            SharerError::Cancelled(_) => "cancelled",
             SharerError::Worker(_) => "worker",
         }
     }
@@ -144,5 +148,12 @@ mod tests {
         .into();
         assert_eq!(s.code(), Code::InvalidArgument);
         assert_eq!(s.metadata().get(ERROR_TYPE_KEY).unwrap(), "prompt_too_long");
+    }
+
+    #[test]
+    fn model_work_stopped_between_layers_is_cancelled() {
+        let s: Status = SharerError::from(RuntimeError::Cancelled).into();
+        assert_eq!(s.code(), Code::Cancelled);
+        assert_eq!(s.metadata().get(ERROR_TYPE_KEY).unwrap(), "cancelled");
     }
 }

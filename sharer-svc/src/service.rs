@@ -10,8 +10,9 @@ use eval_harness::LETTERS;
 use futures::{Stream, StreamExt};
 use kvwire_proto::v1 as pb;
 use kvwire_proto::v1::sharer_server::Sharer;
+use model_runtime::CancelToken;
 use service_kit::metrics_catalog::{SESSIONS_ACTIVE, SESSIONS_EVICTED, add_bytes, record_stage_ms};
-use service_kit::rpc::JobPool;
+use service_kit::rpc::{CancelOnDrop, JobPool};
 use service_kit::trace_context::TraceContext;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
@@ -84,7 +85,8 @@ impl SharerService {
 
     /// Spawns a producer feeding a bounded channel of domain chunks; the returned stream
     /// converts them to wire chunks and ends with the producer's error, if any. Dropping the
-    /// stream closes the channel, which stops the producer before its next frame.
+    /// stream (the client went away) cancels the job: the model stops between layers, and a
+    /// producer past the model stops at its next frame (the channel is closed).
     fn stream_from(
         &self,
         method: &'static str,
@@ -92,13 +94,16 @@ impl SharerService {
     ) -> ChunkStream {
         let (tx, rx) = mpsc::channel(self.limits.stream_buffer_frames);
         let (failed_tx, failed_rx) = oneshot::channel::<Status>();
-        let this = self.clone();
+        let cancel = CancelToken::new();
+        let on_drop = CancelOnDrop::new(cancel.clone());
+        let pool = self.pool.clone();
         let start = Instant::now();
         let span = tracing::Span::current();
         tokio::spawn(
             async move {
                 // The worker owns the only sender: the chunk stream ends when it returns.
-                let result = this.blocking(move |engine| produce(engine, &tx)).await;
+                let job = move |engine: &SharerEngine| produce(engine, &tx);
+                let result = pool.run_cancellable(cancel, job).await;
                 if let Err(status) = finish(method, start, result) {
                     // The receiver may be gone already; then there is nobody to tell.
                     let _ = failed_tx.send(status);
@@ -109,7 +114,11 @@ impl SharerService {
         let chunks = ReceiverStream::new(rx).map(|c| Ok(pb::ShareChunk::from(c)));
         let failure =
             futures::stream::once(failed_rx).filter_map(|r| async move { r.ok().map(Err) });
-        Box::pin(chunks.chain(failure))
+        // The stream holds the guard: dropped with it, it cancels the job.
+        Box::pin(chunks.chain(failure).map(move |item| {
+            let _held = &on_drop;
+            item
+        }))
     }
 }
 
