@@ -1,9 +1,8 @@
-//! Inference helpers over an explicit cache: greedy generation, next-token logits,
-//! continuation log-probabilities (rank classification) and forced choice over options.
+//! Inference helpers over an explicit cache: greedy generation, next-token logits and forced
+//! choice over options (continuation scoring for rank classification is in `score`).
 
 use crate::cache::KvCache;
 use crate::error::{Result, RuntimeError};
-use crate::layer::log_softmax;
 use crate::model::Model;
 use candle_core::{IndexOp, Tensor};
 
@@ -32,17 +31,6 @@ pub struct Generation {
     pub tokens: Vec<u32>,
     /// Why it ended.
     pub stop: StopReason,
-}
-
-/// Log-probability of one continuation given a prompt.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ContinuationScore {
-    /// Log-probability of each continuation token (natural log).
-    pub token_logprobs: Vec<f32>,
-    /// Their sum.
-    pub sum_logprob: f64,
-    /// Number of continuation tokens.
-    pub n_tokens: usize,
 }
 
 /// Forced choice over candidate tokens: softmax restricted to them.
@@ -141,91 +129,6 @@ impl Model {
             tokens,
             stop: StopReason::MaxTokens,
         })
-    }
-
-    /// Prefills `prompt` once and scores every continuation from it (rank classification).
-    pub fn continuation_logprobs(
-        &self,
-        prompt: &[u32],
-        continuations: &[Vec<u32>],
-    ) -> Result<Vec<ContinuationScore>> {
-        let (logits, cache) = self.prefill(&self.ids_tensor(prompt)?)?;
-        self.score_continuations(&logits, &cache, prompt.len(), continuations)
-    }
-
-    /// Scores continuations after a prompt whose cache is `cache` (batch 1, possibly
-    /// injected) and whose last-position logits are `last_logits` `[1, V]`. The cache is
-    /// not modified. Continuations of two or more tokens run as one right-padded batch.
-    pub fn score_continuations(
-        &self,
-        last_logits: &Tensor,
-        cache: &KvCache,
-        offset: usize,
-        continuations: &[Vec<u32>],
-    ) -> Result<Vec<ContinuationScore>> {
-        if continuations.iter().any(Vec::is_empty) {
-            return Err(RuntimeError::input(
-                "continuations",
-                "a continuation has no tokens",
-            ));
-        }
-        let first = log_softmax(last_logits)?.i(0)?.to_vec1::<f32>()?;
-        let mut scores: Vec<Vec<f32>> = continuations
-            .iter()
-            .map(|c| {
-                first
-                    .get(c[0] as usize)
-                    .copied()
-                    .map(|lp| vec![lp])
-                    .ok_or_else(|| {
-                        RuntimeError::input(
-                            "continuations",
-                            format!("token {} outside the vocabulary", c[0]),
-                        )
-                    })
-            })
-            .collect::<Result<_>>()?;
-        let longer: Vec<usize> = (0..continuations.len())
-            .filter(|&i| continuations[i].len() > 1)
-            .collect();
-        if !longer.is_empty() {
-            // Feed tokens 0..n-1 of each continuation; position j predicts token j+1.
-            let width = longer
-                .iter()
-                .map(|&i| continuations[i].len() - 1)
-                .max()
-                .unwrap_or(0);
-            let mut ids = Vec::with_capacity(longer.len() * width);
-            for &i in &longer {
-                let c = &continuations[i];
-                ids.extend_from_slice(&c[..c.len() - 1]);
-                // Right padding is never attended by real positions under the causal mask.
-                ids.extend(std::iter::repeat_n(c[0], width - (c.len() - 1)));
-            }
-            let ids = Tensor::from_vec(ids, (longer.len(), width), &self.device)?;
-            let mut batch_cache = if cache.is_empty() {
-                KvCache::new()
-            } else {
-                cache.repeat_batch(longer.len())?
-            };
-            let logits = self.forward_all(&ids, offset, &mut batch_cache)?;
-            let logprobs = log_softmax(&logits)?;
-            for (row, &i) in longer.iter().enumerate() {
-                let c = &continuations[i];
-                let targets = Tensor::new(&c[1..], &self.device)?.unsqueeze(1)?;
-                let rows = logprobs.i((row, ..c.len() - 1, ..))?;
-                let picked = rows.gather(&targets, 1)?.flatten_all()?.to_vec1::<f32>()?;
-                scores[i].extend(picked);
-            }
-        }
-        Ok(scores
-            .into_iter()
-            .map(|lps| ContinuationScore {
-                sum_logprob: lps.iter().map(|&x| f64::from(x)).sum(),
-                n_tokens: lps.len(),
-                token_logprobs: lps,
-            })
-            .collect())
     }
 }
 

@@ -36,19 +36,55 @@ impl Rope {
         })
     }
 
-    /// Rotates `x` of `[B, H, T, D]` whose first position is `offset`. `autograd` picks
+    /// The cos/sin rows of the new tokens of one forward pass: `offset..offset+T` for one
+    /// run of tokens (a view of the tables), or, for packed segments, each segment's
+    /// positions `offset..offset+len` one after the other (gathered once per forward).
+    pub(crate) fn at(&self, offset: usize, segments: &[usize]) -> Result<RopeAt> {
+        let (cos, sin) = match segments {
+            [t] => (
+                self.cos.narrow(0, offset, *t)?,
+                self.sin.narrow(0, offset, *t)?,
+            ),
+            _ => {
+                let positions: Vec<u32> = segments
+                    .iter()
+                    .flat_map(|&len| (offset..offset + len).map(|p| p as u32))
+                    .collect();
+                let index = Tensor::new(positions, self.cos.device())?;
+                (
+                    self.cos.index_select(&index, 0)?,
+                    self.sin.index_select(&index, 0)?,
+                )
+            }
+        };
+        Ok(RopeAt {
+            cos,
+            sin,
+            style: self.style,
+        })
+    }
+}
+
+/// The rotary rows of one forward pass's new tokens, `[T, head_dim / 2]` each.
+#[derive(Debug, Clone)]
+pub(crate) struct RopeAt {
+    cos: Tensor,
+    sin: Tensor,
+    style: RopeStyle,
+}
+
+impl RopeAt {
+    /// Rotates `x` of `[B, H, T, D]`, token `i` by row `i` of the tables. `autograd` picks
     /// candle's composite (differentiable) kernel over the fused one.
-    fn apply(&self, x: &Tensor, offset: usize, autograd: bool) -> Result<Tensor> {
-        let t = x.dim(2)?;
-        let cos = self.cos.narrow(0, offset, t)?;
-        let sin = self.sin.narrow(0, offset, t)?;
+    fn apply(&self, x: &Tensor, autograd: bool) -> Result<Tensor> {
+        let (cos, sin) = (&self.cos, &self.sin);
         let x = x.contiguous()?;
         use candle_nn::rotary_emb as re;
         Ok(match (self.style, autograd) {
-            (RopeStyle::Half, false) => re::rope(&x, &cos, &sin)?,
-            (RopeStyle::Half, true) => re::rope_slow(&x, &cos, &sin)?,
-            (RopeStyle::Interleaved, false) => re::rope_i(&x, &cos, &sin)?,
-            (RopeStyle::Interleaved, true) => re::rope_i_slow(&x, &cos, &sin)?,
+            (RopeStyle::Half, false) => re::rope(&x, cos, sin)?,
+            (RopeStyle::Half, true) => re::rope_slow(&x, cos, sin)?,
+            (RopeStyle::Interleaved, false) => re::rope_i(&x, cos, sin)?,
+            (RopeStyle::Interleaved, true) => re::rope_i_slow(&x, cos, sin)?,
         })
     }
 }
@@ -82,13 +118,12 @@ pub(crate) struct Dims {
 }
 
 impl Layer {
-    /// Runs the layer on `x` `[B, T, H]` at absolute positions `offset..offset+T`.
+    /// Runs the layer on `x` `[B, T, H]` at the positions of `shared.rope`.
     /// `past` holds the cached K/V before this call (if any); returns the new hidden
     /// states and the extended K/V.
     pub(crate) fn forward(
         &self,
         x: &Tensor,
-        offset: usize,
         past: Option<&LayerKv>,
         shared: &Shared<'_>,
         probe: Option<&mut AttentionProbe>,
@@ -116,8 +151,8 @@ impl Layer {
             Some(w) => rms_norm(&k.contiguous()?, w, dims.eps, dims.autograd)?,
             None => k,
         };
-        let q = rope.apply(&q.transpose(1, 2)?, offset, dims.autograd)?;
-        let k = rope.apply(&k.transpose(1, 2)?, offset, dims.autograd)?;
+        let q = rope.apply(&q.transpose(1, 2)?, dims.autograd)?;
+        let k = rope.apply(&k.transpose(1, 2)?, dims.autograd)?;
         let v = v.transpose(1, 2)?.contiguous()?;
         let (k, v) = match past {
             Some(p) => (Tensor::cat(&[&p.k, &k], 2)?, Tensor::cat(&[&p.v, &v], 2)?),
@@ -157,11 +192,11 @@ impl Layer {
 }
 
 /// What every layer of one forward pass uses alike: the causal mask (none for one query),
-/// the rotary tables and the model's dimensions.
+/// the rotary rows of the new tokens and the model's dimensions.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Shared<'a> {
     pub(crate) mask: Option<&'a Tensor>,
-    pub(crate) rope: &'a Rope,
+    pub(crate) rope: &'a RopeAt,
     pub(crate) dims: Dims,
 }
 
@@ -210,21 +245,31 @@ fn repeat_kv(x: Tensor, n: usize) -> Result<Tensor> {
     Ok(Tensor::cat(&vec![&x; n], 2)?.reshape((b, h * n, t, d))?)
 }
 
-/// Additive causal mask `[T, past + T]`: query i (absolute `past + i` in cache order)
-/// sees every cached entry and the new keys `0..=i`. `None` for a single query.
+/// Additive causal mask `[T, past + T]` for new tokens packed as `segments` (their lengths,
+/// summing to T; one segment is an ordinary run): a query of a segment sees every cached
+/// entry and the new keys of its own segment up to itself, never another segment's. `None`
+/// for a single query.
 pub(crate) fn causal_mask(
-    t: usize,
+    segments: &[usize],
     past: usize,
     dtype: DType,
     dev: &Device,
 ) -> Result<Option<Tensor>> {
+    let t: usize = segments.iter().sum();
     if t <= 1 {
         return Ok(None);
     }
     let total = past + t;
-    let values: Vec<f32> = (0..t)
-        .flat_map(|i| (0..total).map(move |j| if j > past + i { f32::NEG_INFINITY } else { 0.0 }))
-        .collect();
+    let mut values = vec![f32::NEG_INFINITY; t * total];
+    let mut start = 0;
+    for &len in segments {
+        for i in 0..len {
+            let row = &mut values[(start + i) * total..(start + i + 1) * total];
+            row[..past].fill(0.0);
+            row[past + start..=past + start + i].fill(0.0);
+        }
+        start += len;
+    }
     Ok(Some(
         Tensor::from_vec(values, (t, total), dev)?.to_dtype(dtype)?,
     ))
@@ -246,4 +291,40 @@ pub(crate) fn log_softmax(x: &Tensor) -> Result<Tensor> {
         &x.to_dtype(DType::F32)?,
         D::Minus1,
     )?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packed_mask_keeps_segments_apart() {
+        // One cached entry, then segments of 2 and 1 new tokens.
+        let mask = causal_mask(&[2, 1], 1, DType::F32, &Device::Cpu)
+            .unwrap()
+            .unwrap();
+        let open: Vec<Vec<bool>> = mask
+            .to_vec2::<f32>()
+            .unwrap()
+            .iter()
+            .map(|row| row.iter().map(|v| *v == 0.0).collect())
+            .collect();
+        let expected = [
+            [true, true, false, false],
+            [true, true, true, false],
+            [true, false, false, true],
+        ];
+        assert_eq!(open, expected.map(|r| r.to_vec()).to_vec());
+        // One segment is the ordinary causal mask; a single query needs none.
+        let whole = causal_mask(&[3], 1, DType::F32, &Device::Cpu)
+            .unwrap()
+            .unwrap();
+        let rows = whole.to_vec2::<f32>().unwrap();
+        assert!(rows[0][2].is_infinite() && rows[1][2] == 0.0 && rows[2][3] == 0.0);
+        assert!(
+            causal_mask(&[1], 4, DType::F32, &Device::Cpu)
+                .unwrap()
+                .is_none()
+        );
+    }
 }

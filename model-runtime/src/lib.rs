@@ -18,6 +18,7 @@ pub mod gguf;
 mod layer;
 pub mod load;
 pub mod model;
+pub mod score;
 pub mod tokenizer;
 mod weights;
 
@@ -25,11 +26,10 @@ pub use cache::{KvCache, KvPart, LayerKv};
 pub use cancel::CancelToken;
 pub use config::{Arch, ModelConfig, RopeStyle};
 pub use error::{Result, RuntimeError};
-pub use generate::{
-    ContinuationScore, ForcedChoice, GenerateParams, Generation, StopReason, forced_choice,
-};
+pub use generate::{ForcedChoice, GenerateParams, Generation, StopReason, forced_choice};
 pub use load::{LoadOptions, WeightsInfo, WeightsSource};
 pub use model::{Logits, Model};
+pub use score::ContinuationScore;
 pub use weights::WeightsMode;
 
 /// Re-exported so callers build tensors and devices with the same candle version.

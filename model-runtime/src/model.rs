@@ -24,6 +24,15 @@ pub struct Model {
     pub(crate) autograd: bool,
 }
 
+/// How the new tokens of a forward pass are laid out.
+#[derive(Debug, Clone, Copy)]
+enum Run<'a> {
+    /// One run of tokens at `offset..offset+T` (every row of the batch alike).
+    Whole,
+    /// One row of independent segments with these lengths, each from `offset`.
+    Packed(&'a [usize]),
+}
+
 /// Which positions get logits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Logits {
@@ -167,6 +176,31 @@ impl Model {
         input_ids: &Tensor,
         offset: usize,
         cache: &mut KvCache,
+        probe: Option<&mut AttentionProbe>,
+    ) -> Result<Tensor> {
+        self.forward_run(input_ids, offset, Run::Whole, cache, probe)
+    }
+
+    /// Runs one row of new tokens packed as independent segments (lengths summing to the
+    /// row's length), each at positions `offset..offset+len` and attending to the whole
+    /// cache and its own earlier tokens only. Final-norm hidden states `[1, T, H]`; the
+    /// segments' K/V are appended to `cache` (callers score on a copy and drop it).
+    pub(crate) fn forward_packed(
+        &self,
+        input_ids: &Tensor,
+        segments: &[usize],
+        offset: usize,
+        cache: &mut KvCache,
+    ) -> Result<Tensor> {
+        self.forward_run(input_ids, offset, Run::Packed(segments), cache, None)
+    }
+
+    fn forward_run(
+        &self,
+        input_ids: &Tensor,
+        offset: usize,
+        run: Run<'_>,
+        cache: &mut KvCache,
         mut probe: Option<&mut AttentionProbe>,
     ) -> Result<Tensor> {
         let (b, t) = input_ids.dims2().map_err(|_| {
@@ -175,22 +209,15 @@ impl Model {
                 format!("expected [B, T], got {:?}", input_ids.dims()),
             )
         })?;
-        if t == 0 {
-            return Err(RuntimeError::input("input_ids", "no tokens"));
-        }
+        let whole = [t];
+        let segments = match run {
+            Run::Whole => &whole[..],
+            Run::Packed(segments) => segments,
+        };
+        self.check_run(b, t, segments, offset)?;
         self.check_cache(cache, b, offset)?;
-        if offset + t > self.config.max_position {
-            return Err(RuntimeError::input(
-                "offset",
-                format!(
-                    "positions up to {} exceed max_position {}",
-                    offset + t,
-                    self.config.max_position
-                ),
-            ));
-        }
-        let past = cache.seq_len();
-        let mask = causal_mask(t, past, self.dtype, &self.device)?;
+        let mask = causal_mask(segments, cache.seq_len(), self.dtype, &self.device)?;
+        let rope = self.rope.at(offset, segments)?;
         let dims = Dims {
             n_heads: self.config.n_heads,
             n_kv_heads: self.config.n_kv_heads,
@@ -202,25 +229,51 @@ impl Model {
         let mut x = embedding_lookup(&self.embed, &ids)?;
         let shared = Shared {
             mask: mask.as_ref(),
-            rope: &self.rope,
+            rope: &rope,
             dims,
         };
         let mut new_layers = Vec::with_capacity(self.layers.len());
         for (i, layer) in self.layers.iter().enumerate() {
             // Between layers: a cancelled request stops here, its cache left as it was.
             crate::cancel::checkpoint()?;
-            let (y, kv) = layer.forward(
-                &x,
-                offset,
-                cache.layers.get(i),
-                &shared,
-                probe.as_deref_mut(),
-            )?;
+            let (y, kv) = layer.forward(&x, cache.layers.get(i), &shared, probe.as_deref_mut())?;
             x = y;
             new_layers.push(kv);
         }
         cache.layers = new_layers;
         rms_norm(&x, &self.final_norm, dims.eps, dims.autograd)
+    }
+
+    /// Checks the new tokens (`b` rows of `t`, laid out as `segments`) and that their
+    /// positions from `offset` stay under `max_position`.
+    fn check_run(&self, b: usize, t: usize, segments: &[usize], offset: usize) -> Result<()> {
+        if t == 0 {
+            return Err(RuntimeError::input("input_ids", "no tokens"));
+        }
+        if segments.iter().sum::<usize>() != t || segments.contains(&0) {
+            return Err(RuntimeError::input(
+                "segments",
+                format!("{segments:?} do not split a row of {t} tokens"),
+            ));
+        }
+        if segments.len() > 1 && b != 1 {
+            return Err(RuntimeError::input(
+                "input_ids",
+                format!("packed segments take one row, got {b}"),
+            ));
+        }
+        let span = segments.iter().copied().max().unwrap_or(t);
+        if offset + span > self.config.max_position {
+            return Err(RuntimeError::input(
+                "offset",
+                format!(
+                    "positions up to {} exceed max_position {}",
+                    offset + span,
+                    self.config.max_position
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Checks a caller-provided cache fits this model, converting its dtype if needed.

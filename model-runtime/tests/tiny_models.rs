@@ -170,44 +170,6 @@ fn generation_stops_on_stop_token() {
 }
 
 #[test]
-fn continuation_scores_match_full_sequence_logprobs() {
-    let model = tiny(Arch::Qwen2, 5);
-    let conts = vec![
-        vec![10u32, 20, 30],
-        vec![40],
-        vec![50, 60],
-        vec![70, 80, 90, 100],
-    ];
-    let scores = model.continuation_logprobs(&PROMPT, &conts).unwrap();
-    for (c, s) in conts.iter().zip(&scores) {
-        let seq: Vec<u32> = PROMPT.iter().chain(c).copied().collect();
-        let mut cache = KvCache::new();
-        let all = model
-            .forward_all(&ids(&model, &seq), 0, &mut cache)
-            .unwrap();
-        let lp = model_runtime::candle_core::Tensor::log_sum_exp(&all, 2).unwrap();
-        let mut expected = 0.0f64;
-        for (j, &tok) in c.iter().enumerate() {
-            let pos = PROMPT.len() - 1 + j;
-            let logit = all
-                .i((0, pos, tok as usize))
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
-            let norm = lp.i((0, pos)).unwrap().to_scalar::<f32>().unwrap();
-            expected += f64::from(logit - norm);
-        }
-        assert_eq!(s.n_tokens, c.len());
-        assert!(
-            (s.sum_logprob - expected).abs() < 1e-3,
-            "{} vs {expected}",
-            s.sum_logprob
-        );
-        assert!(s.sum_logprob < 0.0);
-    }
-}
-
-#[test]
 fn pruned_cache_runs_at_absolute_offset() {
     let model = tiny(Arch::Mistral, 6);
     let (_, cache) = model.prefill(&ids(&model, &PROMPT)).unwrap();
