@@ -326,3 +326,42 @@ impl Sharer for SharerService {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use service_kit::model_spec::ModelSpec;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn dropping_a_response_stream_cancels_its_job() {
+        let spec = ModelSpec::parse("random:tiny-llama:0").unwrap();
+        let engine = SharerEngine::new(service_kit::model_load::load(&spec).unwrap());
+        let sessions = SessionStore::new(1, 1, Duration::from_secs(1));
+        let service = SharerService::new(engine, SharerLimits::default(), sessions);
+        let (started_tx, started_rx) = oneshot::channel::<()>();
+        let (stopped_tx, stopped_rx) = oneshot::channel::<bool>();
+        // A job that sends nothing for up to 60 s, checking cancellation as the model does
+        // between layers: only the token can stop it early.
+        let stream = service.stream_from("Share", move |_, _| {
+            let _ = started_tx.send(());
+            let until = Instant::now() + Duration::from_secs(60);
+            let mut cancelled = false;
+            while !cancelled && Instant::now() < until {
+                cancelled = model_runtime::cancel::checkpoint().is_err();
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let _ = stopped_tx.send(cancelled);
+            Ok(())
+        });
+        started_rx.await.unwrap();
+        drop(stream);
+        let cancelled = tokio::time::timeout(Duration::from_secs(10), stopped_rx)
+            .await
+            .expect("the job stops soon after its stream is dropped")
+            .unwrap();
+        assert!(cancelled);
+    }
+}
