@@ -1,6 +1,8 @@
 //! The Share and Refine producers: prefill, select, then encode and send one KVWire v2 frame
 //! per layer through a bounded channel as each is ready. They run on a blocking thread; a
-//! closed channel (client gone, deadline passed) stops them before the next layer.
+//! client that goes away stops them: the model before its next layer (the job's cancellation
+//! token, set when the response stream is dropped), the encoder at its next frame (the
+//! channel is closed).
 //!
 //! The forward pass computes every layer before the first frame exists (the runtime has no
 //! per-layer callback), so what overlaps is the sharer encoding layer l+1 while layer l is on
