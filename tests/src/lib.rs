@@ -2,6 +2,8 @@
 //! on loopback (real gRPC over TCP) with tiny random-weight models, plus a TCP relay that can
 //! cut a connection mid-stream.
 
+pub mod one_cell;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 

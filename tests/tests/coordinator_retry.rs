@@ -2,16 +2,12 @@
 //! a failed row for the cut try (with the receiver's typed error), retry under the grid's
 //! policy, and write an answered row once a new sharer serves the same address.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
-use coordinator::cell::expand;
-use coordinator::grid::Grid;
-use coordinator::registry::{CellPlan, RunDir};
+use coordinator::registry::RunDir;
 use coordinator::row::RowStatus;
-use coordinator::runner::{ReadyCell, RunOptions, receiver_channel, run};
-use coordinator::wire::RequestTemplate;
+use coordinator::runner::run;
+use e2e_tests::one_cell::{ready_cell, run_options, tiny_kv_grid};
 use e2e_tests::{
     TINY_MODEL, dying_sharer, example, rebind, share_blob_bytes, start_receiver_allowing,
     start_sharer, start_sharer_on,
@@ -19,31 +15,15 @@ use e2e_tests::{
 use kvwire_proto::v1 as pb;
 use kvwire_proto::v1::receiver_client::ReceiverClient;
 
-fn grid() -> Grid {
-    let text = format!(
-        r#"
-        name = "sharer-dies"
-        [[pairs]]
-        label = "tiny<-tiny"
-        sharer = {{ model = "{TINY_MODEL}" }}
-        receiver = {{ model = "{TINY_MODEL}" }}
-        [[datasets]]
-        name = "arc_easy"
-        split = "test"
-        [[methods]]
-        kind = "kv"
-        precision = "fp16"
-        [limits]
-        sample_timeout_s = 60
-        [retry]
-        attempts = 8
-        backoff_ms = 200
-        backoff_factor = 2.0
-        max_backoff_ms = 2000
-        "#
-    );
-    Grid::from_toml(&text).unwrap()
-}
+const LIMITS_AND_RETRY: &str = r#"
+    [limits]
+    sample_timeout_s = 60
+    [retry]
+    attempts = 8
+    backoff_ms = 200
+    backoff_factor = 2.0
+    max_backoff_ms = 2000
+"#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sharer_killed_mid_stream_gives_a_failed_row_then_a_retried_answer() {
@@ -54,29 +34,13 @@ async fn sharer_killed_mid_stream_gives_a_failed_row_then_a_retried_answer() {
     // No default sharer: every request names its own (the one it allows).
     let receiver = start_receiver_allowing(TINY_MODEL, "", &[format!("http://{addr}")]).await;
 
-    let grid = grid();
-    let cell = expand(&grid).remove(0);
-    let examples: BTreeMap<String, pb::Example> = ["e1", "e2"]
-        .into_iter()
-        .map(|id| (id.to_string(), example(id)))
-        .collect();
+    let grid = tiny_kv_grid("sharer-dies", "", LIMITS_AND_RETRY);
+    let sharer = format!("http://{addr}");
+    let ready = ready_cell(&grid, &receiver.endpoint(), &sharer, &["e1", "e2"]);
+    let cell = ready.plan.cell.clone();
     let tmp = tempfile::tempdir().unwrap();
     let dir = RunDir::create(tmp.path().join("run")).unwrap();
-    let ready = ReadyCell {
-        plan: CellPlan {
-            cell: cell.clone(),
-            sample_ids: examples.keys().cloned().collect(),
-        },
-        template: RequestTemplate::of(&cell.config).unwrap(),
-        examples: Arc::new(examples),
-        receiver: receiver_channel(&receiver.endpoint(), &Default::default()).unwrap(),
-        sharer_endpoint: format!("http://{addr}"),
-    };
-    let options = RunOptions {
-        concurrency: 1,
-        progress: false,
-        retry: grid.retry,
-    };
+    let options = run_options(&grid);
     let run_dir = dir.clone();
     let coordinator = tokio::spawn(async move { run(&run_dir, vec![ready], options).await });
 
