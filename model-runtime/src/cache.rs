@@ -156,31 +156,6 @@ impl KvCache {
         Ok(Self { layers })
     }
 
-    /// Repeats a batch-1 cache `n` times along the batch axis (to score several
-    /// continuations of one prompt in one forward).
-    pub fn repeat_batch(&self, n: usize) -> Result<Self> {
-        if self.batch_size() != 1 {
-            return Err(RuntimeError::input(
-                "cache",
-                format!(
-                    "repeat_batch needs batch 1, cache has {}",
-                    self.batch_size()
-                ),
-            ));
-        }
-        let layers = self
-            .layers
-            .iter()
-            .map(|l| {
-                Ok(LayerKv {
-                    k: l.k.repeat((n, 1, 1, 1))?,
-                    v: l.v.repeat((n, 1, 1, 1))?,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Self { layers })
-    }
-
     /// Total bytes held by the cached tensors.
     pub fn size_in_bytes(&self) -> usize {
         self.layers
@@ -290,6 +265,15 @@ mod tests {
         assert_eq!(cache.row_norms(KvPart::K).unwrap(), vec![15.0, 3.0]);
         assert_eq!(cache.row_norms(KvPart::V).unwrap(), vec![0.0, 30.0]);
         assert!(KvCache::new().row_norms(KvPart::K).unwrap().is_empty());
-        assert!(cache.repeat_batch(2).unwrap().row_norms(KvPart::K).is_err());
+        let doubled = cache
+            .layers
+            .iter()
+            .map(|l| LayerKv {
+                k: Tensor::cat(&[&l.k, &l.k], 0).unwrap(),
+                v: Tensor::cat(&[&l.v, &l.v], 0).unwrap(),
+            })
+            .collect();
+        let batch2 = KvCache::from_layers(doubled).unwrap();
+        assert!(batch2.row_norms(KvPart::K).is_err(), "batch 1 only");
     }
 }
