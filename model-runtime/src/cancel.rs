@@ -1,6 +1,6 @@
-//! Cooperative cancellation of model work: a cheap shared flag ([`CancelToken`]) that the
-//! forward pass checks before every layer, failing with [`RuntimeError::Cancelled`] once it
-//! is set.
+//! Cooperative cancellation of model work: a cheap shared flag ([`CancelToken`], with an
+//! optional deadline) that the forward pass checks before every layer, failing with
+//! [`RuntimeError::Cancelled`] once it is set or the deadline has passed.
 //!
 //! The token is not a parameter of the runtime's functions: [`CancelToken::scope`] installs
 //! it for the current thread while a closure runs, and every forward pass on that thread
@@ -12,12 +12,17 @@
 use std::cell::RefCell;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
 use crate::error::{Result, RuntimeError};
 
-/// A flag shared between whoever may cancel and the work that checks it. Clones share it.
+/// A flag shared between whoever may cancel and the work that checks it (clones share it),
+/// and an optional deadline after which it counts as set.
 #[derive(Debug, Clone, Default)]
-pub struct CancelToken(Arc<AtomicBool>);
+pub struct CancelToken {
+    flag: Arc<AtomicBool>,
+    deadline: Option<Instant>,
+}
 
 thread_local! {
     static CURRENT: RefCell<Option<CancelToken>> = const { RefCell::new(None) };
@@ -39,14 +44,19 @@ impl CancelToken {
         Self::default()
     }
 
-    /// Asks the work checking this token to stop at its next check.
-    pub fn cancel(&self) {
-        self.0.store(true, Ordering::Release);
+    /// This token, also cancelled once `deadline` (if any) has passed.
+    pub fn until(self, deadline: Option<Instant>) -> Self {
+        Self { deadline, ..self }
     }
 
-    /// Whether [`CancelToken::cancel`] was called.
+    /// Asks the work checking this token to stop at its next check.
+    pub fn cancel(&self) {
+        self.flag.store(true, Ordering::Release);
+    }
+
+    /// Whether [`CancelToken::cancel`] was called or the deadline has passed.
     pub fn is_cancelled(&self) -> bool {
-        self.0.load(Ordering::Acquire)
+        self.flag.load(Ordering::Acquire) || self.deadline.is_some_and(|d| Instant::now() >= d)
     }
 
     /// Runs `f` with this token as the current thread's: model work inside `f` stops with
@@ -166,5 +176,15 @@ mod tests {
             assert!(checkpoint().is_ok());
         });
         assert!(checkpoint().is_ok());
+        // A deadline that has passed counts as cancelled.
+        let now = Instant::now();
+        let late = CancelToken::new().until(Some(now));
+        assert!(late.is_cancelled());
+        assert!(matches!(
+            late.scope(checkpoint),
+            Err(RuntimeError::Cancelled)
+        ));
+        let early = CancelToken::new().until(Some(now + std::time::Duration::from_secs(60)));
+        assert!(early.scope(checkpoint).is_ok());
     }
 }

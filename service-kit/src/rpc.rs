@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use model_runtime::{CancelToken, RuntimeError};
 use tokio::sync::{Semaphore, TryAcquireError};
@@ -57,6 +57,30 @@ pub struct Overloaded {
     pub running: usize,
     /// Jobs waiting for a slot (the queue's bound).
     pub queued: usize,
+}
+
+/// When a call's `grpc-timeout` (its client's deadline, as sent) runs out, counted from now;
+/// `None` without one or with a value that is not `<1-8 digits><H|M|S|m|u|n>`. tonic drops a
+/// unary handler at this deadline itself, but not a response stream once it has started, so
+/// the streaming handlers give it to their job's [`CancelToken`].
+pub fn deadline_of(metadata: &tonic::metadata::MetadataMap) -> Option<Instant> {
+    let value = metadata.get("grpc-timeout")?.to_str().ok()?;
+    let split = value.len().checked_sub(1)?;
+    let (digits, unit) = value.split_at(split);
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    let timeout = match unit {
+        "H" => Duration::from_secs(n.checked_mul(3600)?),
+        "M" => Duration::from_secs(n.checked_mul(60)?),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    };
+    Instant::now().checked_add(timeout)
 }
 
 /// The one status of an error: its code, its message, and its label in metadata.

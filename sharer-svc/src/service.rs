@@ -12,7 +12,7 @@ use kvwire_proto::v1 as pb;
 use kvwire_proto::v1::sharer_server::Sharer;
 use model_runtime::CancelToken;
 use service_kit::metrics_catalog::{SESSIONS_ACTIVE, SESSIONS_EVICTED, add_bytes, record_stage_ms};
-use service_kit::rpc::{CancelOnDrop, JobPool};
+use service_kit::rpc::{CancelOnDrop, JobPool, deadline_of};
 use service_kit::trace_context::TraceContext;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
@@ -85,16 +85,18 @@ impl SharerService {
 
     /// Spawns a producer feeding a bounded channel of domain chunks; the returned stream
     /// converts them to wire chunks and ends with the producer's error, if any. Dropping the
-    /// stream (the client went away) cancels the job: the model stops between layers, and a
-    /// producer past the model stops at its next frame (the channel is closed).
+    /// stream (the client went away), or `deadline` passing (the call's `grpc-timeout`, which
+    /// tonic does not enforce on a stream once it has started), cancels the job: the model
+    /// stops between layers, and a producer past the model stops at its next frame.
     fn stream_from(
         &self,
         method: &'static str,
+        deadline: Option<Instant>,
         produce: impl FnOnce(&SharerEngine, &ChunkSender) -> Result<(), SharerError> + Send + 'static,
     ) -> ChunkStream {
         let (tx, rx) = mpsc::channel(self.limits.stream_buffer_frames);
         let (failed_tx, failed_rx) = oneshot::channel::<Status>();
-        let cancel = CancelToken::new();
+        let cancel = CancelToken::new().until(deadline);
         let on_drop = CancelOnDrop::new(cancel.clone());
         let pool = self.pool.clone();
         let start = Instant::now();
@@ -137,6 +139,7 @@ impl Sharer for SharerService {
         span.record("trace_id", trace.trace_id_hex());
         let max_bytes = self.limits.prompt_bytes();
         let owner = ClientId::of(&request);
+        let deadline = deadline_of(request.metadata());
         let params = match ShareParams::try_from(request.into_inner())
             .and_then(|p| p.check_prompt_bytes(max_bytes).map(|()| p))
         {
@@ -148,7 +151,7 @@ impl Sharer for SharerService {
         span.record("keep_session", params.keep_session);
         let max_tokens = self.limits.max_prompt_tokens;
         let sessions = self.sessions.clone();
-        let stream = self.stream_from("Share", move |engine, tx| {
+        let stream = self.stream_from("Share", deadline, move |engine, tx| {
             if let Some((id, held)) = produce_share(engine, &params, max_tokens, tx)? {
                 let bytes = held.size_bytes();
                 let mut store = sessions.lock().unwrap_or_else(|p| p.into_inner());
@@ -172,6 +175,7 @@ impl Sharer for SharerService {
         tracing::Span::current().record("trace_id", trace.trace_id_hex());
         let start = Instant::now();
         let owner = ClientId::of(&request);
+        let deadline = deadline_of(request.metadata());
         let params = match RefineParams::try_from(request.into_inner()) {
             Ok(p) => p,
             Err(e) => return finish("Refine", start, Err(e)),
@@ -192,11 +196,11 @@ impl Sharer for SharerService {
             let id = crate::domain::session_id_to_hex(&params.session_id);
             return finish("Refine", start, Err(SharerError::SessionNotFound(id)));
         };
-        Ok(Response::new(
-            self.stream_from("Refine", move |engine, tx| {
-                produce_refine(engine, &held, &params, tx)
-            }),
-        ))
+        Ok(Response::new(self.stream_from(
+            "Refine",
+            deadline,
+            move |engine, tx| produce_refine(engine, &held, &params, tx),
+        )))
     }
 
     #[instrument(skip_all, name = "sharer.message", fields(trace_id = Empty, kind = Empty, byte_cap = Empty))]
@@ -335,33 +339,50 @@ mod tests {
 
     use super::*;
 
-    #[tokio::test]
-    async fn dropping_a_response_stream_cancels_its_job() {
-        let spec = ModelSpec::parse("random:tiny-llama:0").unwrap();
-        let engine = SharerEngine::new(service_kit::model_load::load(&spec).unwrap());
-        let sessions = SessionStore::new(1, 1, Duration::from_secs(1));
-        let service = SharerService::new(engine, SharerLimits::default(), sessions);
-        let (started_tx, started_rx) = oneshot::channel::<()>();
-        let (stopped_tx, stopped_rx) = oneshot::channel::<bool>();
-        // A job that sends nothing for up to 60 s, checking cancellation as the model does
-        // between layers: only the token can stop it early.
-        let stream = service.stream_from("Share", move |_, _| {
-            let _ = started_tx.send(());
+    /// A job that sends nothing for up to 60 s, checking cancellation every millisecond as
+    /// the model does between layers; it says when it started and whether it was cancelled.
+    fn waiting_job(
+        started: oneshot::Sender<()>,
+        stopped: oneshot::Sender<bool>,
+    ) -> impl FnOnce(&SharerEngine, &ChunkSender) -> Result<(), SharerError> + Send + 'static {
+        move |_, _| {
+            let _ = started.send(());
             let until = Instant::now() + Duration::from_secs(60);
             let mut cancelled = false;
             while !cancelled && Instant::now() < until {
                 cancelled = model_runtime::cancel::checkpoint().is_err();
                 std::thread::sleep(Duration::from_millis(1));
             }
-            let _ = stopped_tx.send(cancelled);
+            let _ = stopped.send(cancelled);
             Ok(())
-        });
+        }
+    }
+
+    #[tokio::test]
+    async fn a_dropped_response_stream_or_a_passed_deadline_cancels_its_job() {
+        let spec = ModelSpec::parse("random:tiny-llama:0").unwrap();
+        let engine = SharerEngine::new(service_kit::model_load::load(&spec).unwrap());
+        let sessions = SessionStore::new(1, 1, Duration::from_secs(1));
+        let service = SharerService::new(engine, SharerLimits::default(), sessions);
+        let stops_soon = |stopped: oneshot::Receiver<bool>| async move {
+            tokio::time::timeout(Duration::from_secs(10), stopped)
+                .await
+                .expect("the job stops soon")
+                .unwrap()
+        };
+        // The client goes away: its stream is dropped.
+        let (started_tx, started_rx) = oneshot::channel();
+        let (stopped_tx, stopped_rx) = oneshot::channel();
+        let stream = service.stream_from("Share", None, waiting_job(started_tx, stopped_tx));
         started_rx.await.unwrap();
         drop(stream);
-        let cancelled = tokio::time::timeout(Duration::from_secs(10), stopped_rx)
-            .await
-            .expect("the job stops soon after its stream is dropped")
-            .unwrap();
-        assert!(cancelled);
+        assert!(stops_soon(stopped_rx).await);
+        // The deadline passes while the stream is still held.
+        let (started_tx, _started_rx) = oneshot::channel();
+        let (stopped_tx, stopped_rx) = oneshot::channel();
+        let deadline = Some(Instant::now() + Duration::from_millis(100));
+        let job = waiting_job(started_tx, stopped_tx);
+        let _stream = service.stream_from("Share", deadline, job);
+        assert!(stops_soon(stopped_rx).await);
     }
 }

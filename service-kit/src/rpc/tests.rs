@@ -1,5 +1,7 @@
 //! Tests of the rpc plumbing: status mapping, the job pool's slots, queue and cancellation.
 
+use std::time::Duration;
+
 use super::*;
 
 #[derive(Debug, thiserror::Error)]
@@ -177,4 +179,26 @@ async fn a_caller_that_gives_up_frees_its_queue_place() {
     release_tx.send(()).unwrap();
     running.await.unwrap().unwrap();
     pool.run(|_| Ok::<_, TestError>(())).await.unwrap();
+}
+
+#[test]
+fn a_deadline_is_read_from_grpc_timeout() {
+    let with = |v: &'static str| {
+        let mut m = tonic::metadata::MetadataMap::new();
+        m.insert(
+            "grpc-timeout",
+            tonic::metadata::MetadataValue::from_static(v),
+        );
+        m
+    };
+    let before = Instant::now();
+    let d = deadline_of(&with("300m")).unwrap();
+    assert!(d >= before + Duration::from_millis(300));
+    assert!(d <= Instant::now() + Duration::from_millis(300));
+    let d = deadline_of(&with("2S")).unwrap();
+    assert!(d >= before + Duration::from_secs(2));
+    for bad in ["", "m", "12", "3X", "123456789S", "-1S"] {
+        assert!(deadline_of(&with(bad)).is_none(), "{bad:?}");
+    }
+    assert!(deadline_of(&tonic::metadata::MetadataMap::new()).is_none());
 }
