@@ -57,6 +57,21 @@ fn one_by_one(model: &Model, last: &Tensor, cache: &KvCache, offset: usize, c: &
     lps
 }
 
+/// Every continuation after the 9-token prompt scored packed, and each one by one.
+fn packed_and_one_by_one(
+    model: &Model,
+    last: &Tensor,
+    cache: &KvCache,
+    conts: &[Vec<u32>],
+) -> (Vec<ContinuationScore>, Vec<Vec<f64>>) {
+    let scores = model.score_continuations(last, cache, 9, conts).unwrap();
+    let expected = conts
+        .iter()
+        .map(|c| one_by_one(model, last, cache, 9, c))
+        .collect();
+    (scores, expected)
+}
+
 fn assert_close(scores: &[ContinuationScore], expected: &[Vec<f64>], tol: f64, what: &str) {
     assert_eq!(scores.len(), expected.len());
     for (i, (s, e)) in scores.iter().zip(expected).enumerate() {
@@ -113,14 +128,8 @@ fn packed_scores_equal_one_by_one_on_a_pruned_cache_in_every_dtype() {
             let last = model.ids_tensor(&PROMPT[8..]).unwrap();
             let mut injected = cache.clone();
             let logits = model.forward(&last, 8, &mut injected).unwrap();
-            let conts = continuations();
-            let scores = model
-                .score_continuations(&logits, &injected, 9, &conts)
-                .unwrap();
-            let expected: Vec<Vec<f64>> = conts
-                .iter()
-                .map(|c| one_by_one(&model, &logits, &injected, 9, c))
-                .collect();
+            let (scores, expected) =
+                packed_and_one_by_one(&model, &logits, &injected, &continuations());
             assert_close(&scores, &expected, tol, &format!("{arch:?} {dtype:?}"));
             assert_eq!(injected.seq_len(), 5, "the cache is left as it was");
         }
@@ -132,13 +141,7 @@ fn one_token_continuations_and_bad_tokens() {
     let model = model(Arch::Llama, DType::F32);
     let (logits, cache) = model.prefill(&model.ids_tensor(&PROMPT).unwrap()).unwrap();
     let conts = vec![vec![4u32], vec![9], vec![4]];
-    let scores = model
-        .score_continuations(&logits, &cache, 9, &conts)
-        .unwrap();
-    let expected: Vec<Vec<f64>> = conts
-        .iter()
-        .map(|c| one_by_one(&model, &logits, &cache, 9, c))
-        .collect();
+    let (scores, expected) = packed_and_one_by_one(&model, &logits, &cache, &conts);
     assert_close(&scores, &expected, 1e-6, "one-token");
     assert_eq!(scores[0], scores[2]);
     // A token outside the vocabulary, even one that is never fed, and an empty continuation.
