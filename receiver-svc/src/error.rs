@@ -3,6 +3,7 @@
 
 use fuser::FuserError;
 use model_runtime::RuntimeError;
+use service_kit::prompt_limit::PromptLimit;
 use service_kit::rpc::{ERROR_TYPE_KEY, ServiceError};
 use tonic::{Code, Status};
 
@@ -34,24 +35,9 @@ pub enum ReceiverError {
         /// What is wrong.
         reason: String,
     },
-    /// The prompt is longer than `limits.max_prompt_tokens` (after tokenizing).
-    #[error("prompt has {tokens} tokens, limit {max} (limits.max_prompt_tokens)")]
-    PromptTooLong {
-        /// Prompt tokens.
-        tokens: usize,
-        /// Limit.
-        max: usize,
-    },
-    /// The prompt text is longer than `limits.max_prompt_bytes` (checked before tokenizing).
-    #[error("prompt text has {bytes} bytes ({what}), limit {max} (limits.max_prompt_bytes)")]
-    PromptBytes {
-        /// UTF-8 bytes of the prompt text.
-        bytes: usize,
-        /// Limit.
-        max: usize,
-        /// Which text was counted.
-        what: &'static str,
-    },
+    /// The prompt is over `limits.max_prompt_bytes` or `limits.max_prompt_tokens`.
+    #[error(transparent)]
+    PromptLimit(#[from] PromptLimit),
     /// The request names a sharer that is not on this receiver's allow-list.
     #[error(
         "sharer {endpoint} is not allowed: this receiver connects only to its sharer_endpoint \
@@ -196,8 +182,7 @@ impl ServiceError for ReceiverError {
         }
         match self {
             ReceiverError::InvalidArgument { .. }
-            | ReceiverError::PromptTooLong { .. }
-            | ReceiverError::PromptBytes { .. } => Code::InvalidArgument,
+            | ReceiverError::PromptLimit(_) => Code::InvalidArgument,
             ReceiverError::SharerNotAllowed { .. } => Code::PermissionDenied,
             ReceiverError::TlsUnsupported { .. } => Code::FailedPrecondition,
             ReceiverError::Overloaded(_) => Code::ResourceExhausted,
@@ -223,9 +208,7 @@ impl ServiceError for ReceiverError {
         }
         match self {
             ReceiverError::InvalidArgument { .. } => "invalid_argument",
-            ReceiverError::PromptTooLong { .. } | ReceiverError::PromptBytes { .. } => {
-                "prompt_too_long"
-            }
+            ReceiverError::PromptLimit(_) => PromptLimit::LABEL,
             ReceiverError::SharerNotAllowed { .. } => "sharer_not_allowed",
             ReceiverError::TlsUnsupported { .. } => "tls_unsupported",
             ReceiverError::Overloaded(_) => "overloaded",

@@ -165,11 +165,6 @@ pub fn prompt_bytes_limit(max_prompt_bytes: Option<usize>, max_prompt_tokens: us
         .unwrap_or_else(|| max_prompt_tokens.saturating_mul(DEFAULT_PROMPT_BYTES_PER_TOKEN))
 }
 
-/// Refuses `bytes` of prompt text over `max`, before anything tokenizes it: `Err(max)`.
-pub fn check_prompt_bytes(bytes: usize, max: usize) -> Result<(), usize> {
-    if bytes > max { Err(max) } else { Ok(()) }
-}
-
 /// The settings every service has, checked the same way.
 #[derive(Debug, Clone, Copy)]
 pub struct CommonSettings<'a> {

@@ -4,6 +4,7 @@ use eval_harness::Example;
 use kvwire::Granularity;
 use kvwire::v2::Payload;
 use kvwire_proto::v1 as pb;
+use service_kit::prompt_limit::PromptLimit;
 use service_kit::stages::StageTimings;
 
 use crate::error::SharerError;
@@ -146,11 +147,7 @@ pub fn example_text_bytes(e: &Example) -> usize {
 
 /// Refuses prompt text over `max` bytes (`limits.max_prompt_bytes`), before it is tokenized.
 pub fn check_prompt_bytes(bytes: usize, max: usize, what: &'static str) -> Result<(), SharerError> {
-    service_kit::config::check_prompt_bytes(bytes, max).map_err(|max| SharerError::PromptBytes {
-        bytes,
-        max,
-        what,
-    })
+    Ok(PromptLimit::check_bytes(bytes, max, what)?)
 }
 
 impl ShareParams {

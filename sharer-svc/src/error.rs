@@ -2,6 +2,7 @@
 //! metrics.
 
 use model_runtime::RuntimeError;
+use service_kit::prompt_limit::PromptLimit;
 use service_kit::rpc::ServiceError;
 use tonic::Code;
 
@@ -16,24 +17,9 @@ pub enum SharerError {
         /// What is wrong.
         reason: String,
     },
-    /// The prompt is longer than the configured limit.
-    #[error("prompt has {tokens} tokens, limit {max}")]
-    PromptTooLong {
-        /// Prompt tokens.
-        tokens: usize,
-        /// Limit.
-        max: usize,
-    },
-    /// The prompt text is longer than `limits.max_prompt_bytes` (checked before tokenizing).
-    #[error("prompt text has {bytes} bytes ({what}), limit {max} (limits.max_prompt_bytes)")]
-    PromptBytes {
-        /// UTF-8 bytes of the prompt text.
-        bytes: usize,
-        /// Limit.
-        max: usize,
-        /// Which text was counted.
-        what: &'static str,
-    },
+    /// The prompt is over `limits.max_prompt_bytes` or `limits.max_prompt_tokens`.
+    #[error(transparent)]
+    PromptLimit(#[from] PromptLimit),
     /// Every job slot is busy and the wait queue is full.
     #[error(transparent)]
     Overloaded(#[from] service_kit::rpc::Overloaded),
@@ -82,8 +68,7 @@ impl ServiceError for SharerError {
             // `prompt_too_long` tells it apart): docs/STATUS_CODES.md.
             SharerError::InvalidArgument { .. }
             | SharerError::Refine(_)
-            | SharerError::PromptTooLong { .. }
-            | SharerError::PromptBytes { .. } => Code::InvalidArgument,
+            | SharerError::PromptLimit(_) => Code::InvalidArgument,
             SharerError::Overloaded(_) => Code::ResourceExhausted,
             SharerError::CapTooSmall { .. } => Code::FailedPrecondition,
             SharerError::SessionNotFound(_) => Code::NotFound,
@@ -100,9 +85,7 @@ impl ServiceError for SharerError {
     fn error_type(&self) -> &'static str {
         match self {
             SharerError::InvalidArgument { .. } => "invalid_argument",
-            SharerError::PromptTooLong { .. } | SharerError::PromptBytes { .. } => {
-                "prompt_too_long"
-            }
+            SharerError::PromptLimit(_) => PromptLimit::LABEL,
             SharerError::Overloaded(_) => "overloaded",
             SharerError::CapTooSmall { .. } => "cap_too_small",
             SharerError::SessionNotFound(_) => "session_not_found",
@@ -141,10 +124,10 @@ mod tests {
 
     #[test]
     fn a_prompt_over_the_limit_is_invalid_argument_as_on_the_receiver() {
-        let s: Status = SharerError::PromptTooLong {
+        let s: Status = SharerError::from(PromptLimit::Tokens {
             tokens: 9000,
             max: 8192,
-        }
+        })
         .into();
         assert_eq!(s.code(), Code::InvalidArgument);
         assert_eq!(s.metadata().get(ERROR_TYPE_KEY).unwrap(), "prompt_too_long");

@@ -14,6 +14,7 @@ use kvwire::v2::{FrameKind, FrameOptions, SessionHeader, encode_frame};
 use kvwire::{HostLayer, KvData};
 use model_runtime::KvCache;
 use service_kit::metrics_catalog::{FRAMES, add_bytes, record_stage_ms};
+use service_kit::prompt_limit::PromptLimit;
 use service_kit::stages::StageTimings;
 use service_kit::timing::timed;
 use tokio::sync::mpsc;
@@ -157,12 +158,7 @@ fn share_prompt(
     max_prompt_tokens: usize,
 ) -> Result<(Vec<u32>, usize), SharerError> {
     let ids = engine.prompt_ids(&params.prompt)?;
-    if ids.len() > max_prompt_tokens {
-        return Err(SharerError::PromptTooLong {
-            tokens: ids.len(),
-            max: max_prompt_tokens,
-        });
-    }
+    PromptLimit::check_tokens(ids.len(), max_prompt_tokens)?;
     let shareable = if params.all_positions {
         ids.len()
     } else {

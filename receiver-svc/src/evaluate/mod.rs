@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use fuser::{C2cFuser, CacheFuser, FuserError, IdentityFuser, PromptLayout};
 use kvwire::HostLayer;
 use service_kit::metrics_catalog::record_stage_ms;
+use service_kit::prompt_limit::PromptLimit;
 use service_kit::rpc::JobPool;
 use service_kit::timing::ms;
 use service_kit::trace_context::TraceContext;
@@ -189,12 +190,7 @@ impl ReceiverCore {
                 })
             })
             .await?;
-        if prompt.ids().len() > max {
-            return Err(ReceiverError::PromptTooLong {
-                tokens: prompt.ids().len(),
-                max,
-            });
-        }
+        PromptLimit::check_tokens(prompt.ids().len(), max)?;
         Ok(prompt)
     }
 
@@ -231,8 +227,7 @@ impl ReceiverCore {
 
     /// Refuses prompt text over `limits.max_prompt_bytes`, before anything tokenizes it.
     fn check_prompt_bytes(&self, bytes: usize, what: &'static str) -> Result<(), ReceiverError> {
-        service_kit::config::check_prompt_bytes(bytes, self.prompt_bytes)
-            .map_err(|max| ReceiverError::PromptBytes { bytes, max, what })
+        Ok(PromptLimit::check_bytes(bytes, self.prompt_bytes, what)?)
     }
 
     /// What is refused before any work: a sharer not on the allow-list (or `https://`), and
