@@ -1,12 +1,17 @@
 //! Load and soak generator against running sharer/receiver services: N concurrent `Evaluate`
-//! or `Share` calls for a fixed count or duration, to loopback addresses only, reporting
-//! throughput, latency percentiles and errors by gRPC status code.
+//! or `Share` calls over M connections for a fixed count or duration, to loopback addresses
+//! only, with examples from a dataset file, methods, scorings, text kinds and refinement in
+//! turn, reporting throughput, latency percentiles, errors by gRPC status code and the
+//! services' memory and CPU read from their `/metrics` pages (the soak's RSS slope).
 //!
-//! The library holds the pure parts (the bounded plan with its loopback check, and the report
-//! over recorded outcomes); `main.rs` does the calls.
+//! `main.rs` is the command line; everything it runs is here, so tests drive the same code.
 
 pub mod plan;
 pub mod report;
+pub mod resources;
+pub mod run;
+pub mod scrape;
+pub mod workload;
 
 pub use plan::{LoadPlan, PlanError, Stop};
 pub use report::{Outcome, Report};

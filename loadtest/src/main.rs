@@ -1,41 +1,93 @@
 //! `loadtest`: sends bounded load to a running receiver (`Evaluate`) or sharer (`Share`) on
-//! loopback and prints throughput, latency percentiles and errors by status code.
+//! loopback and prints throughput, latency percentiles, errors by status code, the same per
+//! kind of call, and (with `--sharer-metrics`/`--receiver-metrics`) each service's RSS and
+//! CPU sampled from its `/metrics` page, with the RSS slope after warm-up.
 //!
-//! Every call uses the same built-in multiple-choice example, so the run measures the service,
-//! not the data. The run stops by itself after `--requests` calls or `--duration-s` seconds.
+//! `--soak` is the soak preset: 64 calls in flight for 10 minutes, resources sampled every
+//! 10 s, and exit status 1 when any call failed. Any option given explicitly wins.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand, ValueEnum};
-use kvwire_proto::v1 as pb;
-use kvwire_proto::v1::receiver_client::ReceiverClient;
-use kvwire_proto::v1::sharer_client::SharerClient;
-use loadtest::{LoadPlan, Outcome, Report, Stop};
-use tonic::transport::Channel;
-
-/// Largest message accepted from a service (a whole KV frame of a long prompt fits).
-const MAX_MESSAGE_BYTES: usize = 64 << 20;
+use clap::{Parser, Subcommand};
+use loadtest::run::{Calls, Driver, run};
+use loadtest::workload::{Method, Scoring, TextKind, Workload, builtin_example, load_examples};
+use loadtest::{LoadPlan, Stop};
 
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Cli {
     #[command(subcommand)]
     target: Target,
-    /// Calls in flight.
-    #[arg(short, long, default_value_t = 4, global = true)]
-    concurrency: usize,
+    /// Calls in flight (default 4; 64 with --soak).
+    #[arg(short, long, global = true)]
+    concurrency: Option<usize>,
+    /// gRPC connections the calls share.
+    #[arg(long, default_value_t = 4, global = true)]
+    connections: usize,
     /// Stop after this many calls.
     #[arg(long, global = true, conflicts_with = "duration_s")]
     requests: Option<u64>,
-    /// Stop starting calls after this many seconds.
+    /// Stop starting calls after this many seconds (600 with --soak).
     #[arg(long, global = true)]
     duration_s: Option<u64>,
     /// Deadline of one call, seconds.
     #[arg(long, default_value_t = 120, global = true)]
     timeout_s: u64,
+    /// Soak preset: 64 in flight, 600 s, samples every 10 s, exit 1 on any failed call.
+    #[arg(long, global = true)]
+    soak: bool,
+    /// JSON-lines examples (`coordinator export-items` output, or any file the harness
+    /// loads); calls take them in turn. Default: one built-in example.
+    #[arg(long, global = true)]
+    examples: Option<PathBuf>,
+    /// Methods, used in turn.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "kv-int8",
+        global = true
+    )]
+    methods: Vec<Method>,
+    /// Scorings, used in turn after each round of methods (Evaluate only).
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "letter",
+        global = true
+    )]
+    scoring: Vec<Scoring>,
+    /// Text message kinds of the text method, used in turn.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "raw",
+        global = true
+    )]
+    text_kinds: Vec<TextKind>,
+    /// Refinement of KV calls: ask for round 2 when the round-1 margin is below this.
+    #[arg(long, global = true)]
+    refine_margin: Option<f32>,
+    /// Payload of the round-2 upgrade.
+    #[arg(long, value_enum, default_value_t = Method::KvFp16, global = true)]
+    refine_payload: Method,
+    /// The sharer's Prometheus listener (`127.0.0.1:9101`): its RSS and CPU are sampled.
+    #[arg(long, global = true)]
+    sharer_metrics: Option<SocketAddr>,
+    /// The receiver's Prometheus listener: its RSS and CPU are sampled.
+    #[arg(long, global = true)]
+    receiver_metrics: Option<SocketAddr>,
+    /// Seconds between resource samples (default 5; 10 with --soak).
+    #[arg(long, global = true)]
+    sample_s: Option<u64>,
+    /// Seconds of warm-up left out of the RSS slope (default: a tenth of the run).
+    #[arg(long, global = true)]
+    warmup_s: Option<u64>,
     /// Print the report as JSON.
     #[arg(long, global = true)]
     json: bool,
@@ -51,203 +103,89 @@ enum Target {
         /// Sharer URL the receiver should call; empty means the receiver's default.
         #[arg(long, default_value = "")]
         sharer: String,
-        /// Method of every call.
-        #[arg(long, value_enum, default_value_t = Method::KvInt8)]
-        method: Method,
     },
-    /// Sharer `Share` streams (frames are read and counted, not decoded).
+    /// Sharer `Share` streams of the KV methods (frames are read and counted, not decoded).
     Share {
         /// Sharer URL (loopback only).
         #[arg(long, default_value = "http://127.0.0.1:50051")]
         sharer: String,
-        /// Payload precision.
-        #[arg(long, value_enum, default_value_t = Method::KvInt8)]
-        method: Method,
     },
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum Method {
-    ReceiverOnly,
-    Text,
-    KvFp16,
-    KvInt8,
-    KvInt4,
-}
-
-fn example() -> pb::Example {
-    pb::Example {
-        id: "loadtest-0".into(),
-        question: "Which part of a plant takes in most of the water the plant needs?".into(),
-        choices: vec![
-            "roots".into(),
-            "leaves".into(),
-            "flowers".into(),
-            "seeds".into(),
-        ],
-        gold: "A".into(),
-        passage: String::new(),
-    }
-}
-
-fn transfer(method: Method) -> Option<pb::TransferSettings> {
-    let payload = match method {
-        Method::KvFp16 => pb::Payload::Fp16,
-        Method::KvInt8 => pb::Payload::Int8,
-        Method::KvInt4 => pb::Payload::Int4,
-        Method::ReceiverOnly | Method::Text => return None,
-    };
-    Some(pb::TransferSettings {
-        payload: payload as i32,
-        granularity: pb::Granularity::PerBlock as i32,
-        selection: pb::Selection::All as i32,
-        keep_fraction: 1.0,
-        byte_cap: 0,
-        seed: 0,
-        ..Default::default()
-    })
-}
-
-fn evaluate_request(method: Method, sharer: &str) -> pb::EvaluateRequest {
-    let (m, text) = match method {
-        Method::ReceiverOnly => (pb::Method::ReceiverOnly, None),
-        Method::Text => (
-            pb::Method::Text,
-            Some(pb::TextSettings {
-                kind: pb::MessageKind::Raw as i32,
-                byte_cap: 0,
-            }),
-        ),
-        _ => (pb::Method::Kv, None),
-    };
-    pb::EvaluateRequest {
-        example: Some(example()),
-        method: m as i32,
-        transfer: transfer(method),
-        text,
-        scoring: pb::Scoring::Letter as i32,
-        sharer_endpoint: sharer.to_string(),
-        refine: None,
-        max_new_tokens: 0,
-        rank_normalization: pb::RankNormalization::Unspecified as i32,
-        layout: pb::Layout::Unspecified as i32,
-    }
-}
-
-/// One call; returns its status name and payload bytes.
-async fn call(target: &Target, channel: Channel, timeout: Duration) -> (String, u64) {
-    let result: Result<u64, tonic::Status> = async {
-        match target {
-            Target::Evaluate { sharer, method, .. } => {
-                let mut req = tonic::Request::new(evaluate_request(*method, sharer));
-                req.set_timeout(timeout);
-                let reply = ReceiverClient::new(channel)
-                    .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                    .evaluate(req)
-                    .await?
-                    .into_inner();
-                Ok(reply.total.map_or(0, |t| t.measured_total))
-            }
-            Target::Share { method, .. } => {
-                let mut req = tonic::Request::new(pb::ShareRequest {
-                    prompt: Some(pb::share_request::Prompt::Example(example())),
-                    transfer: transfer(*method),
-                    keep_session: false,
-                    all_positions: false,
-                    query: String::new(),
-                });
-                req.set_timeout(timeout);
-                let mut stream = SharerClient::new(channel)
-                    .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                    .share(req)
-                    .await?
-                    .into_inner();
-                let mut bytes = 0u64;
-                while let Some(chunk) = stream.message().await? {
-                    bytes += chunk.frame.len() as u64;
-                }
-                Ok(bytes)
-            }
-        }
-    }
-    .await;
-    match result {
-        Ok(bytes) => ("Ok".into(), bytes),
-        Err(status) => (format!("{:?}", status.code()), 0),
-    }
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let stop = match (cli.requests, cli.duration_s) {
-        (Some(n), _) => Stop::Requests(n),
-        (None, Some(s)) => Stop::Duration(Duration::from_secs(s)),
-        (None, None) => Stop::Requests(100),
+    let stop = match (cli.requests, cli.duration_s, cli.soak) {
+        (Some(n), _, _) => Stop::Requests(n),
+        (None, Some(s), _) => Stop::Duration(Duration::from_secs(s)),
+        (None, None, true) => Stop::Duration(Duration::from_secs(600)),
+        (None, None, false) => Stop::Requests(100),
     };
-    let url = match &cli.target {
-        Target::Evaluate { receiver, .. } => receiver.clone(),
-        Target::Share { sharer, .. } => sharer.clone(),
+    let concurrency = cli.concurrency.unwrap_or(if cli.soak { 64 } else { 4 });
+    let (url, sharer) = match &cli.target {
+        Target::Evaluate { receiver, sharer } => (receiver.clone(), sharer.clone()),
+        Target::Share { sharer } => (sharer.clone(), String::new()),
     };
-    let plan = LoadPlan::new(&url, cli.concurrency, stop)?;
-    let channel = Channel::from_shared(plan.target.clone())
-        .context("target URL")?
-        .connect_timeout(Duration::from_secs(5))
-        .connect()
-        .await
-        .with_context(|| format!("connecting to {}", plan.target))?;
+    let plan = LoadPlan::new(&url, concurrency, stop)?;
+    let examples = match &cli.examples {
+        Some(path) => load_examples(path)?,
+        None => vec![builtin_example()],
+    };
+    let workload = Workload {
+        examples,
+        methods: cli.methods.clone(),
+        scorings: cli.scoring.clone(),
+        text_kinds: cli.text_kinds.clone(),
+        refine: cli.refine_margin.map(|m| (m, cli.refine_payload)),
+        sharer,
+    };
+    workload.validate()?;
+    let metrics: Vec<(String, SocketAddr)> = [
+        ("sharer", cli.sharer_metrics),
+        ("receiver", cli.receiver_metrics),
+    ]
+    .into_iter()
+    .filter_map(|(name, addr)| Some((name.to_string(), addr?)))
+    .collect();
+    let run_s = match stop {
+        Stop::Duration(d) => d.as_secs(),
+        Stop::Requests(_) => 0,
+    };
+    let driver = Driver {
+        connections: cli.connections,
+        timeout: Duration::from_secs(cli.timeout_s),
+        metrics,
+        sample_every: Duration::from_secs(cli.sample_s.unwrap_or(if cli.soak { 10 } else { 5 })),
+        warmup: Duration::from_secs(cli.warmup_s.unwrap_or(run_s / 10)),
+    };
+    let calls = match cli.target {
+        Target::Evaluate { .. } => Calls::Evaluate(workload),
+        Target::Share { .. } => Calls::Share(workload),
+    };
     eprintln!(
-        "loadtest: {:?} against {}, {} in flight",
-        plan.stop, plan.target, plan.concurrency
+        "loadtest: {:?} against {}, {} in flight over {} connection(s), {} example(s)",
+        plan.stop,
+        plan.target,
+        plan.concurrency,
+        driver.connections,
+        match &calls {
+            Calls::Evaluate(w) | Calls::Share(w) => w.examples.len(),
+        }
     );
-
-    let target = Arc::new(cli.target);
-    let outcomes = Arc::new(Mutex::new(Vec::new()));
-    let issued = Arc::new(AtomicU64::new(0));
-    let start = Instant::now();
-    let timeout = Duration::from_secs(cli.timeout_s);
-    let mut workers = tokio::task::JoinSet::new();
-    for _ in 0..plan.concurrency {
-        let (target, outcomes, issued, channel) = (
-            Arc::clone(&target),
-            Arc::clone(&outcomes),
-            Arc::clone(&issued),
-            channel.clone(),
-        );
-        workers.spawn(async move {
-            loop {
-                let more = match stop {
-                    Stop::Requests(n) => issued.fetch_add(1, Ordering::Relaxed) < n,
-                    Stop::Duration(d) => start.elapsed() < d,
-                };
-                if !more {
-                    break;
-                }
-                let t0 = Instant::now();
-                let (status, bytes) = call(&target, channel.clone(), timeout).await;
-                let outcome = Outcome {
-                    latency: t0.elapsed(),
-                    status,
-                    bytes,
-                };
-                if let Ok(mut v) = outcomes.lock() {
-                    v.push(outcome);
-                }
-            }
-        });
-    }
-    while let Some(done) = workers.join_next().await {
-        done.context("a load worker panicked")?;
-    }
-    let wall = start.elapsed();
-    let outcomes = outcomes
-        .lock()
-        .map_err(|_| anyhow::anyhow!("outcome list poisoned"))?;
-    let report = Report::of(&outcomes, wall);
+    let report = run(&plan, &driver, calls)
+        .await
+        .with_context(|| format!("load against {}", plan.target))?;
     if cli.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print!("{}", report.render());
+    }
+    if cli.soak && report.ok != report.requests {
+        anyhow::bail!(
+            "soak: {} of {} calls failed",
+            report.requests - report.ok,
+            report.requests
+        );
     }
     Ok(())
 }

@@ -1,10 +1,13 @@
-//! The report of a load run: throughput, latency percentiles of successful calls, and error
-//! counts by gRPC status code.
+//! The report of a load run: throughput, latency percentiles of successful calls, error
+//! counts by gRPC status code, the same per kind of call, and the services' sampled memory
+//! and CPU.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::Serialize;
+
+use crate::resources::ResourceSummary;
 
 /// What one call did.
 #[derive(Debug, Clone, PartialEq)]
@@ -15,6 +18,19 @@ pub struct Outcome {
     pub status: String,
     /// Payload bytes the call moved (frames or reply), when known.
     pub bytes: u64,
+    /// What the call was (`kv-int8/rank`, `text-summary/letter`, `share-int8`).
+    pub kind: String,
+}
+
+/// Calls of one kind.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct KindStats {
+    /// Calls made.
+    pub requests: usize,
+    /// Calls that succeeded.
+    pub ok: usize,
+    /// Median latency of its successful calls, ms.
+    pub p50_ms: Option<f64>,
 }
 
 /// Summary of a run.
@@ -34,6 +50,12 @@ pub struct Report {
     pub payload_bytes_per_s: f64,
     /// Latency of successful calls, ms: p50, p95, p99, max.
     pub latency_ms: BTreeMap<String, f64>,
+    /// Calls by kind.
+    pub by_kind: BTreeMap<String, KindStats>,
+    /// gRPC connections the calls shared.
+    pub connections: usize,
+    /// The services' memory and CPU over the run, by service name (empty when not sampled).
+    pub resources: BTreeMap<String, ResourceSummary>,
 }
 
 impl Report {
@@ -51,6 +73,24 @@ impl Report {
                 latency_ms.insert(name.to_string(), v);
             }
         }
+        let mut by_kind: BTreeMap<String, KindStats> = BTreeMap::new();
+        let mut kinds: Vec<&str> = outcomes.iter().map(|o| o.kind.as_str()).collect();
+        kinds.sort_unstable();
+        kinds.dedup();
+        for kind in kinds {
+            let of: Vec<&Outcome> = outcomes.iter().filter(|o| o.kind == kind).collect();
+            let ok: Vec<f64> = of
+                .iter()
+                .filter(|o| o.status == "Ok")
+                .map(|o| o.latency.as_secs_f64() * 1e3)
+                .collect();
+            let stats = KindStats {
+                requests: of.len(),
+                ok: ok.len(),
+                p50_ms: eval_harness::percentile(&ok, 0.5),
+            };
+            by_kind.insert(kind.to_string(), stats);
+        }
         let secs = wall.as_secs_f64().max(f64::MIN_POSITIVE);
         Report {
             requests: outcomes.len(),
@@ -60,6 +100,9 @@ impl Report {
             throughput_rps: ok.len() as f64 / secs,
             payload_bytes_per_s: ok.iter().map(|o| o.bytes).sum::<u64>() as f64 / secs,
             latency_ms,
+            by_kind,
+            connections: 1,
+            resources: BTreeMap::new(),
         }
     }
 
@@ -75,19 +118,44 @@ impl Report {
             .iter()
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
-        format!(
-            "requests {} ({}) in {:.1} s\nthroughput {:.2} ok/s, payload {:.0} B/s\nlatency ms \
-             p50 {} p95 {} p99 {} max {}\n",
+        let mut out = format!(
+            "requests {} ({}) in {:.1} s over {} connection(s)\nthroughput {:.2} ok/s, payload \
+             {:.0} B/s\nlatency ms p50 {} p95 {} p99 {} max {}\n",
             self.requests,
             statuses.join(" "),
             self.wall_s,
+            self.connections,
             self.throughput_rps,
             self.payload_bytes_per_s,
             lat("p50"),
             lat("p95"),
             lat("p99"),
             lat("max"),
-        )
+        );
+        for (kind, k) in &self.by_kind {
+            let p50 = k.p50_ms.map_or("-".into(), |v| format!("{v:.1}"));
+            out.push_str(&format!(
+                "  {kind}: {} ok of {}, p50 {p50} ms\n",
+                k.ok, k.requests
+            ));
+        }
+        for (service, r) in &self.resources {
+            let slope = r
+                .rss_slope_mib_per_min
+                .map_or("-".into(), |v| format!("{v:+.3}"));
+            out.push_str(&format!(
+                "{service}: RSS MiB first {:.1}, after warm-up {:.1}, last {:.1}, max {:.1}; \
+                 slope after warm-up {slope} MiB/min; CPU {:.1} s; {} samples ({} failed)\n",
+                r.rss_first_mib,
+                r.rss_after_warmup_mib,
+                r.rss_last_mib,
+                r.rss_max_mib,
+                r.cpu_s,
+                r.samples,
+                r.failed_samples,
+            ));
+        }
+        out
     }
 }
 
@@ -100,6 +168,7 @@ mod tests {
             latency: Duration::from_millis(ms),
             status: status.into(),
             bytes: 100,
+            kind: if ms.is_multiple_of(2) { "even" } else { "odd" }.into(),
         }
     }
 
@@ -117,6 +186,9 @@ mod tests {
         assert!((r.latency_ms["p99"] - 99.01).abs() < 1e-9);
         assert_eq!(r.latency_ms["max"], 100.0);
         assert!(r.render().contains("Unavailable=1"));
+        assert_eq!((r.by_kind["even"].requests, r.by_kind["even"].ok), (52, 50));
+        assert_eq!((r.by_kind["odd"].requests, r.by_kind["odd"].ok), (50, 50));
+        assert_eq!(r.by_kind["odd"].p50_ms, Some(50.0));
     }
 
     #[test]

@@ -15,6 +15,7 @@ use tonic::server::NamedService;
 
 pub mod binary;
 pub mod reflection;
+pub mod request_log;
 pub mod status_fix;
 
 use crate::config::{ConfigError, ServiceConfig};
@@ -140,8 +141,9 @@ pub async fn prepare<C: ServiceConfig>(
 /// listing exactly `service`, health and reflection, with their descriptors, so grpcurl and
 /// the Python `grpcio-reflection` client work without the `.proto` files), until `shutdown`.
 /// Statuses tonic makes before a handler runs are corrected by
-/// [`status_fix::StatusFixLayer`] (`docs/STATUS_CODES.md`). The bytes of every connection
-/// (TLS records under TLS) go to the `{role}` transport bytes metric.
+/// [`status_fix::StatusFixLayer`] (`docs/STATUS_CODES.md`), and every call gets one log line
+/// ([`request_log`]). The bytes of every connection (TLS records under TLS) go to the `{role}`
+/// transport bytes metric.
 pub async fn serve_grpc<S>(
     role: &'static str,
     service: S,
@@ -172,9 +174,11 @@ where
     let incoming = bounded_incoming(role, listener, counters.clone(), transport.bounds);
     let reporter = tokio::spawn(report_transport(role, counters));
     let served = builder
-        .layer(status_fix::StatusFixLayer::new(&reflection::served(
-            S::NAME,
-        )))
+        .layer(request_log::RequestLogLayer::new(role))
+        .layer(status_fix::StatusFixLayer::new(
+            role,
+            &reflection::served(S::NAME),
+        ))
         .layer(AuthLayer::new(role, transport.tokens.clone()))
         .add_service(health_service)
         .add_service(reflection_v1)

@@ -6,6 +6,7 @@
 //! still propagated (`trace_context`) and recorded as the `trace_id` span field, so logs of both
 //! services join on it.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
@@ -13,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::Problems;
-use crate::metrics_catalog;
+use crate::{metrics_catalog, process_metrics};
 
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -72,6 +73,9 @@ pub enum TelemetryError {
     /// A global subscriber was already installed.
     #[error("tracing subscriber already installed: {0}")]
     Subscriber(String),
+    /// The process-metrics sampler thread could not be started.
+    #[error("process metrics sampler: {0}")]
+    Sampler(#[source] std::io::Error),
     /// The Prometheus exporter could not be built or bound.
     #[error("prometheus exporter on {addr}: {source}")]
     Metrics {
@@ -84,7 +88,9 @@ pub enum TelemetryError {
 }
 
 /// Installs the tracing subscriber and, when configured, the Prometheus exporter; describes
-/// every metric. Call once per process, from a binary, inside the tokio runtime.
+/// every metric. Call once per process, from a binary, inside the tokio runtime. Log lines
+/// carry ANSI colours only when standard output is a terminal: redirected to a file or a pipe
+/// (a container's log driver, `> service.log`) they are plain text.
 pub fn init(config: &TelemetryConfig) -> Result<(), TelemetryError> {
     let filter =
         EnvFilter::try_new(&config.log_filter).map_err(|source| TelemetryError::Filter {
@@ -93,6 +99,7 @@ pub fn init(config: &TelemetryConfig) -> Result<(), TelemetryError> {
         })?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stdout().is_terminal())
         .with_target(true);
     let installed = match config.log_format {
         LogFormat::Plain => builder.try_init(),
@@ -106,7 +113,8 @@ pub fn init(config: &TelemetryConfig) -> Result<(), TelemetryError> {
     Ok(())
 }
 
-/// Installs the global Prometheus recorder with its HTTP listener on `addr`.
+/// Installs the global Prometheus recorder with its HTTP listener on `addr` (inside a tokio
+/// runtime), and the sampler of the process metrics (`process_metrics`).
 pub fn install_prometheus(addr: SocketAddr) -> Result<(), TelemetryError> {
     let err = |source| TelemetryError::Metrics { addr, source };
     PrometheusBuilder::new()
@@ -117,7 +125,8 @@ pub fn install_prometheus(addr: SocketAddr) -> Result<(), TelemetryError> {
         )
         .map_err(err)?
         .install()
-        .map_err(err)
+        .map_err(err)?;
+    process_metrics::spawn_sampler().map_err(TelemetryError::Sampler)
 }
 
 #[cfg(test)]

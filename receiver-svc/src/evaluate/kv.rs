@@ -9,7 +9,7 @@ use fuser::{CacheFuser, PromptLayout};
 use kvwire::HostCache;
 use kvwire_proto::v1 as pb;
 use service_kit::counting::ByteSnapshot;
-use service_kit::metrics_catalog::{add_bytes, record_stage_ms};
+use service_kit::metrics_catalog::{FRAMES, add_bytes, record_stage_ms};
 use service_kit::trace_context::TraceContext;
 
 use super::{MethodResult, ReceiverCore, SERVICE, end_round};
@@ -141,6 +141,9 @@ impl ReceiverCore {
 fn account_round(round: u32, t: &RoundTransfer, transport: ByteSnapshot) -> RoundReport {
     add_bytes(SERVICE, "blob", t.blob_bytes);
     add_bytes(SERVICE, "grpc_message", t.grpc_bytes);
+    add_bytes(SERVICE, "link_read", transport.read);
+    add_bytes(SERVICE, "link_written", transport.written);
+    metrics::counter!(FRAMES, "service" => SERVICE).increment(u64::from(t.frames));
     record_stage_ms(SERVICE, "transfer", t.transfer_ms);
     record_stage_ms(SERVICE, "decode", t.decode_ms);
     let request = if round > 1 { t.request_bytes } else { 0 };

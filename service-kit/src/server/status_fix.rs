@@ -14,7 +14,10 @@
 //!   from.
 //!
 //! Only trailers-only answers (the status in the response headers, which is how tonic answers
-//! both before a handler runs) are touched; a handler's own statuses pass unchanged.
+//! both before a handler runs) are touched; a handler's own statuses pass unchanged. Each call
+//! answered so (no handler ran, so no handler counted it) is counted in the rpc metrics under
+//! its final code (`metrics_catalog::count_rejected`: `malformed_request`,
+//! `request_too_large`, `unimplemented`).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -23,6 +26,7 @@ use std::task::{Context, Poll};
 
 use http::HeaderValue;
 
+use crate::metrics_catalog::count_rejected;
 use crate::rpc::ERROR_TYPE_KEY;
 
 /// The prefix of prost's decode error, as tonic's codec puts it in `grpc-message`.
@@ -35,13 +39,15 @@ const TOO_LARGE: &str = "decoded message length too large";
 /// Adds [`StatusFix`] to every request of a server that serves `served`.
 #[derive(Debug, Clone)]
 pub struct StatusFixLayer {
+    role: &'static str,
     served: Arc<[&'static str]>,
 }
 
 impl StatusFixLayer {
-    /// For a server serving these fully qualified services.
-    pub fn new(served: &[&'static str]) -> Self {
+    /// For a server of `role` serving these fully qualified services.
+    pub fn new(role: &'static str, served: &[&'static str]) -> Self {
         Self {
+            role,
             served: served.into(),
         }
     }
@@ -53,6 +59,7 @@ impl<S> tower::Layer<S> for StatusFixLayer {
     fn layer(&self, inner: S) -> Self::Service {
         StatusFix {
             inner,
+            role: self.role,
             served: Arc::clone(&self.served),
         }
     }
@@ -62,6 +69,7 @@ impl<S> tower::Layer<S> for StatusFixLayer {
 #[derive(Debug, Clone)]
 pub struct StatusFix<S> {
     inner: S,
+    role: &'static str,
     served: Arc<[&'static str]>,
 }
 
@@ -80,18 +88,54 @@ where
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let path = request.uri().path().to_string();
-        let served = Arc::clone(&self.served);
+        let (role, served) = (self.role, Arc::clone(&self.served));
         let answer = self.inner.call(request);
         Box::pin(async move {
             let mut response = answer.await?;
-            fix(response.headers_mut(), &path, &served);
+            if let Some((code, error_type)) = fix(response.headers_mut(), &path, &served) {
+                count_rejected(role, method_label(&path, &served), code, error_type);
+            }
             Ok(response)
         })
     }
 }
 
-/// Rewrites the status in `headers` where the module documentation says.
-pub(crate) fn fix(headers: &mut http::HeaderMap, path: &str, served: &[&str]) {
+/// Every method name of the services' protos, health and reflection: the `method` labels a
+/// refused call may carry (the path is the caller's; the label set stays bounded).
+const METHODS: &[&str] = &[
+    "Evaluate",
+    "Share",
+    "Refine",
+    "Message",
+    "Answer",
+    "Info",
+    "Check",
+    "Watch",
+    "ServerReflectionInfo",
+];
+
+/// The `method` label of a refused call: the method's name (as the handlers label theirs)
+/// when its service is served here and the name is one of [`METHODS`], `unserved` otherwise.
+fn method_label(path: &str, served: &[&str]) -> &'static str {
+    let mut parts = path.trim_start_matches('/').splitn(2, '/');
+    let (service, method) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    if !served.contains(&service) {
+        return "unserved";
+    }
+    METHODS
+        .iter()
+        .find(|m| **m == method)
+        .copied()
+        .unwrap_or("unserved")
+}
+
+/// Rewrites the status in `headers` where the module documentation says; returns the final
+/// code and error label of a rewritten answer.
+pub(crate) fn fix(
+    headers: &mut http::HeaderMap,
+    path: &str,
+    served: &[&str],
+) -> Option<(tonic::Code, &'static str)> {
     let code = headers.get("grpc-status").map(HeaderValue::as_bytes);
     let message = headers
         .get("grpc-message")
@@ -100,6 +144,7 @@ pub(crate) fn fix(headers: &mut http::HeaderMap, path: &str, served: &[&str]) {
     match code {
         Some(b"13") if message.starts_with(DECODE_FAILURE) => {
             headers.insert("grpc-status", HeaderValue::from_static("3"));
+            Some((tonic::Code::InvalidArgument, "malformed_request"))
         }
         Some(b"11") if message.contains(TOO_LARGE) => {
             headers.insert("grpc-status", HeaderValue::from_static("3"));
@@ -110,6 +155,7 @@ pub(crate) fn fix(headers: &mut http::HeaderMap, path: &str, served: &[&str]) {
             if let Ok(v) = HeaderValue::from_str(&percent_encode(&too_large_message(&message))) {
                 headers.insert("grpc-message", v);
             }
+            Some((tonic::Code::InvalidArgument, "request_too_large"))
         }
         Some(b"12") if message.is_empty() => {
             let text = format!(
@@ -119,8 +165,9 @@ pub(crate) fn fix(headers: &mut http::HeaderMap, path: &str, served: &[&str]) {
             if let Ok(v) = HeaderValue::from_str(&percent_encode(&text)) {
                 headers.insert("grpc-message", v);
             }
+            Some((tonic::Code::Unimplemented, "unimplemented"))
         }
-        _ => {}
+        _ => None,
     }
 }
 
@@ -247,6 +294,29 @@ mod tests {
         fix(&mut h, "/a.B/C", &["a.B"]);
         assert_eq!(h["grpc-status"], "11");
         assert!(h.get(ERROR_TYPE_KEY).is_none());
+    }
+
+    #[test]
+    fn rewritten_answers_are_reported_for_counting_with_bounded_method_labels() {
+        let decode = "failed to decode Protobuf message: x";
+        let mut h = headers("13", Some(decode));
+        let rewritten = fix(&mut h, "/a.B/Share", &["a.B"]);
+        assert_eq!(
+            rewritten,
+            Some((tonic::Code::InvalidArgument, "malformed_request"))
+        );
+        let mut h = headers("12", None);
+        let rewritten = fix(&mut h, "/x.Y/Z", &["a.B"]);
+        assert_eq!(
+            rewritten,
+            Some((tonic::Code::Unimplemented, "unimplemented"))
+        );
+        let mut h = headers("13", Some("model: out of memory"));
+        assert_eq!(fix(&mut h, "/a.B/C", &["a.B"]), None);
+        assert_eq!(method_label("/a.B/Share", &["a.B"]), "Share");
+        assert_eq!(method_label("/a.B/Nope", &["a.B"]), "unserved");
+        assert_eq!(method_label("/x.Y/Share", &["a.B"]), "unserved");
+        assert_eq!(method_label("", &["a.B"]), "unserved");
     }
 
     #[test]
