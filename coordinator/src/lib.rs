@@ -9,15 +9,21 @@
 //! and the run loop ([`runner`]). The CLI, datasets and the embedded services live in the
 //! `coordinator` binary; only its default feature `embedded` links the services (library users
 //! set `default-features = false`).
+//!
+//! Emulated networks: link profiles ([`link`]), a delaying TCP relay ([`relay`]) and probes
+//! of a path's delay and rate ([`link_probe`]).
 
 pub mod cell;
 pub mod compare;
 pub mod error;
 pub mod grid;
+pub mod link;
+pub mod link_probe;
 pub mod manifest;
 pub mod method;
 pub mod plot;
 pub mod registry;
+pub mod relay;
 pub mod retry;
 pub mod row;
 pub mod runner;
