@@ -186,8 +186,8 @@ mod tests {
         assert!((r.latency_ms["p99"] - 99.01).abs() < 1e-9);
         assert_eq!(r.latency_ms["max"], 100.0);
         assert!(r.render().contains("Unavailable=1"));
-        assert_eq!((r.by_kind["even"].requests, r.by_kind["even"].ok), (52, 50));
-        assert_eq!((r.by_kind["odd"].requests, r.by_kind["odd"].ok), (50, 50));
+        assert_eq!((r.by_kind["even"].requests, r.by_kind["even"].ok), (51, 50));
+        assert_eq!((r.by_kind["odd"].requests, r.by_kind["odd"].ok), (51, 50));
         assert_eq!(r.by_kind["odd"].p50_ms, Some(50.0));
     }
 
