@@ -91,3 +91,102 @@ pub enum RunError {
     #[error("an evaluation task panicked: {0}")]
     TaskPanicked(#[source] tokio::task::JoinError),
 }
+
+/// Why shard folders cannot be merged (`coordinator merge`).
+#[derive(Debug, thiserror::Error)]
+pub enum MergeError {
+    /// No shard folder was given.
+    #[error("no shard folders to merge")]
+    NoShards,
+    /// A folder is not a shard of a run (no `configs/shard.json`).
+    #[error(
+        "{0}: not a shard folder (no configs/shard.json; run it with `coordinator run --shard I/N`)"
+    )]
+    NotAShard(PathBuf),
+    /// A shard never finished an invocation, so the code it ran is unknown.
+    #[error("{0}: no manifest in manifests/ (the shard never finished a run; run it again first)")]
+    NoManifest(PathBuf),
+    /// Two shards of different grids (or a shard whose invocations ran different grids).
+    #[error(
+        "{first} ran grid sha256 {first_grid}, {other} ran {other_grid}: not shards of one run"
+    )]
+    DifferentGrid {
+        /// The first folder.
+        first: PathBuf,
+        /// Its grid's sha256.
+        first_grid: String,
+        /// The folder that differs.
+        other: PathBuf,
+        /// That folder's grid sha256.
+        other_grid: String,
+    },
+    /// Two shards (or two invocations of one shard) ran different code.
+    #[error(
+        "{first} ran code {first_code}, {other} ran {other_code}: rows of different code do not merge"
+    )]
+    DifferentCommit {
+        /// The first folder.
+        first: PathBuf,
+        /// Its commit (with `+dirty` when tracked files had changes).
+        first_code: String,
+        /// The folder that differs.
+        other: PathBuf,
+        /// Its commit.
+        other_code: String,
+    },
+    /// Shards split the run into different numbers of parts.
+    #[error("{other} is shard {index}/{count}, but {first} splits the run into {first_count}")]
+    DifferentCount {
+        /// The first folder.
+        first: PathBuf,
+        /// Its shard count.
+        first_count: usize,
+        /// The folder that differs.
+        other: PathBuf,
+        /// Its shard index.
+        index: usize,
+        /// Its shard count.
+        count: usize,
+    },
+    /// The same grid expanded to different cells or items in two shards (another data file,
+    /// another dataset version).
+    #[error("{first} and {other} planned different cells or items for the same grid")]
+    DifferentItems {
+        /// The first folder.
+        first: PathBuf,
+        /// The folder that differs.
+        other: PathBuf,
+    },
+    /// Two folders hold the same shard.
+    #[error("{first} and {other} both hold shard {index}")]
+    Overlap {
+        /// The shard index.
+        index: usize,
+        /// One folder.
+        first: PathBuf,
+        /// The other.
+        other: PathBuf,
+    },
+    /// Shards of the run are not among the folders.
+    #[error("shards {missing:?} of {count} are missing")]
+    Missing {
+        /// Missing shard indices.
+        missing: Vec<usize>,
+        /// Shard count.
+        count: usize,
+    },
+    /// A shard folder's plans or rows are not its shard's slice.
+    #[error("{path}: {what}")]
+    NotItsSlice {
+        /// The shard folder.
+        path: PathBuf,
+        /// What is out of place.
+        what: String,
+    },
+    /// The output folder already holds a run.
+    #[error("{0} already holds a run folder; merge into a new folder")]
+    OutExists(PathBuf),
+    /// A folder could not be read or written.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+}

@@ -3,10 +3,11 @@
 //!
 //! The pure part plus plain file I/O: grid model and expansion ([`grid`], [`method`],
 //! [`cell`]), the retry policy ([`retry`]), the run folder and registry ([`registry`]), result
-//! rows ([`row`]), summary tables ([`summary`], over `eval_harness`'s statistics), figures
-//! ([`plot`]), run manifests ([`manifest`]) and UTC time stamps ([`timestamp`]). The gRPC edge
-//! is here too, so tests can drive a run against real services: requests and rows ([`wire`])
-//! and the run loop ([`runner`]). The CLI, datasets and the embedded services live in the
+//! rows ([`row`]), shards of a run and their merge ([`shard`], [`merge`]), summary tables
+//! ([`summary`], over `eval_harness`'s statistics), figures ([`plot`]), run manifests
+//! ([`manifest`]) and UTC time stamps ([`timestamp`]). The gRPC edge is here too, so tests can
+//! drive a run against real services: requests and rows ([`wire`]) and the run loop
+//! ([`runner`]). The CLI, datasets and the embedded services live in the
 //! `coordinator` binary; only its default feature `embedded` links the services (library users
 //! set `default-features = false`).
 //!
@@ -20,6 +21,7 @@ pub mod grid;
 pub mod link;
 pub mod link_probe;
 pub mod manifest;
+pub mod merge;
 pub mod method;
 pub mod plot;
 pub mod registry;
@@ -27,6 +29,7 @@ pub mod relay;
 pub mod retry;
 pub mod row;
 pub mod runner;
+pub mod shard;
 pub mod summary;
 pub mod timestamp;
 pub mod wire;
@@ -35,7 +38,7 @@ pub mod wire;
 mod testutil;
 
 pub use cell::{Cell, CellConfig, expand};
-pub use error::{GridError, RegistryError, RunError};
+pub use error::{GridError, MergeError, RegistryError, RunError};
 pub use grid::Grid;
 pub use registry::{CellRows, RunDir};
 pub use retry::RetryPolicy;

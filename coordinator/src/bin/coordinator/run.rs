@@ -11,12 +11,13 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use coordinator::cell::{Cell, CellPair, canonical_json, expand};
-use coordinator::grid::{Grid, SCIQ_CONTEXT_LONG_DATASET};
+use coordinator::grid::{Grid, SCIQ_CONTEXT_LONG_DATASET, Shard};
 use coordinator::manifest::{
     AssetRecord, GitInfo, LongContextRecord, ModelRecord, RunManifest, SystemInfo,
 };
 use coordinator::registry::{CellPlan, RunDir, write_json_atomic, write_text_atomic};
 use coordinator::runner::{self, ReadyCell, RunOptions, receiver_channel};
+use coordinator::shard;
 use coordinator::timestamp::now_unix_ms;
 use coordinator::wire::RequestTemplate;
 use kvwire_proto::v1 as pb;
@@ -63,6 +64,8 @@ pub struct RunArgs {
     pub services: Services,
     /// Show a progress bar.
     pub progress: bool,
+    /// Run only this shard of the grid's (cell, sample) units, in a folder of its own.
+    pub shard: Option<Shard>,
 }
 
 /// A loaded dataset slice: examples by id, and the ids in evaluation order.
@@ -80,7 +83,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<PathBuf> {
     let started_ms = now_unix_ms();
     let grid = Grid::from_toml(&args.grid_text)?;
     let cells = expand(&grid);
-    let dir = RunDir::create(args.out.join(&grid.name))?;
+    let grid_sha256 = hex::encode(Sha256::digest(args.grid_text.as_bytes()));
+    let dir = RunDir::create(match args.shard {
+        Some(shard) => shard.run_folder(&args.out, &grid.name),
+        None => args.out.join(&grid.name),
+    })?;
     let log = Arc::new(RunLog::open(&dir.logs().join("coordinator.log"), true)?);
     log.line(format!(
         "run grid {:?}: {} cells, folder {}",
@@ -109,6 +116,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<PathBuf> {
         &reached.endpoints,
         &reached.client,
     )?;
+    let (plans, ready) = shard::narrow(args.shard, &grid_sha256, &dir, plans, ready)?;
+    if let Some(shard) = args.shard {
+        let units: usize = plans.iter().map(|p| p.sample_ids.len()).sum();
+        log.line(format!(
+            "shard {shard}: {units} (cell, sample) units of the grid"
+        ));
+    }
     dir.write_plans(&plans)?;
     warn_random_weights(&cells, &log);
 
@@ -137,7 +151,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<PathBuf> {
     println!("{table}");
     let manifest = RunManifest {
         grid: grid.name.clone(),
-        grid_sha256: hex::encode(Sha256::digest(args.grid_text.as_bytes())),
+        grid_sha256,
         coordinator_version: env!("CARGO_PKG_VERSION").to_string(),
         services: services_label(&args.services),
         started_at_unix_ms: started_ms,
