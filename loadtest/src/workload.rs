@@ -120,7 +120,7 @@ pub struct Workload {
     pub methods: Vec<Method>,
     /// Scorings, used in turn (after each round of methods).
     pub scorings: Vec<Scoring>,
-    /// Text kinds, used in turn by the text calls.
+    /// Text kinds, used in turn by the text calls (after each round of methods and scorings).
     pub text_kinds: Vec<TextKind>,
     /// Refinement of KV calls: ask for a round-2 upgrade to this payload when the round-1
     /// margin is below the threshold.
@@ -151,10 +151,13 @@ impl Workload {
 
     /// The label (`kv-int8/rank`, `text-summary/letter`) and request of call `i`.
     pub fn request(&self, i: u64) -> (String, pb::EvaluateRequest) {
+        // Methods turn fastest, then scorings, then text kinds: every combination comes up.
         let n_methods = self.methods.len() as u64;
+        let n_scorings = self.scorings.len() as u64;
         let method = self.methods[(i % n_methods) as usize];
-        let scoring = self.scorings[((i / n_methods) % self.scorings.len() as u64) as usize];
-        let kind = self.text_kinds[((i / n_methods) % self.text_kinds.len() as u64) as usize];
+        let scoring = self.scorings[((i / n_methods) % n_scorings) as usize];
+        let kind = self.text_kinds
+            [((i / (n_methods * n_scorings)) % self.text_kinds.len() as u64) as usize];
         let (m, text) = match method {
             Method::ReceiverOnly => (pb::Method::ReceiverOnly, None),
             Method::Text => (
@@ -259,12 +262,18 @@ mod tests {
     fn calls_cycle_through_examples_methods_scorings_and_kinds() {
         let w = workload();
         w.validate().unwrap();
-        let labels: Vec<String> = (0..6).map(|i| w.request(i).0).collect();
+        let labels: Vec<String> = (0..12).map(|i| w.request(i).0).collect();
         assert_eq!(
             labels,
             [
                 "kv-int8+refine/letter",
                 "text-raw/letter",
+                "receiver-only/letter",
+                "kv-int8+refine/rank",
+                "text-raw/rank",
+                "receiver-only/rank",
+                "kv-int8+refine/letter",
+                "text-summary/letter",
                 "receiver-only/letter",
                 "kv-int8+refine/rank",
                 "text-summary/rank",
