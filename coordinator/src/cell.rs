@@ -52,6 +52,10 @@ pub struct CellConfig {
     /// Prompt layout (absent for the default shared prompt, so existing ids do not change).
     #[serde(default, skip_serializing_if = "Layout::is_shared")]
     pub layout: Layout,
+    /// The link profile between receiver and sharer, when the grid has a `links` axis (absent
+    /// otherwise, so existing ids do not change).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
 }
 
 /// A cell: its id and its resolved config.
@@ -64,6 +68,15 @@ pub struct Cell {
 }
 
 impl CellConfig {
+    /// The pair's label, with `@<link>` when the cell names a link profile: what tables and
+    /// figures show, so that cells on different links stay apart.
+    pub fn pair_link_label(&self) -> String {
+        match &self.link {
+            Some(link) => format!("{}@{link}", self.pair.label),
+            None => self.pair.label.clone(),
+        }
+    }
+
     /// The cell id of this config.
     pub fn id(&self) -> String {
         let value = serde_json::to_value(self).expect("a cell config always serializes");
@@ -149,6 +162,7 @@ pub fn expand(grid: &Grid) -> Vec<Cell> {
                                 seed: method.uses_seed().then_some(seed),
                                 sample_timeout_s: grid.limits.sample_timeout_s,
                                 layout: grid.layout,
+                                link: None,
                             };
                             let id = config.id();
                             if !cells.iter().any(|c| c.id == id) {
@@ -160,7 +174,27 @@ pub fn expand(grid: &Grid) -> Vec<Cell> {
             }
         }
     }
-    cells
+    with_links(grid, cells)
+}
+
+/// Each cell once per link of the grid's `links` axis, links innermost (the cells as they are
+/// when the grid has none).
+fn with_links(grid: &Grid, cells: Vec<Cell>) -> Vec<Cell> {
+    if grid.links.is_empty() {
+        return cells;
+    }
+    let mut out = Vec::new();
+    for cell in cells {
+        for link in &grid.links {
+            let mut config = cell.config.clone();
+            config.link = Some(link.clone());
+            out.push(Cell {
+                id: config.id(),
+                config,
+            });
+        }
+    }
+    out
 }
 
 #[cfg(test)]

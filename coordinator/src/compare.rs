@@ -96,6 +96,7 @@ fn baseline_of<'a>(plans: &'a [CellPlan], plan: &CellPlan, baseline: &str) -> Op
             let b = &p.cell.config;
             b.method_label == baseline
                 && b.pair.label == c.pair.label
+                && b.link == c.link
                 && b.dataset == c.dataset
                 && b.scoring == c.scoring
         })
@@ -135,7 +136,7 @@ fn paired(
     Some(Comparison {
         cell_id: plan.cell.id.clone(),
         method: c.method_label.clone(),
-        pair: c.pair.label.clone(),
+        pair: c.pair_link_label(),
         dataset: c.dataset.name.clone(),
         cap: c.budget_cap_bytes,
         baseline_cell_id: base.cell.id.clone(),

@@ -48,6 +48,11 @@ pub struct Grid {
     /// Seeds (an axis) for methods with randomness (random token selection).
     #[serde(default = "default_seeds")]
     pub seeds: Vec<u64>,
+    /// Link profiles (an axis) the receiver reaches the sharer through, by name (`loopback`,
+    /// `10gbit-0.1ms`, `1gbit-1ms`, `100mbit-20ms`: `crate::link`); embedded services only.
+    /// Empty: plain loopback, no link recorded (docs/REGIME_MAP.md).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<String>,
     /// Limits applied to every sample of the grid.
     #[serde(default)]
     pub limits: Limits,
@@ -324,6 +329,14 @@ impl Grid {
                     "dataset {:?}: passage_words applies to \"passkey\" only",
                     ds.name
                 ));
+            }
+        }
+        for (i, link) in self.links.iter().enumerate() {
+            if let Err(e) = crate::link::LinkProfile::by_name(link) {
+                problems.push(format!("links: {e}"));
+            }
+            if self.links[..i].contains(link) {
+                problems.push(format!("links: {link:?} appears twice"));
             }
         }
         problems.extend(self.long_context_problems());

@@ -126,6 +126,9 @@ pub struct ResultRow {
     pub dataset: String,
     /// Method label.
     pub method: String,
+    /// The link profile between receiver and sharer, when the cell names one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
     /// Gold letter.
     pub gold: String,
     /// Predicted letter, when answered.

@@ -116,7 +116,7 @@ impl CellSummary {
                 .map(|(k, (n, c))| (k, c as f64 / n as f64))
                 .collect(),
             cell_id: cell.id.clone(),
-            pair: cell.config.pair.label.clone(),
+            pair: cell.config.pair_link_label(),
             dataset: dataset_label(&cell.config.dataset),
             method: cell.config.method_label.clone(),
             scoring: cell.config.scoring.as_str().to_string(),

@@ -38,6 +38,7 @@ pub fn row(cell: &str, sample: &str, attempt: u32, ok: bool) -> ResultRow {
         pair: "p".into(),
         dataset: "arc_easy".into(),
         method: "kv-int8".into(),
+        link: None,
         gold: "A".into(),
         prediction: ok.then(|| "A".into()),
         correct: ok.then_some(true),

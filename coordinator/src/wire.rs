@@ -241,6 +241,7 @@ fn base_row(t: &Try<'_>) -> ResultRow {
         pair: t.cell.pair.label.clone(),
         dataset: t.cell.dataset.name.clone(),
         method: t.cell.method_label.clone(),
+        link: t.cell.link.clone(),
         gold: t.gold.to_string(),
         prediction: None,
         correct: None,

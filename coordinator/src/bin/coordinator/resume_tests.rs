@@ -56,9 +56,14 @@ async fn failed_samples_become_rows_and_a_retry_replaces_them() {
     let log = RunLog::open(&tmp.path().join("log"), false).unwrap();
     let cell = expand(&Grid::from_toml(GRID).unwrap()).remove(0);
     let placement = ServicePlacement::default();
-    let services = Embedded::start(std::slice::from_ref(&cell.config.pair), &placement, &log)
-        .await
-        .unwrap();
+    let services = Embedded::start(
+        std::slice::from_ref(&cell.config.pair),
+        &placement,
+        &[],
+        &log,
+    )
+    .await
+    .unwrap();
     let dead = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         format!("http://{}", l.local_addr().unwrap())

@@ -12,6 +12,7 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use coordinator::cell::{Cell, CellPair, canonical_json, expand};
 use coordinator::grid::{Grid, SCIQ_CONTEXT_LONG_DATASET, Shard};
+use coordinator::link::LinkProfile;
 use coordinator::manifest::{
     AssetRecord, GitInfo, LongContextRecord, ModelRecord, RunManifest, SystemInfo,
 };
@@ -75,6 +76,40 @@ type Slice = (Arc<BTreeMap<String, pb::Example>>, Vec<String>);
 struct PairEndpoints {
     sharer: String,
     receiver: String,
+    /// The sharer as reached through each link profile of the grid, by profile name.
+    sharer_via: BTreeMap<String, String>,
+}
+
+impl PairEndpoints {
+    /// The sharer URL a cell on `link` sends the receiver to.
+    fn sharer_for(&self, link: Option<&str>) -> anyhow::Result<String> {
+        match link {
+            None => Ok(self.sharer.clone()),
+            Some(link) => self
+                .sharer_via
+                .get(link)
+                .cloned()
+                .with_context(|| format!("no path to the sharer through link {link}")),
+        }
+    }
+}
+
+/// The grid's link profiles; a profile other than loopback needs the embedded services (the
+/// coordinator routes them through the profile's namespaces itself).
+fn grid_links(grid: &Grid, services: &Services) -> anyhow::Result<Vec<LinkProfile>> {
+    let links = grid
+        .links
+        .iter()
+        .map(|name| LinkProfile::by_name(name))
+        .collect::<Result<Vec<_>, _>>()?;
+    if matches!(services, Services::External { .. }) && links.iter().any(|l| !l.is_loopback()) {
+        bail!(
+            "links other than loopback route embedded services through network namespaces; for \
+             external services put the relay between them yourself (`coordinator relay`) and \
+             leave `links` out"
+        );
+    }
+    Ok(links)
 }
 
 /// Runs a grid; returns the run folder.
@@ -105,7 +140,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<PathBuf> {
         long_context,
     } = load_datasets(&cells, &log)?;
     let pairs = distinct_pairs(&cells);
-    let reached = reach_services(&args.services, &pairs, &log).await?;
+    let links = grid_links(&grid, &args.services)?;
+    let reached = reach_services(&args.services, &pairs, &links, &log).await?;
     if let Some(e) = &reached.embedded {
         assets.extend(e.assets());
     }
@@ -143,6 +179,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<PathBuf> {
         counts.retried
     ));
     if let Some(e) = reached.embedded {
+        for line in e.link_report() {
+            log.line(line);
+        }
         e.shutdown().await;
     }
 
@@ -320,11 +359,12 @@ fn external_client(flags: &ClientSettings) -> anyhow::Result<ClientTransport> {
 async fn reach_services(
     services: &Services,
     pairs: &[CellPair],
+    links: &[LinkProfile],
     log: &Arc<RunLog>,
 ) -> anyhow::Result<Reached> {
     let (embedded, client) = match services {
         Services::Embedded(placement) => (
-            Some(Embedded::start(pairs, placement, log).await?),
+            Some(Embedded::start(pairs, placement, links, log).await?),
             ClientTransport::default(),
         ),
         Services::External { client, .. } => (None, external_client(client)?),
@@ -341,10 +381,23 @@ async fn reach_services(
             ) => PairEndpoints {
                 sharer: sharer.clone(),
                 receiver: receiver.clone(),
+                sharer_via: links
+                    .iter()
+                    .map(|l| (l.name.to_string(), sharer.clone()))
+                    .collect(),
             },
             (_, Some(e)) => PairEndpoints {
                 sharer: e.sharer_url(&pair.sharer.model)?,
                 receiver: e.receiver_url(&pair.receiver.model, pair.fuser.as_deref())?,
+                sharer_via: links
+                    .iter()
+                    .map(|l| {
+                        Ok((
+                            l.name.to_string(),
+                            e.sharer_url_via(&pair.sharer.model, Some(l.name))?,
+                        ))
+                    })
+                    .collect::<anyhow::Result<_>>()?,
             },
             (Services::Embedded(_), None) => bail!("embedded services did not start"),
         };
@@ -382,7 +435,7 @@ fn ready_cells(
             template,
             examples: Arc::clone(examples),
             receiver: receiver_channel(&ep.receiver, client)?,
-            sharer_endpoint: ep.sharer.clone(),
+            sharer_endpoint: ep.sharer_for(cell.config.link.as_deref())?,
         });
     }
     Ok((plans, ready))
