@@ -55,7 +55,17 @@ panels = [
     panel(7, "Refinement sessions held / evicted per second",
           [("sum(kvwire_sessions_active)", "active"),
            ("sum by (reason) (rate(kvwire_sessions_evicted_total[$__rate_interval]))", "evicted {{reason}}")],
-          "short", 0, 24, w=24),
+          "short", 0, 24),
+    panel(8, "KVWire frames per second (sent by the sharer, decoded by the receiver)",
+          [("sum by (service) (rate(kvwire_frames_total{service=~\"$service\"}[$__rate_interval]))",
+            "{{service}}")], "short", 12, 24),
+    # Process metrics carry no `service` label; the scrape job's `role` label names the service.
+    panel(9, "Resident memory",
+          [("max by (role) (process_resident_memory_bytes{role=~\"$service\"})", "{{role}}")],
+          "bytes", 0, 32),
+    panel(10, "CPU cores used",
+          [("sum by (role) (rate(process_cpu_seconds_total{role=~\"$service\"}[$__rate_interval]))",
+            "{{role}}")], "short", 12, 32),
 ]
 
 dashboard = {
