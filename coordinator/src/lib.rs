@@ -12,7 +12,8 @@
 //! set `default-features = false`).
 //!
 //! Emulated networks: link profiles ([`link`]), a delaying TCP relay ([`relay`]) and probes
-//! of a path's delay and rate ([`link_probe`]).
+//! of a path's delay and rate ([`link_probe`]). Where a cache beats text, over runs on
+//! several links: the regime map ([`regime`], [`regime_report`], [`regime_plot`]).
 
 pub mod cell;
 pub mod compare;
@@ -24,6 +25,9 @@ pub mod manifest;
 pub mod merge;
 pub mod method;
 pub mod plot;
+pub mod regime;
+pub mod regime_plot;
+pub mod regime_report;
 pub mod registry;
 pub mod relay;
 pub mod retry;

@@ -149,7 +149,7 @@ fn num(v: Option<f64>, decimals: usize) -> String {
 /// A number for CSV: empty when absent, so plotting tools read it as missing.
 /// The dataset's name, with its passage length when the spec sets one
 /// (`sciq_context_long@2048tok`, `passkey@200w`): cells that differ only by length stay apart.
-fn dataset_label(dataset: &crate::grid::DatasetSpec) -> String {
+pub(crate) fn dataset_label(dataset: &crate::grid::DatasetSpec) -> String {
     match crate::plot::points::ContextLength::of(dataset) {
         Some(crate::plot::points::ContextLength::Tokens(n)) => format!("{}@{n}tok", dataset.name),
         Some(crate::plot::points::ContextLength::Words(n)) => format!("{}@{n}w", dataset.name),

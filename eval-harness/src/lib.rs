@@ -76,7 +76,7 @@ pub use scoring::{
 };
 pub use stats::{
     Accuracy, DEFAULT_RESAMPLES, Interval, accuracy, bootstrap_accuracy_ci, mean,
-    paired_difference_ci, percentile, wilson_95,
+    paired_difference_ci, paired_mean_difference_ci, percentile, wilson_95,
 };
 #[cfg(feature = "prompts")]
 pub use tokenized::{

