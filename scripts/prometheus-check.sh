@@ -9,7 +9,8 @@
 #
 # Installs the `prometheus` package with apt-get when it is missing (needs root); without it
 # and without root it says so and exits 0 (skipped). Builds the two services and loadtest
-# (debug profile). KEEP_DIR=1 keeps the working folder (logs, Prometheus data) for a look.
+# (debug profile); BIN_DIR=DIR uses the three binaries in DIR instead. KEEP_DIR=1 keeps the
+# working folder (logs, Prometheus data) for a look.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -32,33 +33,51 @@ if ! command -v prometheus >/dev/null; then
 fi
 prometheus --version 2>&1 | head -1
 
-echo "== building sharer-svc, receiver-svc, loadtest"
-cargo build -q -p sharer-svc -p receiver-svc -p loadtest
-bin=$(cargo metadata --format-version 1 --no-deps \
-    | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/debug
+if [ -n "${BIN_DIR:-}" ]; then
+    bin=$BIN_DIR
+else
+    echo "== building sharer-svc, receiver-svc, loadtest"
+    cargo build -q -p sharer-svc -p receiver-svc -p loadtest
+    bin=$(cargo metadata --format-version 1 --no-deps \
+        | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/debug
+fi
 
 work=$(mktemp -d)
 pids=()
 cleanup() {
+    local rc=$?
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    if [ "$rc" != 0 ]; then
+        for f in "$work"/*.log; do echo "--- last lines of $f"; tail -n 15 "$f"; done
+    fi
     wait 2>/dev/null || true
     if [ "${KEEP_DIR:-0}" = 1 ]; then echo "kept $work"; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
 
-# Free loopback ports, from the kernel.
+# Free loopback ports below the kernel's ephemeral range (an outgoing connection cannot take
+# one between this check and the bind), picked at random and checked by binding.
 read -r p_sharer p_receiver m_sharer m_receiver p_prom < <(python3 - <<'EOF'
-import socket
-socks = [socket.socket() for _ in range(5)]
-for s in socks:
-    s.bind(("127.0.0.1", 0))
-print(*(s.getsockname()[1] for s in socks))
+import random, socket
+low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+ports = []
+while len(ports) < 5:
+    p = random.randrange(10000, low)
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", p))
+        except OSError:
+            continue
+    if p not in ports:
+        ports.append(p)
+print(*ports)
 EOF
 )
 
 echo "== services (random:tiny-llama), metrics on :$m_sharer and :$m_receiver"
 # Two sessions at most: refinement sessions are evicted by capacity, so the eviction panel has
-# data. Queues hold every call of the load.
+# data (a round 2 whose session went first answers NOT_FOUND, which the error panel shows).
+# Queues hold every call of the load.
 KVWIRE_SHARER__LISTEN_ADDR=127.0.0.1:$p_sharer \
 KVWIRE_SHARER__MODEL=random:tiny-llama:7 \
 KVWIRE_SHARER__TELEMETRY__METRICS_ADDR=127.0.0.1:$m_sharer \
