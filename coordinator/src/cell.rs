@@ -258,6 +258,37 @@ mod tests {
     }
 
     #[test]
+    fn links_multiply_the_cells_and_leave_link_free_ids_alone() {
+        let plain = expand(&grid(""));
+        let linked = expand(&grid(r#"links = ["loopback", "100mbit-20ms"]"#));
+        assert_eq!(linked.len(), 2 * plain.len());
+        // Links innermost: each plain cell, then the same cell on each link, in order.
+        for (i, cell) in plain.iter().enumerate() {
+            let (a, b) = (&linked[2 * i], &linked[2 * i + 1]);
+            assert_eq!(a.config.link.as_deref(), Some("loopback"));
+            assert_eq!(b.config.link.as_deref(), Some("100mbit-20ms"));
+            let mut back = a.config.clone();
+            back.link = None;
+            assert_eq!(back.id(), cell.id, "a cell without a link keeps its id");
+            assert_ne!(a.id, b.id);
+            assert_eq!(
+                b.config.pair_link_label(),
+                format!("{}@100mbit-20ms", cell.config.pair.label)
+            );
+        }
+        assert!(
+            plain
+                .iter()
+                .all(|c| c.config.pair_link_label() == c.config.pair.label)
+        );
+        let mut bad = grid("");
+        bad.links = ["56k", "loopback", "loopback"].map(String::from).to_vec();
+        let err = bad.validate().unwrap_err().to_string();
+        assert!(err.contains("unknown link profile \"56k\""), "{err}");
+        assert!(err.contains("\"loopback\" appears twice"), "{err}");
+    }
+
+    #[test]
     fn ids_are_stable_and_unique() {
         let a = expand(&grid(""));
         let b = expand(&grid("description = \"other text\""));
