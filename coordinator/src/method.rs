@@ -190,18 +190,26 @@ pub struct Refine {
     pub margin_threshold: f64,
     /// What round 2 asks for.
     pub mode: RefineMode,
-    /// Extra fraction of tokens asked for (mode `indices`).
+    /// Payload of an `upgrade` residual (int8 when left out).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub extra: Option<f64>,
+    pub upgrade: Option<Precision>,
+    /// Fraction of the byte cap kept for round 2, in [0, 1) (0 when left out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reserve: Option<f64>,
+    /// Most positions round 2 asks for (as many as fit when left out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_positions: Option<u32>,
 }
 
 /// What a round-2 request asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RefineMode {
-    /// New token positions chosen by the receiver's delta scores.
+    /// New token positions chosen by the receiver's delta scores (next to the held positions
+    /// its question attends to most), at the method's precision.
     Indices,
-    /// A precision upgrade sent as a residual on what the receiver holds.
+    /// A precision upgrade sent as a residual on the held positions its question attends to
+    /// most.
     Upgrade,
 }
 
@@ -255,6 +263,16 @@ impl MethodSpec {
                 }
                 if let Some(r) = &s.refine {
                     label.push_str(&format!("-r2{}", snake(&r.mode)));
+                    if let Some(u) = r.upgrade {
+                        label.push_str(&format!("-{}", snake(&u)));
+                    }
+                    if let Some(f) = r.reserve {
+                        label.push_str(&format!("-res{f}"));
+                    }
+                    if let Some(m) = r.max_positions {
+                        label.push_str(&format!("-max{m}"));
+                    }
+                    label.push_str(&format!("-t{}", r.margin_threshold));
                 }
                 label
             }
@@ -319,19 +337,39 @@ impl MethodSpec {
                     _ => {}
                 }
                 problems.extend(plan_problems(&label, s));
-                if let Some(r) = &s.refine
-                    && !(0.0..=1.0).contains(&r.margin_threshold)
-                {
-                    problems.push(format!(
-                        "method {label:?}: refine.margin_threshold {} is outside [0, 1]",
-                        r.margin_threshold
-                    ));
+                if let Some(r) = &s.refine {
+                    problems.extend(refine_problems(&label, r));
                 }
             }
             _ => {}
         }
         problems
     }
+}
+
+/// Problems with a refinement's settings, each a sentence naming the method. Rank margins
+/// are score gaps (any value >= 0); the receiver bounds letter margins to [0, 1] itself.
+fn refine_problems(label: &str, r: &Refine) -> Vec<String> {
+    let mut problems = Vec::new();
+    if !(r.margin_threshold.is_finite() && r.margin_threshold >= 0.0) {
+        problems.push(format!(
+            "method {label:?}: refine.margin_threshold {} must be finite and >= 0",
+            r.margin_threshold
+        ));
+    }
+    if let Some(f) = r.reserve
+        && !(0.0..1.0).contains(&f)
+    {
+        problems.push(format!(
+            "method {label:?}: refine.reserve {f} is outside [0, 1)"
+        ));
+    }
+    if r.upgrade.is_some() && r.mode != RefineMode::Upgrade {
+        problems.push(format!(
+            "method {label:?}: refine.upgrade is the payload of mode \"upgrade\" only"
+        ));
+    }
+    problems
 }
 
 /// Problems with a transfer's precision plan, each a sentence naming the method.

@@ -106,3 +106,42 @@ fn selection_needs_a_keep_fraction() {
             .is_empty()
     );
 }
+
+#[test]
+fn refinement_labels_and_checks_its_settings() {
+    let kv = "kind = \"kv\"\nprecision = \"int4\"\nselection = \"query_attention\"\nkeep = 1.0\n";
+    let m = parse(&format!(
+        "{kv}refine = {{ margin_threshold = 0.05, mode = \"indices\", reserve = 0.25 }}"
+    ));
+    assert_eq!(
+        m.label(),
+        "kv-int4-query_attention1-r2indices-res0.25-t0.05"
+    );
+    assert!(m.problems().is_empty(), "{:?}", m.problems());
+    let m = parse(&format!(
+        "{kv}refine = {{ margin_threshold = 3.0, mode = \"upgrade\", upgrade = \"int4\", max_positions = 8 }}"
+    ));
+    assert_eq!(m.label(), "kv-int4-query_attention1-r2upgrade-int4-max8-t3");
+    // Rank margins are score gaps: thresholds above 1 are fine.
+    assert!(m.problems().is_empty(), "{:?}", m.problems());
+    for (bad, says) in [
+        (
+            "margin_threshold = -1.0, mode = \"upgrade\"",
+            "margin_threshold",
+        ),
+        (
+            "margin_threshold = 0.1, mode = \"upgrade\", reserve = 1.0",
+            "reserve",
+        ),
+        (
+            "margin_threshold = 0.1, mode = \"indices\", upgrade = \"int4\"",
+            "upgrade",
+        ),
+    ] {
+        let problems = parse(&format!("{kv}refine = {{ {bad} }}")).problems();
+        assert!(
+            problems.iter().any(|p| p.contains(says)),
+            "{bad}: {problems:?}"
+        );
+    }
+}

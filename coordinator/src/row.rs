@@ -89,6 +89,12 @@ pub struct RoundRecord {
     pub bytes: ByteCounts,
     /// Stage timings of this round, ms.
     pub timings_ms: BTreeMap<String, f64>,
+    /// The receiver's prediction after this round (rows written before it was recorded: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prediction: Option<String>,
+    /// Its margin after this round.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub margin: Option<f64>,
 }
 
 /// Rank-classification scores of a sample under one normalisation.

@@ -109,15 +109,7 @@ impl RequestTemplate {
                     fp16_layers: s.fp16_layers.unwrap_or(0),
                 });
                 if let Some(r) = &s.refine {
-                    if r.mode != crate::method::RefineMode::Upgrade {
-                        return Err(
-                            "refinement mode `indices` is not in the v1 Evaluate API".into()
-                        );
-                    }
-                    template.refine = Some(pb::RefineSettings {
-                        margin_threshold: r.margin_threshold as f32,
-                        upgrade_payload: pb::Payload::Int8 as i32,
-                    });
+                    template.refine = Some(refine_settings(r));
                 }
             }
         }
@@ -146,6 +138,19 @@ impl RequestTemplate {
             rank_normalization: self.rank_normalization,
             layout: layout as i32,
         }
+    }
+}
+
+fn refine_settings(r: &crate::method::Refine) -> pb::RefineSettings {
+    pb::RefineSettings {
+        margin_threshold: r.margin_threshold as f32,
+        upgrade_payload: payload(r.upgrade.unwrap_or(Precision::Int8)) as i32,
+        mode: match r.mode {
+            crate::method::RefineMode::Upgrade => pb::RefineMode::Upgrade,
+            crate::method::RefineMode::Indices => pb::RefineMode::Extra,
+        } as i32,
+        reserve_fraction: r.reserve.unwrap_or(0.0) as f32,
+        max_positions: r.max_positions.unwrap_or(0),
     }
 }
 
@@ -299,6 +304,8 @@ pub fn answered_row(t: &Try<'_>, reply: &pb::EvaluateReply) -> ResultRow {
             round: r.round,
             bytes: bytes(r.bytes.as_ref()),
             timings_ms: stages(r.timings.as_ref()),
+            prediction: Some(r.prediction.clone()).filter(|p| !p.is_empty()),
+            margin: Some(f64::from(r.margin)),
         })
         .collect();
     row

@@ -59,6 +59,12 @@ pub struct RefinePlan {
     pub margin_threshold: f32,
     /// Payload of the residual upgrade (wire code, checked).
     pub upgrade_payload: pb::Payload,
+    /// What round 2 asks for (unset on the wire: upgrade).
+    pub mode: pb::RefineMode,
+    /// Fraction of the byte cap kept for round 2, in [0, 1).
+    pub reserve_fraction: f32,
+    /// Most positions round 2 asks for; 0: as many as fit.
+    pub max_positions: usize,
 }
 
 /// A validated Evaluate request.
@@ -168,9 +174,23 @@ impl TryFrom<pb::EvaluateRequest> for EvaluateParams {
                 let upgrade_payload = pb::Payload::try_from(s.upgrade_payload).map_err(|_| {
                     ReceiverError::invalid("refine.upgrade_payload", "unknown value")
                 })?;
+                let mode = match pb::RefineMode::try_from(s.mode) {
+                    Ok(pb::RefineMode::Unspecified) => pb::RefineMode::Upgrade,
+                    Ok(m) => m,
+                    Err(_) => return Err(ReceiverError::invalid("refine.mode", "unknown value")),
+                };
+                if !(0.0..1.0).contains(&s.reserve_fraction) {
+                    return Err(ReceiverError::invalid(
+                        "refine.reserve_fraction",
+                        "must be in [0, 1)",
+                    ));
+                }
                 Some(RefinePlan {
                     margin_threshold: s.margin_threshold,
                     upgrade_payload,
+                    mode,
+                    reserve_fraction: s.reserve_fraction,
+                    max_positions: s.max_positions as usize,
                 })
             }
             _ => None,
@@ -280,6 +300,12 @@ impl From<RoundReport> for pb::RoundReport {
             round: r.round,
             bytes: Some(r.bytes.into()),
             timings: Some(r.timings.into()),
+            prediction: r
+                .prediction
+                .and_then(|i| LETTERS.get(i))
+                .map(|l| l.to_string())
+                .unwrap_or_default(),
+            margin: r.margin,
         }
     }
 }

@@ -31,6 +31,7 @@ fn converts_a_kv_request_and_rejects_unset_methods() {
     r.refine = Some(pb::RefineSettings {
         margin_threshold: 2.0,
         upgrade_payload: 1,
+        ..Default::default()
     });
     assert!(EvaluateParams::try_from(r).is_err());
 }
@@ -42,6 +43,7 @@ fn rank_scoring_defaults_to_per_char_and_takes_unbounded_margins() {
     r.refine = Some(pb::RefineSettings {
         margin_threshold: 2.0,
         upgrade_payload: 1,
+        ..Default::default()
     });
     let p = EvaluateParams::try_from(r.clone()).unwrap();
     assert_eq!(p.scoring, Scoring::Rank(Normalization::PerChar));

@@ -163,15 +163,26 @@ impl ReceiverEngine {
             let (logits, kv) = model.prefill(&model.ids_tensor(ids)?)?;
             return Ok((logits, kv, ids.len()));
         };
-        let own = ids.get(run_from..).filter(|own| !own.is_empty());
-        let Some(own) = own else {
-            return Err(ReceiverError::invalid(
-                "example",
-                "the prompt has no tokens of the receiver's own to run",
-            ));
-        };
+        let own = own_tokens(ids, run_from)?;
         let logits = model.forward(&model.ids_tensor(own)?, next_position, &mut kv)?;
         Ok((logits, kv, next_position + own.len()))
+    }
+
+    /// The receiver's delta score of every position of an injected cache (in the cache's
+    /// row order): the attention probability its own tokens (`ids[run_from..]`) put on the
+    /// row, summed over layers, heads and tokens (docs/REFINEMENT.md).
+    pub fn delta_scores(
+        &self,
+        ids: &[u32],
+        injected: &Injected,
+    ) -> Result<Vec<f32>, ReceiverError> {
+        let own = own_tokens(ids, injected.run_from)?;
+        let model = &self.loaded.model;
+        Ok(model.query_attention(
+            &model.ids_tensor(own)?,
+            injected.next_position,
+            &injected.cache,
+        )?)
     }
 
     /// Rank classification: the prompt runs (see [`Self::prompt_forward`]), then every
@@ -262,4 +273,16 @@ impl ReceiverEngine {
         let letter = first_standalone_letter(&text, n_choices);
         Ok((text, letter, ms))
     }
+}
+
+/// The prompt tokens the receiver runs itself on an injected cache (`ids[run_from..]`).
+fn own_tokens(ids: &[u32], run_from: usize) -> Result<&[u32], ReceiverError> {
+    ids.get(run_from..)
+        .filter(|own| !own.is_empty())
+        .ok_or_else(|| {
+            ReceiverError::invalid(
+                "example",
+                "the prompt has no tokens of the receiver's own to run",
+            )
+        })
 }

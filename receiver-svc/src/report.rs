@@ -83,6 +83,10 @@ pub struct RoundReport {
     pub bytes: ByteCounts,
     /// Its stage times.
     pub timings: StageTimings,
+    /// The prediction after this round (choice index), when scoring gave one.
+    pub prediction: Option<usize>,
+    /// The margin after this round.
+    pub margin: f32,
 }
 
 impl RoundReport {
@@ -99,6 +103,8 @@ impl RoundReport {
             round,
             bytes,
             timings,
+            prediction: None,
+            margin: 0.0,
         }
     }
 }
@@ -168,10 +174,12 @@ impl Outcome {
         }
     }
 
-    /// Adds the receiver's times to a round report.
+    /// Adds the receiver's times and its prediction and margin to a round report.
     pub fn add_to(&self, round: &mut RoundReport) {
         round.timings.receiver_prefill_ms += self.prefill_ms;
         round.timings.score_ms += self.score_ms;
+        round.prediction = self.prediction;
+        round.margin = self.margin;
     }
 }
 

@@ -171,6 +171,7 @@ async fn full_fp16_transfer_agrees_with_the_passage_in_the_receivers_own_prompt(
             refine: Some(pb::RefineSettings {
                 margin_threshold: 1e6,
                 upgrade_payload: pb::Payload::Int8 as i32,
+                ..Default::default()
             }),
             ..kv_fp16(item(0))
         })

@@ -151,6 +151,7 @@ async fn a_per_token_round_is_refined_and_bad_plans_are_refused() {
             refine: Some(pb::RefineSettings {
                 margin_threshold: 1e6,
                 upgrade_payload: pb::Payload::Int8 as i32,
+                ..Default::default()
             }),
             ..evaluate(transfer(
                 pb::PrecisionPlan::TokenRate,

@@ -260,6 +260,7 @@ async fn refinement_round_two_upgrades_precision_and_counts_the_request() {
     req.refine = Some(pb::RefineSettings {
         margin_threshold: 1.0,
         upgrade_payload: pb::Payload::Int8 as i32,
+        ..Default::default()
     });
     let reply = client.evaluate(req).await.unwrap().into_inner();
     assert_eq!(reply.rounds.len(), 2, "{reply:?}");

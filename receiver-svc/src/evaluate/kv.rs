@@ -1,5 +1,6 @@
 //! KV transfer and C2C: round 1 (Share), the fuse seam, scoring, and a receiver-driven round 2
-//! (Refine: a residual upgrade of the positions held) when the round-1 margin is low.
+//! (Refine: a residual upgrade of held positions or new positions, chosen by the receiver's
+//! delta scores within the bytes the cap leaves; `refine.rs`) when the round-1 margin is low.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -10,9 +11,10 @@ use kvwire::HostCache;
 use kvwire_proto::v1 as pb;
 use service_kit::counting::ByteSnapshot;
 use service_kit::metrics_catalog::{FRAMES, add_bytes, record_stage_ms};
+use service_kit::timing::timed;
 use service_kit::trace_context::TraceContext;
 
-use super::{MethodResult, ReceiverCore, SERVICE, end_round};
+use super::{MethodResult, ReceiverCore, SERVICE, end_round, refine};
 use crate::client::RoundTransfer;
 use crate::domain::EvaluateParams;
 use crate::engine::{Injected, ReceiverPrompt};
@@ -62,9 +64,15 @@ impl ReceiverCore {
         } else {
             String::new()
         };
+        // With a cap, round 1 leaves the plan's reserve for round 2.
+        let plan = p.refine.as_ref();
+        let round1_transfer = pb::TransferSettings {
+            byte_cap: refine::round1_cap(p.transfer.byte_cap, plan),
+            ..p.transfer
+        };
         let req = pb::ShareRequest {
             prompt: Some(shared_prompt),
-            transfer: Some(p.transfer),
+            transfer: Some(round1_transfer),
             keep_session: p.refine.is_some(),
             all_positions: context,
             query,
@@ -76,23 +84,29 @@ impl ReceiverCore {
         let (fused, mut cache) = self
             .fuse(&fuser, &prompt, p.layout, round1.cache, &mut report1)
             .await?;
+        let held = plan.is_some().then(|| fused.clone());
         let mut outcome = self.score(p, prompt.clone(), Some(fused)).await?;
         outcome.add_to(&mut report1);
         end_round(&mut report1, round1_start);
+        let round1_bytes = report1.bytes.measured_total;
         let mut rounds = vec![report1];
-        if let Some(plan) = p
-            .refine
-            .filter(|plan| outcome.margin < plan.margin_threshold && !session_id.is_empty())
-        {
-            let req = pb::RefineRequest {
-                session_id,
-                want: Some(pb::refine_request::Want::Upgrade(pb::PrecisionUpgrade {
-                    positions: cache.positions.clone(),
-                    payload: plan.upgrade_payload as i32,
-                })),
-                granularity: p.transfer.granularity,
-            };
-            let round2_start = Instant::now();
+        let wanted = match (plan, held) {
+            (Some(plan), Some(held))
+                if refine::triggered(Some(plan), outcome.margin, &session_id) =>
+            {
+                let round2_start = Instant::now();
+                let ids = prompt.ids().to_vec();
+                let (scores, delta_ms) = self
+                    .blocking(move |e| Ok(timed(|| e.delta_scores(&ids, &held))))
+                    .await?;
+                let budget = (p.transfer.byte_cap > 0)
+                    .then(|| p.transfer.byte_cap.saturating_sub(round1_bytes));
+                refine::round2_request(plan, &p.transfer, &cache, &scores?, budget, &session_id)
+                    .map(|req| (req, round2_start, delta_ms))
+            }
+            _ => None,
+        };
+        if let Some((req, round2_start, delta_ms)) = wanted {
             let round2 = link.refine(req, cache, context).await?;
             let mut report2 = account_round(2, &round2, link.transport().since(snapshot1));
             let (fused2, refined) = self
@@ -101,6 +115,8 @@ impl ReceiverCore {
             cache = refined;
             outcome = self.score(p, prompt, Some(fused2)).await?;
             outcome.add_to(&mut report2);
+            // The delta scores (one forward of the receiver's own tokens) count as scoring.
+            report2.timings.score_ms += delta_ms;
             end_round(&mut report2, round2_start);
             rounds.push(report2);
         }

@@ -4,6 +4,7 @@
 //! accounting of the data capture contract.
 
 mod kv;
+pub mod refine;
 mod text;
 
 use std::path::Path;
