@@ -89,13 +89,16 @@ pub fn ok(args: &[&str]) -> Output {
 }
 
 /// A row as JSON without what depends on the clock: stage timings, wall time, finish time, and
-/// the bytes the receiver wrote to the sharer, whose request carries the time left of its
-/// deadline (`grpc-timeout`, a number whose text is a byte longer or shorter from call to call).
+/// the TCP bytes between receiver and sharer. Those carry HTTP/2 control frames (window updates,
+/// pings, settings acknowledgements, 9 bytes and up each) as the connection's timing has them,
+/// and the request carries the time left of its deadline (`grpc-timeout`), whose text is a byte
+/// longer or shorter from call to call; the gRPC message and KVWire bytes are compared.
 fn without_timings(row: &coordinator::ResultRow) -> serde_json::Value {
-    const CLOCK: [&str; 4] = [
+    const CLOCK: [&str; 5] = [
         "timings_ms",
         "coordinator_wall_ms",
         "finished_at_unix_ms",
+        "transport_bytes_read",
         "transport_bytes_written",
     ];
     let mut v = serde_json::to_value(row).unwrap();
@@ -134,7 +137,7 @@ pub fn rows(dir: &Path) -> BTreeMap<(String, String, u32), serde_json::Value> {
 }
 
 /// `results/summary.csv` of a run folder without its latency columns (the `_ms` ones) and the
-/// TCP byte columns (they include the written bytes [`rows`] leaves out).
+/// TCP byte columns (the bytes [`rows`] leaves out).
 pub fn summary_without_timings(dir: &Path) -> Vec<Vec<String>> {
     let text = std::fs::read_to_string(dir.join("results/summary.csv")).unwrap();
     let mut lines = text.lines().map(|l| l.split(',').map(str::to_string));
