@@ -14,6 +14,11 @@ fn budget_text(b: Option<u64>) -> String {
     b.map_or_else(|| "uncapped".into(), |b| b.to_string())
 }
 
+/// A regime's (pair, dataset, link) as CSV fields.
+fn key_fields((pair, dataset, link): &crate::regime::RegimeKey) -> Vec<String> {
+    vec![csv_field(pair), csv_field(dataset), csv_field(link)]
+}
+
 fn best_fields(b: &Option<Best<'_>>) -> Vec<String> {
     match b {
         None => vec![String::new(); 9],
@@ -82,14 +87,11 @@ pub fn table_csv(rows: &[RegimeRow<'_>]) -> String {
     let mut out = header.join(",");
     out.push('\n');
     for r in rows {
-        let (pair, dataset, link) = &r.key;
-        let mut f = vec![
-            csv_field(pair),
-            csv_field(dataset),
-            csv_field(link),
+        let mut f = key_fields(&r.key);
+        f.extend([
             budget_text(r.budget),
             csv_num(r.alone.map(CellView::accuracy), 4),
-        ];
+        ]);
         f.extend(best_fields(&r.cache));
         f.extend(best_fields(&r.text));
         f.push(r.n_paired.to_string());
@@ -151,14 +153,11 @@ pub fn targets_csv(rows: &[TargetRow<'_>]) -> String {
         }
     };
     for r in rows {
-        let (pair, dataset, link) = &r.key;
-        let mut f = vec![
-            csv_field(pair),
-            csv_field(dataset),
-            csv_field(link),
+        let mut f = key_fields(&r.key);
+        f.extend([
             csv_num(Some(r.target), 4),
             if r.given { "given" } else { "midpoint" }.to_string(),
-        ];
+        ]);
         f.extend(side(r.cache));
         f.extend(side(r.text));
         out.push_str(&f.join(","));
