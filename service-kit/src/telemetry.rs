@@ -89,8 +89,8 @@ pub enum TelemetryError {
 
 /// Installs the tracing subscriber and, when configured, the Prometheus exporter; describes
 /// every metric. Call once per process, from a binary, inside the tokio runtime. Log lines
-/// carry ANSI colours only when standard output is a terminal: redirected to a file or a pipe
-/// (a container's log driver, `> service.log`) they are plain text.
+/// carry ANSI colours only when standard output is a terminal and `NO_COLOR` is not set:
+/// redirected to a file or a pipe (a container's log driver, `> service.log`) they are plain.
 pub fn init(config: &TelemetryConfig) -> Result<(), TelemetryError> {
     let filter =
         EnvFilter::try_new(&config.log_filter).map_err(|source| TelemetryError::Filter {
@@ -99,7 +99,7 @@ pub fn init(config: &TelemetryConfig) -> Result<(), TelemetryError> {
         })?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::stdout().is_terminal())
+        .with_ansi(colours())
         .with_target(true);
     let installed = match config.log_format {
         LogFormat::Plain => builder.try_init(),
@@ -111,6 +111,12 @@ pub fn init(config: &TelemetryConfig) -> Result<(), TelemetryError> {
     }
     metrics_catalog::describe_all();
     Ok(())
+}
+
+/// Whether log lines carry ANSI colours: only on a terminal, and not when `NO_COLOR` is set
+/// (<https://no-color.org>).
+fn colours() -> bool {
+    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 /// Installs the global Prometheus recorder with its HTTP listener on `addr` (inside a tokio
