@@ -41,7 +41,8 @@ pub const PROCESS_OPEN_FDS: &str = "process_open_fds";
 /// range: on the 2-core CPU VM (README) decode is 0.2-0.4 ms and the identity `project`
 /// 0.1-0.2 ms, C2C's fuse about 11 ms, prefills 50-450 ms and whole evaluations 0.4-1 s (up
 /// to 7 s queued under the 64-session soak); on the H200 whole evaluations at 2,048 tokens took
-/// 44-395 ms (receiver end-to-end p50s, README), and decode and project stay sub-millisecond.
+/// 44-395 ms (receiver end-to-end p50s, README); decode is host-side KVWire decoding on
+/// either (no GPU stage histogram was recorded for this choice).
 /// With 1 ms as the lowest bucket every decode and project sample fell in the first bucket.
 pub const LATENCY_BUCKETS_SECONDS: &[f64] = &[
     0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
