@@ -13,14 +13,15 @@
 #
 #   scripts/slurm-check.sh [WORK_DIR]     (default: a new folder under /tmp)
 # Environment: KVWIRE_BIN (release binaries; built with cargo when unset), SLURM_CHECK_TASKS
-# (array size, default 4), SLURM_CHECK_PORT (slurmctld port; slurmd uses the next one;
-# default 16817).
+# (array size, default 4), SLURM_CHECK_MODE (the script's KVWIRE_MODE: services, the default,
+# or embedded), SLURM_CHECK_PORT (slurmctld port; slurmd uses the next one; default 16817).
 
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
 TASKS="${SLURM_CHECK_TASKS:-4}"
 PORT="${SLURM_CHECK_PORT:-16817}"
+MODE="${SLURM_CHECK_MODE:-services}"
 
 if [[ "$(id -u)" != 0 ]]; then
     echo "slurm-check: needs root (it starts munged, slurmctld and slurmd); not run" >&2
@@ -180,7 +181,7 @@ START=$(date +%s)
 set +e
 sbatch --wait --array=0-$((TASKS - 1)) "${SUBMIT_GRES[@]}" \
     --output="$WORK/slurm/task-%A_%a.out" \
-    --export=ALL,KVWIRE_GRID="$GRID",KVWIRE_OUT="$WORK/shards",KVWIRE_BIN="$KVWIRE_BIN" \
+    --export=ALL,KVWIRE_GRID="$GRID",KVWIRE_OUT="$WORK/shards",KVWIRE_BIN="$KVWIRE_BIN",KVWIRE_MODE="$MODE" \
     deploy/slurm/kvwire-grid.sbatch
 SUBMITTED=$?
 set -e
