@@ -114,6 +114,10 @@ def summarize(rows, ids, t):
         "round2_pct": 100 * len(used) / n,
         "round2_bytes": sum(o[3] for o in used) / max(len(used), 1),
         "round2_ms": sum(o[4] for o in used) / max(len(used), 1),
+        "round1_ms": sum(
+            rows[i]["rounds"][0]["timings_ms"].get("end_to_end", 0.0) for i in ids if rows[i]["rounds"]
+        )
+        / max(n, 1),
     }
 
 
@@ -140,29 +144,24 @@ def main():
         one_shot = [l for l in labels if (0, cap, l) in by and not by[(0, cap, l)][1]]
         refine = [l for l in labels if (0, cap, l) in by and by[(0, cap, l)][1]]
         ro = next((by[(s, None, l)][0] for (s, c, l) in by if c is None and s == 1), None)
-        common = None
-        for (s, c, l), (rows, _) in by.items():
-            if c in (cap, None):
-                ids = set(rows)
-                common = ids if common is None else common & ids
-        tune_ids = sorted(i for i in common if any(i in by[(0, cap, l)][0] for l in one_shot))
+
+        def common(shard):
+            """Items answered by every cell of the shard at this cap (and receiver-only)."""
+            sets = [set(rows) for (s, c, _), (rows, _) in by.items() if s == shard and c in (cap, None)]
+            return set.intersection(*sets)
+
+        ids0, ids1 = sorted(common(0)), sorted(common(1))
         # Tuning half: the best one-shot method and each refine method's threshold.
-        tune = {}
-        for l in one_shot:
-            rows = by[(0, cap, l)][0]
-            ids = sorted(set(rows) & common)
-            tune[l] = summarize(rows, ids, 0.0)
+        tune = {l: summarize(by[(0, cap, l)][0], ids0, 0.0) for l in one_shot}
         best = max(one_shot, key=lambda l: (tune[l]["acc"], -tune[l]["bytes"]))
-        print(f"tuning shard: one-shot " + ", ".join(f"{l} {tune[l]['acc']:.1f}" for l in one_shot))
+        print(f"tuning shard n={len(ids0)}: one-shot " + ", ".join(f"{l} {tune[l]['acc']:.1f}" for l in one_shot))
         print(f"best one-shot (tuning): {best}")
         report_best = by[(1, cap, best)][0]
         for l in refine:
             rows0 = by[(0, cap, l)][0]
-            ids0 = sorted(set(rows0) & common)
             ts = thresholds(rows0)
             chosen = max(ts, key=lambda t: (summarize(rows0, ids0, t)["acc"], -t))
             rows1 = by[(1, cap, l)][0]
-            ids1 = sorted(set(rows1) & set(report_best) & common)
             print(f"\n{l}: threshold chosen on tuning shard {chosen:.4f} "
                   f"(tuning acc {summarize(rows0, ids0, chosen)['acc']:.1f})")
             curve = []
@@ -181,7 +180,8 @@ def main():
                         f"[{wilson(sum(s['correct']), s['n'])[0]:.1f},"
                         f"{wilson(sum(s['correct']), s['n'])[1]:.1f}], "
                         f"round 2 on {s['round2_pct']:.0f}%, +{s['round2_bytes']:.0f} B and "
-                        f"+{s['round2_ms']:.0f} ms when used, bytes {s['bytes']:.0f}, "
+                        f"+{s['round2_ms']:.0f} ms when used (round 1: {s['round1_ms']:.0f} ms), "
+                        f"bytes {s['bytes']:.0f}, "
                         f"bytes/correct {s['bytes_per_correct']:.0f}, "
                         f"minus best one-shot {d[0]:+.1f} [{d[1]:+.1f},{d[2]:+.1f}]")
                 if ro:
