@@ -145,3 +145,135 @@ fn ties_on_accuracy_are_broken_by_latency_then_bytes_and_written_down() {
     assert_eq!(verdict(acc, lat), Verdict::TextLatency);
     assert_eq!(verdict(acc, Some((0.0, (-1.0, 1.0)))), Verdict::Tie);
 }
+
+/// A run folder of a context-layout grid on two links: text at 256 B right on 8 of 10 items,
+/// KV uncapped right on 9 (the receiver alone on 5), each with its own bytes and latency.
+fn run_folder(root: &std::path::Path) -> PathBuf {
+    use crate::cell::expand;
+    use crate::grid::Grid;
+    use crate::registry::CellPlan;
+    let grid = Grid::from_toml(
+        r#"
+        name = "regime"
+        layout = "context"
+        scoring = ["rank"]
+        links = ["loopback", "100mbit-20ms"]
+        [[pairs]]
+        label = "s<-s"
+        sharer = { model = "gguf:m" }
+        receiver = { model = "gguf:m" }
+        [[datasets]]
+        name = "sciq_context"
+        split = "validation"
+        n = 10
+        [[methods]]
+        kind = "receiver_only"
+        [[methods]]
+        kind = "text"
+        mode = "passage"
+        cap_bytes = 256
+        [[methods]]
+        kind = "kv"
+        precision = "int8"
+        "#,
+    )
+    .unwrap();
+    let dir = RunDir::create(root).unwrap();
+    let ids: Vec<String> = (0..10).map(|i| format!("q{i}")).collect();
+    let plans: Vec<CellPlan> = expand(&grid)
+        .into_iter()
+        .map(|cell| CellPlan {
+            cell,
+            sample_ids: ids.clone(),
+        })
+        .collect();
+    dir.write_plans(&plans).unwrap();
+    for plan in &plans {
+        let c = &plan.cell.config;
+        let (right, bytes, ms) = match c.method_label.as_str() {
+            "receiver-only" => (5, 0, 300.0),
+            "text-passage@256" => (8, 250, 600.0),
+            _ => (9, 400_000, 900.0),
+        };
+        let mut appender = dir.appender(&plan.cell.id).unwrap();
+        for (i, id) in ids.iter().enumerate() {
+            let mut r = crate::testutil::row(&plan.cell.id, id, 1, true);
+            r.correct = Some(i < right);
+            r.link = c.link.clone();
+            r.bytes.bytes_measured_total = bytes;
+            r.timings_ms.insert("end_to_end".into(), ms + i as f64);
+            appender.append(&r).unwrap();
+        }
+    }
+    root.to_path_buf()
+}
+
+#[test]
+fn a_run_folder_becomes_the_map_its_tables_and_its_figures() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = run_folder(&tmp.path().join("run"));
+    let cells = load(std::slice::from_ref(&run)).unwrap();
+    assert_eq!(cells.len(), 6);
+    let rows = map(&cells);
+    // Per link: 256 B (only text fits) and uncapped (KV +10 points, not significant at n = 10;
+    // KV slower by 300 ms on every item: text wins on latency).
+    assert_eq!(rows.len(), 4);
+    for r in &rows {
+        match r.budget {
+            Some(256) => assert_eq!(r.verdict, Verdict::OnlyText),
+            None => {
+                assert_eq!(r.verdict, Verdict::TextLatency, "{r:?}");
+                let (d, _) = r.accuracy_delta.unwrap();
+                assert!((d - 0.1).abs() < 1e-12);
+            }
+            other => panic!("budget {other:?}"),
+        }
+    }
+    let links: Vec<&str> = rows.iter().map(|r| r.key.2.as_str()).collect();
+    assert_eq!(
+        links,
+        ["loopback", "loopback", "100mbit-20ms", "100mbit-20ms"]
+    );
+    let targets = crate::regime_report::targets(&cells, None);
+    let csv = crate::regime_report::table_csv(&rows);
+    assert_eq!(csv.lines().count(), 5);
+    assert!(
+        csv.contains("only text fits") && csv.contains("text (latency)"),
+        "{csv}"
+    );
+    let md = crate::regime_report::summary_md(&rows, &targets, &cells, &["run".into()]);
+    assert!(
+        md.contains("## s<-s, sciq_context, link 100mbit-20ms"),
+        "{md}"
+    );
+    assert!(
+        md.contains("In short: text wins at uncapped; only text fits at 256 B."),
+        "{md}"
+    );
+    // Halfway between 50% and 90% is 70%: text reaches it with 250 B.
+    let t = crate::regime_report::targets_csv(&targets);
+    assert!(
+        t.contains("0.7000,midpoint,kv-int8,0.9000,400000.0,text-passage@256,0.8000,250.0"),
+        "{t}"
+    );
+    let out = tmp.path().join("map");
+    std::fs::create_dir_all(&out).unwrap();
+    let files = crate::regime_plot::write_figures(&rows, &[run], &out).unwrap();
+    let names: Vec<String> = files
+        .iter()
+        .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    for want in [
+        "heatmap.png",
+        "heatmap.svg",
+        "s_-s_sciq_context.frontier.png",
+        "s_-s_sciq_context.bytes.svg",
+    ] {
+        assert!(names.iter().any(|n| n == want), "{want} not in {names:?}");
+    }
+    assert!(
+        files
+            .iter()
+            .all(|f| std::fs::metadata(f).unwrap().len() > 1000)
+    );
+}
