@@ -294,3 +294,20 @@ pub fn example(id: &str) -> pb::Example {
         passage: String::new(),
     }
 }
+
+/// Installs this process's Prometheus exporter (and the process-metrics sampler) on a free
+/// loopback port and returns its address. A port found free can be taken before the exporter
+/// binds it (an outgoing connection's ephemeral port): the bind is retried on fresh ports.
+pub fn install_metrics_exporter() -> SocketAddr {
+    let mut last = None;
+    for _ in 0..8 {
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free loopback port");
+        match service_kit::telemetry::install_prometheus(addr) {
+            Ok(()) => return addr,
+            Err(e) => last = Some(e.to_string()),
+        }
+    }
+    panic!("no port for the Prometheus exporter: {last:?}");
+}

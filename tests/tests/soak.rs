@@ -8,7 +8,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use e2e_tests::{TINY_MODEL, start_receiver_with, start_sharer_with};
+use e2e_tests::{TINY_MODEL, install_metrics_exporter, start_receiver_with, start_sharer_with};
 use loadtest::run::{Calls, Driver, run};
 use loadtest::workload::{Method, Scoring, TextKind, Workload, load_examples};
 use loadtest::{LoadPlan, Stop};
@@ -20,10 +20,7 @@ const CONCURRENCY: usize = 64;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sixty_four_sessions_for_thirty_seconds_without_an_error() {
-    let metrics_addr = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .unwrap();
-    service_kit::telemetry::install_prometheus(metrics_addr).unwrap();
+    let metrics_addr = install_metrics_exporter();
     // Every session may wait for the one model slot: the queues hold all 64.
     let mut sharer_config = SharerConfig {
         model: TINY_MODEL.into(),

@@ -5,11 +5,10 @@
 //! line of the evaluation's Share carries the receiver's trace id.
 
 use std::io::Write;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use e2e_tests::{TINY_MODEL, example, start_receiver, start_sharer};
+use e2e_tests::{TINY_MODEL, example, install_metrics_exporter, start_receiver, start_sharer};
 use kvwire_proto::v1 as pb;
 use kvwire_proto::v1::receiver_client::ReceiverClient;
 use kvwire_proto::v1::sharer_client::SharerClient;
@@ -29,11 +28,6 @@ impl Write for Captured {
     }
 }
 
-fn free_port() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn metrics_page_and_request_log_cover_a_kv_evaluation() {
     let logs = Captured::default();
@@ -43,8 +37,7 @@ async fn metrics_page_and_request_log_cover_a_kv_evaluation() {
         .with_ansi(false)
         .with_writer(move || writer.clone())
         .init();
-    let metrics_addr = free_port();
-    service_kit::telemetry::install_prometheus(metrics_addr).unwrap();
+    let metrics_addr = install_metrics_exporter();
 
     let sharer = start_sharer(TINY_MODEL).await;
     let receiver = start_receiver(TINY_MODEL, &sharer.endpoint()).await;
