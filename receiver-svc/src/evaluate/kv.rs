@@ -99,8 +99,7 @@ impl ReceiverCore {
                 let (scores, delta_ms) = self
                     .blocking(move |e| Ok(timed(|| e.delta_scores(&ids, &held))))
                     .await?;
-                let budget = (p.transfer.byte_cap > 0)
-                    .then(|| p.transfer.byte_cap.saturating_sub(round1_bytes));
+                let budget = refine::round2_budget(p.transfer.byte_cap, plan, round1_bytes);
                 refine::round2_request(plan, &p.transfer, &cache, &scores?, budget, &session_id)
                     .map(|req| (req, round2_start, delta_ms))
             }

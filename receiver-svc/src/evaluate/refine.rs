@@ -25,6 +25,13 @@ pub(super) fn round1_cap(cap: u64, plan: Option<&RefinePlan>) -> u64 {
     }
 }
 
+/// Round 2's bytes: what round 1 left of the cap when the plan keeps a reserve; `None` (not
+/// bound) without a cap or with no reserve, where the cap is round 1's alone (the behaviour
+/// before reserves existed).
+pub(super) fn round2_budget(cap: u64, plan: &RefinePlan, round1_bytes: u64) -> Option<u64> {
+    (cap > 0 && plan.reserve_fraction > 0.0).then(|| cap.saturating_sub(round1_bytes))
+}
+
 /// `held` ordered by descending delta score (`scores[i]` belongs to `held[i]`); ties go to
 /// the earlier position.
 pub fn upgrade_order(held: &[u32], scores: &[f32]) -> Vec<u32> {

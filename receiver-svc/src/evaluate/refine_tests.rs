@@ -59,6 +59,16 @@ fn round_one_keeps_the_reserve() {
 }
 
 #[test]
+fn round_two_is_bound_by_the_cap_only_with_a_reserve() {
+    let mut p = plan(0.2, pb::RefineMode::Upgrade);
+    assert_eq!(round2_budget(65_536, &p, 49_000), Some(16_536));
+    assert_eq!(round2_budget(65_536, &p, 70_000), Some(0));
+    assert_eq!(round2_budget(0, &p, 49_000), None);
+    p.reserve_fraction = 0.0;
+    assert_eq!(round2_budget(65_536, &p, 49_000), None);
+}
+
+#[test]
 fn upgrades_follow_the_scores_and_extras_their_neighbours() {
     let held_positions = [2, 5, 9];
     let scores = [0.1, 0.7, 0.7];
