@@ -1,24 +1,22 @@
-//! The receiver's link to a sharer: one gRPC channel per evaluation over a counting TCP
-//! connector (so its transport bytes are exactly this evaluation's; under TLS, the TLS record
-//! bytes, handshake included), TLS for an `https://` sharer and the bearer token of
-//! `[sharer_client]`, trace context and the remaining deadline on every call, and frame
-//! streams decoded as they arrive.
+//! The receiver's link to a sharer for one evaluation: a connection lent by the pool of
+//! [`crate::channels`] (reused across evaluations, one evaluation at a time, so its transport
+//! bytes while lent are exactly this evaluation's; under TLS, the TLS record bytes, and the
+//! handshake only on the evaluation that opened it), trace context and the remaining deadline
+//! on every call, and frame streams decoded as they arrive.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use kvwire::{HostCache, HostLayer};
 use kvwire_proto::v1 as pb;
-use kvwire_proto::v1::sharer_client::SharerClient;
 use prost::Message as _;
-use service_kit::counting::{ByteCounters, ByteSnapshot, CountingConnector};
+use service_kit::counting::ByteSnapshot;
 use service_kit::rpc::ERROR_TYPE_KEY;
 use service_kit::stages::StageTimings;
 use service_kit::timing::ms;
 use service_kit::trace_context::TraceContext;
-use service_kit::transport::client::{ClientChannel, ClientError, ClientTransport};
 use tonic::{Request, Status};
 
+use crate::channels::Checkout;
 use crate::decode::TransferDecoder;
 use crate::error::ReceiverError;
 
@@ -52,55 +50,24 @@ pub struct RoundTransfer {
 /// A connection to one sharer for one evaluation.
 #[derive(Debug)]
 pub struct SharerLink {
-    client: SharerClient<ClientChannel>,
-    counters: Arc<ByteCounters>,
+    conn: Checkout,
     trace: TraceContext,
     deadline: Instant,
 }
 
 impl SharerLink {
-    /// Connects to `endpoint` through a fresh counting connector, with `transport`'s TLS and
-    /// token.
-    pub async fn connect(
-        endpoint: &str,
-        transport: &ClientTransport,
-        max_message_bytes: usize,
-        connect_timeout: Duration,
-        trace: TraceContext,
-        deadline: Instant,
-    ) -> Result<Self, ReceiverError> {
-        let unreachable = |reason: String| ReceiverError::SharerUnreachable {
-            endpoint: endpoint.to_string(),
-            reason,
-        };
-        let counters = ByteCounters::new();
-        let channel = transport
-            .endpoint(endpoint)
-            .map_err(|e| match e {
-                ClientError::NoCa { .. } => ReceiverError::TlsUnsupported {
-                    endpoint: endpoint.to_string(),
-                },
-                other => ReceiverError::invalid("sharer_endpoint", other.to_string()),
-            })?
-            .connect_timeout(connect_timeout)
-            .tcp_nodelay(true)
-            .connect_with_connector(CountingConnector::new(counters.clone()))
-            .await
-            .map_err(|e| unreachable(format!("{e}: {}", source_chain(&e))))?;
-        let client = SharerClient::new(transport.wrap(channel))
-            .max_decoding_message_size(max_message_bytes)
-            .max_encoding_message_size(max_message_bytes);
-        Ok(Self {
-            client,
-            counters,
+    /// A link over `conn` whose calls carry `trace` and end at `deadline`.
+    pub fn new(conn: Checkout, trace: TraceContext, deadline: Instant) -> Self {
+        Self {
+            conn,
             trace,
             deadline,
-        })
+        }
     }
 
-    /// Transport bytes so far on this link.
+    /// Transport bytes on this link so far (since the connection was lent to it).
     pub fn transport(&self) -> ByteSnapshot {
-        self.counters.snapshot()
+        self.conn.transport()
     }
 
     fn request<T>(&self, message: T) -> Request<T> {
@@ -116,12 +83,15 @@ impl SharerLink {
         req: pb::AnswerRequest,
     ) -> Result<(pb::AnswerReply, u64), ReceiverError> {
         let sent = req.encoded_len() as u64;
+        let request = self.request(req);
         let reply = self
-            .client
-            .answer(self.request(req))
+            .conn
+            .begin()
+            .answer(request)
             .await
             .map_err(ReceiverError::from_sharer)?
             .into_inner();
+        self.conn.finish();
         Ok((reply.clone(), sent + reply.encoded_len() as u64))
     }
 
@@ -131,12 +101,15 @@ impl SharerLink {
         req: pb::MessageRequest,
     ) -> Result<(pb::MessageReply, u64), ReceiverError> {
         let sent = req.encoded_len() as u64;
+        let request = self.request(req);
         let reply = self
-            .client
-            .message(self.request(req))
+            .conn
+            .begin()
+            .message(request)
             .await
             .map_err(ReceiverError::from_sharer)?
             .into_inner();
+        self.conn.finish();
         let grpc = sent + reply.encoded_len() as u64;
         Ok((reply, grpc))
     }
@@ -150,17 +123,21 @@ impl SharerLink {
     ) -> Result<RoundTransfer, ReceiverError> {
         let request_bytes = req.encoded_len() as u64;
         let every_position = req.all_positions;
+        let request = self.request(req);
         let stream = self
-            .client
-            .share(self.request(req))
+            .conn
+            .begin()
+            .share(request)
             .await
             .map_err(ReceiverError::from_sharer)?;
-        pull(
+        let round = pull(
             stream.into_inner(),
             TransferDecoder::new(buffers).every_position(every_position),
             request_bytes,
         )
-        .await
+        .await?;
+        self.conn.finish();
+        Ok(round)
     }
 
     /// Round 2 and later: Refine, applied on top of `cache` (`every_position` as the Share of
@@ -172,17 +149,21 @@ impl SharerLink {
         every_position: bool,
     ) -> Result<RoundTransfer, ReceiverError> {
         let request_bytes = req.encoded_len() as u64;
+        let request = self.request(req);
         let stream = self
-            .client
-            .refine(self.request(req))
+            .conn
+            .begin()
+            .refine(request)
             .await
             .map_err(ReceiverError::from_sharer)?;
-        pull(
+        let round = pull(
             stream.into_inner(),
             TransferDecoder::refining(cache).every_position(every_position),
             request_bytes,
         )
-        .await
+        .await?;
+        self.conn.finish();
+        Ok(round)
     }
 }
 
@@ -249,14 +230,4 @@ fn stream_error(status: Status, frames: usize) -> ReceiverError {
             reason: format!("{:?}: {}", status.code(), status.message()),
         }
     }
-}
-
-fn source_chain(e: &dyn std::error::Error) -> String {
-    let mut out = Vec::new();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        out.push(s.to_string());
-        cur = s.source();
-    }
-    out.join(": ")
 }

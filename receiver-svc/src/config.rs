@@ -101,6 +101,10 @@ pub struct ReceiverLimits {
     pub default_timeout_secs: u64,
     /// Seconds to wait for the TCP connection to the sharer.
     pub connect_timeout_secs: u64,
+    /// Seconds a connection to a sharer may sit idle and still be reused by the next
+    /// evaluation (one evaluation at a time per connection; keep it below the sharer's
+    /// `connections.idle_timeout_secs`); 0: a fresh connection per evaluation.
+    pub sharer_reuse_idle_secs: u64,
     /// Concurrent model jobs; further requests wait.
     pub max_concurrent_jobs: usize,
     /// Jobs that may wait for a slot; beyond them a call is refused at once
@@ -138,6 +142,7 @@ impl Default for ReceiverLimits {
             max_new_tokens: 64,
             default_timeout_secs: 300,
             connect_timeout_secs: 10,
+            sharer_reuse_idle_secs: 60,
             max_concurrent_jobs: 1,
             max_queued_jobs: 16,
         }

@@ -119,6 +119,11 @@ pub enum ReceiverError {
     /// The deadline passed.
     #[error("deadline of {0:?} exceeded")]
     Deadline(std::time::Duration),
+    /// The evaluation's deadline passed while waiting for the sharer: the receiver's own
+    /// timeout on its sharer call (the `grpc-timeout` it set from the remaining deadline),
+    /// which tonic reports as CANCELLED "Timeout expired".
+    #[error("deadline passed while waiting for the sharer: {0}")]
+    SharerDeadline(String),
     /// A blocking worker panicked or was aborted.
     #[error("worker failed: {0}")]
     Worker(String),
@@ -136,7 +141,8 @@ impl ReceiverError {
     /// A sharer status received on a unary call or at stream start. A status tonic made from
     /// a transport failure (it keeps that error as its source; one the sharer sent has none)
     /// is [`ReceiverError::SharerTransport`]: UNAVAILABLE, not the CANCELLED or UNKNOWN tonic
-    /// gives it. A client-side timeout keeps its own status.
+    /// gives it. A client-side timeout (tonic's `TimeoutExpired`) is
+    /// [`ReceiverError::SharerDeadline`]: DEADLINE_EXCEEDED, labelled `deadline`.
     pub fn from_sharer(status: Status) -> Self {
         let mut source = std::error::Error::source(&status);
         let transport = source.is_some();
@@ -145,7 +151,10 @@ impl ReceiverError {
             timeout |= e.is::<tonic::TimeoutExpired>();
             source = e.source();
         }
-        if transport && !timeout {
+        if timeout {
+            return ReceiverError::SharerDeadline(status.message().to_string());
+        }
+        if transport {
             return ReceiverError::SharerTransport {
                 reason: format!("{:?}: {}", status.code(), status.message()),
             };
@@ -181,8 +190,9 @@ impl ServiceError for ReceiverError {
             return Code::Cancelled;
         }
         match self {
-            ReceiverError::InvalidArgument { .. }
-            | ReceiverError::PromptLimit(_) => Code::InvalidArgument,
+            ReceiverError::InvalidArgument { .. } | ReceiverError::PromptLimit(_) => {
+                Code::InvalidArgument
+            }
             ReceiverError::SharerNotAllowed { .. } => Code::PermissionDenied,
             ReceiverError::TlsUnsupported { .. } => Code::FailedPrecondition,
             ReceiverError::Overloaded(_) => Code::ResourceExhausted,
@@ -195,7 +205,7 @@ impl ServiceError for ReceiverError {
             // A cache that does not fit the pair (other model, other prompt, other shape).
             ReceiverError::Fuse(FuserError::Input { .. }) => Code::FailedPrecondition,
             ReceiverError::Fuse(_) => Code::Internal,
-            ReceiverError::Deadline(_) => Code::DeadlineExceeded,
+            ReceiverError::Deadline(_) | ReceiverError::SharerDeadline(_) => Code::DeadlineExceeded,
             ReceiverError::Model(_) | ReceiverError::Scoring(_) | ReceiverError::Worker(_) => {
                 Code::Internal
             }
@@ -222,7 +232,7 @@ impl ServiceError for ReceiverError {
             ReceiverError::Fuse(_) => "fuse",
             ReceiverError::Model(_) => "model",
             ReceiverError::Scoring(_) => "scoring",
-            ReceiverError::Deadline(_) => "deadline",
+            ReceiverError::Deadline(_) | ReceiverError::SharerDeadline(_) => "deadline",
             ReceiverError::Worker(_) => "worker",
         }
     }
@@ -295,7 +305,7 @@ mod tests {
     }
 
     #[test]
-    fn transport_statuses_are_unavailable_and_timeouts_keep_theirs() {
+    fn transport_statuses_are_unavailable_and_timeouts_are_deadlines() {
         // What tonic makes of a port that does not speak gRPC: a status with a source.
         let transport = Status::from_error(Box::new(std::io::Error::other("transport error")));
         let s: Status = ReceiverError::from_sharer(transport).into();
@@ -304,10 +314,17 @@ mod tests {
             s.metadata().get(ERROR_TYPE_KEY).unwrap(),
             "sharer_transport"
         );
+        // The receiver's own timeout on its sharer call: tonic makes it CANCELLED "Timeout
+        // expired"; the receiver answers DEADLINE_EXCEEDED, `deadline` (docs/STATUS_CODES.md).
         let timeout = Status::from_error(Box::new(tonic::TimeoutExpired(())));
-        let code = timeout.code();
+        assert_eq!(timeout.code(), Code::Cancelled);
         let s: Status = ReceiverError::from_sharer(timeout).into();
-        assert_eq!(s.code(), code);
+        assert_eq!(s.code(), Code::DeadlineExceeded);
+        assert_eq!(s.metadata().get(ERROR_TYPE_KEY).unwrap(), "deadline");
+        // A DEADLINE_EXCEEDED the sharer itself sent (no source) keeps the sharer's label.
+        let s: Status =
+            ReceiverError::from_sharer(Status::deadline_exceeded("sharer's own")).into();
+        assert_eq!(s.code(), Code::DeadlineExceeded);
         assert_eq!(s.metadata().get(ERROR_TYPE_KEY).unwrap(), "sharer_status");
     }
 }

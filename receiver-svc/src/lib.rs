@@ -6,6 +6,7 @@
 //! shutdown future resolves; the binary and the coordinator's embedded mode both use it.
 
 pub mod allow;
+pub mod channels;
 pub mod client;
 pub mod config;
 pub mod decode;

@@ -21,6 +21,7 @@ use service_kit::trace_context::TraceContext;
 use service_kit::transport::client::ClientTransport;
 
 use crate::allow::AllowList;
+use crate::channels::{ChannelSettings, SharerChannels};
 use crate::client::SharerLink;
 use crate::config::{FuserKind, ReceiverConfig};
 use crate::domain::{EvaluateParams, Method, Scoring};
@@ -44,7 +45,7 @@ pub struct ReceiverCore {
     fuser: Option<Arc<dyn CacheFuser>>,
     spare: Mutex<Vec<Vec<HostLayer>>>,
     allowed: AllowList,
-    sharer_client: ClientTransport,
+    sharers: SharerChannels,
     prompt_bytes: usize,
     config: ReceiverConfig,
 }
@@ -72,7 +73,13 @@ impl ReceiverCore {
                 &config.allowed_sharers,
                 sharer_client.has_tls(),
             ),
-            sharer_client,
+            sharers: SharerChannels::new(ChannelSettings {
+                transport: sharer_client,
+                max_message_bytes: l.max_message_bytes,
+                connect_timeout: Duration::from_secs(l.connect_timeout_secs),
+                reuse_idle: Duration::from_secs(l.sharer_reuse_idle_secs),
+                max_idle_per_endpoint: l.max_concurrent_jobs,
+            }),
             prompt_bytes: service_kit::config::prompt_bytes_limit(
                 l.max_prompt_bytes,
                 l.max_prompt_tokens,
@@ -140,16 +147,13 @@ impl ReceiverCore {
                 ));
             }
         };
-        let l = &self.config.limits;
-        SharerLink::connect(
-            endpoint,
-            &self.sharer_client,
-            l.max_message_bytes,
-            Duration::from_secs(l.connect_timeout_secs),
-            trace,
-            deadline,
-        )
-        .await
+        let conn = self.sharers.checkout(endpoint).await?;
+        Ok(SharerLink::new(conn, trace, deadline))
+    }
+
+    /// Connections this receiver opened to sharers so far.
+    pub fn sharer_connections_opened(&self) -> u64 {
+        self.sharers.opened()
     }
 
     /// The receiver's prompt for the request's scoring mode, with an optional sharer message.
