@@ -182,6 +182,7 @@ fn stages(t: Option<&pb::StageTimings>) -> BTreeMap<String, f64> {
         ("sharer_select", t.sharer_select_ms),
         ("sharer_quantize", t.sharer_quantize_ms),
         ("sharer_encode", t.sharer_encode_ms),
+        ("first_frame_wait", t.first_frame_wait_ms),
         ("transfer", t.transfer_ms),
         ("decode", t.decode_ms),
         ("project", t.project_ms),

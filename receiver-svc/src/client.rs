@@ -39,6 +39,8 @@ pub struct RoundTransfer {
     pub request_bytes: u64,
     /// The sharer's stage timings (from the last chunk).
     pub sharer_timings: StageTimings,
+    /// The call issued to its first chunk, ms.
+    pub first_frame_wait_ms: f64,
     /// First to last chunk, ms.
     pub transfer_ms: f64,
     /// Decoding and dequantization, ms.
@@ -124,6 +126,7 @@ impl SharerLink {
         let request_bytes = req.encoded_len() as u64;
         let every_position = req.all_positions;
         let request = self.request(req);
+        let asked = Instant::now();
         let stream = self
             .conn
             .begin()
@@ -134,6 +137,7 @@ impl SharerLink {
             stream.into_inner(),
             TransferDecoder::new(buffers).every_position(every_position),
             request_bytes,
+            asked,
         )
         .await?;
         self.conn.finish();
@@ -150,6 +154,7 @@ impl SharerLink {
     ) -> Result<RoundTransfer, ReceiverError> {
         let request_bytes = req.encoded_len() as u64;
         let request = self.request(req);
+        let asked = Instant::now();
         let stream = self
             .conn
             .begin()
@@ -160,6 +165,7 @@ impl SharerLink {
             stream.into_inner(),
             TransferDecoder::refining(cache).every_position(every_position),
             request_bytes,
+            asked,
         )
         .await?;
         self.conn.finish();
@@ -167,10 +173,13 @@ impl SharerLink {
     }
 }
 
+/// Receives and decodes a frame stream; `asked` is when the call was issued (the wait for the
+/// first frame runs from it).
 async fn pull(
     mut stream: tonic::Streaming<pb::ShareChunk>,
     mut decoder: TransferDecoder,
     request_bytes: u64,
+    asked: Instant,
 ) -> Result<RoundTransfer, ReceiverError> {
     let mut grpc_bytes = request_bytes;
     let (mut blob_bytes, mut decode_ms) = (0u64, 0f64);
@@ -199,6 +208,7 @@ async fn pull(
         decode_ms += ms(start.elapsed());
     }
     let transfer_ms = first.map_or(0.0, |f| ms(last.duration_since(f)));
+    let first_frame_wait_ms = first.map_or(0.0, |f| ms(f.duration_since(asked)));
     let frames = decoder.records as u32;
     let (breakdown, estimated) = (decoder.breakdown, decoder.estimated);
     let cache = decoder.finish()?;
@@ -211,6 +221,7 @@ async fn pull(
         grpc_bytes,
         request_bytes,
         sharer_timings,
+        first_frame_wait_ms,
         transfer_ms,
         decode_ms,
         session_id,

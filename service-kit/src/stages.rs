@@ -14,6 +14,8 @@ pub struct StageTimings {
     pub sharer_quantize_ms: f64,
     /// Sharer session-header encoding.
     pub sharer_encode_ms: f64,
+    /// KV methods: the Share or Refine call issued to its first response message received.
+    pub first_frame_wait_ms: f64,
     /// First to last response message received (text methods: the whole call).
     pub transfer_ms: f64,
     /// Receiver KVWire decoding, dequantization and cache assembly.
@@ -59,6 +61,7 @@ over_stages!(
     sharer_select_ms,
     sharer_quantize_ms,
     sharer_encode_ms,
+    first_frame_wait_ms,
     transfer_ms,
     decode_ms,
     project_ms,
@@ -79,6 +82,7 @@ mod tests {
             sharer_select_ms: 2.0,
             sharer_quantize_ms: 3.0,
             sharer_encode_ms: 4.0,
+            first_frame_wait_ms: 4.5,
             transfer_ms: 5.0,
             decode_ms: 6.0,
             project_ms: 7.0,

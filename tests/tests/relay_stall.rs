@@ -3,7 +3,8 @@
 //! receiver's own deadline ends the call (`limits.default_timeout_secs`; the receiver answers
 //! with DEADLINE_EXCEEDED, `deadline`, it does not hang), and after resuming the same request
 //! is answered again. Evaluations in a row share one connection to the sharer, and the
-//! transport bytes each reports add up to what the relay carried.
+//! transport bytes each reports add up to what the relay carried; the wait for the first frame
+//! holds the link's latency both ways.
 
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
@@ -140,6 +141,17 @@ async fn evaluations_in_a_row_share_one_connection_and_their_bytes_add_up() {
         );
         read += total.transport_read;
         written += total.transport_written;
+        // The request's trip and the first record's trip each wait 10 ms in the relay: the
+        // wait for the first frame holds both (and the sharer's prefill), `transfer` neither.
+        let t = reply.timings.unwrap();
+        assert!(
+            t.first_frame_wait_ms >= 20.0 && t.first_frame_wait_ms >= t.sharer_prefill_ms,
+            "evaluation {i}: {t:?}"
+        );
+        assert!(
+            t.end_to_end_ms >= t.first_frame_wait_ms + t.transfer_ms,
+            "{t:?}"
+        );
     }
     let carried = relay.stats();
     assert_eq!(carried.connections, 1, "{N} evaluations: {carried:?}");

@@ -159,6 +159,7 @@ fn account_round(round: u32, t: &RoundTransfer, transport: ByteSnapshot) -> Roun
     add_bytes(SERVICE, "link_read", transport.read);
     add_bytes(SERVICE, "link_written", transport.written);
     metrics::counter!(FRAMES, "service" => SERVICE).increment(u64::from(t.frames));
+    record_stage_ms(SERVICE, "first_frame_wait", t.first_frame_wait_ms);
     record_stage_ms(SERVICE, "transfer", t.transfer_ms);
     record_stage_ms(SERVICE, "decode", t.decode_ms);
     let request = if round > 1 { t.request_bytes } else { 0 };
@@ -178,6 +179,7 @@ fn account_round(round: u32, t: &RoundTransfer, transport: ByteSnapshot) -> Roun
         ..ByteCounts::default()
     };
     let mut timings = t.sharer_timings;
+    timings.first_frame_wait_ms = t.first_frame_wait_ms;
     timings.transfer_ms = t.transfer_ms;
     timings.decode_ms = t.decode_ms;
     RoundReport::new(round, bytes, transport, timings)
