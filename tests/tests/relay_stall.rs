@@ -124,7 +124,7 @@ async fn a_paused_relay_stalls_the_stream_until_the_deadline_and_resuming_recove
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn evaluations_in_a_row_share_one_connection_and_their_bytes_add_up() {
+async fn evaluations_share_connections_one_at_a_time_and_their_bytes_add_up() {
     const N: usize = 5;
     // Bound whole: the sharer and the receiver live as long as the test.
     let running = relayed(Duration::from_millis(10), 60).await;
@@ -152,15 +152,34 @@ async fn evaluations_in_a_row_share_one_connection_and_their_bytes_add_up() {
             t.end_to_end_ms >= t.first_frame_wait_ms + t.transfer_ms,
             "{t:?}"
         );
+        eprintln!(
+            "evaluation {i}: first_frame_wait {:.1} ms (sharer prefill {:.1}), transfer {:.1} ms, \
+             end_to_end {:.1} ms",
+            t.first_frame_wait_ms, t.sharer_prefill_ms, t.transfer_ms, t.end_to_end_ms
+        );
     }
     let carried = relay.stats();
     assert_eq!(carried.connections, 1, "{N} evaluations: {carried:?}");
+    // Then 3 at once: each borrows a connection of its own (the idle one or a new one), so
+    // their bytes do not mix either.
+    let calls = (0..3).map(|_| {
+        let mut client = client.clone();
+        let request = kv_request(via);
+        tokio::spawn(async move { client.evaluate(request).await })
+    });
+    for call in calls.collect::<Vec<_>>() {
+        let total = call.await.unwrap().unwrap().into_inner().total.unwrap();
+        read += total.transport_read;
+        written += total.transport_written;
+    }
+    let carried = relay.stats();
+    assert!((1..=4).contains(&carried.connections), "{carried:?}");
     // What the evaluations reported is what crossed the relay: a connection lent to one
     // evaluation at a time counts each one's bytes, and nothing is counted twice.
     eprintln!(
-        "{N} evaluations over one connection: reported read {read} written {written}; relay \
-         down {} up {}",
-        carried.bytes_down, carried.bytes_up
+        "{N} evaluations in a row, 3 at once, over {} connection(s): reported read {read} \
+         written {written}; relay down {} up {}",
+        carried.connections, carried.bytes_down, carried.bytes_up
     );
     assert!(
         read <= carried.bytes_down && written <= carried.bytes_up,
