@@ -4,13 +4,17 @@
 //! with DEADLINE_EXCEEDED, `deadline`, it does not hang), and after resuming the same request
 //! is answered again. Evaluations in a row share one connection to the sharer, and the
 //! transport bytes each reports add up to what the relay carried; the wait for the first frame
-//! holds the link's latency both ways.
+//! holds the link's latency both ways. (Without a relay: a sharer restarted between two
+//! evaluations is reached at the first try, the pooled connection to the old one being closed.)
 
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 use coordinator::relay::{Delays, Relay};
-use e2e_tests::{Running, TINY_MODEL, example, start_receiver_with, start_sharer};
+use e2e_tests::{
+    Running, TINY_MODEL, example, rebind, start_receiver, start_receiver_with, start_sharer,
+    start_sharer_on,
+};
 use kvwire_proto::v1 as pb;
 use kvwire_proto::v1::receiver_client::ReceiverClient;
 use receiver_svc::ReceiverConfig;
@@ -189,4 +193,27 @@ async fn evaluations_share_connections_one_at_a_time_and_their_bytes_add_up() {
         read * 100 >= carried.bytes_down * 95 && written * 100 >= carried.bytes_up * 95,
         "read {read} written {written} {carried:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_sharer_restarted_between_evaluations_is_reached_on_a_fresh_connection() {
+    let first = start_sharer(TINY_MODEL).await;
+    let (addr, endpoint) = (first.addr, first.endpoint());
+    let receiver = start_receiver(TINY_MODEL, &endpoint).await;
+    let mut client = ReceiverClient::connect(receiver.endpoint()).await.unwrap();
+    let before = client.evaluate(kv_request(&endpoint)).await.unwrap();
+    // Between two evaluations, with no pause after: the sharer stops (closing the idle pooled
+    // connection) and a new one comes up on its address.
+    first.stop().await.unwrap();
+    let second = start_sharer_on(TINY_MODEL, rebind(addr).await).await;
+    let after = client
+        .evaluate(kv_request(&endpoint))
+        .await
+        .expect("answered at the first try after the restart");
+    assert_eq!(
+        after.into_inner().prediction,
+        before.into_inner().prediction
+    );
+    drop(receiver);
+    second.stop().await.unwrap();
 }
