@@ -22,7 +22,8 @@ use service_kit::rpc::ERROR_TYPE_KEY;
 use tonic::Code;
 
 /// A sharer behind a relay that delays each direction by `delay`, a receiver (deadline
-/// `timeout_secs`) allowed to use the relay, and a client of that receiver.
+/// `timeout_secs`, sharer connections reused while idle up to `reuse_idle_secs`) allowed to use
+/// the relay, and a client of that receiver.
 struct Relayed {
     _sharer: Running,
     relay: Relay,
@@ -31,7 +32,7 @@ struct Relayed {
     client: ReceiverClient<tonic::transport::Channel>,
 }
 
-async fn relayed(delay: Duration, timeout_secs: u64) -> Relayed {
+async fn relayed(delay: Duration, timeout_secs: u64, reuse_idle_secs: u64) -> Relayed {
     let sharer = start_sharer(TINY_MODEL).await;
     let target = sharer.addr;
     let relay = Relay::start(
@@ -49,6 +50,7 @@ async fn relayed(delay: Duration, timeout_secs: u64) -> Relayed {
         ..ReceiverConfig::default()
     };
     config.limits.default_timeout_secs = timeout_secs;
+    config.limits.sharer_reuse_idle_secs = reuse_idle_secs;
     let receiver = start_receiver_with(config).await;
     let client = ReceiverClient::connect(receiver.endpoint()).await.unwrap();
     Relayed {
@@ -76,7 +78,7 @@ fn kv_request(sharer_endpoint: &str) -> pb::EvaluateRequest {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_paused_relay_stalls_the_stream_until_the_deadline_and_resuming_recovers() {
     // Bound whole: the sharer and the receiver live as long as the test.
-    let running = relayed(Duration::from_millis(25), 2).await;
+    let running = relayed(Duration::from_millis(25), 2, 60).await;
     let (relay, via, mut client) = (&running.relay, &running.via, running.client.clone());
 
     // Through the relay: answered, and the relay carried the frames both ways.
@@ -131,7 +133,7 @@ async fn a_paused_relay_stalls_the_stream_until_the_deadline_and_resuming_recove
 async fn evaluations_share_connections_one_at_a_time_and_their_bytes_add_up() {
     const N: usize = 5;
     // Bound whole: the sharer and the receiver live as long as the test.
-    let running = relayed(Duration::from_millis(10), 60).await;
+    let running = relayed(Duration::from_millis(10), 60, 60).await;
     let (relay, via, mut client) = (&running.relay, &running.via, running.client.clone());
     let (mut read, mut written) = (0u64, 0u64);
     for i in 0..N {
@@ -216,4 +218,14 @@ async fn a_sharer_restarted_between_evaluations_is_reached_on_a_fresh_connection
     );
     drop(receiver);
     second.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_reuse_every_evaluation_opens_its_own_connection() {
+    let running = relayed(Duration::ZERO, 60, 0).await;
+    let (relay, via, mut client) = (&running.relay, &running.via, running.client.clone());
+    for _ in 0..3 {
+        client.evaluate(kv_request(via)).await.unwrap();
+    }
+    assert_eq!(relay.stats().connections, 3, "{:?}", relay.stats());
 }
