@@ -176,6 +176,15 @@ pub enum EncodeError {
         /// The f32 scale.
         scale: f32,
     },
+    /// Positions given with pre-quantized rows are not in ascending order (the rows must
+    /// already be in wire order).
+    #[error("position {position} at slot {slot} is below the one before it")]
+    NotAscending {
+        /// Slot in the positions slice.
+        slot: usize,
+        /// The position.
+        position: u32,
+    },
     /// The option combination is not representable in this format.
     #[error("unsupported option: {what}")]
     Unsupported {

@@ -56,28 +56,7 @@ pub struct LayerKv<'a> {
 impl LayerKv<'_> {
     /// Checks dimensions against the limits and slice lengths against the shape.
     pub fn validate(&self) -> Result<(), EncodeError> {
-        let [b, h, t, d] = self.shape;
-        for (field, value) in [("batch", b), ("heads", h), ("head_dim", d)] {
-            if value > MAX_DIM {
-                return Err(EncodeError::TooLarge {
-                    field,
-                    value: value as u64,
-                    max: MAX_DIM as u64,
-                });
-            }
-        }
-        if t > MAX_TOKENS {
-            return Err(EncodeError::TooLarge {
-                field: "tokens",
-                value: t as u64,
-                max: MAX_TOKENS as u64,
-            });
-        }
-        let n = checked_elements(self.shape).ok_or(EncodeError::TooLarge {
-            field: "elements",
-            value: u64::MAX,
-            max: MAX_TENSOR_ELEMENTS as u64,
-        })?;
+        let n = check_shape(self.shape, self.indices.len())?;
         for (field, data) in [("k", self.k), ("v", self.v)] {
             if data.len() != n {
                 return Err(EncodeError::ShapeMismatch {
@@ -87,30 +66,62 @@ impl LayerKv<'_> {
                 });
             }
         }
-        if !self.indices.is_empty() && self.indices.len() != t {
-            return Err(EncodeError::ShapeMismatch {
-                field: "indices",
-                expected: t,
-                found: self.indices.len(),
-            });
-        }
         Ok(())
     }
 
     /// The positions sorted ascending and, for each output row, the source row (stable sort).
     pub fn sorted_positions(&self) -> (Vec<u32>, Vec<usize>) {
-        let t = self.shape[2];
-        if self.indices.is_empty() {
-            return ((0..t as u32).collect(), (0..t).collect());
-        }
-        // Over the given positions; `validate` guarantees there are exactly T of them.
-        let mut order: Vec<usize> = (0..self.indices.len()).collect();
-        if !self.indices.is_sorted() {
-            order.sort_by_key(|&i| self.indices[i]);
-        }
-        let sorted = order.iter().map(|&i| self.indices[i]).collect();
-        (sorted, order)
+        sort_positions(self.indices, self.shape[2])
     }
+}
+
+/// Checks a `[B, H, T, D]` shape against the limits and an index count against T (0 means
+/// positions `0..T`); returns B*H*T*D.
+pub fn check_shape(shape: [usize; 4], indices: usize) -> Result<usize, EncodeError> {
+    let [b, h, t, d] = shape;
+    for (field, value) in [("batch", b), ("heads", h), ("head_dim", d)] {
+        if value > MAX_DIM {
+            return Err(EncodeError::TooLarge {
+                field,
+                value: value as u64,
+                max: MAX_DIM as u64,
+            });
+        }
+    }
+    if t > MAX_TOKENS {
+        return Err(EncodeError::TooLarge {
+            field: "tokens",
+            value: t as u64,
+            max: MAX_TOKENS as u64,
+        });
+    }
+    let n = checked_elements(shape).ok_or(EncodeError::TooLarge {
+        field: "elements",
+        value: u64::MAX,
+        max: MAX_TENSOR_ELEMENTS as u64,
+    })?;
+    if indices != 0 && indices != t {
+        return Err(EncodeError::ShapeMismatch {
+            field: "indices",
+            expected: t,
+            found: indices,
+        });
+    }
+    Ok(n)
+}
+
+/// `indices` (T positions, or empty for `0..t`) sorted ascending and, for each output row, the
+/// source row (a stable sort): the row order every encoder writes.
+pub fn sort_positions(indices: &[u32], t: usize) -> (Vec<u32>, Vec<usize>) {
+    if indices.is_empty() {
+        return ((0..t as u32).collect(), (0..t).collect());
+    }
+    let mut order: Vec<usize> = (0..indices.len()).collect();
+    if !indices.is_sorted() {
+        order.sort_by_key(|&i| indices[i]);
+    }
+    let sorted = order.iter().map(|&i| indices[i]).collect();
+    (sorted, order)
 }
 
 /// B*H*T*D when it is within [`MAX_TENSOR_ELEMENTS`].

@@ -29,14 +29,31 @@ pub fn encode_frame_into(
     out: &mut Vec<u8>,
 ) -> Result<(), EncodeError> {
     layer.validate()?;
+    let (positions, order) = layer.sorted_positions();
+    let regions = begin_frame(layer.shape, &positions, opts, out)?;
+    if let Err(e) = write_payloads(layer, opts, &order, out, regions) {
+        out.truncate(regions.start);
+        return Err(e);
+    }
+    finish_frame(out, regions, opts)
+}
+
+/// Appends the header and the index section of a frame over `shape` at the ascending
+/// `positions` (exactly T), and a zeroed scales region; returns where the sections go. The
+/// caller fills the scales, appends the two raw payloads, then calls [`finish_frame`].
+pub(super) fn begin_frame(
+    shape: [usize; 4],
+    positions: &[u32],
+    opts: &FrameOptions,
+    out: &mut Vec<u8>,
+) -> Result<Regions, EncodeError> {
     if opts.entropy && !cfg!(feature = "entropy") {
         return Err(EncodeError::Unsupported {
             what: "entropy coding without feature `entropy`",
         });
     }
-    let (positions, order) = layer.sorted_positions();
-    let index = IndexEncoding::for_sorted(&positions);
-    let header = frame_header(layer, opts, index);
+    let index = IndexEncoding::for_sorted(positions);
+    let header = frame_header(shape, opts, index);
     let tensor_bytes = header.tensor_payload_bytes();
     let scale_count = header.scale_count();
     let start = out.len();
@@ -57,25 +74,38 @@ pub fn encode_frame_into(
     let payload_at = scales_at + 4 * scale_count;
     // The scales region first (filled once the payload is quantized), then the payloads.
     out.resize(payload_at, 0);
-    let regions = Regions {
+    Ok(Regions {
+        start,
         scales_at,
         payload_at,
         tensor_bytes,
-    };
-    if let Err(e) = write_payloads(layer, opts, &order, out, regions) {
-        out.truncate(start);
-        return Err(e);
-    }
-    #[cfg(feature = "entropy")]
-    if opts.entropy {
-        entropy_code(out, start, payload_at, tensor_bytes, opts.payload);
-    }
-    seal_record(out, start)
+    })
 }
 
-/// The frame header for `layer` under `opts` (fp16 payloads carry no scales: their
+/// Entropy-codes the payloads when asked (and worth it), then seals the record.
+pub(super) fn finish_frame(
+    out: &mut Vec<u8>,
+    regions: Regions,
+    opts: &FrameOptions,
+) -> Result<(), EncodeError> {
+    #[cfg(feature = "entropy")]
+    if opts.entropy {
+        let Regions {
+            start,
+            payload_at,
+            tensor_bytes,
+            ..
+        } = regions;
+        entropy_code(out, start, payload_at, tensor_bytes, opts.payload);
+    }
+    #[cfg(not(feature = "entropy"))]
+    let _ = opts;
+    seal_record(out, regions.start)
+}
+
+/// The frame header for `shape` under `opts` (fp16 payloads carry no scales: their
 /// granularity and scale dtype are fixed), `record_len` still 0.
-fn frame_header(layer: &LayerKv<'_>, opts: &FrameOptions, index: IndexEncoding) -> FrameHeader {
+fn frame_header(shape: [usize; 4], opts: &FrameOptions, index: IndexEncoding) -> FrameHeader {
     let mut header = FrameHeader {
         layer: opts.layer,
         group: opts.group,
@@ -86,7 +116,7 @@ fn frame_header(layer: &LayerKv<'_>, opts: &FrameOptions, index: IndexEncoding) 
         scale_dtype: opts.scale_dtype,
         index,
         entropy: opts.entropy,
-        shape: layer.shape,
+        shape,
         record_len: 0,
     };
     if opts.payload == Payload::Fp16 {
@@ -96,12 +126,14 @@ fn frame_header(layer: &LayerKv<'_>, opts: &FrameOptions, index: IndexEncoding) 
     header
 }
 
-/// Where a frame's scales and payloads start in the output, and one tensor's payload size.
+/// Where a frame starts in the output, where its scales and payloads start, and one tensor's
+/// payload size.
 #[derive(Clone, Copy)]
-struct Regions {
-    scales_at: usize,
-    payload_at: usize,
-    tensor_bytes: usize,
+pub(super) struct Regions {
+    pub(super) start: usize,
+    pub(super) scales_at: usize,
+    pub(super) payload_at: usize,
+    pub(super) tensor_bytes: usize,
 }
 
 /// Appends the K and V payloads (rows in `order`) after `payload_at` and fills the scales
@@ -117,6 +149,7 @@ fn write_payloads(
         scales_at,
         payload_at,
         tensor_bytes,
+        ..
     } = regions;
     let shape = layer.shape;
     let Some(mode) = opts.payload.quant_mode() else {

@@ -11,6 +11,7 @@ mod decode;
 mod entropy;
 mod frame;
 mod header;
+mod prequantized;
 mod record;
 mod session;
 mod stream;
@@ -21,6 +22,9 @@ pub use decode::{
 };
 pub use frame::{encode_frame, encode_frame_into};
 pub use header::{FrameHeader, IndexEncoding};
+pub use prequantized::{
+    PrequantizedLayer, QuantizedTensor, encode_prequantized_frame, encode_prequantized_frame_into,
+};
 pub use record::{FRAME_HEADER_LEN, RECORD_TRAILER_LEN};
 pub use session::SessionHeader;
 pub use stream::{StreamDecoder, StreamItem, decode_stream};
