@@ -7,7 +7,7 @@
 //! ([`summary`], over `eval_harness`'s statistics), figures ([`plot`]), run manifests
 //! ([`manifest`]) and UTC time stamps ([`timestamp`]). The gRPC edge is here too, so tests can
 //! drive a run against real services: requests and rows ([`wire`]) and the run loop
-//! ([`runner`]). The CLI, datasets and the embedded services live in the
+//! ([`runner`]) and its clean early stop ([`stop`]). The CLI, datasets and the embedded services live in the
 //! `coordinator` binary; only its default feature `embedded` links the services (library users
 //! set `default-features = false`).
 //!
@@ -34,6 +34,7 @@ pub mod retry;
 pub mod row;
 pub mod runner;
 pub mod shard;
+pub mod stop;
 pub mod summary;
 pub mod timestamp;
 pub mod wire;

@@ -19,6 +19,7 @@ use crate::error::{RegistryError, RunError};
 use crate::registry::{CellPlan, DoneMarker, RowAppender, RunDir};
 use crate::retry::RetryPolicy;
 use crate::row::ResultRow;
+use crate::stop::StopSignal;
 use crate::timestamp::now_unix_ms;
 use crate::wire::{RequestTemplate, Try, answered_row, failed_row, status_row};
 
@@ -55,6 +56,8 @@ pub struct RunCounts {
     pub failed: usize,
     /// Failed tries followed by another try (each one a row on record).
     pub retried: usize,
+    /// Samples left pending because the run was stopped early.
+    pub not_run: usize,
 }
 
 /// Connects a lazy channel to a service at `url` through `transport` (`https://` with its CA,
@@ -108,44 +111,60 @@ async fn evaluate(cell: &ReadyCell, sample_id: &str, attempt: u32) -> ResultRow 
 /// sample's last try of this invocation.
 type TryDone = (usize, ResultRow, bool);
 
+/// What a sample task needs besides its own sample.
+#[derive(Clone)]
+struct SampleContext {
+    retry: RetryPolicy,
+    permits: Arc<Semaphore>,
+    stop: StopSignal,
+    rows: mpsc::UnboundedSender<TryDone>,
+}
+
 /// Tries one sample until it is answered, fails for good, or runs out of tries. Every try is
 /// sent to the writer as it ends; the job pool permit is held only while a call is in flight,
-/// never during a back-off wait.
+/// never during a back-off wait. Once a stop is asked for, no new try starts (a try in flight
+/// finishes and is written); the sample stays pending for the next run.
 async fn run_sample(
     i: usize,
     cell: Arc<ReadyCell>,
     sample_id: String,
     first_attempt: u32,
-    retry: RetryPolicy,
-    permits: Arc<Semaphore>,
-    rows: mpsc::UnboundedSender<TryDone>,
+    ctx: SampleContext,
 ) {
     let mut tries = 0;
     loop {
         let mut row = {
-            let Ok(_permit) = permits.acquire().await else {
-                return;
+            let _permit = tokio::select! {
+                biased;
+                _ = ctx.stop.stopped() => return,
+                permit = ctx.permits.acquire() => match permit {
+                    Ok(p) => p,
+                    Err(_) => return,
+                },
             };
             evaluate(&cell, &sample_id, first_attempt + tries).await
         };
         tries += 1;
         let delay = row.error.as_mut().and_then(|e| {
-            let delay = retry.next_delay(tries, &e.kind)?;
+            let delay = ctx.retry.next_delay(tries, &e.kind)?;
             e.retry_after_ms = Some(delay.as_millis() as u64);
             Some(delay)
         });
-        if rows.send((i, row, delay.is_none())).is_err() {
+        if ctx.rows.send((i, row, delay.is_none())).is_err() {
             return;
         }
-        match delay {
-            Some(d) => tokio::time::sleep(d).await,
-            None => return,
+        let Some(delay) = delay else {
+            return;
+        };
+        tokio::select! {
+            _ = ctx.stop.stopped() => return,
+            _ = tokio::time::sleep(delay) => {}
         }
     }
 }
 
 /// How a run proceeds.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct RunOptions {
     /// Evaluate calls in flight.
     pub concurrency: usize,
@@ -153,6 +172,8 @@ pub struct RunOptions {
     pub progress: bool,
     /// Tries per sample and back-off.
     pub retry: RetryPolicy,
+    /// Given to stop the run early: no new try starts, the ones in flight finish.
+    pub stop: StopSignal,
 }
 
 /// Each cell's appender (none for a cell already done), its samples still to answer, and the
@@ -248,21 +269,19 @@ pub async fn run(
         work,
     } = open_cells(dir, &cells, &mut counts)?;
     let progress = progress_bar(work.len(), options.progress)?;
-    let permits = Arc::new(Semaphore::new(options.concurrency.max(1)));
+    let pending = work.len();
     let (tx, mut rx) = mpsc::unbounded_channel::<TryDone>();
+    let ctx = SampleContext {
+        retry: options.retry,
+        permits: Arc::new(Semaphore::new(options.concurrency.max(1))),
+        stop: options.stop.clone(),
+        rows: tx,
+    };
     let mut tasks = JoinSet::new();
     for (i, sample, attempt) in work {
-        tasks.spawn(run_sample(
-            i,
-            Arc::clone(&cells[i]),
-            sample,
-            attempt,
-            options.retry,
-            Arc::clone(&permits),
-            tx.clone(),
-        ));
+        tasks.spawn(run_sample(i, Arc::clone(&cells[i]), sample, attempt, ctx.clone()));
     }
-    drop(tx);
+    drop(ctx);
     // Ends when every sample task has sent its last try (or died, which is reported below).
     while let Some((i, row, last)) = rx.recv().await {
         let appender = appenders[i]
@@ -293,6 +312,7 @@ pub async fn run(
         joined.map_err(RunError::TaskPanicked)?;
     }
     progress.finish_and_clear();
+    counts.not_run = pending - counts.answered - counts.failed;
     Ok(counts)
 }
 

@@ -61,5 +61,6 @@ pub fn run_options(grid: &Grid) -> RunOptions {
         concurrency: 1,
         progress: false,
         retry: grid.retry,
+        stop: coordinator::stop::StopSignal::new(),
     }
 }

@@ -23,6 +23,7 @@ mod report;
 #[cfg(test)]
 mod resume_tests;
 mod run;
+mod stop_watch;
 
 use std::path::{Path, PathBuf};
 
@@ -58,6 +59,10 @@ struct RunOptions {
     /// in `<out>/<grid name>.shard-I-of-N`; `coordinator merge` puts the N folders together.
     #[arg(long, value_name = "I/N")]
     shard: Option<coordinator::grid::Shard>,
+    /// Start no new sample after this many seconds: the samples in flight finish, the summary
+    /// and manifest are written, and the same command later continues (as after Ctrl-C).
+    #[arg(long, value_name = "SECONDS")]
+    time_limit: Option<u64>,
 }
 
 /// Device and dtype of the embedded services (external services have their own config).
@@ -252,6 +257,7 @@ fn main() -> anyhow::Result<()> {
         services,
         progress: !options.no_progress,
         shard: options.shard,
+        time_limit: options.time_limit.map(std::time::Duration::from_secs),
     }))?;
     println!("run folder: {}", dir.display());
     Ok(())

@@ -9,6 +9,7 @@ use coordinator::grid::Grid;
 use coordinator::registry::{CellPlan, RunDir};
 use coordinator::retry::RetryPolicy;
 use coordinator::runner::{ReadyCell, RunOptions, receiver_channel, run};
+use coordinator::stop::{StopReason, StopSignal};
 use coordinator::wire::RequestTemplate;
 use kvwire_proto::v1 as pb;
 
@@ -73,6 +74,7 @@ async fn failed_samples_become_rows_and_a_retry_replaces_them() {
     let options = RunOptions {
         concurrency: 2,
         progress: false,
+        stop: StopSignal::new(),
         retry: RetryPolicy {
             attempts: 1,
             ..RetryPolicy::default()
@@ -95,7 +97,7 @@ async fn failed_samples_become_rows_and_a_retry_replaces_them() {
         sharer_endpoint: dead,
     };
 
-    let first = run(&dir, vec![ready.clone()], options).await.unwrap();
+    let first = run(&dir, vec![ready.clone()], options.clone()).await.unwrap();
     assert_eq!((first.answered, first.failed), (0, 3));
     let rows = dir.read_rows(&cell.id).unwrap();
     assert!(rows.rows.iter().all(|r| {
@@ -112,7 +114,7 @@ async fn failed_samples_become_rows_and_a_retry_replaces_them() {
         sharer_endpoint: services.sharer_url(&cell.config.pair.sharer.model).unwrap(),
         ..ready
     };
-    let second = run(&dir, vec![good.clone()], options).await.unwrap();
+    let second = run(&dir, vec![good.clone()], options.clone()).await.unwrap();
     assert_eq!((second.answered, second.failed), (3, 0));
     assert!(dir.is_done(&cell.id));
     let rows = dir.read_rows(&cell.id).unwrap();
@@ -141,5 +143,64 @@ async fn failed_samples_become_rows_and_a_retry_replaces_them() {
         (third.cells_skipped, third.answered, third.failed),
         (1, 0, 0)
     );
+    services.shutdown().await;
+}
+
+/// A run whose stop was given starts no sample, writes no row and leaves the cell open; the
+/// next run answers every sample once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_run_starts_nothing_and_the_next_run_does_the_rest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = RunDir::create(tmp.path().join("run")).unwrap();
+    let log = RunLog::open(&tmp.path().join("log"), false).unwrap();
+    let cell = expand(&Grid::from_toml(GRID).unwrap()).remove(0);
+    let services = Embedded::start(
+        std::slice::from_ref(&cell.config.pair),
+        &ServicePlacement::default(),
+        &[],
+        &log,
+    )
+    .await
+    .unwrap();
+    let examples = Arc::new(examples());
+    let ready = ReadyCell {
+        plan: CellPlan {
+            cell: cell.clone(),
+            sample_ids: examples.keys().cloned().collect(),
+        },
+        template: RequestTemplate::of(&cell.config).unwrap(),
+        examples,
+        receiver: receiver_channel(
+            &services
+                .receiver_url(&cell.config.pair.receiver.model, None)
+                .unwrap(),
+            &Default::default(),
+        )
+        .unwrap(),
+        sharer_endpoint: services.sharer_url(&cell.config.pair.sharer.model).unwrap(),
+    };
+    let stopped = StopSignal::new();
+    stopped.stop(StopReason::TimeLimit);
+    let options = RunOptions {
+        concurrency: 2,
+        progress: false,
+        stop: stopped,
+        retry: RetryPolicy::default(),
+    };
+    let first = run(&dir, vec![ready.clone()], options.clone())
+        .await
+        .unwrap();
+    assert_eq!((first.answered, first.failed, first.not_run), (0, 0, 3));
+    assert!(dir.read_rows(&cell.id).unwrap().rows.is_empty());
+    assert!(!dir.is_done(&cell.id));
+
+    let options = RunOptions {
+        stop: StopSignal::new(),
+        ..options
+    };
+    let second = run(&dir, vec![ready], options).await.unwrap();
+    assert_eq!((second.answered, second.not_run), (3, 0));
+    assert!(dir.is_done(&cell.id));
+    assert_eq!(dir.read_rows(&cell.id).unwrap().rows.len(), 3);
     services.shutdown().await;
 }

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use coordinator::cell::{Cell, CellPair, canonical_json, expand};
@@ -19,6 +19,7 @@ use coordinator::manifest::{
 use coordinator::registry::{CellPlan, RunDir, write_json_atomic, write_text_atomic};
 use coordinator::runner::{self, ReadyCell, RunOptions, receiver_channel};
 use coordinator::shard;
+use coordinator::stop::{StopReason, StopSignal};
 use coordinator::timestamp::now_unix_ms;
 use coordinator::wire::RequestTemplate;
 use kvwire_proto::v1 as pb;
@@ -34,6 +35,7 @@ use crate::data;
 use crate::embedded::{Embedded, ServicePlacement};
 use crate::log::RunLog;
 use crate::report;
+use crate::stop_watch::stop_watchers;
 
 /// Where the services are.
 #[derive(Debug, Clone)]
@@ -67,6 +69,8 @@ pub struct RunArgs {
     pub progress: bool,
     /// Run only this shard of the grid's (cell, sample) units, in a folder of its own.
     pub shard: Option<Shard>,
+    /// Start no new sample after this long (the run then finishes cleanly and resumes later).
+    pub time_limit: Option<Duration>,
 }
 
 /// A loaded dataset slice: examples by id, and the ids in evaluation order.
@@ -162,12 +166,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<PathBuf> {
     dir.write_plans(&plans)?;
     warn_random_weights(&cells, &log);
 
+    let stop = StopSignal::new();
+    let mut watchers = stop_watchers(&stop, args.time_limit, &log);
     let options = RunOptions {
         concurrency: args.concurrency,
         progress: args.progress,
         retry: grid.retry,
+        stop: stop.clone(),
     };
     let counts = runner::run(&dir, ready, options).await?;
+    watchers.abort_all();
     log.line(format!(
         "finished: {} cells done now, {} already done; {} samples answered, {} failed, {} \
          already answered; {} failed tries retried",
@@ -209,6 +217,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<PathBuf> {
         log.line(format!(
             "{} samples failed; run the same command again to retry them",
             counts.failed
+        ));
+    }
+    if let Some(reason) = stop.reason() {
+        log.line(format!(
+            "stopped early ({}): {} samples not run; run the same command again to continue",
+            match reason {
+                StopReason::TimeLimit => "time limit",
+                StopReason::Interrupt => "interrupted",
+            },
+            counts.not_run
         ));
     }
     Ok(dir.root().to_path_buf())
