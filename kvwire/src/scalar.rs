@@ -37,8 +37,11 @@ impl ScaleDtype {
     }
 }
 
-pub(crate) const SCALE_FLOOR: f32 = 1e-6;
-pub(crate) const ROUND_MAGIC: f32 = 12_582_912.0; // 1.5 * 2^23
+/// The smallest scale: `compute_scale` never returns less (an all-zero group gets it).
+pub const SCALE_FLOOR: f32 = 1e-6;
+/// 1.5 * 2^23: `y + ROUND_MAGIC` in f32 rounds `y` (|y| <= 2^22) to an integer, half to even,
+/// and its low mantissa byte is that integer's two's-complement byte.
+pub const ROUND_MAGIC: f32 = 12_582_912.0;
 
 /// `max(absmax / qmax, 1e-6)` in f32.
 pub fn compute_scale(absmax: f32, qmax: f32) -> f32 {

@@ -6,6 +6,7 @@
 //! shutdown future resolves; the binary and the coordinator's embedded mode both use it.
 
 pub mod config;
+pub mod device_quant;
 pub mod domain;
 pub mod engine;
 pub mod error;

@@ -6,19 +6,21 @@
 //!
 //! The forward pass computes every layer before the first frame exists (the runtime has no
 //! per-layer callback), so what overlaps is the sharer encoding layer l+1 while layer l is on
-//! the wire and being decoded. Rows are selected on the model's device; only the selected
-//! rows of one layer at a time are exported to the host for encoding. The producers know no
+//! the wire and being decoded. Rows are selected on the model's device; on a GPU each layer's
+//! rows are quantized there too (`device_quant`) and only its payload and scales are
+//! downloaded; on the CPU the selected rows of one layer at a time are exported to host f32
+//! for kvwire's quantizer. The producers know no
 //! gRPC types: they send domain [`Chunk`]s, which the service converts at its edge.
 
-use kvwire::v2::{FrameKind, FrameOptions, SessionHeader, encode_frame};
-use kvwire::{HostLayer, KvData};
-use model_runtime::KvCache;
+use kvwire::v2::{FrameKind, FrameOptions, SessionHeader};
+use model_runtime::{KvCache, LayerKv};
 use service_kit::metrics_catalog::{FRAMES, add_bytes, record_stage_ms};
 use service_kit::prompt_limit::PromptLimit;
 use service_kit::stages::StageTimings;
 use service_kit::timing::timed;
 use tokio::sync::mpsc;
 
+use crate::device_quant::FrameRows;
 use crate::domain::{Chunk, RefineParams, RefineWant, ShareParams, session_id_to_hex};
 use crate::engine::{EngineInfo, SharerEngine};
 use crate::error::SharerError;
@@ -75,24 +77,20 @@ fn send_frames(
     shape: CacheShape,
     tx: &ChunkSender,
     (mut timings, mut records): (StageTimings, Option<&mut Vec<Vec<u8>>>),
-    mut rows: impl FnMut(&FrameSpec) -> Result<HostLayer, SharerError>,
+    mut rows: impl FnMut(&FrameSpec) -> Result<FrameRows, SharerError>,
 ) -> Result<(), SharerError> {
     for (i, spec) in frames.iter().enumerate() {
-        let (host, gather_ms) = timed(|| rows(spec));
-        let host = host?;
-        let kv = kvwire::LayerKv {
-            k: KvData::F32(&host.k),
-            v: KvData::F32(&host.v),
-            shape: [1, shape.heads, spec.positions.len(), shape.head_dim],
-            indices: &spec.positions,
-        };
+        let (rows, gather_ms) = timed(|| rows(spec));
+        let rows = rows?;
         let opts = FrameOptions {
             layer: spec.layer as u16,
             group: spec.group,
             payload: spec.payload,
             ..base
         };
-        let (frame, quantize_ms) = timed(|| encode_frame(&kv, &opts));
+        // On a GPU the rows are quantized there: the download is part of this step.
+        let (frame, quantize_ms) =
+            timed(|| rows.encode(shape.heads, shape.head_dim, &spec.positions, &opts));
         let frame = frame?;
         if let Some(r) = records.as_mut() {
             r.push(frame.clone());
@@ -117,15 +115,14 @@ fn send_frames(
     Ok(())
 }
 
-/// The rows of one layer of a (selected) device cache, exported to the host.
-fn exported(cache: &KvCache, layer: usize) -> Result<HostLayer, SharerError> {
-    let l = cache.layers.get(layer).ok_or_else(|| {
+/// One layer of a (selected) device cache.
+fn layer_of(cache: &KvCache, layer: usize) -> Result<&LayerKv, SharerError> {
+    cache.layers.get(layer).ok_or_else(|| {
         SharerError::Worker(format!(
             "layer {layer} outside a cache of {}",
             cache.layers.len()
         ))
-    })?;
-    Ok(l.to_host()?)
+    })
 }
 
 /// A session header announcing one frame per layer (a round with more frames sets `frames`).
@@ -291,11 +288,12 @@ pub fn produce_refine(
             positions: positions.clone(),
         })
         .collect();
-    let rows = |f: &FrameSpec| {
-        let rows = exported(&full, f.layer)?;
-        match kind {
-            FrameKind::Base => Ok(rows),
-            FrameKind::Residual => state.residual_rows(rows, f.layer, positions),
+    let rows = |f: &FrameSpec| match kind {
+        FrameKind::Base => FrameRows::of(layer_of(&full, f.layer)?),
+        FrameKind::Residual => {
+            let held = layer_of(&full, f.layer)?.to_host()?;
+            let residual = state.residual_rows(held, f.layer, positions)?;
+            Ok(FrameRows::Host(residual))
         }
     };
     let sent = (timings, Some(&mut records));

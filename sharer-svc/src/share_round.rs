@@ -7,6 +7,7 @@ use kvwire::HostLayer;
 use kvwire::assemble::gather_rows;
 use model_runtime::KvCache;
 
+use crate::device_quant::FrameRows;
 use crate::domain::ShareParams;
 use crate::engine::{Prefilled, SharerEngine};
 use crate::error::SharerError;
@@ -38,21 +39,22 @@ pub enum RowSource {
 }
 
 impl RowSource {
-    /// The K and V rows of `frame`, `[1, heads, frame.positions.len(), head_dim]`.
+    /// The K and V rows of `frame`, `[1, heads, frame.positions.len(), head_dim]` (on a GPU
+    /// still on it, to be quantized there).
     pub fn rows(
         &self,
         frame: &FrameSpec,
         heads: usize,
         head_dim: usize,
-    ) -> Result<HostLayer, SharerError> {
+    ) -> Result<FrameRows, SharerError> {
         let missing = |what: String| SharerError::Worker(format!("planned rows: {what}"));
         match self {
-            RowSource::Device(cache) => cache
-                .layers
-                .get(frame.layer)
-                .ok_or_else(|| missing(format!("no layer {}", frame.layer)))?
-                .to_host()
-                .map_err(SharerError::from),
+            RowSource::Device(cache) => FrameRows::of(
+                cache
+                    .layers
+                    .get(frame.layer)
+                    .ok_or_else(|| missing(format!("no layer {}", frame.layer)))?,
+            ),
             RowSource::Host { positions, layers } => {
                 let l = layers
                     .get(frame.layer)
@@ -67,10 +69,10 @@ impl RowSource {
                     })
                     .collect::<Result<Vec<_>, _>>()?;
                 let n = positions.len();
-                Ok(HostLayer {
+                Ok(FrameRows::Host(HostLayer {
                     k: gather_rows(&l.k, heads, n, head_dim, &rows),
                     v: gather_rows(&l.v, heads, n, head_dim, &rows),
-                })
+                }))
             }
         }
     }

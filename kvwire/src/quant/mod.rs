@@ -16,7 +16,8 @@ mod tensor;
 mod vector_tests;
 
 pub use crate::scalar::{
-    ScaleDtype, compute_scale, f16_bits_to_f32, int4_hi, int4_lo, scale_to_bits,
+    ROUND_MAGIC, SCALE_FLOOR, ScaleDtype, compute_scale, f16_bits_to_f32, int4_hi, int4_lo,
+    scale_to_bits,
 };
 pub use kernels::{
     absmax_checked, dequantize_row, dequantize_row_int4, f16_to_f32_row, pack_int4, quantize_row,
