@@ -15,6 +15,7 @@
 //! of a path's delay and rate ([`link_probe`]). Where a cache beats text, over runs on
 //! several links: the regime map ([`regime`], [`regime_report`], [`regime_plot`]).
 
+pub mod bench;
 pub mod cell;
 pub mod compare;
 pub mod error;

