@@ -295,6 +295,53 @@ impl ModelConfig {
         }
     }
 
+    /// Qwen3-8B shapes (from its Hugging Face `config.json`): the receiver of the 7-8B pair.
+    pub fn qwen3_8b() -> Self {
+        Self {
+            arch: Arch::Qwen3,
+            vocab_size: 151_936,
+            hidden_size: 4096,
+            intermediate_size: 12_288,
+            n_layers: 36,
+            n_heads: 32,
+            n_kv_heads: 8,
+            head_dim: 128,
+            rope_theta: 1_000_000.0,
+            rope_style: RopeStyle::Half,
+            rms_eps: 1e-6,
+            tie_embeddings: false,
+            qkv_bias: false,
+            qk_norm: true,
+            max_position: 40_960,
+            bos_token_id: Some(151_643),
+            eos_token_ids: vec![151_645, 151_643],
+        }
+    }
+
+    /// Qwen2.5-7B-Instruct shapes (from its Hugging Face `config.json`): the sharer of the
+    /// 7-8B pair.
+    pub fn qwen2_5_7b() -> Self {
+        Self {
+            arch: Arch::Qwen2,
+            vocab_size: 152_064,
+            hidden_size: 3584,
+            intermediate_size: 18_944,
+            n_layers: 28,
+            n_heads: 28,
+            n_kv_heads: 4,
+            head_dim: 128,
+            rope_theta: 1_000_000.0,
+            rope_style: RopeStyle::Half,
+            rms_eps: 1e-6,
+            tie_embeddings: false,
+            qkv_bias: true,
+            qk_norm: false,
+            max_position: 32_768,
+            bos_token_id: Some(151_643),
+            eos_token_ids: vec![151_645, 151_643],
+        }
+    }
+
     /// Width of all query heads together.
     pub fn q_dim(&self) -> usize {
         self.n_heads * self.head_dim
@@ -319,6 +366,33 @@ mod tests {
             "bos_token_id":151643,"eos_token_id":[151645,151643]}"#;
         let cfg = ModelConfig::from_hf_json(text).unwrap();
         assert_eq!(cfg, ModelConfig::qwen3_0_6b());
+    }
+
+    /// The 7-8B presets against the public `config.json` values of Qwen3-8B and
+    /// Qwen2.5-7B-Instruct (their `eos_token_id` is one id; the presets also stop at
+    /// `<|endoftext|>`, as the 0.6B presets do).
+    #[test]
+    fn the_7_8b_presets_match_the_public_configs() {
+        let qwen3_8b = r#"{"architectures":["Qwen3ForCausalLM"],"model_type":"qwen3","vocab_size":151936,
+            "hidden_size":4096,"intermediate_size":12288,"num_hidden_layers":36,"num_attention_heads":32,
+            "num_key_value_heads":8,"head_dim":128,"rope_theta":1000000,"rms_norm_eps":1e-6,
+            "tie_word_embeddings":false,"attention_bias":false,"max_position_embeddings":40960,
+            "bos_token_id":151643,"eos_token_id":151645}"#;
+        let qwen2_5_7b = r#"{"architectures":["Qwen2ForCausalLM"],"model_type":"qwen2","vocab_size":152064,
+            "hidden_size":3584,"intermediate_size":18944,"num_hidden_layers":28,"num_attention_heads":28,
+            "num_key_value_heads":4,"rope_theta":1000000.0,"rms_norm_eps":1e-6,
+            "tie_word_embeddings":false,"max_position_embeddings":32768,
+            "bos_token_id":151643,"eos_token_id":151645}"#;
+        for (text, preset) in [
+            (qwen3_8b, ModelConfig::qwen3_8b()),
+            (qwen2_5_7b, ModelConfig::qwen2_5_7b()),
+        ] {
+            let mut cfg = ModelConfig::from_hf_json(text).unwrap();
+            assert_eq!(cfg.eos_token_ids, [151_645]);
+            cfg.eos_token_ids = preset.eos_token_ids.clone();
+            assert_eq!(cfg, preset);
+            preset.validate().unwrap();
+        }
     }
 
     #[test]

@@ -85,6 +85,8 @@ pub fn preset_config(preset: &str) -> Option<ModelConfig> {
         "tiny-mistral" => tiny(Arch::Mistral),
         "qwen3-0.6b" => ModelConfig::qwen3_0_6b(),
         "qwen2.5-0.5b" => ModelConfig::qwen2_5_0_5b(),
+        "qwen3-8b" => ModelConfig::qwen3_8b(),
+        "qwen2.5-7b" => ModelConfig::qwen2_5_7b(),
         _ => return None,
     })
 }

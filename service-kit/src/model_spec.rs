@@ -7,7 +7,8 @@
 //!   dequantized at load, then run in the configured dtype on the configured device.
 //! - `hf:<dir>`: a Hugging Face folder (`config.json`, `*.safetensors`, `tokenizer.json`).
 //! - `random:<preset>:<seed>`: seeded random weights at a preset shape (`tiny-llama`,
-//!   `tiny-qwen2`, `tiny-qwen3`, `tiny-mistral`, `qwen3-0.6b`, `qwen2.5-0.5b`). Timing only:
+//!   `tiny-qwen2`, `tiny-qwen3`, `tiny-mistral`, `qwen3-0.6b`, `qwen2.5-0.5b`, and the 7-8B pair
+//!   `qwen3-8b`, `qwen2.5-7b`). Timing only:
 //!   manifests say `weights = "random"` and no accuracy is reported from them.
 
 use std::fmt;
@@ -24,6 +25,8 @@ pub const RANDOM_PRESETS: &[&str] = &[
     "tiny-mistral",
     "qwen3-0.6b",
     "qwen2.5-0.5b",
+    "qwen3-8b",
+    "qwen2.5-7b",
 ];
 
 /// A parsed model spec.
