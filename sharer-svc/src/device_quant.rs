@@ -24,7 +24,9 @@
 //!   CUDA's `__float2half`); bf16 scales, which kvwire truncates rather than rounds, come back
 //!   as f32 and are truncated on the host (4 bytes per scale instead of 2).
 //!
-//! Empty tensors go through kvwire's quantizer (there is nothing to move).
+//! [`pack_on_device`] queues these ops; [`DevicePacked::download`] then fetches the finiteness
+//! sum, the scales and the payload. Empty tensors go through kvwire's quantizer (there is
+//! nothing to move).
 
 use std::sync::Once;
 
@@ -36,7 +38,7 @@ use kvwire::v2::{
 };
 use kvwire::{Granularity, HostLayer, KvData, QuantMode, ScaleDtype};
 use model_runtime::LayerKv;
-use model_runtime::candle_core::{DType, Device, Result as CandleResult, Tensor};
+use model_runtime::candle_core::{self, DType, Device, Result as CandleResult, Tensor};
 
 use crate::error::SharerError;
 
@@ -69,27 +71,52 @@ pub fn quantize_on_device(
     granularity: Granularity,
     scale_dtype: ScaleDtype,
 ) -> CandleResult<Option<Packed>> {
+    if let Some(mode) = payload.quant_mode()
+        && x.elem_count() == 0
+    {
+        let params = QuantParams {
+            mode,
+            granularity,
+            scale_dtype,
+        };
+        return Ok(quantize_on_host(&[], x.dims4()?.into(), params));
+    }
+    pack_on_device(x, payload, granularity, scale_dtype)?.download()
+}
+
+/// A tensor packed on its device, not downloaded yet.
+#[derive(Debug)]
+pub struct DevicePacked {
+    /// u8 payload (int8, int4) or F16 values (fp16 payload).
+    payload: Tensor,
+    /// F16 scales (fp16 scale dtype) or F32 (bf16, truncated on the host); none for fp16.
+    scales: Option<(Tensor, ScaleDtype)>,
+    /// The sum of the quotients: finite exactly when every value is.
+    finite: Option<Tensor>,
+}
+
+/// Every op of [`quantize_on_device`] that runs on the device, without waiting for them (a
+/// GPU runs them asynchronously): `x` must hold at least one value.
+pub fn pack_on_device(
+    x: &Tensor,
+    payload: Payload,
+    granularity: Granularity,
+    scale_dtype: ScaleDtype,
+) -> CandleResult<DevicePacked> {
     let (b, h, t, d) = x.dims4()?;
     let x = x.to_dtype(DType::F32)?;
     let Some(mode) = payload.quant_mode() else {
-        let half = x.to_dtype(DType::F16)?.flatten_all()?.to_vec1::<f16>()?;
-        let payload = half
-            .iter()
-            .flat_map(|v| v.to_bits().to_le_bytes())
-            .collect();
-        return Ok(Some(Packed {
-            payload,
-            scales: Vec::new(),
-        }));
-    };
-    let params = QuantParams {
-        mode,
-        granularity,
-        scale_dtype,
+        return Ok(DevicePacked {
+            payload: x.to_dtype(DType::F16)?.flatten_all()?,
+            scales: None,
+            finite: None,
+        });
     };
     let n = b * h * t * d;
     if n == 0 {
-        return Ok(quantize_on_host(&[], [b, h, t, d], params));
+        return Err(candle_core::Error::Msg(
+            "pack_on_device needs at least one value".into(),
+        ));
     }
     let dev = x.device();
     // The scale groups as the last dim of a 4-D view.
@@ -105,20 +132,51 @@ pub fn quantize_on_device(
         .broadcast_div(&scalar(mode.qmax(), dev)?)?
         .broadcast_maximum(&scalar(SCALE_FLOOR, dev)?)?;
     let y = x.broadcast_div(&scale)?;
-    if !y.sum_all()?.to_scalar::<f32>()?.is_finite() {
-        return Ok(None);
-    }
-    let Some(scales) = scale_bits(&scale, scale_dtype)? else {
-        return Ok(None);
-    };
     let q = y
         .affine(1.0, f64::from(ROUND_MAGIC))?
         .to_dtype(DType::U32)?;
     let payload = match mode {
-        QuantMode::Int8 => q.to_dtype(DType::U8)?.flatten_all()?.to_vec1::<u8>()?,
+        QuantMode::Int8 => q.to_dtype(DType::U8)?.flatten_all()?,
         QuantMode::Int4 => pack_int4(&q.flatten_all()?)?,
     };
-    Ok(Some(Packed { payload, scales }))
+    let scales = match scale_dtype {
+        ScaleDtype::Fp16 => scale.to_dtype(DType::F16)?,
+        ScaleDtype::Bf16 => scale,
+    };
+    Ok(DevicePacked {
+        payload,
+        scales: Some((scales.flatten_all()?, scale_dtype)),
+        finite: Some(y.sum_all()?),
+    })
+}
+
+impl DevicePacked {
+    /// Downloads the payload and the scale bits; `None` when a value was not finite or a scale
+    /// does not fit its dtype (nothing more is downloaded then).
+    pub fn download(&self) -> CandleResult<Option<Packed>> {
+        if let Some(sum) = &self.finite
+            && !sum.to_scalar::<f32>()?.is_finite()
+        {
+            return Ok(None);
+        }
+        let scales = match &self.scales {
+            None => Vec::new(),
+            Some((scales, dtype)) => match scale_bits(scales, *dtype)? {
+                Some(bits) => bits,
+                None => return Ok(None),
+            },
+        };
+        let payload = match self.payload.dtype() {
+            DType::F16 => self
+                .payload
+                .to_vec1::<f16>()?
+                .iter()
+                .flat_map(|v| v.to_bits().to_le_bytes())
+                .collect(),
+            _ => self.payload.to_vec1::<u8>()?,
+        };
+        Ok(Some(Packed { payload, scales }))
+    }
 }
 
 /// A one-element f32 tensor (broadcasts against any shape).
@@ -126,14 +184,12 @@ fn scalar(v: f32, dev: &Device) -> CandleResult<Tensor> {
     Tensor::new(&[v], dev)
 }
 
-/// The scale bits as kvwire stores them, or `None` when one is not finite in its dtype (an
-/// infinite or NaN absmax, or an fp16 overflow).
+/// The scale bits as kvwire stores them (from F16 scales, or F32 ones truncated to bf16), or
+/// `None` when one is not finite in its dtype (an infinite or NaN absmax, an fp16 overflow).
 fn scale_bits(scale: &Tensor, dtype: ScaleDtype) -> CandleResult<Option<Vec<u16>>> {
     Ok(match dtype {
         ScaleDtype::Fp16 => {
             let bits: Vec<u16> = scale
-                .to_dtype(DType::F16)?
-                .flatten_all()?
                 .to_vec1::<f16>()?
                 .iter()
                 .map(|s| s.to_bits())
@@ -141,7 +197,6 @@ fn scale_bits(scale: &Tensor, dtype: ScaleDtype) -> CandleResult<Option<Vec<u16>
             bits.iter().all(|b| b & 0x7c00 != 0x7c00).then_some(bits)
         }
         ScaleDtype::Bf16 => scale
-            .flatten_all()?
             .to_vec1::<f32>()?
             .into_iter()
             .map(|s| scale_to_bits(s, dtype))
@@ -150,7 +205,7 @@ fn scale_bits(scale: &Tensor, dtype: ScaleDtype) -> CandleResult<Option<Vec<u16>
 }
 
 /// Packs `M + q` values (u32, flattened) into int4 bytes: element 2i in the low nibble.
-fn pack_int4(q: &Tensor) -> CandleResult<Vec<u8>> {
+fn pack_int4(q: &Tensor) -> CandleResult<Tensor> {
     let dev = q.device();
     let n = q.elem_count();
     let even = if n % 2 == 1 {
@@ -166,10 +221,7 @@ fn pack_int4(q: &Tensor) -> CandleResult<Vec<u8>> {
     let high = hi
         .sub(&lo.broadcast_div(&sixteen)?)?
         .broadcast_mul(&sixteen)?;
-    lo.add(&high)?
-        .to_dtype(DType::U8)?
-        .flatten_all()?
-        .to_vec1::<u8>()
+    lo.add(&high)?.to_dtype(DType::U8)?.flatten_all()
 }
 
 /// kvwire's quantizer on host values (rows in wire order); `None` on an error it reports.
