@@ -18,7 +18,7 @@
 //! - `y + magic` is an integer `M + q` in [2^23, 2^24); cast to u32 (exact) and then to u8
 //!   (truncation, mod 256) it is the two's-complement byte of `q`, as kvwire takes it;
 //! - int4 packs element 2i in the low nibble and 2i+1 in the high one over the flattened tensor
-//!   (an odd count pads a zero high nibble): in u32, `lo + 16 * (hi - lo / 16)` is
+//!   (an odd count pads a zero high nibble): in u32, `(lo + 16 * hi) - 16 * (lo / 16)` is
 //!   `(lo mod 16) + 16 * hi`, whose low byte (the u8 cast) is the packed byte;
 //! - fp16 scales are rounded on the device (`to_dtype(F16)`, nearest even both on CPU and in
 //!   CUDA's `__float2half`); bf16 scales, which kvwire truncates rather than rounds, come back
@@ -217,11 +217,12 @@ fn pack_int4(q: &Tensor) -> CandleResult<Tensor> {
     let pairs = even.reshape((n.div_ceil(2), 2))?;
     let (lo, hi) = (pairs.narrow(1, 0, 1)?, pairs.narrow(1, 1, 1)?);
     let sixteen = Tensor::new(&[16u32], dev)?;
-    // lo + 16 * (hi - lo / 16) = (lo mod 16) + 16 * hi; no u32 wraps (hi >= M - 7 > lo / 16).
-    let high = hi
-        .sub(&lo.broadcast_div(&sixteen)?)?
-        .broadcast_mul(&sixteen)?;
-    lo.add(&high)?.to_dtype(DType::U8)?.flatten_all()
+    // (lo + 16 * hi) - 16 * (lo / 16) = (lo mod 16) + 16 * hi, whose low byte is the packed
+    // byte. Every value is `M + q` (< 2^24) or 0 (a NaN quotient, whose bytes are discarded), so
+    // nothing wraps: `16 * hi < 2^28` and the subtrahend is at most `lo`.
+    let whole = lo.add(&hi.broadcast_mul(&sixteen)?)?;
+    let floor = lo.broadcast_div(&sixteen)?.broadcast_mul(&sixteen)?;
+    whole.sub(&floor)?.to_dtype(DType::U8)?.flatten_all()
 }
 
 /// kvwire's quantizer on host values (rows in wire order); `None` on an error it reports.
