@@ -1,7 +1,9 @@
-//! Peak GPU memory per process: `nvidia-smi --query-compute-apps=pid,used_memory` polled about
-//! every 100 ms on a thread of its own while a phase runs, keeping each pid's largest reading
-//! (MiB, as nvidia-smi reports it). Without `nvidia-smi` nothing is measured, and the report
-//! says so.
+//! Peak GPU memory: `nvidia-smi --query-compute-apps=pid,used_memory` (per process) and
+//! `--query-gpu=index,memory.used` (per card) polled about every 100 ms on a thread of its own
+//! while a phase runs, keeping each pid's and each card's largest reading (MiB, as nvidia-smi
+//! reports them), and the cards' use before the phase's processes started. The card's figure
+//! stands in where the driver reports other pids than ours (a container with its own pid
+//! namespace). Without `nvidia-smi` nothing is measured, and the report says so.
 
 use std::collections::HashMap;
 use std::process::Command;
@@ -13,20 +15,22 @@ use std::time::Duration;
 /// Time between two polls.
 const INTERVAL: Duration = Duration::from_millis(100);
 
-/// One `nvidia-smi` reading: used MiB per pid; `None` when the command cannot run.
-fn query() -> Option<HashMap<u32, u64>> {
+/// One `nvidia-smi` query (`--query-compute-apps=pid,used_memory` or
+/// `--query-gpu=index,memory.used`): MiB by pid or card index; `None` when the command cannot
+/// run.
+fn query(what: &str) -> Option<HashMap<u32, u64>> {
     let out = Command::new("nvidia-smi")
-        .args([
-            "--query-compute-apps=pid,used_memory",
-            "--format=csv,noheader,nounits",
-        ])
+        .args([what, "--format=csv,noheader,nounits"])
         .output()
         .ok()
         .filter(|o| o.status.success())?;
     Some(parse(&String::from_utf8_lossy(&out.stdout)))
 }
 
-/// Parses `pid, MiB` lines; lines that do not parse (`[N/A]`) are skipped.
+const PER_PROCESS: &str = "--query-compute-apps=pid,used_memory";
+const PER_CARD: &str = "--query-gpu=index,memory.used";
+
+/// Parses `key, MiB` lines; lines that do not parse (`[N/A]`) are skipped.
 pub fn parse(text: &str) -> HashMap<u32, u64> {
     text.lines()
         .filter_map(|l| {
@@ -56,29 +60,48 @@ pub fn gpu_names() -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Peaks seen by a poller, MiB.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GpuPeaks {
+    /// By process id.
+    pub by_pid: HashMap<u32, u64>,
+    /// By card index.
+    pub by_card: HashMap<u32, u64>,
+    /// By card index, before polling started.
+    pub before: HashMap<u32, u64>,
+}
+
+fn keep_max(peak: &mut HashMap<u32, u64>, reading: HashMap<u32, u64>) {
+    for (key, mib) in reading {
+        let e = peak.entry(key).or_insert(0);
+        *e = (*e).max(mib);
+    }
+}
+
 /// A running poller.
 #[derive(Debug)]
 pub struct GpuPoller {
     stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<HashMap<u32, u64>>>,
+    thread: Option<JoinHandle<GpuPeaks>>,
 }
 
 impl GpuPoller {
     /// Starts polling, or `None` when `nvidia-smi` does not run here.
     pub fn start() -> Option<GpuPoller> {
-        query()?;
+        let before = query(PER_CARD)?;
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
         let thread = std::thread::spawn(move || {
-            let mut peak: HashMap<u32, u64> = HashMap::new();
+            let mut peaks = GpuPeaks {
+                before,
+                ..GpuPeaks::default()
+            };
             while !flag.load(Ordering::Relaxed) {
-                for (pid, mib) in query().unwrap_or_default() {
-                    let e = peak.entry(pid).or_insert(0);
-                    *e = (*e).max(mib);
-                }
+                keep_max(&mut peaks.by_pid, query(PER_PROCESS).unwrap_or_default());
+                keep_max(&mut peaks.by_card, query(PER_CARD).unwrap_or_default());
                 std::thread::sleep(INTERVAL);
             }
-            peak
+            peaks
         });
         Some(GpuPoller {
             stop,
@@ -86,8 +109,8 @@ impl GpuPoller {
         })
     }
 
-    /// Stops polling; the peak MiB of every pid seen.
-    pub fn finish(mut self) -> HashMap<u32, u64> {
+    /// Stops polling; the peaks seen.
+    pub fn finish(mut self) -> GpuPeaks {
         self.stop.store(true, Ordering::Relaxed);
         self.thread
             .take()

@@ -13,11 +13,14 @@ fn mib(bytes: Option<u64>) -> String {
     })
 }
 
+const NOT_MEASURED: &str = "not measured";
+
 fn gpu(mib: Option<u64>) -> String {
-    mib.map_or("not measured".into(), |m| m.to_string())
+    mib.map_or(NOT_MEASURED.into(), |m| m.to_string())
 }
 
-/// `sharer / receiver` of a phase's processes through `f`.
+/// `sharer / receiver` of a phase's processes through `f`; one value when both are the same
+/// (`not measured`).
 fn pair(
     phase: Option<&PhaseRecord>,
     f: impl Fn(&super::report::ProcessRecord) -> String,
@@ -25,12 +28,12 @@ fn pair(
     let Some(phase) = phase else {
         return "n/a".into();
     };
-    phase
-        .processes
-        .iter()
-        .map(f)
-        .collect::<Vec<_>>()
-        .join(" / ")
+    let mut values: Vec<String> = phase.processes.iter().map(f).collect();
+    if values.windows(2).all(|w| w[0] == w[1]) && values.first().is_some_and(|v| v == NOT_MEASURED)
+    {
+        values.truncate(1);
+    }
+    values.join(" / ")
 }
 
 /// Stage columns (pipeline order) that ran (a non-zero median) for some method at this length.
@@ -76,7 +79,7 @@ fn table(out: &mut String, report: &BenchReport, length: &LengthResult) {
         row.extend(
             stages
                 .iter()
-                .map(|name| format!("{:.1}", s.stages_ms.get(name).map_or(0.0, |q| q.p50))),
+                .map(|name| format!("{:.2}", s.stages_ms.get(name).map_or(0.0, |q| q.p50))),
         );
         row.extend([
             s.bytes.measured.to_string(),
@@ -132,9 +135,15 @@ pub fn render(report: &BenchReport) -> String {
         let _ = writeln!(out, "- C2C fuser: {what}");
     }
     for p in &report.phases {
+        let card = p.card.map_or(String::new(), |c| {
+            format!(
+                "; card {}: {} MiB used before, {} MiB peak",
+                c.index, c.before_mib, c.peak_mib
+            )
+        });
         let _ = writeln!(
             out,
-            "- phase {}: receiver fuser {}, services healthy after {:.1} s; GPU memory {}",
+            "- phase {}: receiver fuser {}, services healthy after {:.1} s; GPU memory {}{card}",
             p.phase, p.receiver_fuser, p.startup_s, p.gpu_memory
         );
     }

@@ -138,6 +138,13 @@ fn check(options: &BenchOptions) -> Result<(), BenchError> {
             "--prompt-tokens needs one or more lengths above 0".into(),
         ));
     }
+    let mut sorted = options.prompt_tokens.clone();
+    sorted.sort_unstable();
+    if sorted.windows(2).any(|w| w[0] == w[1]) {
+        return Err(BenchError::Invalid(
+            "--prompt-tokens names a length twice".into(),
+        ));
+    }
     Ok(())
 }
 

@@ -2,7 +2,6 @@
 //! configs, waited on until healthy, then, per prompt length and method, warm-up and measured
 //! Evaluate calls one at a time; peak memory read before both processes are stopped.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -12,10 +11,10 @@ use tonic::transport::Channel;
 
 use super::config::{self, Placement, ReceiverFuser};
 use super::error::BenchError;
-use super::gpu_memory::GpuPoller;
+use super::gpu_memory::{GpuPeaks, GpuPoller};
 use super::methods::{Method, Phase};
 use super::process::{Role, ServiceProcess, free_port};
-use super::report::{PhaseRecord, ProcessRecord};
+use super::report::{CardMemory, PhaseRecord, ProcessRecord};
 use super::stats::{Sample, Summary};
 
 /// Progress of a benchmark, for a bar or a log.
@@ -133,13 +132,13 @@ pub async fn run(
         (None, true) => "not measured (nvidia-smi does not run here)".to_string(),
         (None, false) => "not measured (CPU device)".to_string(),
     };
-    let gpu: HashMap<u32, u64> = poller.map(GpuPoller::finish).unwrap_or_default();
+    let gpu = poller.map(GpuPoller::finish).unwrap_or_default();
     let record = |p: &ServiceProcess, model: &str, rss: Option<u64>| ProcessRecord {
         service: role_name(p.role).into(),
         model: model.into(),
         pid: p.pid,
         peak_rss_bytes: rss,
-        peak_gpu_mib: gpu.get(&p.pid).copied(),
+        peak_gpu_mib: gpu.by_pid.get(&p.pid).copied(),
     };
     let processes = vec![
         record(&sharer, plan.sharer_model, rss.0),
@@ -157,9 +156,24 @@ pub async fn run(
         .into(),
         processes,
         gpu_memory,
+        card: card_memory(&plan.placement.device, &gpu),
         startup_s,
     };
     Ok((phase, summaries))
+}
+
+/// The card of `device` (`cuda` is card 0), its use before the phase and its peak during it.
+fn card_memory(device: &str, gpu: &GpuPeaks) -> Option<CardMemory> {
+    let index: u32 = match device.strip_prefix("cuda") {
+        Some("") => 0,
+        Some(rest) => rest.strip_prefix(':')?.parse().ok()?,
+        None => return None,
+    };
+    Some(CardMemory {
+        index,
+        before_mib: *gpu.before.get(&index)?,
+        peak_mib: *gpu.by_card.get(&index)?,
+    })
 }
 
 /// The Evaluate calls of a phase.

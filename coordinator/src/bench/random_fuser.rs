@@ -27,6 +27,28 @@ pub struct RandomFuser {
     pub seed: u64,
 }
 
+/// Parameters of `projectors` projectors of shape `dims`.
+pub fn parameters(dims: ProjectorDims, projectors: usize) -> usize {
+    let one: usize = c2c::projector::tensor_shapes(&dims)
+        .iter()
+        .map(|(_, shape)| shape.iter().product::<usize>())
+        .sum();
+    one * projectors
+}
+
+/// The projector shape of a random fuser of width `hidden` for `receiver` <- `sharer`.
+pub fn dims(receiver: &ModelConfig, sharer: &ModelConfig, hidden: usize) -> ProjectorDims {
+    ProjectorDims {
+        sharer_heads: sharer.n_kv_heads,
+        sharer_head_dim: sharer.head_dim,
+        receiver_heads: receiver.n_kv_heads,
+        receiver_head_dim: receiver.head_dim,
+        hidden,
+        intermediate: hidden,
+        proj_blocks: 1,
+    }
+}
+
 /// Writes a random fuser for `receiver` <- `sharer` into `dir` (created).
 pub fn write(
     dir: &Path,
@@ -40,15 +62,7 @@ pub fn write(
         reason,
     };
     std::fs::create_dir_all(dir).map_err(BenchError::io("creating", dir))?;
-    let dims = ProjectorDims {
-        sharer_heads: sharer.n_kv_heads,
-        sharer_head_dim: sharer.head_dim,
-        receiver_heads: receiver.n_kv_heads,
-        receiver_head_dim: receiver.head_dim,
-        hidden,
-        intermediate: hidden,
-        proj_blocks: 1,
-    };
+    let dims = dims(receiver, sharer, hidden);
     let varmap = candle_nn::VarMap::new();
     let fuser = c2c::train::trainable_fuser(
         dims,
@@ -59,12 +73,7 @@ pub fn write(
         &Device::Cpu,
     )
     .map_err(|e| err(e.to_string()))?;
-    let parameters = fuser
-        .projectors
-        .iter()
-        .flat_map(|p| p.named_tensors())
-        .map(|(_, t)| t.elem_count())
-        .sum();
+    let parameters = parameters(dims, receiver.n_layers);
     c2c::checkpoint::save(
         &fuser,
         &dir.join("fuser.safetensors"),
@@ -77,4 +86,44 @@ pub fn write(
         parameters,
         seed,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The paper pair at hidden 1024: 28 projectors, as the released fuser.
+    #[test]
+    fn the_paper_shapes_count_the_released_fusers_parameters() {
+        let (r, s) = (ModelConfig::qwen3_0_6b(), ModelConfig::qwen2_5_0_5b());
+        let n = parameters(dims(&r, &s, 1024), r.n_layers);
+        println!("paper-shape fuser: {n} parameters");
+        assert!((477_000_000..479_000_000).contains(&n), "{n}");
+    }
+
+    #[test]
+    fn a_tiny_fuser_is_written_and_loads() {
+        let dir = std::env::temp_dir().join(format!("bench-fuser-{}", std::process::id()));
+        let (r, s) = (
+            ModelConfig::tiny(model_runtime::Arch::Qwen3),
+            ModelConfig::tiny(model_runtime::Arch::Qwen2),
+        );
+        let made = write(&dir, &r, &s, 8, 3).unwrap();
+        assert_eq!(made.projectors, r.n_layers);
+        let fuser = c2c::checkpoint::load(
+            &dir.join("fuser.safetensors"),
+            &dir.join("fuser.json"),
+            model_runtime::candle_core::DType::F32,
+            &Device::Cpu,
+        )
+        .unwrap();
+        let loaded: usize = fuser
+            .projectors
+            .iter()
+            .flat_map(|p| p.named_tensors())
+            .map(|(_, t)| t.elem_count())
+            .sum();
+        assert_eq!(loaded, made.parameters);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

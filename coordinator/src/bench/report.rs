@@ -95,6 +95,17 @@ pub struct ProcessRecord {
     pub peak_gpu_mib: Option<u64>,
 }
 
+/// Memory use of the card a phase ran on (every process on it, ours and others), MiB.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct CardMemory {
+    /// The card's index (as nvidia-smi numbers them; `CUDA_VISIBLE_DEVICES` may renumber).
+    pub index: u32,
+    /// Used before the phase's processes started.
+    pub before_mib: u64,
+    /// The largest use seen during the phase.
+    pub peak_mib: u64,
+}
+
 /// One set-up of services and the methods run on it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PhaseRecord {
@@ -106,6 +117,8 @@ pub struct PhaseRecord {
     pub processes: Vec<ProcessRecord>,
     /// `measured (nvidia-smi every 100 ms)` or why not.
     pub gpu_memory: String,
+    /// The card's memory use before and during the phase, when measured.
+    pub card: Option<CardMemory>,
     /// Seconds from spawn until both services were healthy (model loading).
     pub startup_s: f64,
 }
