@@ -164,9 +164,11 @@ where
     let (reflection_v1, reflection_v1alpha) = reflection::services(S::NAME)?;
     health_reporter.set_serving::<S>().await;
     tracing::info!(addr = ?listener.local_addr().ok(), "{role} transport: {transport}");
-    let mut builder = tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(transport.ping_interval()))
-        .http2_keepalive_timeout(Some(transport.ping_interval()));
+    let mut builder = transport.http2.server(
+        tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(transport.ping_interval()))
+            .http2_keepalive_timeout(Some(transport.ping_interval())),
+    );
     if let Some(tls) = transport.tls.clone() {
         builder = builder.tls_config(tls)?;
     }

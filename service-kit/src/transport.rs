@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod bounds;
 pub mod client;
+pub mod http2;
 pub mod identity;
 pub mod pem;
 pub mod settings;
@@ -19,6 +20,7 @@ use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use crate::config::{ConfigError, Problems};
 use auth::{TokenSet, load_tokens};
 use bounds::Bounds;
+use http2::Http2Tuning;
 use pem::{load_ca, load_key_pair};
 use settings::{AuthMode, AuthSettings, ConnectionSettings, TlsMode, TlsSettings};
 
@@ -51,6 +53,8 @@ pub struct ServerTransport {
     pub tokens: Option<TokenSet>,
     /// Connection bounds.
     pub bounds: Bounds,
+    /// HTTP/2 windows and frame size.
+    pub http2: Http2Tuning,
     mode: TlsMode,
 }
 
@@ -91,6 +95,7 @@ impl ServerTransport {
                 handshake,
                 idle: Duration::from_secs(c.idle_timeout_secs),
             },
+            http2: Http2Tuning::Tuned(c.http2()),
             mode: s.tls.mode,
         })
     }
@@ -106,6 +111,7 @@ impl ServerTransport {
                 handshake: Duration::from_secs(c.handshake_timeout_secs),
                 idle: Duration::from_secs(c.idle_timeout_secs),
             },
+            http2: Http2Tuning::Tuned(c.http2()),
             mode: TlsMode::Off,
         }
     }
@@ -137,8 +143,8 @@ impl fmt::Display for ServerTransport {
         let b = &self.bounds;
         write!(
             f,
-            "{tls}, {auth}, at most {} connections, handshake timeout {:?}, idle timeout {:?}",
-            b.max_connections, b.handshake, b.idle
+            "{tls}, {auth}, at most {} connections, handshake timeout {:?}, idle timeout {:?}, {}",
+            b.max_connections, b.handshake, b.idle, self.http2
         )
     }
 }

@@ -26,6 +26,7 @@ async fn sharer(max_connections: usize) -> Running {
             max_connections,
             handshake_timeout_secs: 1,
             idle_timeout_secs: 3,
+            ..ConnectionSettings::default()
         },
         ..SharerConfig::default()
     };

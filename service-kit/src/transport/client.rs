@@ -8,6 +8,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 
 use crate::config::Problems;
 use crate::transport::auth::{BearerToken, TokenError, read_tokens};
+use crate::transport::http2::Http2Tuning;
 use crate::transport::pem::{PemError, load_ca, load_key_pair};
 use crate::transport::settings::ClientSettings;
 
@@ -59,6 +60,7 @@ pub struct ClientTransport {
     identity: bool,
     token: BearerToken,
     ca_hint: &'static str,
+    http2: Http2Tuning,
 }
 
 impl std::fmt::Display for ClientTransport {
@@ -119,7 +121,15 @@ impl ClientTransport {
             identity: has_identity,
             token,
             ca_hint,
+            http2: Http2Tuning::default(),
         })
+    }
+
+    /// The same transport with other HTTP/2 settings (every client uses
+    /// [`Http2Tuning::default`]; `loadtest goodput --tonic-defaults` measures the baseline).
+    pub fn with_http2(mut self, http2: Http2Tuning) -> Self {
+        self.http2 = http2;
+        self
     }
 
     /// Records the problems of `settings` under `section` (`sharer_client`).
@@ -139,13 +149,15 @@ impl ClientTransport {
         self.token.is_set()
     }
 
-    /// An endpoint for `url`, with TLS when it is `https://` (an error without a CA).
+    /// An endpoint for `url` with this client's HTTP/2 settings, and TLS when it is
+    /// `https://` (an error without a CA).
     pub fn endpoint(&self, url: &str) -> Result<Endpoint, ClientError> {
         let bad = |reason: String| ClientError::Url {
             url: url.to_string(),
             reason,
         };
         let endpoint = Endpoint::from_shared(url.to_string()).map_err(|e| bad(e.to_string()))?;
+        let endpoint = self.http2.client(endpoint);
         let https = endpoint
             .uri()
             .scheme_str()

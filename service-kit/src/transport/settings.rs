@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Problems;
 use crate::transport::auth::load_tokens;
+use crate::transport::http2::Http2Settings;
 use crate::transport::pem::{load_ca, load_key_pair};
 
 /// How a server's connections are secured.
@@ -81,14 +82,25 @@ pub struct ConnectionSettings {
     /// for another third, so a live client, which answers pings, keeps its connection through
     /// a long call, while a dead or silent peer loses it within two thirds to all of it.
     pub idle_timeout_secs: u64,
+    /// HTTP/2 flow-control window of each call, bytes (`docs/OPERATIONS.md`, "Transport
+    /// tuning").
+    pub stream_window_bytes: u32,
+    /// HTTP/2 flow-control window of each connection, bytes.
+    pub connection_window_bytes: u32,
+    /// Largest HTTP/2 frame the server accepts, bytes (16384 to 16777215).
+    pub max_frame_bytes: u32,
 }
 
 impl Default for ConnectionSettings {
     fn default() -> Self {
+        let h = Http2Settings::default();
         Self {
             max_connections: 256,
             handshake_timeout_secs: 10,
             idle_timeout_secs: 120,
+            stream_window_bytes: h.stream_window_bytes,
+            connection_window_bytes: h.connection_window_bytes,
+            max_frame_bytes: h.max_frame_bytes,
         }
     }
 }
@@ -146,8 +158,18 @@ impl AuthSettings {
 }
 
 impl ConnectionSettings {
+    /// The HTTP/2 settings of `[connections]`.
+    pub fn http2(&self) -> Http2Settings {
+        Http2Settings {
+            stream_window_bytes: self.stream_window_bytes,
+            connection_window_bytes: self.connection_window_bytes,
+            max_frame_bytes: self.max_frame_bytes,
+        }
+    }
+
     /// Records every problem of `[connections]`.
     pub fn check(&self, p: &mut Problems) {
+        self.http2().check("connections", p);
         p.check(
             (1..=MAX_CONNECTIONS).contains(&self.max_connections),
             "connections.max_connections",

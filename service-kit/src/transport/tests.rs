@@ -64,6 +64,8 @@ fn every_problem_of_the_server_sections_is_reported() {
         max_connections: 0,
         handshake_timeout_secs: u64::MAX,
         idle_timeout_secs: 2,
+        max_frame_bytes: 1,
+        ..ConnectionSettings::default()
     };
     let sections = ServerSections {
         tls: &tls,
@@ -80,6 +82,7 @@ fn every_problem_of_the_server_sections_is_reported() {
         "connections.max_connections",
         "connections.handshake_timeout_secs",
         "connections.idle_timeout_secs: must be 3",
+        "connections.max_frame_bytes: must be 16384",
     ] {
         assert!(err.contains(part), "{part:?} missing from {err}");
     }
@@ -98,7 +101,8 @@ fn every_problem_of_the_server_sections_is_reported() {
     let loaded = ServerTransport::load(fixed).unwrap();
     let said = loaded.to_string();
     assert!(
-        said.starts_with("TLS, bearer token required (1 accepted)"),
+        said.starts_with("TLS, bearer token required (1 accepted)")
+            && said.ends_with("frames up to 1024 KiB"),
         "{said}"
     );
     assert!(
