@@ -17,6 +17,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let descriptor_path = out.join("kvwire_c2c_v1_descriptor.bin");
     std::fs::write(&descriptor_path, prost::Message::encode_to_vec(&fds))?;
     tonic_prost_build::configure()
+        // KVWire frames as `bytes::Bytes`: a received frame is a slice of the decode buffer
+        // (no copy), and a sent one is handed over without one.
+        .bytes(".kvwire.c2c.v1.ShareChunk.frame")
         .build_client(true)
         .build_server(true)
         .compile_fds(fds)?;

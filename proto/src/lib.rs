@@ -39,7 +39,7 @@ mod tests {
     #[test]
     fn share_chunk_round_trips() {
         let chunk = v1::ShareChunk {
-            frame: vec![1, 2, 3],
+            frame: vec![1, 2, 3].into(),
             layer: Some(4),
             session_id: "s".into(),
             timings: None,

@@ -55,7 +55,7 @@ pub struct Chunk {
 impl From<Chunk> for pb::ShareChunk {
     fn from(c: Chunk) -> Self {
         pb::ShareChunk {
-            frame: c.frame,
+            frame: c.frame.into(),
             layer: c.layer,
             session_id: c.session_id,
             timings: c.timings.map(pb::StageTimings::from),

@@ -36,7 +36,7 @@ async fn share(client: &mut SharerClient<Channel>) -> (Vec<Vec<u8>>, String, u32
             id = chunk.session_id;
             tokens = chunk.prompt_tokens;
         }
-        records.push(chunk.frame);
+        records.push(chunk.frame.into());
     }
     (records, id, tokens)
 }
@@ -64,7 +64,7 @@ async fn refine(
         .into_inner();
     let mut records = Vec::new();
     while let Some(chunk) = stream.message().await? {
-        records.push(chunk.frame);
+        records.push(chunk.frame.into());
     }
     Ok(records)
 }
