@@ -6,6 +6,10 @@
 //!
 //! `main.rs` is the command line; everything it runs is here, so tests drive the same code.
 
+pub mod goodput;
+pub mod goodput_frames;
+pub mod goodput_grpc;
+pub mod goodput_tcp;
 pub mod plan;
 pub mod report;
 pub mod resources;

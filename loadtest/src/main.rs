@@ -16,6 +16,8 @@ use loadtest::run::{Calls, Driver, run};
 use loadtest::workload::{Method, Scoring, TextKind, Workload, builtin_example, load_examples};
 use loadtest::{LoadPlan, Stop};
 
+mod goodput_cli;
+
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Cli {
@@ -110,6 +112,9 @@ enum Target {
         #[arg(long, default_value = "http://127.0.0.1:50051")]
         sharer: String,
     },
+    /// gRPC KV goodput on loopback against a raw TCP stream of the same bytes (no services
+    /// needed: it serves its own transport-only sharer; the load options do not apply).
+    Goodput(goodput_cli::GoodputArgs),
 }
 
 #[tokio::main]
@@ -122,9 +127,10 @@ async fn main() -> anyhow::Result<()> {
         (None, None, false) => Stop::Requests(100),
     };
     let concurrency = cli.concurrency.unwrap_or(if cli.soak { 64 } else { 4 });
-    let (url, sharer) = match &cli.target {
-        Target::Evaluate { receiver, sharer } => (receiver.clone(), sharer.clone()),
-        Target::Share { sharer } => (sharer.clone(), String::new()),
+    let (url, sharer, shares) = match &cli.target {
+        Target::Evaluate { receiver, sharer } => (receiver.clone(), sharer.clone(), false),
+        Target::Share { sharer } => (sharer.clone(), String::new(), true),
+        Target::Goodput(args) => return goodput_cli::run(args).await,
     };
     let plan = LoadPlan::new(&url, concurrency, stop)?;
     let examples = match &cli.examples {
@@ -158,9 +164,10 @@ async fn main() -> anyhow::Result<()> {
         sample_every: Duration::from_secs(cli.sample_s.unwrap_or(if cli.soak { 10 } else { 5 })),
         warmup: Duration::from_secs(cli.warmup_s.unwrap_or(run_s / 10)),
     };
-    let calls = match cli.target {
-        Target::Evaluate { .. } => Calls::Evaluate(workload),
-        Target::Share { .. } => Calls::Share(workload),
+    let calls = if shares {
+        Calls::Share(workload)
+    } else {
+        Calls::Evaluate(workload)
     };
     eprintln!(
         "loadtest: {:?} against {}, {} in flight over {} connection(s), {} example(s)",

@@ -23,6 +23,7 @@ use kvwire_proto::v1::sharer_client::SharerClient;
 use service_kit::counting::{ByteCounters, ByteSnapshot, CountingConnector};
 use service_kit::transport::client::{ClientChannel, ClientError, ClientTransport};
 
+use crate::config::ReceiverConfig;
 use crate::error::ReceiverError;
 
 /// The settings every sharer connection of this receiver shares.
@@ -38,6 +39,20 @@ pub struct ChannelSettings {
     pub reuse_idle: Duration,
     /// Idle connections kept per endpoint.
     pub max_idle_per_endpoint: usize,
+}
+
+impl ChannelSettings {
+    /// The settings `config` gives, over `transport` (`[sharer_client]` loaded).
+    pub fn new(config: &ReceiverConfig, transport: ClientTransport) -> Self {
+        let l = &config.limits;
+        Self {
+            transport,
+            max_message_bytes: l.max_message_bytes,
+            connect_timeout: Duration::from_secs(l.connect_timeout_secs),
+            reuse_idle: Duration::from_secs(l.sharer_reuse_idle_secs),
+            max_idle_per_endpoint: l.max_concurrent_jobs,
+        }
+    }
 }
 
 /// One connection to a sharer: the client over it and the counters of its bytes.

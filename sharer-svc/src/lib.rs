@@ -22,7 +22,7 @@ pub mod text;
 use std::future::Future;
 use std::time::Duration;
 
-use kvwire_proto::v1::sharer_server::SharerServer;
+use kvwire_proto::v1::sharer_server::{Sharer, SharerServer};
 use service_kit::config::ServiceConfig;
 use service_kit::server::{Prepared, ServeError, prepare, serve_grpc};
 use tokio::net::TcpListener;
@@ -54,11 +54,22 @@ pub async fn serve(
         config.sessions.max_per_client,
         config.sessions.max_bytes_per_client,
     );
+    let service = SharerService::new(engine, config.limits.clone(), sessions);
+    serve_grpc(
+        "sharer",
+        sharer_server(service, &config),
+        listener,
+        transport,
+        shutdown,
+    )
+    .await
+}
+
+/// The gRPC server of `service` with `config`'s message limits (`loadtest goodput` serves
+/// its transport-only sharer through it).
+pub fn sharer_server<S: Sharer>(service: S, config: &SharerConfig) -> SharerServer<S> {
     // Requests are small (prompt text, positions); frames may be large.
-    let max_request = config.common().max_request_bytes();
-    let max = config.limits.max_message_bytes;
-    let sharer = SharerServer::new(SharerService::new(engine, config.limits.clone(), sessions))
-        .max_decoding_message_size(max_request)
-        .max_encoding_message_size(max);
-    serve_grpc("sharer", sharer, listener, transport, shutdown).await
+    SharerServer::new(service)
+        .max_decoding_message_size(config.common().max_request_bytes())
+        .max_encoding_message_size(config.limits.max_message_bytes)
 }

@@ -73,13 +73,7 @@ impl ReceiverCore {
                 &config.allowed_sharers,
                 sharer_client.has_tls(),
             ),
-            sharers: SharerChannels::new(ChannelSettings {
-                transport: sharer_client,
-                max_message_bytes: l.max_message_bytes,
-                connect_timeout: Duration::from_secs(l.connect_timeout_secs),
-                reuse_idle: Duration::from_secs(l.sharer_reuse_idle_secs),
-                max_idle_per_endpoint: l.max_concurrent_jobs,
-            }),
+            sharers: SharerChannels::new(ChannelSettings::new(&config, sharer_client)),
             prompt_bytes: service_kit::config::prompt_bytes_limit(
                 l.max_prompt_bytes,
                 l.max_prompt_tokens,
