@@ -26,13 +26,12 @@
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use kvwire::quant::{QuantParams, quantize_tensor};
 use kvwire::v2::Payload;
-use kvwire::{Granularity, KvData, ScaleDtype};
+use kvwire::{Granularity, ScaleDtype};
 use model_runtime::LayerKv;
 use model_runtime::candle_core::{DType, Device, Tensor};
 use serde_json::json;
-use sharer_svc::device_quant::{Packed, pack_on_device, quantize_on_device};
+use sharer_svc::device_quant::{pack_on_device, quantize_on_device, quantize_on_host};
 
 /// Command-line options.
 struct Args {
@@ -115,38 +114,6 @@ fn median_secs<T>(
     Ok((secs[secs.len() / 2], out))
 }
 
-/// kvwire's quantizer on host f32 rows (the CPU path); fp16 payloads as kvwire writes them.
-fn host_quantize(x: &[f32], shape: [usize; 4], payload: Payload, gran: Granularity) -> Packed {
-    let Some(mode) = payload.quant_mode() else {
-        let payload = x
-            .iter()
-            .flat_map(|v| half::f16::from_f32(*v).to_bits().to_le_bytes())
-            .collect();
-        return Packed {
-            payload,
-            scales: Vec::new(),
-        };
-    };
-    let params = QuantParams {
-        mode,
-        granularity: gran,
-        scale_dtype: ScaleDtype::Fp16,
-    };
-    let order: Vec<usize> = (0..shape[2]).collect();
-    let (mut payload, mut scales) = (Vec::new(), Vec::new());
-    quantize_tensor(
-        KvData::F32(x),
-        shape,
-        &order,
-        params,
-        "x",
-        &mut payload,
-        &mut scales,
-    )
-    .expect("random normal values quantize");
-    Packed { payload, scales }
-}
-
 const CASES: [(Payload, Granularity); 5] = [
     (Payload::Int8, Granularity::PerBlock),
     (Payload::Int4, Granularity::PerBlock),
@@ -202,8 +169,8 @@ fn main() -> anyhow::Result<()> {
         })?;
         let (host_s, on_host) = median_secs(args.iters, || {
             let host = layer.to_host()?;
-            let q = |x: &[f32]| host_quantize(x, shape, payload, gran);
-            Ok((q(&host.k), q(&host.v)))
+            let q = |x: &[f32]| quantize_on_host(x, shape, payload, gran, ScaleDtype::Fp16);
+            Ok((q(&host.k)?, q(&host.v)?))
         })?;
         let same =
             on_device.0.as_ref() == Some(&on_host.0) && on_device.1.as_ref() == Some(&on_host.1);

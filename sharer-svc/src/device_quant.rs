@@ -71,15 +71,9 @@ pub fn quantize_on_device(
     granularity: Granularity,
     scale_dtype: ScaleDtype,
 ) -> CandleResult<Option<Packed>> {
-    if let Some(mode) = payload.quant_mode()
-        && x.elem_count() == 0
-    {
-        let params = QuantParams {
-            mode,
-            granularity,
-            scale_dtype,
-        };
-        return Ok(quantize_on_host(&[], x.dims4()?.into(), params));
+    if payload.quant_mode().is_some() && x.elem_count() == 0 {
+        let shape = x.dims4()?.into();
+        return Ok(quantize_on_host(&[], shape, payload, granularity, scale_dtype).ok());
     }
     pack_on_device(x, payload, granularity, scale_dtype)?.download()
 }
@@ -225,8 +219,30 @@ fn pack_int4(q: &Tensor) -> CandleResult<Tensor> {
     whole.sub(&floor)?.to_dtype(DType::U8)?.flatten_all()
 }
 
-/// kvwire's quantizer on host values (rows in wire order); `None` on an error it reports.
-fn quantize_on_host(x: &[f32], shape: [usize; 4], params: QuantParams) -> Option<Packed> {
+/// kvwire's quantizer (or, for an fp16 payload, kvwire's f16 rounding) on host f32 values of
+/// `shape` with rows in wire order: the host reference of [`quantize_on_device`].
+pub fn quantize_on_host(
+    x: &[f32],
+    shape: [usize; 4],
+    payload: Payload,
+    granularity: Granularity,
+    scale_dtype: ScaleDtype,
+) -> Result<Packed, kvwire::EncodeError> {
+    let Some(mode) = payload.quant_mode() else {
+        let payload = x
+            .iter()
+            .flat_map(|v| f16::from_f32(*v).to_bits().to_le_bytes())
+            .collect();
+        return Ok(Packed {
+            payload,
+            scales: Vec::new(),
+        });
+    };
+    let params = QuantParams {
+        mode,
+        granularity,
+        scale_dtype,
+    };
     let order: Vec<usize> = (0..shape[2]).collect();
     let (mut payload, mut scales) = (Vec::new(), Vec::new());
     quantize_tensor(
@@ -237,9 +253,8 @@ fn quantize_on_host(x: &[f32], shape: [usize; 4], params: QuantParams) -> Option
         "x",
         &mut payload,
         &mut scales,
-    )
-    .ok()?;
-    Some(Packed { payload, scales })
+    )?;
+    Ok(Packed { payload, scales })
 }
 
 /// One layer's frame, quantized on the layer's device: K and V `[B, H, T, D]` whose T rows are

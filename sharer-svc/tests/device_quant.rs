@@ -1,5 +1,6 @@
 //! The device quantizer (`device_quant`: candle tensor ops, run here on the CPU, the same op
-//! graph the GPU runs) against kvwire's CPU quantizer on the same values: identical payload
+//! graph the GPU runs) against kvwire's CPU quantizer on the same values (`quantize_on_host`,
+//! a call of `kvwire::quant::quantize_tensor`): identical payload
 //! bytes and scale bits for every shape (odd head dims and counts included), granularity,
 //! int8 / int4 / fp16 payload, fp16 / bf16 scales and f32 / f16 / bf16 caches, on values with
 //! zero rows, exact .5 ties of a step, huge and tiny (subnormal) magnitudes; where kvwire
@@ -7,7 +8,6 @@
 //! frame encoder returns kvwire's own error. Whole frames (shuffled positions) are compared
 //! byte for byte with `kvwire::v2::encode_frame`.
 
-use kvwire::quant::{QuantParams, quantize_tensor};
 use kvwire::v2::{FrameOptions, Payload, encode_frame};
 use kvwire::{Granularity, KvData, ScaleDtype};
 use model_runtime::LayerKv;
@@ -16,7 +16,9 @@ use proptest::prelude::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use sharer_svc::SharerError;
-use sharer_svc::device_quant::{FrameRows, Packed, encode_frame_on_device, quantize_on_device};
+use sharer_svc::device_quant::{
+    FrameRows, encode_frame_on_device, quantize_on_device, quantize_on_host,
+};
 
 /// How the values of one row are drawn.
 #[derive(Debug, Clone, Copy)]
@@ -79,44 +81,6 @@ fn values(shape: [usize; 4], qmax: f32, seed: u64, ties_only: bool, poison: u8) 
     out
 }
 
-/// kvwire's quantizer (or fp16 conversion) on host f32 rows in wire order.
-fn reference(
-    x: &[f32],
-    shape: [usize; 4],
-    payload: Payload,
-    gran: Granularity,
-    sd: ScaleDtype,
-) -> Option<Packed> {
-    let Some(mode) = payload.quant_mode() else {
-        let bytes = x
-            .iter()
-            .flat_map(|v| half::f16::from_f32(*v).to_bits().to_le_bytes())
-            .collect();
-        return Some(Packed {
-            payload: bytes,
-            scales: Vec::new(),
-        });
-    };
-    let params = QuantParams {
-        mode,
-        granularity: gran,
-        scale_dtype: sd,
-    };
-    let order: Vec<usize> = (0..shape[2]).collect();
-    let (mut payload, mut scales) = (Vec::new(), Vec::new());
-    quantize_tensor(
-        KvData::F32(x),
-        shape,
-        &order,
-        params,
-        "k",
-        &mut payload,
-        &mut scales,
-    )
-    .ok()?;
-    Some(Packed { payload, scales })
-}
-
 const DTYPES: [DType; 3] = [DType::F32, DType::F16, DType::BF16];
 const PAYLOADS: [Payload; 3] = [Payload::Fp16, Payload::Int8, Payload::Int4];
 
@@ -151,7 +115,7 @@ proptest! {
         let qmax = payload.quant_mode().map_or(127.0, |m| m.qmax());
         let x = values(shape, qmax, seed, ties_only, poison);
         let (tensor, host) = cache_tensor(&x, shape, DTYPES[dtype]);
-        let want = reference(&host, shape, payload, gran, sd);
+        let want = quantize_on_host(&host, shape, payload, gran, sd).ok();
         let got = quantize_on_device(&tensor, payload, gran, sd).unwrap();
         if payload == Payload::Fp16 {
             // fp16 frames are not checked for finiteness (kvwire converts whatever it gets).
