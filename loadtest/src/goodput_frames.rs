@@ -1,11 +1,13 @@
 //! The bytes `loadtest goodput` moves: one Share's KVWire v2 stream for a model's shapes (a
 //! session header, then one frame per layer with K and V of every shared position), encoded
-//! by kvwire from seeded pseudo-random values, so sizes, headers, scales and checksums are
+//! by kvwire from seeded values uniform in [-4, 4), so sizes, headers, scales and checksums are
 //! exactly what the sharer sends for a prompt of that length.
 
 use kvwire::v2::{FrameKind, FrameOptions, Payload, SessionHeader, encode_frame};
 use kvwire::{EncodeError, KvData, LayerKv};
 use prost::bytes::Bytes;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
 /// The model shapes and prompt length of the frames.
@@ -57,10 +59,11 @@ impl FrameSet {
         };
         let mut frames = vec![Bytes::from(header.encode()?)];
         let n = shape.heads * shape.tokens * shape.head_dim;
-        let mut rng = SplitMix(0x6b76_7769_7265);
+        let mut rng = StdRng::seed_from_u64(0x6b76_7769_7265);
+        let mut values = |n| -> Vec<f32> { (0..n).map(|_| rng.random_range(-4.0..4.0)).collect() };
         for layer in 0..shape.layers {
-            let k: Vec<f32> = (0..n).map(|_| rng.value()).collect();
-            let v: Vec<f32> = (0..n).map(|_| rng.value()).collect();
+            let k = values(n);
+            let v = values(n);
             let kv = LayerKv {
                 k: KvData::F32(&k),
                 v: KvData::F32(&v),
@@ -87,20 +90,6 @@ impl FrameSet {
     /// Length of each frame, header first.
     pub fn sizes(&self) -> Vec<usize> {
         self.frames.iter().map(Bytes::len).collect()
-    }
-}
-
-/// SplitMix64: a seeded generator of KV-like values (roughly uniform in [-4, 4)).
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn value(&mut self) -> f32 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^= z >> 31;
-        ((z >> 40) as f32 / (1u64 << 24) as f32) * 8.0 - 4.0
     }
 }
 
