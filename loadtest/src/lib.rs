@@ -4,6 +4,10 @@
 //! turn, reporting throughput, latency percentiles, errors by gRPC status code and the
 //! services' memory and CPU read from their `/metrics` pages (the soak's RSS slope).
 //!
+//! `goodput` (with `goodput_frames`, `goodput_tcp`, `goodput_grpc`) measures the services' gRPC
+//! transport against a raw TCP stream of the same KV frames (`docs/OPERATIONS.md`, "Transport
+//! tuning").
+//!
 //! `main.rs` is the command line; everything it runs is here, so tests drive the same code.
 
 pub mod goodput;
