@@ -12,6 +12,8 @@
 use eval_harness::{Example, rank_prompt};
 use kvwire_proto::v1 as pb;
 use model_runtime::Tokenizer;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 
 use super::error::BenchError;
 
@@ -32,19 +34,6 @@ const PAD: &str = "the";
 
 /// The choices of every item (one word each, so the continuations are short).
 const CHOICES: [&str; 4] = ["red", "blue", "green", "white"];
-
-/// A small deterministic generator (SplitMix64): items depend on the seed alone.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-}
 
 /// Tokens of the receiver's rank prompt for `question`.
 fn prompt_tokens(
@@ -76,9 +65,9 @@ pub fn item_of_length(
     seed: u64,
     id: &str,
 ) -> Result<pb::Example, BenchError> {
-    let mut rng = SplitMix(seed);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let words: Vec<&str> = (0..tokens)
-        .map(|_| WORDS[(rng.next() % WORDS.len() as u64) as usize])
+        .map(|_| WORDS[rng.random_range(0..WORDS.len())])
         .collect();
     let question = |n: usize| words[..n].join(" ");
     let shortest = prompt_tokens(tokenizer, "", tokens)?;
