@@ -4,7 +4,8 @@
 //! (`tests/device_quant.rs`) check the op graph the GPU runs.
 //!
 //! Step by step, for a `[B, H, T, D]` tensor widened to f32 (exact from f16 and bf16):
-//! - absmax per scale group as `max(max(x), -min(x))` (two reductions, no |x| copy), exact;
+//! - absmax per scale group as `max(max(x), -min(x))` (two reductions, no |x| copy) per row,
+//!   then over the group's rows; exact;
 //! - `scale = max(absmax / qmax, 1e-6)` with a true f32 division by a qmax tensor (candle's
 //!   `tensor / f64` multiplies by the reciprocal, which is not kvwire's rounding);
 //! - `y = x / scale` (IEEE f32 division, broadcast over the group), then `y + 1.5 * 2^23`
@@ -113,15 +114,16 @@ pub fn pack_on_device(
         ));
     }
     let dev = x.device();
-    // The scale groups as the last dim of a 4-D view.
-    let grouped = match granularity {
-        Granularity::PerBlock => x.clone(),
-        Granularity::PerHead => x.reshape((b, h, 1, t * d))?,
-        Granularity::PerTensor | Granularity::PerLayer => x.reshape((1, 1, 1, n))?,
+    // Row absmax first, then over the group's rows: CUDA reduces each output in one thread
+    // block, so a whole-head or whole-tensor reduction in one step would run on one SM.
+    let rows = x.max_keepdim(3)?.maximum(&x.min_keepdim(3)?.neg()?)?;
+    let absmax = match granularity {
+        Granularity::PerBlock => rows,
+        Granularity::PerHead => rows.max_keepdim(2)?,
+        Granularity::PerTensor | Granularity::PerLayer => {
+            rows.flatten_all()?.max_keepdim(0)?.reshape((1, 1, 1, 1))?
+        }
     };
-    let absmax = grouped
-        .max_keepdim(3)?
-        .maximum(&grouped.min_keepdim(3)?.neg()?)?;
     let scale = absmax
         .broadcast_div(&scalar(mode.qmax(), dev)?)?
         .broadcast_maximum(&scalar(SCALE_FLOOR, dev)?)?;
@@ -140,7 +142,8 @@ pub fn pack_on_device(
     Ok(DevicePacked {
         payload,
         scales: Some((scales.flatten_all()?, scale_dtype)),
-        finite: Some(y.sum_all()?),
+        // In two steps, as the absmax.
+        finite: Some(y.sum_keepdim(3)?.sum_all()?),
     })
 }
 
