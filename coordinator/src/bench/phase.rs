@@ -110,14 +110,15 @@ pub async fn run(
         plan.placement.device,
         plan.placement.dtype
     ));
-    let started = Instant::now();
-    let mut sharer = spawn(&plan, Role::Sharer, &sharer_cfg, sport)?;
-    let mut receiver = spawn(&plan, Role::Receiver, &receiver_cfg, rport)?;
+    // Polling starts first, so that the card's use "before" excludes this phase's processes.
     let poller = if plan.placement.device.starts_with("cuda") {
         GpuPoller::start()
     } else {
         None
     };
+    let started = Instant::now();
+    let mut sharer = spawn(&plan, Role::Sharer, &sharer_cfg, sport)?;
+    let mut receiver = spawn(&plan, Role::Receiver, &receiver_cfg, rport)?;
     sharer.wait_healthy(plan.ready_timeout).await?;
     receiver.wait_healthy(plan.ready_timeout).await?;
     let startup_s = started.elapsed().as_secs_f64();
