@@ -42,7 +42,7 @@ pub enum BenchError {
         source: std::io::Error,
     },
     /// A service process ended before the benchmark was done with it.
-    #[error("{service} exited ({status}) before it was {when}; its log {}:\n{log_tail}", log.display())]
+    #[error("{service} exited ({status}) before it was {when}; its log {}:\n{log_excerpt}", log.display())]
     Exited {
         /// Which service.
         service: String,
@@ -52,11 +52,11 @@ pub enum BenchError {
         when: &'static str,
         /// Its log file.
         log: PathBuf,
-        /// The last lines of the log.
-        log_tail: String,
+        /// The log, or its first and last lines.
+        log_excerpt: String,
     },
     /// A service did not report SERVING in time.
-    #[error("{service} not healthy after {secs} s ({reason}); its log {}:\n{log_tail}", log.display())]
+    #[error("{service} not healthy after {secs} s ({reason}); its log {}:\n{log_excerpt}", log.display())]
     NotHealthy {
         /// Which service.
         service: String,
@@ -66,8 +66,8 @@ pub enum BenchError {
         reason: String,
         /// Its log file.
         log: PathBuf,
-        /// The last lines of the log.
-        log_tail: String,
+        /// The log, or its first and last lines.
+        log_excerpt: String,
     },
     /// A prompt of the asked length cannot be built.
     #[error("prompt of {tokens} tokens: {reason}")]

@@ -17,8 +17,11 @@ use super::error::BenchError;
 /// the generated config file is the whole configuration.
 const ENV_PREFIXES: [&str; 2] = ["KVWIRE_SHARER__", "KVWIRE_RECEIVER__"];
 
-/// Lines of a service's log quoted in an error.
-const LOG_TAIL_LINES: usize = 25;
+/// A service's log is quoted whole up to this many lines; a longer one by its first
+/// [`LOG_HEAD`] lines (where a start-up error is, before any backtrace) and last [`LOG_TAIL`].
+const LOG_WHOLE: usize = 30;
+const LOG_HEAD: usize = 15;
+const LOG_TAIL: usize = 10;
 
 /// Which service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,13 +90,18 @@ pub fn free_port() -> Result<u16, BenchError> {
     Ok(port)
 }
 
-/// The last lines of a log file (or why it cannot be read).
-pub fn log_tail(path: &Path) -> String {
+/// A log file to quote in an error: whole when short, else its start and its end (or why it
+/// cannot be read).
+pub fn log_excerpt(path: &Path) -> String {
     match std::fs::read_to_string(path) {
         Ok(text) => {
             let lines: Vec<&str> = text.lines().collect();
-            let from = lines.len().saturating_sub(LOG_TAIL_LINES);
-            lines[from..].join("\n")
+            if lines.len() <= LOG_WHOLE {
+                return lines.join("\n");
+            }
+            let head = lines[..LOG_HEAD].join("\n");
+            let tail = lines[lines.len() - LOG_TAIL..].join("\n");
+            format!("{head}\n  ...\n{tail}")
         }
         Err(e) => format!("(cannot read the log: {e})"),
     }
@@ -161,7 +169,7 @@ impl ServiceProcess {
             status,
             when,
             log: self.log.clone(),
-            log_tail: log_tail(&self.log),
+            log_excerpt: log_excerpt(&self.log),
         }
     }
 
@@ -190,7 +198,7 @@ impl ServiceProcess {
                     secs: timeout.as_secs(),
                     reason,
                     log: self.log.clone(),
-                    log_tail: log_tail(&self.log),
+                    log_excerpt: log_excerpt(&self.log),
                 });
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
