@@ -279,7 +279,13 @@ pub async fn run(
     };
     let mut tasks = JoinSet::new();
     for (i, sample, attempt) in work {
-        tasks.spawn(run_sample(i, Arc::clone(&cells[i]), sample, attempt, ctx.clone()));
+        tasks.spawn(run_sample(
+            i,
+            Arc::clone(&cells[i]),
+            sample,
+            attempt,
+            ctx.clone(),
+        ));
     }
     drop(ctx);
     // Ends when every sample task has sent its last try (or died, which is reported below).

@@ -38,10 +38,8 @@ impl StopSignal {
     /// the first.
     pub fn stop(&self, reason: StopReason) -> bool {
         let first = !self.0.stopped.swap(true, Ordering::SeqCst);
-        if first {
-            if let Ok(mut r) = self.0.reason.lock() {
-                *r = Some(reason);
-            }
+        if first && let Ok(mut r) = self.0.reason.lock() {
+            *r = Some(reason);
         }
         self.0.notify.notify_waiters();
         first

@@ -43,7 +43,9 @@ async fn a_sharer_restarted_mid_grid_leaves_labelled_rows_and_the_grid_finishes(
     let tmp = tempfile::tempdir().unwrap();
     let dir = RunDir::create(tmp.path().join("run")).unwrap();
     // The first cell runs while the sharer is up ...
-    let first_cell = run(&dir, ready[..1].to_vec(), options.clone()).await.unwrap();
+    let first_cell = run(&dir, ready[..1].to_vec(), options.clone())
+        .await
+        .unwrap();
     assert_eq!(first_cell.answered, IDS.len());
     // ... then the sharer goes (a graceful stop lets calls on an open connection finish, so it
     // goes between two cells: once stopped, nothing serves its address), and the grid goes on.

@@ -97,7 +97,9 @@ async fn failed_samples_become_rows_and_a_retry_replaces_them() {
         sharer_endpoint: dead,
     };
 
-    let first = run(&dir, vec![ready.clone()], options.clone()).await.unwrap();
+    let first = run(&dir, vec![ready.clone()], options.clone())
+        .await
+        .unwrap();
     assert_eq!((first.answered, first.failed), (0, 3));
     let rows = dir.read_rows(&cell.id).unwrap();
     assert!(rows.rows.iter().all(|r| {
@@ -114,7 +116,9 @@ async fn failed_samples_become_rows_and_a_retry_replaces_them() {
         sharer_endpoint: services.sharer_url(&cell.config.pair.sharer.model).unwrap(),
         ..ready
     };
-    let second = run(&dir, vec![good.clone()], options.clone()).await.unwrap();
+    let second = run(&dir, vec![good.clone()], options.clone())
+        .await
+        .unwrap();
     assert_eq!((second.answered, second.failed), (3, 0));
     assert!(dir.is_done(&cell.id));
     let rows = dir.read_rows(&cell.id).unwrap();
