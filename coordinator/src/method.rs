@@ -59,12 +59,18 @@ pub enum TextMode {
     /// The passage's sentences sharing the most words with the question and choices, under the
     /// cap (the context layout's heuristic summary).
     PassageExtract,
+    /// A summary of the passage generated greedily by the sharer model, which is told the
+    /// question (the context layout's generated summary).
+    PassageSummary,
 }
 
 impl TextMode {
     /// A mode of the context layout (it sends from the item's passage).
     pub fn is_passage(self) -> bool {
-        matches!(self, TextMode::Passage | TextMode::PassageExtract)
+        matches!(
+            self,
+            TextMode::Passage | TextMode::PassageExtract | TextMode::PassageSummary
+        )
     }
 }
 

@@ -68,6 +68,7 @@ impl RequestTemplate {
                     TextMode::Hint => pb::MessageKind::Hint,
                     TextMode::Passage => pb::MessageKind::Passage,
                     TextMode::PassageExtract => pb::MessageKind::PassageExtract,
+                    TextMode::PassageSummary => pb::MessageKind::PassageSummary,
                 };
                 template.text = Some(pb::TextSettings {
                     kind: kind as i32,

@@ -221,15 +221,17 @@ fn check_layout(
     let passage_text = matches!(
         method,
         Method::Text {
-            kind: pb::MessageKind::Passage | pb::MessageKind::PassageExtract,
+            kind: pb::MessageKind::Passage
+                | pb::MessageKind::PassageExtract
+                | pb::MessageKind::PassageSummary,
             ..
         }
     );
     match layout {
         PromptLayout::Shared if passage_text => Err(ReceiverError::invalid(
             "text.kind",
-            "MESSAGE_KIND_PASSAGE and _PASSAGE_EXTRACT are the context layout's text \
-             baselines: set layout = LAYOUT_CONTEXT",
+            "MESSAGE_KIND_PASSAGE, _PASSAGE_EXTRACT and _PASSAGE_SUMMARY are the context \
+             layout's text baselines: set layout = LAYOUT_CONTEXT",
         )),
         PromptLayout::Shared => Ok(()),
         PromptLayout::Context if passage.trim().is_empty() => Err(ReceiverError::invalid(

@@ -93,6 +93,8 @@ pub enum MessageKind {
     Passage,
     /// The passage's sentences the question asks about, under the cap.
     PassageExtract,
+    /// A summary of the passage the sharer model generates, told the question.
+    PassageSummary,
 }
 
 impl MessageKind {
@@ -104,6 +106,7 @@ impl MessageKind {
             MessageKind::Hint => "hint",
             MessageKind::Passage => "passage",
             MessageKind::PassageExtract => "passage_extract",
+            MessageKind::PassageSummary => "passage_summary",
         }
     }
 }
@@ -387,6 +390,7 @@ pub fn message_kind_from_wire(code: i32) -> Result<MessageKind, SharerError> {
         Ok(pb::MessageKind::Hint) => Ok(MessageKind::Hint),
         Ok(pb::MessageKind::Passage) => Ok(MessageKind::Passage),
         Ok(pb::MessageKind::PassageExtract) => Ok(MessageKind::PassageExtract),
+        Ok(pb::MessageKind::PassageSummary) => Ok(MessageKind::PassageSummary),
         Err(_) => Err(SharerError::invalid(
             "kind",
             format!("unknown value {code}"),

@@ -165,23 +165,53 @@ impl SharerEngine {
         example: &Example,
         max_new_tokens: usize,
     ) -> Result<(String, f64), SharerError> {
-        let mut choices = String::new();
-        for (l, c) in example.letters().zip(&example.choices) {
-            choices.push_str(&format!("{l}. {}\n", c.trim()));
-        }
         let user = format!(
             "Give a short, useful hint for answering this question. Do not state the answer letter.\n\n{}\n\nChoices:\n{}",
             example.question.trim(),
-            choices.trim_end()
+            choice_lines(example)
         );
-        let text = self.loaded.template.prompt(&user, "");
+        self.generate(&user, max_new_tokens)
+    }
+
+    /// A greedy-generated summary of the example's passage, written for its question (the
+    /// context layout's generated text baseline), and the generation time. `None` without a
+    /// passage.
+    pub fn passage_summary(
+        &self,
+        example: &Example,
+        max_new_tokens: usize,
+    ) -> Result<Option<(String, f64)>, SharerError> {
+        let Some(passage) = example.passage.as_deref().filter(|p| !p.trim().is_empty()) else {
+            return Ok(None);
+        };
+        let user = format!(
+            "Summarize the passage below in one or two short sentences, keeping the facts needed to answer the question. Do not state the answer letter.\n\nPassage:\n{}\n\nQuestion: {}\n\nChoices:\n{}",
+            passage.trim(),
+            example.question.trim(),
+            choice_lines(example)
+        );
+        self.generate(&user, max_new_tokens).map(Some)
+    }
+
+    /// Greedy generation for a user message in the model's chat template (no answer prefix).
+    fn generate(&self, user: &str, max_new_tokens: usize) -> Result<(String, f64), SharerError> {
+        let text = self.loaded.template.prompt(user, "");
         let ids = self.loaded.tokenizer.encode(&text)?;
         let params = GenerateParams {
             max_new_tokens,
             stop_ids: self.loaded.model.config().eos_token_ids.clone(),
         };
         let (generation, ms) = timed(|| self.loaded.model.generate_greedy(&ids, &params));
-        let hint = self.loaded.tokenizer.decode(&generation?.tokens, true)?;
-        Ok((hint.trim().to_string(), ms))
+        let text = self.loaded.tokenizer.decode(&generation?.tokens, true)?;
+        Ok((text.trim().to_string(), ms))
     }
+}
+
+/// The example's choices as "A. text" lines.
+fn choice_lines(example: &Example) -> String {
+    let mut lines = String::new();
+    for (l, c) in example.letters().zip(&example.choices) {
+        lines.push_str(&format!("{l}. {}\n", c.trim()));
+    }
+    lines.trim_end().to_string()
 }

@@ -52,6 +52,19 @@ fn count_evictions(evicted: &[EvictionReason]) {
     }
 }
 
+/// A generated text and its timings: the generation time is the `generate` stage of the
+/// sharer's metrics and travels as `score_ms` (the proto's stage for sharer model work).
+fn generated(text: String, ms: f64) -> (String, pb::StageTimings) {
+    record_stage_ms(SERVICE, "generate", ms);
+    (
+        text,
+        pb::StageTimings {
+            score_ms: ms,
+            ..Default::default()
+        },
+    )
+}
+
 /// Records the rpc outcome (count, latency, error type) and converts the error.
 fn finish<T>(
     method: &'static str,
@@ -255,14 +268,19 @@ impl Sharer for SharerService {
                 }
                 MessageKind::Hint => {
                     let (text, ms) = self.blocking(move |e| e.hint(&example, max_new)).await?;
-                    record_stage_ms(SERVICE, "generate", ms);
-                    (
-                        text,
-                        pb::StageTimings {
-                            score_ms: ms,
-                            ..Default::default()
-                        },
-                    )
+                    generated(text, ms)
+                }
+                MessageKind::PassageSummary => {
+                    let summary = self
+                        .blocking(move |e| e.passage_summary(&example, max_new))
+                        .await?;
+                    let (text, ms) = summary.ok_or_else(|| {
+                        SharerError::invalid(
+                            "example.passage",
+                            "kind passage_summary needs a passage",
+                        )
+                    })?;
+                    generated(text, ms)
                 }
             };
             let cap = usize::try_from(byte_cap).unwrap_or(usize::MAX);

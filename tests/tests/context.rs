@@ -314,3 +314,31 @@ async fn passage_extract_is_answered_within_its_cap() {
     );
     assert!((bytes as usize) < example.passage.len());
 }
+
+/// The sharer-generated passage summary is a context layout text baseline: answered within its
+/// cap (a tiny random model generates tokens of any kind; only the path is checked), and
+/// refused in the shared layout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn passage_summary_is_answered_within_its_cap_and_only_in_the_context_layout() {
+    let sharer = start_sharer(TINY_MODEL).await;
+    let receiver = start_receiver(TINY_MODEL, &sharer.endpoint()).await;
+    let mut client = ReceiverClient::connect(receiver.endpoint()).await.unwrap();
+    let cap = 24;
+    let text = Some(pb::TextSettings {
+        kind: pb::MessageKind::PassageSummary as i32,
+        byte_cap: cap,
+    });
+    let request = pb::EvaluateRequest {
+        text: text.clone(),
+        ..context_request(item(3), pb::Method::Text)
+    };
+    let reply = client.evaluate(request.clone()).await.unwrap().into_inner();
+    let bytes = reply.rounds[0].bytes.as_ref().unwrap().measured_total;
+    assert!(bytes <= cap, "{bytes} bytes for a cap of {cap}");
+    let shared = pb::EvaluateRequest {
+        layout: pb::Layout::SharedPrompt as i32,
+        ..request
+    };
+    let status = client.evaluate(shared).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+}
