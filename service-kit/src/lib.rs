@@ -4,7 +4,8 @@
 //! start-up validation ([`config`]), a byte-counting TCP connector and listener (transport
 //! bytes), W3C trace context over gRPC metadata, model spec resolution (`gguf:<asset-name>`
 //! through the asset cache) and loading on the configured device and dtype ([`device`]), and a
-//! one-shot health probe for the binaries' `--health-check` ([`health`]).
+//! one-shot health probe for the binaries' `--health-check` ([`health`]), and the global allocator
+//! the binaries install ([`alloc`]; this library installs none).
 //! Service plumbing only: the evaluation item, its prompts and answer letters are
 //! eval-harness's (`eval_harness::{Example, letter_prompt, rank_prompt, LETTERS}`).
 //!
@@ -12,6 +13,7 @@
 //! proto crate is used for the reflection descriptor set and for the one conversion of the
 //! [`stages::StageTimings`] both services record.
 
+pub mod alloc;
 pub mod config;
 pub mod counting;
 pub mod device;
