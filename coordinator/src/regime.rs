@@ -95,9 +95,17 @@ pub struct CellView {
     pub mean_bytes: f64,
     /// Mean transfer time per sample (all rounds), ms, when the method transfers.
     pub transfer_ms: Option<f64>,
+    /// Samples in the cell's plan (answered or not).
+    pub planned: usize,
 }
 
 impl CellView {
+    /// Whether every sample of the cell's plan is answered: only such cells enter the map (a
+    /// cell stopped part-way would be judged on another, smaller set of items than its rivals).
+    pub fn is_complete(&self) -> bool {
+        self.n() >= self.planned
+    }
+
     /// Answered samples.
     pub fn n(&self) -> usize {
         self.correct.len()
@@ -181,6 +189,7 @@ pub fn load(runs: &[PathBuf]) -> Result<Vec<CellView>, RegistryError> {
                     .collect(),
                 mean_bytes: mean(&bytes).unwrap_or(0.0),
                 transfer_ms: mean(&transfers),
+                planned: plan.sample_ids.len(),
             });
         }
     }

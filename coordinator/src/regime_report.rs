@@ -247,6 +247,7 @@ pub fn summary_md(
     rows: &[RegimeRow<'_>],
     targets: &[TargetRow<'_>],
     cells: &[CellView],
+    left_out: &[CellView],
     runs: &[String],
 ) -> String {
     let mut s = String::from("# Regime map\n\n");
@@ -310,6 +311,36 @@ pub fn summary_md(
         }
     }
     s.push_str(&appendix(rows, cells));
+    s.push_str(&left_out_md(left_out));
+    s
+}
+
+/// The cells left out of the map because not every sample of theirs was answered.
+fn left_out_md(left_out: &[CellView]) -> String {
+    if left_out.is_empty() {
+        return String::new();
+    }
+    let mut s = String::from(
+        "
+## Cells left out
+
+Not every sample answered (a run stopped part-way): a partial \
+         cell would meet its rivals on fewer items, so it is not in the map.
+
+",
+    );
+    for c in left_out {
+        let _ = writeln!(
+            s,
+            "- {} | {} | {}: {} ({} of {} samples)",
+            c.pair,
+            c.dataset,
+            c.link,
+            c.method_cap(),
+            c.n(),
+            c.planned
+        );
+    }
     s
 }
 

@@ -31,6 +31,7 @@ fn cell(
             .collect::<BTreeMap<_, _>>(),
         mean_bytes: bytes,
         transfer_ms: None,
+        planned: ids.len(),
     }
 }
 
@@ -122,6 +123,16 @@ fn budgets_pick_what_fits_and_the_verdict_follows_the_intervals() {
             .mean_bytes,
         500_000.0
     );
+}
+
+#[test]
+fn a_cell_is_complete_only_when_every_planned_sample_is_answered() {
+    let mut c = cell("kv-int4", Kind::Cache, Some(16384), 13_000.0, 1.0, &pattern(7, 6));
+    assert!(c.is_complete());
+    c.planned = 887;
+    assert!(!c.is_complete());
+    let md = crate::regime_report::summary_md(&[], &[], &[], &[c], &["run".into()]);
+    assert!(md.contains("## Cells left out") && md.contains("(7 of 887 samples)"), "{md}");
 }
 
 #[test]
@@ -241,7 +252,7 @@ fn a_run_folder_becomes_the_map_its_tables_and_its_figures() {
         csv.contains("only text fits") && csv.contains("text (latency)"),
         "{csv}"
     );
-    let md = crate::regime_report::summary_md(&rows, &targets, &cells, &["run".into()]);
+    let md = crate::regime_report::summary_md(&rows, &targets, &cells, &[], &["run".into()]);
     assert!(
         md.contains("## s<-s, sciq_context, link 100mbit-20ms"),
         "{md}"

@@ -32,10 +32,23 @@ pub fn regime_map(args: RegimeMapArgs) -> anyhow::Result<()> {
             "--target-accuracy is a fraction in [0, 1], not {t}"
         );
     }
-    let cells = regime::load(&args.runs).context("reading the run folders")?;
+    let (cells, left_out): (Vec<_>, Vec<_>) = regime::load(&args.runs)
+        .context("reading the run folders")?
+        .into_iter()
+        .partition(|c| c.is_complete());
+    for c in &left_out {
+        eprintln!(
+            "left out: {} {} ({} of {} samples answered) in {}",
+            c.cell_id,
+            c.method_cap(),
+            c.n(),
+            c.planned,
+            c.run.display()
+        );
+    }
     anyhow::ensure!(
         !cells.is_empty(),
-        "no cell of the runs has an answered sample"
+        "no cell of the runs has every sample answered"
     );
     let rows = regime::map(&cells);
     for r in &rows {
@@ -63,7 +76,7 @@ pub fn regime_map(args: RegimeMapArgs) -> anyhow::Result<()> {
         ("bytes_to_target.csv", regime_report::targets_csv(&targets)),
         (
             "summary.md",
-            regime_report::summary_md(&rows, &targets, &cells, &names),
+            regime_report::summary_md(&rows, &targets, &cells, &left_out, &names),
         ),
     ] {
         let path = args.out.join(name);
