@@ -174,14 +174,17 @@ fn share_prompt(
     Ok((ids, shareable))
 }
 
-/// Runs a whole Share: prefill, selection and precision plan, session header, frames. Returns
-/// the session to keep when the request asked for one.
-pub fn produce_share(
+/// Runs a whole Share: prefill, selection and precision plan, session header, frames. When the
+/// request keeps its session, `reserve(id, bytes)` is called after prefill, before anything is
+/// sent (a refusal fails the Share with nothing sent); the session to keep is returned with
+/// the reservation.
+pub fn produce_share<R>(
     engine: &SharerEngine,
     params: &ShareParams,
     max_prompt_tokens: usize,
     tx: &ChunkSender,
-) -> Result<Option<([u8; 16], HeldSession)>, SharerError> {
+    reserve: impl FnOnce([u8; 16], u64) -> Result<R, SharerError>,
+) -> Result<Option<(R, HeldSession)>, SharerError> {
     let (ids, shareable) = share_prompt(engine, params, max_prompt_tokens)?;
     let prefilled = engine.prefill(&ids)?;
     record_stage_ms("sharer", "prefill", prefilled.prefill_ms);
@@ -192,6 +195,14 @@ pub fn produce_share(
         head_dim: info.head_dim,
     };
     let session_id: [u8; 16] = rand::random();
+    let reservation = if params.keep_session {
+        Some(reserve(
+            session_id,
+            HeldSession::size_of(&prefilled.cache, shape),
+        )?)
+    } else {
+        None
+    };
     let base = FrameOptions {
         payload: params.plan.payload,
         granularity: params.plan.granularity,
@@ -234,7 +245,7 @@ pub fn produce_share(
         (timings, records.as_mut()),
         rows,
     )?;
-    let Some(records) = records else {
+    let (Some(records), Some(reservation)) = (records, reservation) else {
         return Ok(None);
     };
     let held = HeldSession::new(prefilled.cache, shape, params.all_positions);
@@ -243,7 +254,7 @@ pub fn produce_share(
         state.record_round(&records)?;
         state.round = 1;
     }
-    Ok(Some((session_id, held)))
+    Ok(Some((reservation, held)))
 }
 
 /// Runs a Refine round on a held session: extra positions (base frames) or a residual upgrade

@@ -11,7 +11,7 @@ use futures::{Stream, StreamExt};
 use kvwire_proto::v1 as pb;
 use kvwire_proto::v1::sharer_server::Sharer;
 use model_runtime::CancelToken;
-use service_kit::metrics_catalog::{SESSIONS_ACTIVE, SESSIONS_EVICTED, add_bytes, record_stage_ms};
+use service_kit::metrics_catalog::{SESSIONS_ACTIVE, add_bytes, record_stage_ms};
 use service_kit::rpc::{CancelOnDrop, JobPool, deadline_of};
 use service_kit::trace_context::TraceContext;
 use tokio::sync::{mpsc, oneshot};
@@ -23,7 +23,7 @@ use tracing::{Instrument, instrument};
 use crate::config::SharerLimits;
 use crate::domain::{
     MessageKind, RefineParams, ShareParams, check_prompt_bytes, example_from_wire,
-    example_text_bytes, message_kind_from_wire,
+    example_text_bytes, message_kind_from_wire, session_id_from_hex,
 };
 use crate::engine::SharerEngine;
 use crate::error::SharerError;
@@ -31,6 +31,7 @@ use crate::produce::{ChunkSender, produce_refine, produce_share};
 use crate::session_state::HeldSession;
 use service_kit::transport::identity::ClientId;
 
+use crate::reservation::{Reservation, SharedStore, count_evictions};
 use crate::sessions::{EvictionReason, SessionStore};
 use crate::text::{cap_utf8, passage_extract, passage_text, raw_text, summary_text};
 
@@ -40,17 +41,11 @@ const SERVICE: &str = "sharer";
 #[derive(Debug, Clone)]
 pub struct SharerService {
     pool: JobPool<SharerEngine>,
-    sessions: Arc<Mutex<SessionStore<HeldSession>>>,
+    sessions: SharedStore,
     limits: SharerLimits,
 }
 
 type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::ShareChunk, Status>> + Send>>;
-
-fn count_evictions(evicted: &[EvictionReason]) {
-    for reason in evicted {
-        metrics::counter!(SESSIONS_EVICTED, "reason" => reason.label()).increment(1);
-    }
-}
 
 /// A generated text and its timings: the generation time is the `generate` stage of the
 /// sharer's metrics and travels as `score_ms` (the proto's stage for sharer model work).
@@ -165,14 +160,11 @@ impl Sharer for SharerService {
         let max_tokens = self.limits.max_prompt_tokens;
         let sessions = self.sessions.clone();
         let stream = self.stream_from("Share", deadline, move |engine, tx| {
-            if let Some((id, held)) = produce_share(engine, &params, max_tokens, tx)? {
-                let bytes = held.size_bytes();
-                let mut store = sessions.lock().unwrap_or_else(|p| p.into_inner());
-                match store.insert(id, &owner, Arc::new(held), bytes, Instant::now()) {
-                    Some(evicted) => count_evictions(&evicted),
-                    None => tracing::warn!(bytes, "session larger than the store; not kept"),
-                }
-                metrics::gauge!(SESSIONS_ACTIVE).set(store.len() as f64);
+            let reserve = |id, bytes| Reservation::make(sessions, id, &owner, bytes);
+            if let Some((reservation, held)) =
+                produce_share(engine, &params, max_tokens, tx, reserve)?
+            {
+                reservation.fill(held);
             }
             Ok(())
         });
@@ -214,6 +206,31 @@ impl Sharer for SharerService {
             deadline,
             move |engine, tx| produce_refine(engine, &held, &params, tx),
         )))
+    }
+
+    #[instrument(skip_all, name = "sharer.release", fields(trace_id = Empty, released = Empty))]
+    async fn release(
+        &self,
+        request: Request<pb::ReleaseRequest>,
+    ) -> Result<Response<pb::ReleaseReply>, Status> {
+        let trace = TraceContext::from_metadata_or_root(request.metadata());
+        tracing::Span::current().record("trace_id", trace.trace_id_hex());
+        let start = Instant::now();
+        let owner = ClientId::of(&request);
+        let result = session_id_from_hex(&request.into_inner().session_id).map(|id| {
+            let mut store = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+            let released = store.release(&id, &owner);
+            metrics::gauge!(SESSIONS_ACTIVE).set(store.len() as f64);
+            released
+        });
+        if let Ok(released) = result {
+            tracing::Span::current().record("released", released);
+            if released {
+                count_evictions(&[EvictionReason::Released]);
+            }
+        }
+        finish("Release", start, result)
+            .map(|released| Response::new(pb::ReleaseReply { released }))
     }
 
     #[instrument(skip_all, name = "sharer.message", fields(trace_id = Empty, kind = Empty, byte_cap = Empty))]
