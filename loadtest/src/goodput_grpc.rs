@@ -74,6 +74,13 @@ impl Sharer for FrameSharer {
         Err(Status::unimplemented("goodput sharer: Share only"))
     }
 
+    async fn release(
+        &self,
+        _request: Request<pb::ReleaseRequest>,
+    ) -> Result<Response<pb::ReleaseReply>, Status> {
+        Err(Status::unimplemented("goodput sharer: Share only"))
+    }
+
     async fn message(
         &self,
         _request: Request<pb::MessageRequest>,

@@ -10,6 +10,7 @@ use kvwire::{HostCache, HostLayer};
 use kvwire_proto::v1 as pb;
 use prost::Message as _;
 use service_kit::counting::ByteSnapshot;
+use service_kit::metrics_catalog::SESSION_RELEASES_FAILED;
 use service_kit::rpc::ERROR_TYPE_KEY;
 use service_kit::stages::StageTimings;
 use service_kit::timing::ms;
@@ -170,6 +171,29 @@ impl SharerLink {
         .await?;
         self.conn.finish();
         Ok(round)
+    }
+}
+
+impl SharerLink {
+    /// Frees the sharer's session `session_id`, best effort: a call that fails, or frees
+    /// nothing (the session was gone already), is logged and counted, never returned.
+    pub async fn release(&mut self, session_id: &str) {
+        let req = pb::ReleaseRequest {
+            session_id: session_id.to_string(),
+        };
+        let request = self.request(req);
+        let reason = match self.conn.begin().release(request).await {
+            Ok(reply) => {
+                self.conn.finish();
+                if reply.into_inner().released {
+                    return;
+                }
+                "not_held".to_string()
+            }
+            Err(status) => format!("{:?}", status.code()),
+        };
+        tracing::warn!(session_id, reason, "sharer session not released");
+        metrics::counter!(SESSION_RELEASES_FAILED, "reason" => reason).increment(1);
     }
 }
 

@@ -18,6 +18,7 @@ pub const SHARER_REFUSALS: &[&str] = &[
     "request_too_large",
     "cap_too_small",
     "session_not_found",
+    "session_store_full",
     "refine",
     "overloaded",
     "cancelled",
@@ -267,6 +268,18 @@ mod tests {
         assert_eq!(s.code(), Code::FailedPrecondition);
         assert_eq!(s.metadata().get(ERROR_TYPE_KEY).unwrap(), "cap_too_small");
         assert!(s.message().starts_with("sharer returned"), "{s:?}");
+        // A full session store refuses a kept Share: RESOURCE_EXHAUSTED, its label kept.
+        let full = labelled(
+            Status::resource_exhausted("session not kept: the session store is full"),
+            "session_store_full",
+        );
+        let s: Status = ReceiverError::from_sharer(full).into();
+        assert_eq!(s.code(), Code::ResourceExhausted);
+        assert_eq!(
+            s.metadata().get(ERROR_TYPE_KEY).unwrap(),
+            "session_store_full"
+        );
+        assert!(s.message().contains("session store is full"), "{s:?}");
         // The sharer's internal failure, or a label this receiver does not know.
         for label in ["model", "made_up_label"] {
             let s: Status =

@@ -20,8 +20,11 @@ pub const BYTES: &str = "kvwire_bytes_total";
 pub const FRAMES: &str = "kvwire_frames_total";
 /// Refinement sessions currently held by the sharer.
 pub const SESSIONS_ACTIVE: &str = "kvwire_sessions_active";
-/// Sessions evicted from the sharer's store, by `reason` (capacity, ttl).
+/// Sessions that left the sharer's store, by `reason` (ttl, client_limit, released).
 pub const SESSIONS_EVICTED: &str = "kvwire_sessions_evicted_total";
+/// The receiver's Release calls that freed nothing, by `reason` (`not_held`: the session was
+/// gone already; else the call's status code).
+pub const SESSION_RELEASES_FAILED: &str = "kvwire_session_releases_failed_total";
 
 /// Connections a server closed itself, by `service` and `reason` (`limit`: over
 /// `connections.max_connections`; `handshake_timeout`; `idle_timeout`).
@@ -89,7 +92,12 @@ pub fn describe_all() {
     describe_counter!(
         SESSIONS_EVICTED,
         Unit::Count,
-        "Sessions evicted from the sharer's store, by reason"
+        "Sessions that left the sharer's store, by reason"
+    );
+    describe_counter!(
+        SESSION_RELEASES_FAILED,
+        Unit::Count,
+        "Receiver Release calls that freed no session, by reason"
     );
     describe_gauge!(
         PROCESS_RSS,

@@ -34,6 +34,9 @@ pub enum SharerError {
     /// The session id is unknown or expired.
     #[error("session {0} not found (unknown, expired or evicted)")]
     SessionNotFound(String),
+    /// A kept session has no room in the store (docs/REFINEMENT.md, "Session store").
+    #[error("session not kept: {0}")]
+    SessionStoreFull(#[from] crate::sessions::StoreFull),
     /// The refinement asks for something the session cannot give.
     #[error("refinement: {0}")]
     Refine(String),
@@ -69,7 +72,9 @@ impl ServiceError for SharerError {
             SharerError::InvalidArgument { .. }
             | SharerError::Refine(_)
             | SharerError::PromptLimit(_) => Code::InvalidArgument,
-            SharerError::Overloaded(_) => Code::ResourceExhausted,
+            SharerError::Overloaded(_) | SharerError::SessionStoreFull(_) => {
+                Code::ResourceExhausted
+            }
             SharerError::CapTooSmall { .. } => Code::FailedPrecondition,
             SharerError::SessionNotFound(_) => Code::NotFound,
             // The model stopped between layers: the caller went away (model_runtime::cancel).
@@ -89,6 +94,7 @@ impl ServiceError for SharerError {
             SharerError::Overloaded(_) => "overloaded",
             SharerError::CapTooSmall { .. } => "cap_too_small",
             SharerError::SessionNotFound(_) => "session_not_found",
+            SharerError::SessionStoreFull(_) => "session_store_full",
             SharerError::Refine(_) => "refine",
             SharerError::Cancelled(_) | SharerError::Model(RuntimeError::Cancelled) => "cancelled",
             SharerError::Model(_) => "model",

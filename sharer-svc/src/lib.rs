@@ -12,6 +12,7 @@ pub mod engine;
 pub mod error;
 pub mod plan;
 pub mod produce;
+pub mod reservation;
 pub mod select;
 pub mod service;
 pub mod session_state;

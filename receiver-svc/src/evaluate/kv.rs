@@ -15,7 +15,7 @@ use service_kit::timing::timed;
 use service_kit::trace_context::TraceContext;
 
 use super::{MethodResult, ReceiverCore, SERVICE, end_round, refine};
-use crate::client::RoundTransfer;
+use crate::client::{RoundTransfer, SharerLink};
 use crate::domain::EvaluateParams;
 use crate::engine::{Injected, ReceiverPrompt};
 use crate::error::ReceiverError;
@@ -78,11 +78,34 @@ impl ReceiverCore {
             query,
         };
         let round1 = link.share(req, self.take_buffers()).await?;
+        // A kept session is released once the rounds are over, whatever their outcome.
+        let session_id = round1.session_id.clone();
+        let result = self
+            .rounds(p, &mut link, &fuser, prompt, (round1, round1_start))
+            .await;
+        if !session_id.is_empty() {
+            link.release(&session_id).await;
+        }
+        result
+    }
+
+    /// Round 1's fuse and score, then round 2 (Refine) when the plan asks for it and the
+    /// round-1 margin is low.
+    async fn rounds(
+        &self,
+        p: &EvaluateParams,
+        link: &mut SharerLink,
+        fuser: &Arc<dyn CacheFuser>,
+        prompt: ReceiverPrompt,
+        (round1, round1_start): (RoundTransfer, Instant),
+    ) -> MethodResult {
+        let context = p.layout == PromptLayout::Context;
+        let plan = p.refine.as_ref();
         let snapshot1 = link.transport();
         let mut report1 = account_round(1, &round1, snapshot1);
         let session_id = round1.session_id;
         let (fused, mut cache) = self
-            .fuse(&fuser, &prompt, p.layout, round1.cache, &mut report1)
+            .fuse(fuser, &prompt, p.layout, round1.cache, &mut report1)
             .await?;
         let held = plan.is_some().then(|| fused.clone());
         let mut outcome = self.score(p, prompt.clone(), Some(fused)).await?;
@@ -109,7 +132,7 @@ impl ReceiverCore {
             let round2 = link.refine(req, cache, context).await?;
             let mut report2 = account_round(2, &round2, link.transport().since(snapshot1));
             let (fused2, refined) = self
-                .fuse(&fuser, &prompt, p.layout, round2.cache, &mut report2)
+                .fuse(fuser, &prompt, p.layout, round2.cache, &mut report2)
                 .await?;
             cache = refined;
             outcome = self.score(p, prompt, Some(fused2)).await?;

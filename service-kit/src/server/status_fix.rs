@@ -106,6 +106,7 @@ const METHODS: &[&str] = &[
     "Evaluate",
     "Share",
     "Refine",
+    "Release",
     "Message",
     "Answer",
     "Info",
