@@ -25,11 +25,22 @@ const METHODS: [&str; 8] = [
     "t2t",
 ];
 
-/// The folder of the coordinator binary under test, with the two service binaries built
-/// there (cargo builds them only when they are out of date).
+/// The folder of the coordinator binary under test, which must also hold the two service
+/// binaries. `cargo test --workspace` builds them there (the services' own integration tests
+/// need them); when one is missing (`cargo test -p coordinator` alone) it is built here. An
+/// existing one is used as it is: after changing a service, `cargo build -p sharer-svc -p
+/// receiver-svc` refreshes it. (Building from the test every time would rebuild the shared
+/// dependencies at another feature set than the test build's, at every run.)
 fn bin_dir() -> PathBuf {
     let exe = Path::new(env!("CARGO_BIN_EXE_coordinator"));
     let dir = exe.parent().expect("the binary has a folder").to_path_buf();
+    let present = ["sharer-svc", "receiver-svc"]
+        .iter()
+        .all(|b| dir.join(b).is_file());
+    if present {
+        println!("using the service binaries in {}", dir.display());
+        return dir;
+    }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut build = Command::new(cargo);
     build.args(["build", "-p", "sharer-svc", "-p", "receiver-svc"]);
