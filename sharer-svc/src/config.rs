@@ -65,9 +65,10 @@ pub struct SharerLimits {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SessionConfig {
-    /// Most sessions held; the least recently used is evicted beyond it.
+    /// Most sessions held (kept or reserved); a kept Share beyond it is refused with
+    /// RESOURCE_EXHAUSTED (`session_store_full`), no other client's session evicted.
     pub capacity: usize,
-    /// Most bytes of cached K/V held over all sessions.
+    /// Most bytes of cached K/V held over all sessions; refused beyond it the same way.
     pub max_bytes: u64,
     /// Seconds a session lives after its last use.
     pub ttl_secs: u64,
