@@ -170,10 +170,19 @@ fn run_passage(engine: &SharerEngine, text: &str, max_tokens: usize) -> anyhow::
         all_positions: true,
         query: None,
     };
-    let (_, int8) =
-        collect(|tx| produce_share(engine, &share(Payload::Int8, false), max_tokens, tx))?;
+    // The kept session's id in place of a store reservation.
+    let keep_id = |id: [u8; 16], _bytes: u64| Ok(id);
+    let (_, int8) = collect(|tx| {
+        produce_share(
+            engine,
+            &share(Payload::Int8, false),
+            max_tokens,
+            tx,
+            keep_id,
+        )
+    })?;
     let (held, base) =
-        collect(|tx| produce_share(engine, &share(Payload::Int4, true), max_tokens, tx))?;
+        collect(|tx| produce_share(engine, &share(Payload::Int4, true), max_tokens, tx, keep_id))?;
     let (session_id, session) = held.context("the int4 Share kept no session")?;
     let positions: Vec<u32> = (0..session.shape.tokens as u32).collect();
     let refine = RefineParams {

@@ -9,13 +9,13 @@ use kvwire::v2::Payload;
 use receiver_svc::decode::TransferDecoder;
 use service_kit::model_load::load;
 use service_kit::model_spec::ModelSpec;
-use sharer_svc::SharerEngine;
 use sharer_svc::domain::{
     Chunk, PromptSource, RefineParams, RefineWant, ShareParams, TransferPlan,
 };
 use sharer_svc::plan::PrecisionPlan;
 use sharer_svc::produce::{produce_refine, produce_share};
 use sharer_svc::select::{PolicySpec, Selection};
+use sharer_svc::{SharerEngine, SharerError};
 use tokio::sync::mpsc;
 
 /// Runs `produce` with a channel big enough for the whole round and returns its chunks.
@@ -42,10 +42,15 @@ fn share_params(plan: TransferPlan, keep_session: bool) -> ShareParams {
     }
 }
 
+/// A kept session's "reservation": its id (these tests run the producers without a store).
+fn keep_id(id: [u8; 16], _bytes: u64) -> Result<[u8; 16], SharerError> {
+    Ok(id)
+}
+
 /// Bytes of a round-1 Share of the prompt's back half at `plan`, uniform or not.
 fn share_bytes(engine: &SharerEngine, plan: TransferPlan) -> u64 {
     let params = share_params(plan, false);
-    let (done, chunks) = chunks_of(|tx| produce_share(engine, &params, 512, tx));
+    let (done, chunks) = chunks_of(|tx| produce_share(engine, &params, 512, tx, keep_id));
     done.unwrap();
     chunks.iter().map(|c| c.frame.len() as u64).sum()
 }
@@ -77,7 +82,7 @@ fn sharer_view_and_receiver_cache_agree_after_a_residual_upgrade() {
 
 fn agree_after_upgrade(engine: &SharerEngine, plan: TransferPlan) {
     let params = share_params(plan, true);
-    let (held, round1) = chunks_of(|tx| produce_share(engine, &params, 512, tx));
+    let (held, round1) = chunks_of(|tx| produce_share(engine, &params, 512, tx, keep_id));
     let (session_id, held) = held.unwrap().expect("a kept session");
 
     let mut decoder = TransferDecoder::new(Vec::new());
