@@ -6,7 +6,8 @@ round 1, Share with keep_session (the front half of a prompt at int4); round 2, 
 positions not sent yet; round 3, Refine for an int4 residual upgrade of positions held (the
 sharer accepts further rounds; the receiver's own protocol stops at two). Every KVWire v2
 record's header is decoded here (kvwire/FORMAT.md) and the bytes of each round are printed.
-An unknown session must answer NOT_FOUND. Exits non-zero when anything is off.
+An unknown session must answer NOT_FOUND; Release frees the session once (released, then not).
+Exits non-zero when anything is off.
 
     python3 examples/refine_client.py --sharer 127.0.0.1:50051
 
@@ -120,6 +121,11 @@ def main():
         if e.code() != grpc.StatusCode.NOT_FOUND:
             sys.exit(f"unknown session: {e.code()} (want NOT_FOUND)")
         print("unknown session: NOT_FOUND")
+    first = stub.Release(pb.ReleaseRequest(session_id=sid)).released
+    again = stub.Release(pb.ReleaseRequest(session_id=sid)).released
+    if (first, again) != (True, False):
+        sys.exit(f"Release: released {first} then {again} (want True then False)")
+    print("release: released, then released = false")
     return 0
 
 
