@@ -127,12 +127,22 @@ fn budgets_pick_what_fits_and_the_verdict_follows_the_intervals() {
 
 #[test]
 fn a_cell_is_complete_only_when_every_planned_sample_is_answered() {
-    let mut c = cell("kv-int4", Kind::Cache, Some(16384), 13_000.0, 1.0, &pattern(7, 6));
+    let mut c = cell(
+        "kv-int4",
+        Kind::Cache,
+        Some(16384),
+        13_000.0,
+        1.0,
+        &pattern(7, 6),
+    );
     assert!(c.is_complete());
     c.planned = 887;
     assert!(!c.is_complete());
     let md = crate::regime_report::summary_md(&[], &[], &[], &[c], &["run".into()]);
-    assert!(md.contains("## Cells left out") && md.contains("(7 of 887 samples)"), "{md}");
+    assert!(
+        md.contains("## Cells left out") && md.contains("(7 of 887 samples)"),
+        "{md}"
+    );
 }
 
 #[test]
