@@ -3,6 +3,7 @@
 //! cut a connection mid-stream.
 
 pub mod one_cell;
+pub mod sessions;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -3,25 +3,13 @@
 //! over `sessions.max_per_client` loses its own oldest session, not another client's, and only
 //! the client that made a session can refine it.
 
+use e2e_tests::sessions::{Client, refine_upgrade as refine, token_client as client};
 use e2e_tests::{TINY_MODEL, example, start_sharer_with};
 use kvwire_proto::v1 as pb;
-use kvwire_proto::v1::sharer_client::SharerClient;
-use service_kit::transport::client::{ClientChannel, ClientTransport};
-use service_kit::transport::settings::{AuthMode, AuthSettings, ClientSettings};
+use service_kit::transport::client::ClientTransport;
+use service_kit::transport::settings::{AuthMode, AuthSettings};
 use sharer_svc::SharerConfig;
 use tonic::Code;
-
-type Client = SharerClient<ClientChannel>;
-
-async fn client(url: &str, token_file: &std::path::Path) -> Client {
-    let settings = ClientSettings {
-        token_file: token_file.display().to_string(),
-        ..ClientSettings::default()
-    };
-    let transport = ClientTransport::load(&settings, "test").unwrap();
-    let channel = transport.endpoint(url).unwrap().connect().await.unwrap();
-    SharerClient::new(transport.wrap(channel))
-}
 
 /// A kept Share at int8: its session id.
 async fn share(client: &mut Client) -> String {
@@ -43,24 +31,6 @@ async fn share(client: &mut Client) -> String {
     }
     assert!(!id.is_empty(), "no session kept");
     id
-}
-
-/// A precision upgrade of position 0 in session `id`: the records received, or the status.
-async fn refine(client: &mut Client, id: &str) -> Result<usize, tonic::Status> {
-    let req = pb::RefineRequest {
-        session_id: id.to_string(),
-        want: Some(pb::refine_request::Want::Upgrade(pb::PrecisionUpgrade {
-            positions: vec![0],
-            payload: pb::Payload::Fp16 as i32,
-        })),
-        granularity: 0,
-    };
-    let mut stream = client.refine(req).await?.into_inner();
-    let mut records = 0;
-    while stream.message().await?.is_some() {
-        records += 1;
-    }
-    Ok(records)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

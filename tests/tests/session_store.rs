@@ -8,32 +8,18 @@
 use std::path::Path;
 use std::time::Duration;
 
+use e2e_tests::sessions::{Client, error_type, refine_upgrade as refine, token_client as client};
 use e2e_tests::{
     TINY_MODEL, example, install_metrics_exporter, start_receiver_with, start_sharer_with,
 };
 use kvwire_proto::v1 as pb;
 use kvwire_proto::v1::receiver_client::ReceiverClient;
-use kvwire_proto::v1::sharer_client::SharerClient;
 use loadtest::scrape;
 use receiver_svc::ReceiverConfig;
-use service_kit::rpc::ERROR_TYPE_KEY;
-use service_kit::transport::client::{ClientChannel, ClientTransport};
+use service_kit::transport::client::ClientTransport;
 use service_kit::transport::settings::{AuthMode, AuthSettings, ClientSettings};
 use sharer_svc::SharerConfig;
 use tonic::{Code, Status};
-
-type Client = SharerClient<ClientChannel>;
-
-/// A sharer client presenting the bearer token in `token_file` (none when empty).
-async fn client(url: &str, token_file: &Path) -> Client {
-    let settings = ClientSettings {
-        token_file: token_file.display().to_string(),
-        ..ClientSettings::default()
-    };
-    let transport = ClientTransport::load(&settings, "test").unwrap();
-    let channel = transport.endpoint(url).unwrap().connect().await.unwrap();
-    SharerClient::new(transport.wrap(channel))
-}
 
 /// A kept Share: its session id, or the status and how many chunks came before it.
 async fn share(client: &mut Client) -> Result<String, (Status, usize)> {
@@ -62,24 +48,6 @@ async fn share(client: &mut Client) -> Result<String, (Status, usize)> {
     }
 }
 
-/// A precision upgrade of position 0 in session `id`: the records received, or the status.
-async fn refine(client: &mut Client, id: &str) -> Result<usize, Status> {
-    let req = pb::RefineRequest {
-        session_id: id.to_string(),
-        want: Some(pb::refine_request::Want::Upgrade(pb::PrecisionUpgrade {
-            positions: vec![0],
-            payload: pb::Payload::Fp16 as i32,
-        })),
-        granularity: 0,
-    };
-    let mut stream = client.refine(req).await?.into_inner();
-    let mut records = 0;
-    while stream.message().await?.is_some() {
-        records += 1;
-    }
-    Ok(records)
-}
-
 async fn release(client: &mut Client, id: &str) -> Result<bool, Status> {
     let req = pb::ReleaseRequest {
         session_id: id.to_string(),
@@ -105,14 +73,6 @@ fn evaluate(threshold: f32) -> pb::EvaluateRequest {
         }),
         ..Default::default()
     }
-}
-
-fn label(status: &Status) -> &str {
-    status
-        .metadata()
-        .get(ERROR_TYPE_KEY)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
 }
 
 fn one_session_sharer() -> SharerConfig {
@@ -152,7 +112,7 @@ async fn a_full_store_refuses_a_kept_share_and_disturbs_nothing() {
     // B is refused before any frame: it has nothing it could not refine.
     let (refused, chunks) = share(&mut b).await.unwrap_err();
     assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
-    assert_eq!(label(&refused), "session_store_full");
+    assert_eq!(error_type(&refused), "session_store_full");
     assert!(
         refused.message().contains("session store is full"),
         "{refused:?}"
@@ -179,7 +139,7 @@ async fn a_full_store_refuses_a_kept_share_and_disturbs_nothing() {
     let mut r = ReceiverClient::connect(receiver.endpoint()).await.unwrap();
     let row = r.evaluate(evaluate(1e6)).await.unwrap_err();
     assert_eq!(row.code(), Code::ResourceExhausted, "{row:?}");
-    assert_eq!(label(&row), "session_store_full");
+    assert_eq!(error_type(&row), "session_store_full");
     assert!(refine(&mut a, &a1).await.unwrap() > 1);
 
     // Released, A's session is gone and its room is B's.
