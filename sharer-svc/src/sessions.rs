@@ -7,7 +7,7 @@
 //! ([`SessionStore::fill`]); when the store has no room left after expiry and the client's own
 //! evictions, the reservation is refused ([`StoreFull`]) and no other client's session is
 //! touched. Pure bookkeeping over an explicit clock, so limits and evictions are unit-tested
-//! without sleeping.
+//! without sleeping (those tests are a third of this file's length).
 
 use std::collections::HashMap;
 use std::sync::Arc;
