@@ -324,12 +324,11 @@ async fn passage_summary_is_answered_within_its_cap_and_only_in_the_context_layo
     let receiver = start_receiver(TINY_MODEL, &sharer.endpoint()).await;
     let mut client = ReceiverClient::connect(receiver.endpoint()).await.unwrap();
     let cap = 24;
-    let text = Some(pb::TextSettings {
-        kind: pb::MessageKind::PassageSummary as i32,
-        byte_cap: cap,
-    });
     let request = pb::EvaluateRequest {
-        text: text.clone(),
+        text: Some(pb::TextSettings {
+            kind: pb::MessageKind::PassageSummary as i32,
+            byte_cap: cap,
+        }),
         ..context_request(item(3), pb::Method::Text)
     };
     let reply = client.evaluate(request.clone()).await.unwrap().into_inner();
