@@ -173,12 +173,12 @@ fn payload(p: Precision) -> pb::Payload {
     }
 }
 
-/// Stage timings as a map, keeping stages that ran (non-zero) and always `end_to_end`.
-fn stages(t: Option<&pb::StageTimings>) -> BTreeMap<String, f64> {
-    let Some(t) = t else {
-        return BTreeMap::new();
-    };
-    let all = [
+/// Stages of a reply's pipeline (all but the server's end to end).
+pub const PIPELINE_STAGES: usize = 11;
+
+/// The pipeline stages of `StageTimings` in pipeline order, with their row and report names.
+pub fn pipeline_stages(t: &pb::StageTimings) -> [(&'static str, f64); PIPELINE_STAGES] {
+    [
         ("sharer_prefill", t.sharer_prefill_ms),
         ("sharer_select", t.sharer_select_ms),
         ("sharer_quantize", t.sharer_quantize_ms),
@@ -190,8 +190,15 @@ fn stages(t: Option<&pb::StageTimings>) -> BTreeMap<String, f64> {
         ("fuse", t.fuse_ms),
         ("receiver_prefill", t.receiver_prefill_ms),
         ("score", t.score_ms),
-    ];
-    let mut map: BTreeMap<String, f64> = all
+    ]
+}
+
+/// Stage timings as a map, keeping stages that ran (non-zero) and always `end_to_end`.
+fn stages(t: Option<&pb::StageTimings>) -> BTreeMap<String, f64> {
+    let Some(t) = t else {
+        return BTreeMap::new();
+    };
+    let mut map: BTreeMap<String, f64> = pipeline_stages(t)
         .into_iter()
         .filter(|(_, ms)| *ms > 0.0)
         .map(|(k, ms)| (k.to_string(), ms))

@@ -8,6 +8,8 @@ use eval_harness::percentile;
 use kvwire_proto::v1 as pb;
 use serde::{Deserialize, Serialize};
 
+use crate::wire::{PIPELINE_STAGES, pipeline_stages};
+
 /// One timed request.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sample {
@@ -30,25 +32,18 @@ pub struct ByteSample {
     pub tcp: u64,
 }
 
-/// Number of stages a reply carries.
-pub const STAGES: usize = 12;
+/// Number of stages a reply carries: the pipeline's and the server's end to end.
+pub const STAGES: usize = PIPELINE_STAGES + 1;
 
 /// The stages of `StageTimings`, in pipeline order, with their report names.
 pub fn stages_of(t: &pb::StageTimings) -> [(&'static str, f64); STAGES] {
-    [
-        ("sharer_prefill", t.sharer_prefill_ms),
-        ("sharer_select", t.sharer_select_ms),
-        ("sharer_quantize", t.sharer_quantize_ms),
-        ("sharer_encode", t.sharer_encode_ms),
-        ("first_frame_wait", t.first_frame_wait_ms),
-        ("transfer", t.transfer_ms),
-        ("decode", t.decode_ms),
-        ("project", t.project_ms),
-        ("fuse", t.fuse_ms),
-        ("receiver_prefill", t.receiver_prefill_ms),
-        ("score", t.score_ms),
-        ("server_end_to_end", t.end_to_end_ms),
-    ]
+    let pipeline = pipeline_stages(t);
+    std::array::from_fn(|i| {
+        pipeline
+            .get(i)
+            .copied()
+            .unwrap_or(("server_end_to_end", t.end_to_end_ms))
+    })
 }
 
 /// The stage names, in report order.

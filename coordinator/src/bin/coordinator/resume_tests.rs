@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use coordinator::cell::expand;
+use coordinator::cell::{Cell, expand};
 use coordinator::grid::Grid;
 use coordinator::registry::{CellPlan, RunDir};
 use coordinator::retry::RetryPolicy;
@@ -47,6 +47,31 @@ fn examples() -> BTreeMap<String, pb::Example> {
         .collect()
 }
 
+/// The cell ready to run against the embedded receiver, its receiver told to call `sharer`.
+fn ready_cell(
+    cell: &Cell,
+    services: &Embedded,
+    examples: Arc<BTreeMap<String, pb::Example>>,
+    sharer: String,
+) -> ReadyCell {
+    ReadyCell {
+        plan: CellPlan {
+            cell: cell.clone(),
+            sample_ids: examples.keys().cloned().collect(),
+        },
+        template: RequestTemplate::of(&cell.config).unwrap(),
+        examples,
+        receiver: receiver_channel(
+            &services
+                .receiver_url(&cell.config.pair.receiver.model, None)
+                .unwrap(),
+            &Default::default(),
+        )
+        .unwrap(),
+        sharer_endpoint: sharer,
+    }
+}
+
 /// Real services (random tiny models) on loopback; the first pass points the receiver at
 /// a sharer port nobody listens on (not one of its embedded sharers, so its allow-list
 /// refuses it), so every sample fails; the second pass retries them.
@@ -80,22 +105,7 @@ async fn failed_samples_become_rows_and_a_retry_replaces_them() {
             ..RetryPolicy::default()
         },
     };
-    let ready = ReadyCell {
-        plan: CellPlan {
-            cell: cell.clone(),
-            sample_ids: examples.keys().cloned().collect(),
-        },
-        template: RequestTemplate::of(&cell.config).unwrap(),
-        examples,
-        receiver: receiver_channel(
-            &services
-                .receiver_url(&cell.config.pair.receiver.model, None)
-                .unwrap(),
-            &Default::default(),
-        )
-        .unwrap(),
-        sharer_endpoint: dead,
-    };
+    let ready = ready_cell(&cell, &services, examples, dead);
 
     let first = run(&dir, vec![ready.clone()], options.clone())
         .await
@@ -167,22 +177,8 @@ async fn a_stopped_run_starts_nothing_and_the_next_run_does_the_rest() {
     .await
     .unwrap();
     let examples = Arc::new(examples());
-    let ready = ReadyCell {
-        plan: CellPlan {
-            cell: cell.clone(),
-            sample_ids: examples.keys().cloned().collect(),
-        },
-        template: RequestTemplate::of(&cell.config).unwrap(),
-        examples,
-        receiver: receiver_channel(
-            &services
-                .receiver_url(&cell.config.pair.receiver.model, None)
-                .unwrap(),
-            &Default::default(),
-        )
-        .unwrap(),
-        sharer_endpoint: services.sharer_url(&cell.config.pair.sharer.model).unwrap(),
-    };
+    let sharer = services.sharer_url(&cell.config.pair.sharer.model).unwrap();
+    let ready = ready_cell(&cell, &services, examples, sharer);
     let stopped = StopSignal::new();
     stopped.stop(StopReason::TimeLimit);
     let options = RunOptions {
