@@ -22,7 +22,9 @@
 #   --concurrency C    Evaluate calls in flight per shard (default 6)
 #   --coordinator BIN  the coordinator binary (default: coordinator on PATH, else
 #                      target/release/coordinator)
-# Shard I's log is OUT/<grid name>.shard-I-of-N.log.
+# Shard I's log is OUT/<grid name>.shard-I-of-N.log. Binaries carried to a machine without their
+# checkout: set KVWIRE_GIT_COMMIT=<the commit they were built from>, or the manifests record the
+# commit of whatever folder the script runs in.
 set -euo pipefail
 
 say() { echo "gpu-shards: $*" >&2; }

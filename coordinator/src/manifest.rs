@@ -80,9 +80,28 @@ pub struct GitInfo {
     pub dirty: bool,
 }
 
+/// Names the commit a run's binaries were built from, where the run's folder is not that
+/// checkout (binaries carried to a GPU machine); it replaces what git says there.
+pub const GIT_COMMIT_ENV: &str = "KVWIRE_GIT_COMMIT";
+
 impl GitInfo {
-    /// Asks git about the repository containing `dir`.
+    /// The commit named by `KVWIRE_GIT_COMMIT` when it is set (the binaries' own, said by whoever
+    /// carried them; not dirty), else what git says about the repository containing `dir`.
     pub fn collect(dir: &Path) -> GitInfo {
+        Self::named(std::env::var(GIT_COMMIT_ENV).ok()).unwrap_or_else(|| Self::ask_git(dir))
+    }
+
+    /// The commit given by name, when one is (an empty name is none).
+    fn named(commit: Option<String>) -> Option<GitInfo> {
+        let commit = commit?.trim().to_string();
+        (!commit.is_empty()).then_some(GitInfo {
+            commit,
+            dirty: false,
+        })
+    }
+
+    /// Asks git about the repository containing `dir`.
+    fn ask_git(dir: &Path) -> GitInfo {
         let git = |args: &[&str]| {
             Command::new("git")
                 .args(args)
@@ -336,6 +355,14 @@ mod tests {
             assert!(items_role(name).is_some_and(|r| r.starts_with("evaluation")));
         }
         assert_eq!(items_role("arc_easy"), None);
+    }
+
+    #[test]
+    fn a_named_commit_replaces_git_and_an_empty_name_does_not() {
+        let named = GitInfo::named(Some(" 014032c ".into())).unwrap();
+        assert_eq!((named.commit.as_str(), named.dirty), ("014032c", false));
+        assert_eq!(GitInfo::named(Some(String::new())), None);
+        assert_eq!(GitInfo::named(None), None);
     }
 
     #[test]

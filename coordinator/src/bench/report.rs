@@ -26,14 +26,10 @@ pub struct Machine {
 impl Machine {
     /// Reads this machine.
     pub fn collect() -> Machine {
-        let mut git = GitInfo::collect(Path::new("."));
-        if let Ok(commit) = std::env::var("KVWIRE_GIT_COMMIT") {
-            git.commit = commit;
-        }
         Machine {
             system: SystemInfo::collect(),
             gpus: super::gpu_memory::gpu_names(),
-            git,
+            git: GitInfo::collect(Path::new(".")),
         }
     }
 }
