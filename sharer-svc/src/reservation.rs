@@ -23,7 +23,8 @@ pub fn count_evictions(evicted: &[EvictionReason]) {
     }
 }
 
-fn lock(store: &SharedStore) -> std::sync::MutexGuard<'_, SessionStore<HeldSession>> {
+/// The store, locked (a poisoned lock is taken over: the store's state is checked per call).
+pub fn lock(store: &SharedStore) -> std::sync::MutexGuard<'_, SessionStore<HeldSession>> {
     store.lock().unwrap_or_else(|p| p.into_inner())
 }
 

@@ -31,7 +31,7 @@ use crate::produce::{ChunkSender, produce_refine, produce_share};
 use crate::session_state::HeldSession;
 use service_kit::transport::identity::ClientId;
 
-use crate::reservation::{Reservation, SharedStore, count_evictions};
+use crate::reservation::{Reservation, SharedStore, count_evictions, lock};
 use crate::sessions::{EvictionReason, SessionStore};
 use crate::text::{cap_utf8, passage_extract, passage_text, raw_text, summary_text};
 
@@ -191,7 +191,7 @@ impl Sharer for SharerService {
         };
         tracing::Span::current().record("positions", positions);
         let (held, evicted) = {
-            let mut store = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+            let mut store = lock(&self.sessions);
             let got = store.get(&params.session_id, &owner, Instant::now());
             metrics::gauge!(SESSIONS_ACTIVE).set(store.len() as f64);
             got
@@ -218,7 +218,7 @@ impl Sharer for SharerService {
         let start = Instant::now();
         let owner = ClientId::of(&request);
         let result = session_id_from_hex(&request.into_inner().session_id).map(|id| {
-            let mut store = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+            let mut store = lock(&self.sessions);
             let released = store.release(&id, &owner);
             metrics::gauge!(SESSIONS_ACTIVE).set(store.len() as f64);
             released

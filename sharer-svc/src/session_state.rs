@@ -47,12 +47,8 @@ impl HeldSession {
         }
     }
 
-    /// Bytes held: the cache, plus the view at its largest (every position, f32).
-    pub fn size_bytes(&self) -> u64 {
-        Self::size_of(&self.cache, self.shape)
-    }
-
-    /// Bytes a session of `cache` would hold (known after prefill, before anything is sent).
+    /// Bytes a session of `cache` would hold: the cache, plus the view at its largest (every
+    /// position, f32); known after prefill, before anything is sent.
     pub fn size_of(cache: &KvCache, shape: CacheShape) -> u64 {
         let view = 2 * shape.heads * shape.tokens * shape.head_dim * 4;
         (cache.size_in_bytes() + view * cache.layers.len()) as u64
