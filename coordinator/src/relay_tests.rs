@@ -3,7 +3,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::link_probe::{bulk_rate, median, round_trips, serve_probes};
+use crate::link_probe::{bulk_rate, round_trips, serve_probes};
 
 fn probe_server() -> (SocketAddr, TcpListener) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -53,10 +53,17 @@ fn bytes_cross_unchanged_both_ways() {
     assert_eq!(stats.bytes_down, want_down);
 }
 
+/// The shortest of a series of round trips: the delay a path adds, without the thread wake-ups
+/// that the test's own seven threads on a 2-core machine add to most of them (the median
+/// carried 1.0-1.4 ms of that in about one run in five).
+fn shortest(v: &[f64]) -> f64 {
+    v.iter().copied().fold(f64::INFINITY, f64::min)
+}
+
 #[test]
 fn each_direction_is_delayed_by_its_own_delay_within_a_millisecond() {
     let (server, _keep) = probe_server();
-    let direct = median(&round_trips(&mut TcpStream::connect(server).unwrap(), 10, 64).unwrap());
+    let direct = shortest(&round_trips(&mut TcpStream::connect(server).unwrap(), 10, 64).unwrap());
     for (up, down) in [(10u64, 10u64), (3, 12)] {
         let relay = relay_to(
             server,
@@ -66,7 +73,7 @@ fn each_direction_is_delayed_by_its_own_delay_within_a_millisecond() {
             },
         );
         let mut s = TcpStream::connect(relay.addr()).unwrap();
-        let rtt = median(&round_trips(&mut s, 15, 64).unwrap());
+        let rtt = shortest(&round_trips(&mut s, 15, 64).unwrap());
         let added = rtt - direct;
         let want = (up + down) as f64;
         assert!(
