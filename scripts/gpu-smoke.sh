@@ -4,11 +4,14 @@
 # same-model KV at fp16/int8/int4; letter and rank scoring; four hand-written items, random
 # weights) against the two URLs, prints the summary table, checks that both services' Info
 # reports the device, and exits non-zero when any row failed. Once per model shape: the tiny
-# preset, then a real-shape one (Qwen3-0.6B layers and heads) on a GPU.
+# preset, then a real-shape one (Qwen3-0.6B layers and heads) on a GPU. Then quantize parity
+# (the `quant_throughput` example: device and host quantizers make the same bytes) and every
+# method over gRPC, C2C and T2T included (`coordinator bench` with tiny models and a random
+# fuser).
 #
-# Meant for a GPU machine with no Rust toolchain and no network: copy this script and the three
-# release binaries (sharer-svc, receiver-svc, coordinator, built with `--features cuda`,
-# docs/GPU.md) into one folder and run it from there:
+# Meant for a GPU machine with no Rust toolchain and no network: copy this script, the three
+# release binaries (sharer-svc, receiver-svc, coordinator) and the sharer's `quant_throughput`
+# example, all built with `--features cuda` (docs/GPU.md), into one folder and run it there:
 #
 #   KVWIRE_CUDA_LIBS=<folder with the CUDA 13 libraries> ./gpu-smoke.sh
 #
@@ -280,6 +283,41 @@ for model in $models; do
     say "round $round ($model): $cells cells, every row ok"
   fi
 done
+
+# Quantize parity: the sharer's device quantizer (int8/int4, every granularity, fp16 scales)
+# against kvwire's host quantizer on the same K and V; the example exits non-zero on any
+# difference. It lives beside the binaries or, in a cargo target folder, under examples/.
+quant=""
+for candidate in "$bin_dir/quant_throughput" "$bin_dir/examples/quant_throughput"; do
+  if [ -x "$candidate" ]; then quant=$candidate; break; fi
+done
+if [ -z "$quant" ]; then
+  say "no quant_throughput beside the binaries (cargo build --release -p sharer-svc --example \
+quant_throughput, with --features sharer-svc/cuda for a GPU)"
+  failures=$((failures + 1))
+elif "$quant" --device "$device" --dtype "$dtype" --tokens 1024 --iters 3 \
+  --json "$work/quant-parity.json" > "$work/logs/quant-parity.log" 2>&1; then
+  say "quantize parity: device and host bytes identical in every case ($work/logs/quant-parity.log)"
+else
+  cat "$work/logs/quant-parity.log" >&2
+  say "quantize parity: FAILED"
+  failures=$((failures + 1))
+fi
+
+# Every method over gRPC between two processes, C2C and T2T included: the latency benchmark at
+# its smallest (tiny Qwen3-like receiver, tiny Qwen2-like sharer, a random-initialised fuser);
+# it stops at the first failed Evaluate.
+if "$bin_dir/coordinator" bench --device "$device" --dtype "$dtype" \
+  --receiver random:tiny-qwen3:1 --sharer random:tiny-qwen2:2 --random-fuser 16 \
+  --prompt-tokens 32 --warmup 1 --requests 2 --bin-dir "$bin_dir" --out "$work/bench" \
+  --no-progress > "$work/logs/bench.log" 2>&1; then
+  say "every method over gRPC (receiver-only, kv-fp16/int8/int4, c2c-fp16/int8/int4, t2t): ok \
+($work/bench/bench.md)"
+else
+  show_log "$work/logs/bench.log"
+  say "bench of every method: FAILED (log: $work/logs/bench.log)"
+  failures=$((failures + 1))
+fi
 
 if [ "$failures" -gt 0 ]; then
   die "$failures check(s) failed; logs and run folders in $work"

@@ -14,7 +14,8 @@
 //!
 //! GB/s are bytes of K and V input (in the cache dtype) per second, 10^9 bytes; a copy reads
 //! and writes, so its memory traffic is twice its figure. Each row checks that the device and
-//! host paths made the same bytes.
+//! host paths made the same bytes; the example exits non-zero when any did not (after the table
+//! and the JSON are written), which is how `scripts/gpu-smoke.sh` checks quantize parity.
 //!
 //! ```text
 //! cargo run --release -p sharer-svc --example quant_throughput -- --device cpu|cuda[:N] \
@@ -196,6 +197,13 @@ fn main() -> anyhow::Result<()> {
         });
         std::fs::write(&path, serde_json::to_string_pretty(&report)?)
             .with_context(|| format!("writing {path}"))?;
+    }
+    let differing = rows.iter().filter(|r| r["same_bytes"] != true).count();
+    if differing > 0 {
+        bail!(
+            "the device and host quantizers made different bytes in {differing} of {} cases",
+            rows.len()
+        );
     }
     Ok(())
 }
