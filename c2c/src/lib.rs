@@ -1,4 +1,5 @@
-//! Cache-to-Cache math: the fuser projector, layer mapping, the fuse step over KV caches, token
+//! Cache-to-Cache math: the fuser projector, layer mapping, the fuse step over KV caches (the
+//! shared-prompt layout, and context slots with RoPE moved between the models), token
 //! alignment for heterogeneous tokenizer pairs, token selection scores and policies, rate
 //! allocation under exact byte caps, checkpoint formats (ours and the released C2C one), and the
 //! building blocks of projector training.
@@ -8,6 +9,7 @@
 pub mod align;
 pub mod cache;
 pub mod checkpoint;
+pub mod context;
 pub mod error;
 mod ffn;
 pub mod fuse;
@@ -17,6 +19,7 @@ pub mod projector;
 pub mod quant;
 pub mod rate;
 pub mod released;
+pub mod rope;
 pub mod scores;
 pub mod select;
 pub mod train;
