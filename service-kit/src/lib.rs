@@ -21,6 +21,7 @@ pub mod health;
 pub mod metrics_catalog;
 pub mod model_load;
 pub mod model_spec;
+pub mod otlp;
 pub mod process_metrics;
 pub mod prompt_limit;
 pub mod rpc;

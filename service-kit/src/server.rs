@@ -23,6 +23,7 @@ use crate::counting::ByteCounters;
 use crate::device::{DeviceError, Placement};
 use crate::model_load::{LoadError, LoadedModel, load_on};
 use crate::model_spec::{ModelSpec, SpecError};
+use crate::otlp::Exporter;
 use crate::telemetry::{TelemetryConfig, TelemetryError, init};
 use crate::transport::ServerTransport;
 use crate::transport::auth::AuthLayer;
@@ -80,15 +81,22 @@ pub enum ServeError {
     Server(#[from] tonic::transport::Error),
 }
 
-/// For the binaries: initialises telemetry, then binds the listen address.
+/// For the binaries: initialises telemetry (`service` names exported spans unless the config
+/// does), then binds the listen address. The span exporter comes back with the listener, to be
+/// shut down (flushed) once serving ends.
 pub async fn listen(
     telemetry: &TelemetryConfig,
+    service: &str,
     addr: SocketAddr,
-) -> Result<TcpListener, ServeError> {
-    init(telemetry)?;
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| ServeError::Bind { addr, source })
+) -> Result<(TcpListener, Exporter), ServeError> {
+    let exporter = init(telemetry, service)?;
+    match TcpListener::bind(addr).await {
+        Ok(listener) => Ok((listener, exporter)),
+        Err(source) => {
+            exporter.shutdown().await;
+            Err(ServeError::Bind { addr, source })
+        }
+    }
 }
 
 /// Parses `spec` and loads the model on `placement`'s device and dtype on a blocking thread.

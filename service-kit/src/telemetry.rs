@@ -1,19 +1,20 @@
-//! One `init` for telemetry: the tracing subscriber (env filter, plain or JSON lines) and the
-//! Prometheus exporter on its own port, with every metric described and explicit buckets.
-//!
-//! OTLP export is not compiled in: the `opentelemetry`/`tracing-opentelemetry` stack roughly
-//! doubles the dependency build of the services on the 2-core build machine. Trace context is
-//! still propagated (`trace_context`) and recorded as the `trace_id` span field, so logs of both
-//! services join on it.
+//! One `init` for telemetry: the tracing subscriber (env filter, plain or JSON lines, and the
+//! OpenTelemetry layer when OTLP export is configured: `otlp`) and the Prometheus exporter on
+//! its own port, with every metric described and explicit buckets. Trace context is propagated
+//! (`trace_context`) and recorded as the `trace_id` span field whether or not spans are
+//! exported, so logs of both services join on it.
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 use serde::{Deserialize, Serialize};
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{EnvFilter, Layer as _};
 
 use crate::config::Problems;
+use crate::otlp::{self, Exporter, ExporterError, OtlpConfig};
 use crate::{metrics_catalog, process_metrics};
 
 /// Log line format.
@@ -37,6 +38,8 @@ pub struct TelemetryConfig {
     pub log_format: LogFormat,
     /// Address of the Prometheus `/metrics` listener; none disables the exporter.
     pub metrics_addr: Option<SocketAddr>,
+    /// OpenTelemetry trace export (`[telemetry.otlp]`; off unless `endpoint` is set).
+    pub otlp: OtlpConfig,
 }
 
 impl Default for TelemetryConfig {
@@ -45,6 +48,7 @@ impl Default for TelemetryConfig {
             log_filter: "info".into(),
             log_format: LogFormat::Plain,
             metrics_addr: None,
+            otlp: OtlpConfig::default(),
         }
     }
 }
@@ -55,6 +59,7 @@ impl TelemetryConfig {
         if let Err(e) = EnvFilter::try_new(&self.log_filter) {
             problems.push("telemetry.log_filter", e);
         }
+        self.otlp.validate("telemetry.otlp.", problems);
     }
 }
 
@@ -85,32 +90,60 @@ pub enum TelemetryError {
         #[source]
         source: metrics_exporter_prometheus::BuildError,
     },
+    /// The OTLP span exporter could not be built.
+    #[error(transparent)]
+    Otlp(#[from] ExporterError),
 }
 
-/// Installs the tracing subscriber and, when configured, the Prometheus exporter; describes
-/// every metric. Call once per process, from a binary, inside the tokio runtime. Log lines
-/// carry ANSI colours only when standard output is a terminal and `NO_COLOR` is not set:
-/// redirected to a file or a pipe (a container's log driver, `> service.log`) they are plain.
-pub fn init(config: &TelemetryConfig) -> Result<(), TelemetryError> {
+/// Installs the tracing subscriber (with the OpenTelemetry layer when `config.otlp` names an
+/// endpoint) and, when configured, the Prometheus exporter; describes every metric and logs
+/// whether spans are exported. `service` is the default `service.name` of exported spans (the
+/// binary's name). Call once per process, from a binary, inside the tokio runtime, and
+/// [`Exporter::shutdown`] the result before exiting. Log lines carry ANSI colours only when
+/// standard output is a terminal and `NO_COLOR` is not set: redirected to a file or a pipe (a
+/// container's log driver, `> service.log`) they are plain.
+pub fn init(config: &TelemetryConfig, service: &str) -> Result<Exporter, TelemetryError> {
     let filter =
         EnvFilter::try_new(&config.log_filter).map_err(|source| TelemetryError::Filter {
             filter: config.log_filter.clone(),
             source,
         })?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let lines = tracing_subscriber::fmt::layer()
         .with_ansi(colours())
         .with_target(true);
-    let installed = match config.log_format {
-        LogFormat::Plain => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    let lines = match config.log_format {
+        LogFormat::Plain => lines.boxed(),
+        LogFormat::Json => lines.json().flatten_event(true).boxed(),
     };
-    installed.map_err(|e| TelemetryError::Subscriber(e.to_string()))?;
+    let (exporter, tracer) = otlp::build(&config.otlp, service)?;
+    let spans = tracer.map(|t| tracing_opentelemetry::layer().with_tracer(t));
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(lines)
+        .with(spans)
+        .try_init()
+        .map_err(|e| TelemetryError::Subscriber(e.to_string()))?;
+    otlp::log_state(&config.otlp, service);
     if let Some(addr) = config.metrics_addr {
         install_prometheus(addr)?;
     }
     metrics_catalog::describe_all();
-    Ok(())
+    Ok(exporter)
+}
+
+/// For a process that writes no log lines of its own (the coordinator): installs only the
+/// OpenTelemetry layer (spans at info and above), when `config` names an endpoint. Inside the
+/// tokio runtime; [`Exporter::shutdown`] the result before exiting.
+pub fn init_export_only(config: &OtlpConfig, service: &str) -> Result<Exporter, TelemetryError> {
+    let (exporter, tracer) = otlp::build(config, service)?;
+    if let Some(tracer) = tracer {
+        tracing_subscriber::registry()
+            .with(tracing_subscriber::filter::LevelFilter::INFO)
+            .with(tracing_opentelemetry::layer().with_tracer(tracer))
+            .try_init()
+            .map_err(|e| TelemetryError::Subscriber(e.to_string()))?;
+    }
+    Ok(exporter)
 }
 
 /// Whether log lines carry ANSI colours: only on a terminal, and not when `NO_COLOR` is set

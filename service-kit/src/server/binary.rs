@@ -1,7 +1,7 @@
 //! The one `main` of both service binaries: parse the command line, then either probe a running
 //! service (`--health-check URL`, over TLS with `--tls-ca` and friends) or load the layered
 //! configuration (`--config FILE`, then `{ENV_PREFIX}__*` variables), start telemetry, bind the
-//! listen address and serve until Ctrl-C/SIGTERM.
+//! listen address and serve until Ctrl-C/SIGTERM, then flush the span exporter.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -69,8 +69,10 @@ where
     }
     let config = C::load(cli.config.as_deref()).context("configuration")?;
     let common = config.common();
-    let listener = super::listen(common.telemetry, common.listen_addr).await?;
-    serve(config, listener, Box::pin(crate::shutdown::signal()))
-        .await
-        .with_context(|| binary.name)
+    let (listener, exporter) =
+        super::listen(common.telemetry, binary.name, common.listen_addr).await?;
+    let served = serve(config, listener, Box::pin(crate::shutdown::signal())).await;
+    // The spans of the last calls (and of a failed start) are exported before the exit.
+    exporter.shutdown().await;
+    served.with_context(|| binary.name)
 }

@@ -7,6 +7,12 @@
 //! by tonic's decoding or for an unknown method are logged as well. A call without a
 //! `traceparent` gets a new root context here, written into its metadata, so the handler's
 //! spans (`TraceContext::from_metadata_or_root`) and this line share the trace id.
+//!
+//! When spans are exported (`otlp`), the call also gets its OpenTelemetry server span here
+//! (named after the method, `kvwire.c2c.v1.Sharer/Share`): its parent is the incoming
+//! `traceparent`, or it starts a trace (sampled at the configured ratio); its own context is
+//! written into the metadata in place of the incoming one; the handler runs inside it, and it
+//! ends with the response body (a stream: its last message), with this line.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -18,6 +24,8 @@ use std::time::Instant;
 use http::{HeaderMap, HeaderValue};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use tonic::body::Body;
+use tracing::Instrument as _;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use crate::trace_context::{TRACEPARENT, TraceContext};
 
@@ -66,40 +74,73 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
-        let trace = ensure_trace(request.headers_mut());
+        let method = request.uri().path().to_string();
+        let span = server_span(&method);
+        let trace = ensure_trace(request.headers_mut(), &span);
         let received = Arc::new(AtomicU64::new(0));
         let mut entry = Entry {
             role: self.role,
-            method: request.uri().path().to_string(),
+            method,
             trace_id: trace.trace_id_hex(),
             start: Instant::now(),
             received: Arc::clone(&received),
             sent: 0,
             status: None,
+            _span: span.clone(),
         };
         let request = request.map(|body| Body::new(CountedRequest { body, received }));
-        let answer = self.inner.call(request);
-        Box::pin(async move {
-            let response = answer.await?;
-            entry.status = status_of(response.headers());
-            Ok(response.map(|body| Body::new(LoggedResponse { body, entry })))
-        })
+        let answer = span.in_scope(|| self.inner.call(request));
+        Box::pin(
+            async move {
+                let response = answer.await?;
+                entry.status = status_of(response.headers());
+                Ok(response.map(|body| Body::new(LoggedResponse { body, entry })))
+            }
+            .instrument(span),
+        )
     }
 }
 
-/// The call's trace context from its `traceparent`, or a new root written into it.
-fn ensure_trace(headers: &mut HeaderMap) -> TraceContext {
+/// The call's OpenTelemetry server span when spans are exported; a disabled span otherwise
+/// (log lines keep their form).
+fn server_span(method: &str) -> tracing::Span {
+    if !crate::otlp::exporting() {
+        return tracing::Span::none();
+    }
+    let name = method.trim_start_matches('/');
+    let (service, rpc) = name.split_once('/').unwrap_or((name, ""));
+    tracing::info_span!(
+        "rpc",
+        otel.name = name,
+        otel.kind = "server",
+        rpc.system = "grpc",
+        rpc.service = service,
+        rpc.method = rpc,
+    )
+}
+
+/// The call's trace context: `span`'s when it is exported (its parent set to the incoming
+/// `traceparent`), else the incoming one, else a new root; written into the metadata.
+fn ensure_trace(headers: &mut HeaderMap, span: &tracing::Span) -> TraceContext {
     let incoming = headers
         .get(TRACEPARENT)
         .and_then(|v| v.to_str().ok())
         .and_then(TraceContext::parse);
-    incoming.unwrap_or_else(|| {
-        let root = TraceContext::new_root();
-        if let Ok(v) = HeaderValue::from_str(&root.to_string()) {
-            headers.insert(TRACEPARENT, v);
+    if let Some(parent) = incoming {
+        // Fails only where there is no exporter (no layer to hold a parent).
+        let _ = span.set_parent(parent.to_otel());
+    }
+    let own = TraceContext::of_span(span);
+    match (own, incoming) {
+        (None, Some(incoming)) => incoming,
+        (own, _) => {
+            let context = own.unwrap_or_else(TraceContext::new_root);
+            if let Ok(v) = HeaderValue::from_str(&context.to_string()) {
+                headers.insert(TRACEPARENT, v);
+            }
+            context
         }
-        root
-    })
+    }
 }
 
 /// The `grpc-status` in a header or trailer map.
@@ -118,6 +159,8 @@ struct Entry {
     received: Arc<AtomicU64>,
     sent: u64,
     status: Option<String>,
+    /// The server span, closed (and exported) after the line is written.
+    _span: tracing::Span,
 }
 
 impl Drop for Entry {
