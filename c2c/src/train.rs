@@ -146,6 +146,31 @@ pub fn trainable_fuser(
     })
 }
 
+/// Sets every gate logit in `varmap` (names ending in `gate_logit`) to `value` (the gate
+/// initialisation; 0, upstream's, is a closed hard gate); returns how many were set.
+pub fn init_gate_logits(varmap: &VarMap, value: f64) -> Result<usize> {
+    if !value.is_finite() {
+        return Err(C2cError::Range {
+            what: "gate logit initialisation",
+            value,
+            range: "finite",
+        });
+    }
+    let data = varmap.data().lock().map_err(|_| C2cError::Config {
+        path: "varmap".into(),
+        message: "lock poisoned".into(),
+    })?;
+    let mut n = 0;
+    for (name, var) in data.iter() {
+        if name.ends_with("gate_logit") {
+            let t = (var.ones_like().ctx("gate init")? * value).ctx("gate init")?;
+            var.set(&t).ctx("setting gate logit")?;
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
 /// Scales the gradients of `vars` so their global L2 norm is at most `max_norm`; returns the norm
 /// before clipping.
 pub fn clip_grad_norm(vars: &[Var], grads: &mut GradStore, max_norm: f64) -> Result<f64> {

@@ -6,9 +6,11 @@
 //! scoring of answer texts continued from that cache, the training loss and optimiser of the
 //! projectors ([`train`]), quantization-aware sharer caches ([`qat`]), and the fuse seam the
 //! receiver service calls ([`seam`]: identity or C2C, from a transferred host cache to the
-//! receiver's prompt cache on its device). The `fuser` binary (crate `fuser-cli`) trains fusers
+//! receiver's prompt cache on its device), and the context layout ([`context`]: a passage only
+//! the sharer read, fused into receiver slots before the question). The `fuser` binary (crate `fuser-cli`) trains fusers
 //! on the real data sets and evaluates them.
 
+pub mod context;
 pub mod error;
 pub mod fused;
 pub mod prompt;

@@ -33,20 +33,30 @@ pub struct TrainItem {
     pub response: Vec<u32>,
 }
 
-/// Gumbel-sigmoid gates with a fresh noise sample per layer and call.
+/// Gumbel-sigmoid gates with a fresh noise sample per layer and call, or the noise-free gate
+/// `sigmoid(gate_logit / T)` (whose limit as T falls is the hard gate).
 #[derive(Debug)]
 pub struct SoftGates {
-    rng: ChaCha8Rng,
+    rng: Option<ChaCha8Rng>,
     /// Current temperature.
     pub temperature: f64,
     device: Device,
 }
 
 impl SoftGates {
-    /// Seeded gates at `temperature`.
+    /// Seeded Gumbel-sigmoid gates at `temperature`.
     pub fn new(seed: u64, temperature: f64, device: &Device) -> Self {
         Self {
-            rng: ChaCha8Rng::seed_from_u64(seed),
+            rng: Some(ChaCha8Rng::seed_from_u64(seed)),
+            temperature,
+            device: device.clone(),
+        }
+    }
+
+    /// Noise-free gates `sigmoid(gate_logit / temperature)` (deterministic).
+    pub fn without_noise(temperature: f64, device: &Device) -> Self {
+        Self {
+            rng: None,
             temperature,
             device: device.clone(),
         }
@@ -55,10 +65,14 @@ impl SoftGates {
 
 impl GateSource for SoftGates {
     fn gate(&mut self, _layer: usize, rows: usize, heads: usize) -> Result<GateMode> {
+        let mut noise = || match &mut self.rng {
+            Some(rng) => Ok(c2c::train::gumbel_noise(rng, rows, heads, &self.device)?),
+            None => Tensor::zeros((rows, heads), DType::F32, &self.device).ctx("zero gate noise"),
+        };
         Ok(GateMode::Soft {
             temperature: self.temperature,
-            key_noise: c2c::train::gumbel_noise(&mut self.rng, rows, heads, &self.device)?,
-            value_noise: c2c::train::gumbel_noise(&mut self.rng, rows, heads, &self.device)?,
+            key_noise: noise()?,
+            value_noise: noise()?,
         })
     }
 }
@@ -123,6 +137,8 @@ impl Default for AdamWConfig {
 pub struct AdamW {
     config: AdamWConfig,
     vars: Vec<(String, Var)>,
+    /// Per-variable factor on the learning rate (1 unless set).
+    lr_scale: Vec<f64>,
     m: Vec<Tensor>,
     v: Vec<Tensor>,
     step: usize,
@@ -136,13 +152,28 @@ impl AdamW {
         let zeros = |v: &Var| v.zeros_like().ctx("optimizer state");
         let m = vars.iter().map(|(_, v)| zeros(v)).collect::<Result<_>>()?;
         let v = vars.iter().map(|(_, v)| zeros(v)).collect::<Result<_>>()?;
+        let lr_scale = vec![1.0; vars.len()];
         Ok(Self {
             config,
             vars,
+            lr_scale,
             m,
             v,
             step: 0,
         })
+    }
+
+    /// Multiplies the learning rate (and with it the decoupled decay) of the variables whose
+    /// name ends with `suffix` by `scale`; returns how many there are.
+    pub fn scale_lr(&mut self, suffix: &str, scale: f64) -> usize {
+        let mut n = 0;
+        for (i, (name, _)) in self.vars.iter().enumerate() {
+            if name.ends_with(suffix) {
+                self.lr_scale[i] = scale;
+                n += 1;
+            }
+        }
+        n
     }
 
     /// The variables, in state order.
@@ -165,6 +196,7 @@ impl AdamW {
             let Some(g) = grads.get(var.as_tensor()) else {
                 continue;
             };
+            let lr = lr * self.lr_scale[i];
             let m =
                 ((&self.m[i] * c.beta1).ctx("m")? + (g * (1.0 - c.beta1)).ctx("m")?).ctx("m")?;
             let v = ((&self.v[i] * c.beta2).ctx("v")? + (g.sqr().ctx("v")? * (1.0 - c.beta2)))
