@@ -273,5 +273,6 @@ fn build(
         dtype: dt,
         info,
         autograd: false,
+        prefill_chunk_tokens: crate::chunked::DEFAULT_PREFILL_CHUNK_TOKENS,
     })
 }

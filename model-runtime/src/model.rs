@@ -3,11 +3,12 @@
 
 use crate::WeightsInfo;
 use crate::cache::KvCache;
+use crate::chunked::Keep;
 use crate::config::ModelConfig;
 use crate::error::{Result, RuntimeError};
 use crate::layer::{AttentionProbe, Dims, Layer, Rope, Shared, causal_mask, rms_norm};
 use crate::weights::Linear;
-use candle_core::{DType, Device, IndexOp, Tensor};
+use candle_core::{DType, Device, Tensor};
 
 /// A loaded decoder. Immutable: all per-sequence state lives in a [`KvCache`].
 #[derive(Debug, Clone)]
@@ -22,6 +23,8 @@ pub struct Model {
     pub(crate) dtype: DType,
     pub(crate) info: WeightsInfo,
     pub(crate) autograd: bool,
+    /// Query-chunk length of multi-token passes (`0`: unchunked; see [`crate::chunked`]).
+    pub(crate) prefill_chunk_tokens: usize,
 }
 
 /// How the new tokens of a forward pass are laid out.
@@ -96,6 +99,10 @@ impl Model {
     ///
     /// `offset` is usually `cache.seq_len()`; it may be larger when the cache holds a
     /// pruned subset of earlier positions (RoPE uses `offset`, the mask uses the cache).
+    ///
+    /// More than [`Model::prefill_chunk_tokens`] new tokens run as consecutive query chunks
+    /// (`crate::chunked`), each attending to the cache so far: the same result, with memory
+    /// linear in T. On an error (a cancelled request) `cache` is left as it was.
     pub fn forward(
         &self,
         input_ids: &Tensor,
@@ -130,12 +137,11 @@ impl Model {
         cache: &mut KvCache,
         which: Logits,
     ) -> Result<Tensor> {
-        let hidden = self.forward_hidden(input_ids, offset, cache)?;
-        let t = hidden.dim(1)?;
-        let hidden = match which {
-            Logits::Last => hidden.i((.., t - 1, ..))?,
-            Logits::All => hidden,
+        let keep = match which {
+            Logits::Last => Keep::Last,
+            Logits::All => Keep::All,
         };
+        let hidden = self.forward_chunked(input_ids, offset, cache, None, keep)?;
         Ok(self.lm_head.forward(&hidden)?.to_dtype(DType::F32)?)
     }
 
@@ -146,7 +152,7 @@ impl Model {
         offset: usize,
         cache: &mut KvCache,
     ) -> Result<Tensor> {
-        self.forward_probed(input_ids, offset, cache, None)
+        self.forward_chunked(input_ids, offset, cache, None, Keep::All)
     }
 
     /// How much a query attends to each cached position (SnapKV's observation-window score):
@@ -167,11 +173,18 @@ impl Model {
         }
         let mut probe = AttentionProbe::new(cache.seq_len());
         let mut scratch = cache.clone();
-        self.forward_probed(query_ids, offset, &mut scratch, Some(&mut probe))?;
+        self.forward_chunked(
+            query_ids,
+            offset,
+            &mut scratch,
+            Some(&mut probe),
+            Keep::Last,
+        )?;
         probe.into_scores()
     }
 
-    fn forward_probed(
+    /// One pass over a run of new tokens (one query chunk of [`Model::forward_chunked`]).
+    pub(crate) fn forward_whole(
         &self,
         input_ids: &Tensor,
         offset: usize,
