@@ -56,6 +56,11 @@ pub struct ReceiverConfig {
     /// Activation and KV cache dtype on the device: `"f32"` (default), `"bf16"` or `"f16"`
     /// (GGUF weights are dequantized at load, then converted).
     pub dtype: String,
+    /// Query-chunk length of a multi-token forward pass (prefill): a prompt of T tokens runs as
+    /// chunks of at most this many, each attending to the cache so far, so attention memory is
+    /// `[heads, chunk, T]` instead of `[heads, T, T]` (docs/GPU.md, "Chunked prefill"). `0` runs
+    /// every prompt in one pass. Default 512.
+    pub prefill_chunk_tokens: usize,
     /// Sharer endpoint used when a request names none (`http://host:port`); empty means none:
     /// requests must then name their sharer. Always allowed.
     pub sharer_endpoint: String,
@@ -119,6 +124,7 @@ impl Default for ReceiverConfig {
             model: "random:tiny-llama:0".into(),
             device: "cpu".into(),
             dtype: "f32".into(),
+            prefill_chunk_tokens: model_runtime::DEFAULT_PREFILL_CHUNK_TOKENS,
             sharer_endpoint: "http://127.0.0.1:50051".into(),
             allowed_sharers: Vec::new(),
             sharer_client: ClientSettings::default(),
@@ -254,7 +260,24 @@ mod tests {
         ));
         let c = ReceiverConfig::load(Some(path)).unwrap();
         assert!(c.telemetry.metrics_addr.is_some());
+        assert_eq!(c.prefill_chunk_tokens, 512);
         assert_eq!(c.limits.max_queued_jobs, 16);
         assert!(c.allowed_sharers.is_empty());
+    }
+
+    #[test]
+    fn prefill_chunk_tokens_is_a_key_and_a_misspelling_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("r.toml");
+        std::fs::write(&file, "prefill_chunk_tokens = 0\n").unwrap();
+        assert_eq!(
+            ReceiverConfig::load(Some(&file))
+                .unwrap()
+                .prefill_chunk_tokens,
+            0
+        );
+        std::fs::write(&file, "prefill_chunk_token = 64\n").unwrap();
+        let err = ReceiverConfig::load(Some(&file)).unwrap_err().to_string();
+        assert!(err.contains("prefill_chunk_token"), "{err}");
     }
 }

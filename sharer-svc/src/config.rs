@@ -25,6 +25,11 @@ pub struct SharerConfig {
     /// Activation and KV cache dtype on the device: `"f32"` (default), `"bf16"` or `"f16"`
     /// (GGUF weights are dequantized at load, then converted).
     pub dtype: String,
+    /// Query-chunk length of a multi-token forward pass (prefill): a prompt of T tokens runs as
+    /// chunks of at most this many, each attending to the cache so far, so attention memory is
+    /// `[heads, chunk, T]` instead of `[heads, T, T]` (docs/GPU.md, "Chunked prefill"). `0` runs
+    /// every prompt in one pass. Default 512.
+    pub prefill_chunk_tokens: usize,
     /// Request and resource limits.
     pub limits: SharerLimits,
     /// Refinement session store.
@@ -86,6 +91,7 @@ impl Default for SharerConfig {
             model: "random:tiny-llama:0".into(),
             device: "cpu".into(),
             dtype: "f32".into(),
+            prefill_chunk_tokens: model_runtime::DEFAULT_PREFILL_CHUNK_TOKENS,
             limits: SharerLimits::default(),
             sessions: SessionConfig::default(),
             telemetry: TelemetryConfig::default(),
@@ -195,5 +201,6 @@ mod tests {
             std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/sharer.example.toml"));
         let c = SharerConfig::load(Some(path)).unwrap();
         assert!(c.telemetry.metrics_addr.is_some());
+        assert_eq!(c.prefill_chunk_tokens, 512);
     }
 }
