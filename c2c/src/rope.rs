@@ -36,7 +36,7 @@ pub struct RopeSpec {
 impl RopeSpec {
     /// Checks the spec: an even head width and a positive, finite base.
     pub fn validate(&self) -> Result<()> {
-        if self.head_dim == 0 || self.head_dim % 2 != 0 {
+        if self.head_dim == 0 || !self.head_dim.is_multiple_of(2) {
             return Err(C2cError::Range {
                 what: "RoPE head width",
                 value: self.head_dim as f64,

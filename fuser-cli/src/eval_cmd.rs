@@ -28,8 +28,9 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use serde_json::json;
 
+use crate::context_data::{ContextData, Part};
 use crate::pair::{Loaded, OpenPair, PairArgs};
-use crate::train_cmd::Qat;
+use crate::train_cmd::{Layout, Qat};
 
 /// Arguments of `fuser eval`.
 #[derive(Debug, Args, Serialize)]
@@ -71,23 +72,36 @@ pub struct EvalArgs {
     /// Output folder: rows.jsonl and summary.json.
     #[arg(long)]
     pub out: PathBuf,
+    /// Where the sharer's K/V go: `context` evaluates a context-layout fuser on held-out
+    /// passages (receiver alone, C2C, the same fuser on another item's passage, the passage
+    /// in the receiver's prompt), `--sets` and `--released` do not apply.
+    #[arg(long, value_enum, default_value = "shared")]
+    pub layout: Layout,
+    /// Context layout: the data set.
+    #[arg(long, value_enum, default_value = "boolq")]
+    pub data: ContextData,
+    /// Context layout: the part of the id split evaluated.
+    #[arg(long, value_enum, default_value = "test")]
+    pub part: Part,
 }
 
+/// One method's result on one item (a line of rows.jsonl).
 #[derive(Debug, Clone, Serialize)]
-struct Row {
-    set: String,
-    id: String,
-    method: String,
-    gold: usize,
-    prediction: usize,
-    correct: bool,
-    receiver_prompt_tokens: usize,
-    sharer_prompt_tokens: usize,
-    seconds: f64,
-    rank: Vec<RankScore>,
+pub(crate) struct Row {
+    pub(crate) set: String,
+    pub(crate) id: String,
+    pub(crate) method: String,
+    pub(crate) gold: usize,
+    pub(crate) prediction: usize,
+    pub(crate) correct: bool,
+    pub(crate) receiver_prompt_tokens: usize,
+    pub(crate) sharer_prompt_tokens: usize,
+    pub(crate) seconds: f64,
+    pub(crate) rank: Vec<RankScore>,
 }
 
-fn ranked(scores: &[ContinuationScore], texts: &[String]) -> Result<Vec<RankScore>> {
+/// Rank scores of every normalisation for continuation scores and the continuations' texts.
+pub(crate) fn ranked(scores: &[ContinuationScore], texts: &[String]) -> Result<Vec<RankScore>> {
     let choices: Vec<ChoiceLogprob> = scores
         .iter()
         .zip(texts)
@@ -107,7 +121,7 @@ struct Methods {
     control: Option<Fuser>,
 }
 
-fn load_fuser(dir: &std::path::Path, dev: &candle_core::Device) -> Result<Fuser> {
+pub(crate) fn load_fuser(dir: &std::path::Path, dev: &candle_core::Device) -> Result<Fuser> {
     c2c::checkpoint::load(
         &dir.join("fuser.safetensors"),
         &dir.join("fuser.json"),
@@ -120,6 +134,9 @@ fn load_fuser(dir: &std::path::Path, dev: &candle_core::Device) -> Result<Fuser>
 /// Runs `fuser eval`.
 pub fn run(args: EvalArgs) -> Result<()> {
     std::fs::create_dir_all(&args.out)?;
+    if args.layout == Layout::Context {
+        return crate::context_eval::run(&args);
+    }
     let OpenPair {
         config: pair,
         store,
@@ -157,7 +174,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         let (kept, _) = filter_a_to_d(wheel.load(set).with_context(|| format!("loading {set}"))?);
         let items = subset(&kept, args.n, args.seed);
         let rows = eval_set(&args, &receiver, &sharer, &methods, set, &items, &mut out)?;
-        let s = summarise(&set.to_string(), &rows);
+        let s = summarise(&set.to_string(), &rows, SHARED_PAIRS);
         print_summary(&s);
         summary.push(s);
     }
@@ -351,7 +368,7 @@ struct Difference {
 }
 
 #[derive(Debug, Serialize)]
-struct SetSummary {
+pub(crate) struct SetSummary {
     set: String,
     methods: BTreeMap<String, MethodSummary>,
     differences: Vec<Difference>,
@@ -359,7 +376,17 @@ struct SetSummary {
 
 const RESAMPLES: usize = 2000;
 
-fn summarise(set: &str, rows: &[Row]) -> SetSummary {
+/// The paired differences of the shared-prompt evaluation.
+const SHARED_PAIRS: &[(&str, &str)] = &[
+    ("c2c", "receiver_only"),
+    ("c2c", "control"),
+    ("c2c", "sharer_only"),
+    ("control", "receiver_only"),
+];
+
+/// Accuracy with its bootstrap interval per method, and the paired differences of `pairs`
+/// (method a minus method b over the items both answered).
+pub(crate) fn summarise(set: &str, rows: &[Row], pairs: &[(&str, &str)]) -> SetSummary {
     let mut by: BTreeMap<String, Vec<&Row>> = BTreeMap::new();
     for r in rows {
         by.entry(r.method.clone()).or_default().push(r);
@@ -387,12 +414,7 @@ fn summarise(set: &str, rows: &[Row]) -> SetSummary {
         );
     }
     let mut differences = Vec::new();
-    for (a, b) in [
-        ("c2c", "receiver_only"),
-        ("c2c", "control"),
-        ("c2c", "sharer_only"),
-        ("control", "receiver_only"),
-    ] {
+    for &(a, b) in pairs {
         let (fa, fb) = (flags(a, 2), flags(b, 2));
         if let Some((mean, ci)) = paired_difference_ci(&fa, &fb, RESAMPLES, 0) {
             differences.push(Difference {
@@ -412,7 +434,7 @@ fn summarise(set: &str, rows: &[Row]) -> SetSummary {
     }
 }
 
-fn print_summary(s: &SetSummary) {
+pub(crate) fn print_summary(s: &SetSummary) {
     println!("\n{}", s.set);
     println!(
         "  {:<14} {:>4} {:>7} {:>16} {:>7} {:>9} {:>8}",

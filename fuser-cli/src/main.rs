@@ -8,9 +8,14 @@
 //!     --out runs/fuser/eval
 //! ```
 
+mod context_data;
+mod context_eval;
+mod context_task;
 mod data;
 mod eval_cmd;
+mod gating;
 mod pair;
+mod shared_task;
 mod train_cmd;
 
 use anyhow::Result;

