@@ -11,9 +11,11 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressStyle};
 use kvwire_proto::v1 as pb;
 use kvwire_proto::v1::receiver_client::ReceiverClient;
+use service_kit::trace_context::TraceContext;
 use service_kit::transport::client::{ClientChannel, ClientTransport};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
+use tracing::Instrument as _;
 
 use crate::error::{RegistryError, RunError};
 use crate::registry::{CellPlan, DoneMarker, RowAppender, RunDir};
@@ -85,12 +87,25 @@ async fn evaluate(cell: &ReadyCell, sample_id: &str, attempt: u32) -> ResultRow 
     let deadline = Duration::from_secs(config.sample_timeout_s);
     let mut request = tonic::Request::new(cell.template.request(example, &cell.sharer_endpoint));
     request.set_timeout(deadline);
+    // Each try starts a trace when spans are exported (`run --otlp-endpoint`): the receiver's
+    // and the sharer's spans of this evaluation are its children.
+    let span = tracing::info_span!(
+        "coordinator.evaluate",
+        otel.kind = "client",
+        cell = %cell.plan.cell.id,
+        sample = sample_id,
+        attempt,
+    );
+    if let Some(trace) = TraceContext::of_span(&span) {
+        trace.inject(request.metadata_mut());
+    }
     let start = Instant::now();
     // The client-side guard fires only if the server ignores the propagated deadline.
     let outcome = tokio::time::timeout(
         deadline + Duration::from_secs(5),
         client(cell.receiver.clone()).evaluate(request),
     )
+    .instrument(span)
     .await;
     let t = Try {
         cell_id: &cell.plan.cell.id,

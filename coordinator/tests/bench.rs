@@ -7,10 +7,9 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
-use common::coordinator;
+use common::{bin_dir, coordinator};
 use coordinator::bench::BenchReport;
 use coordinator::bench::stats::Quantiles;
 
@@ -24,36 +23,6 @@ const METHODS: [&str; 8] = [
     "c2c-int4",
     "t2t",
 ];
-
-/// The folder of the coordinator binary under test, which must also hold the two service
-/// binaries. `cargo test --workspace` builds them there (the services' own integration tests
-/// need them); when one is missing (`cargo test -p coordinator` alone) it is built here. An
-/// existing one is used as it is: after changing a service, `cargo build -p sharer-svc -p
-/// receiver-svc` refreshes it. (Building from the test every time would rebuild the shared
-/// dependencies at another feature set than the test build's, at every run.)
-fn bin_dir() -> PathBuf {
-    let exe = Path::new(env!("CARGO_BIN_EXE_coordinator"));
-    let dir = exe.parent().expect("the binary has a folder").to_path_buf();
-    let present = ["sharer-svc", "receiver-svc"]
-        .iter()
-        .all(|b| dir.join(b).is_file());
-    if present {
-        println!("using the service binaries in {}", dir.display());
-        return dir;
-    }
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut build = Command::new(cargo);
-    build.args(["build", "-p", "sharer-svc", "-p", "receiver-svc"]);
-    if dir.file_name().is_some_and(|n| n == "release") {
-        build.arg("--release");
-    }
-    let status = build
-        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
-        .status()
-        .expect("cargo runs");
-    assert!(status.success(), "building the service binaries failed");
-    dir
-}
 
 fn check_quantiles(q: &Quantiles, n: usize, what: &str) {
     assert_eq!(q.count, n, "{what}: count");

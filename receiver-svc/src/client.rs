@@ -2,7 +2,10 @@
 //! [`crate::channels`] (reused across evaluations, one evaluation at a time, so its transport
 //! bytes while lent are exactly this evaluation's; under TLS, the TLS record bytes, and the
 //! handshake only on the evaluation that opened it), trace context and the remaining deadline
-//! on every call, and frame streams decoded as they arrive.
+//! on every call, and frame streams decoded as they arrive. Each call runs in a client span
+//! (`receiver.call`, named after the method when exported over OTLP) whose context the call
+//! carries, so the sharer's spans are its children; each frame's decoding is a
+//! `receiver.decode` span.
 
 use std::time::Instant;
 
@@ -16,6 +19,7 @@ use service_kit::stages::StageTimings;
 use service_kit::timing::ms;
 use service_kit::trace_context::TraceContext;
 use tonic::{Request, Status};
+use tracing::instrument;
 
 use crate::channels::Checkout;
 use crate::decode::TransferDecoder;
@@ -75,12 +79,13 @@ impl SharerLink {
 
     fn request<T>(&self, message: T) -> Request<T> {
         let mut request = Request::new(message);
-        self.trace.child().inject(request.metadata_mut());
+        self.trace.outgoing().inject(request.metadata_mut());
         request.set_timeout(self.deadline.saturating_duration_since(Instant::now()));
         request
     }
 
     /// The sharer's forced-choice answer, and the gRPC message bytes of the exchange.
+    #[instrument(skip_all, name = "receiver.call", fields(otel.name = "kvwire.c2c.v1.Sharer/Answer", otel.kind = "client"))]
     pub async fn answer(
         &mut self,
         req: pb::AnswerRequest,
@@ -99,6 +104,7 @@ impl SharerLink {
     }
 
     /// A text message, and the gRPC message bytes of the exchange.
+    #[instrument(skip_all, name = "receiver.call", fields(otel.name = "kvwire.c2c.v1.Sharer/Message", otel.kind = "client"))]
     pub async fn message(
         &mut self,
         req: pb::MessageRequest,
@@ -119,6 +125,7 @@ impl SharerLink {
 
     /// Round 1: Share, decoding frames as they arrive into `buffers` (reused allocations from
     /// an earlier transfer, or none).
+    #[instrument(skip_all, name = "receiver.call", fields(otel.name = "kvwire.c2c.v1.Sharer/Share", otel.kind = "client"))]
     pub async fn share(
         &mut self,
         req: pb::ShareRequest,
@@ -147,6 +154,7 @@ impl SharerLink {
 
     /// Round 2 and later: Refine, applied on top of `cache` (`every_position` as the Share of
     /// round 1 asked: `all_positions`).
+    #[instrument(skip_all, name = "receiver.call", fields(otel.name = "kvwire.c2c.v1.Sharer/Refine", otel.kind = "client"))]
     pub async fn refine(
         &mut self,
         req: pb::RefineRequest,
@@ -177,6 +185,7 @@ impl SharerLink {
 impl SharerLink {
     /// Frees the sharer's session `session_id`, best effort: a call that fails, or frees
     /// nothing (the session was gone already), is logged and counted, never returned.
+    #[instrument(skip_all, name = "receiver.call", fields(otel.name = "kvwire.c2c.v1.Sharer/Release", otel.kind = "client"))]
     pub async fn release(&mut self, session_id: &str) {
         let req = pb::ReleaseRequest {
             session_id: session_id.to_string(),
@@ -228,7 +237,8 @@ async fn pull(
             sharer_timings = t.into();
         }
         let start = Instant::now();
-        decoder.push(&chunk.frame)?;
+        tracing::info_span!("receiver.decode", layer = chunk.layer.map(i64::from))
+            .in_scope(|| decoder.push(&chunk.frame))?;
         decode_ms += ms(start.elapsed());
     }
     let transfer_ms = first.map_or(0.0, |f| ms(last.duration_since(f)));

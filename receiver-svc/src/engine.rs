@@ -192,12 +192,15 @@ impl ReceiverEngine {
         prompt: &RankPrompt,
         cache: Option<Injected>,
     ) -> Result<Ranked, ReceiverError> {
-        let (prefilled, prefill_ms) = timed(|| self.prompt_forward(&prompt.ids, cache));
+        let (prefilled, prefill_ms) = tracing::info_span!("receiver.prefill")
+            .in_scope(|| timed(|| self.prompt_forward(&prompt.ids, cache)));
         let (logits, kv, end) = prefilled?;
-        let (scores, score_ms) = timed(|| {
-            self.loaded
-                .model
-                .score_continuations(&logits, &kv, end, &prompt.continuations)
+        let (scores, score_ms) = tracing::info_span!("receiver.score").in_scope(|| {
+            timed(|| {
+                self.loaded
+                    .model
+                    .score_continuations(&logits, &kv, end, &prompt.continuations)
+            })
         });
         Ok(Ranked {
             choices: prompt.choice_logprobs(&scores?),
@@ -213,13 +216,17 @@ impl ReceiverEngine {
         prompt: &LetterPrompt,
         cache: Option<Injected>,
     ) -> Result<Scored, ReceiverError> {
-        let (logits, prefill_ms) = timed(|| -> Result<Vec<f32>, ReceiverError> {
-            let (logits, _, _) = self.prompt_forward(&prompt.ids, cache)?;
-            let flat = logits.flatten_all().and_then(|t| t.to_vec1::<f32>());
-            flat.map_err(|e| ReceiverError::Model(e.into()))
+        let prefill = tracing::info_span!("receiver.prefill");
+        let (logits, prefill_ms) = prefill.in_scope(|| {
+            timed(|| -> Result<Vec<f32>, ReceiverError> {
+                let (logits, _, _) = self.prompt_forward(&prompt.ids, cache)?;
+                let flat = logits.flatten_all().and_then(|t| t.to_vec1::<f32>());
+                flat.map_err(|e| ReceiverError::Model(e.into()))
+            })
         });
         let logits = logits?;
-        let (choice, score_ms) = timed(|| forced_choice(&logits, &prompt.candidates));
+        let (choice, score_ms) = tracing::info_span!("receiver.score")
+            .in_scope(|| timed(|| forced_choice(&logits, &prompt.candidates)));
         Ok(Scored {
             choice: choice?,
             prefill_ms,
@@ -265,9 +272,11 @@ impl ReceiverEngine {
             max_new_tokens,
             stop_ids: model.config().eos_token_ids.clone(),
         };
-        let (generation, ms) = timed(|| -> Result<_, ReceiverError> {
-            let (logits, kv, end) = self.prompt_forward(&prompt.ids, cache)?;
-            Ok(model.generate_greedy_from(&logits, kv, end, &params)?)
+        let (generation, ms) = tracing::info_span!("receiver.generate").in_scope(|| {
+            timed(|| -> Result<_, ReceiverError> {
+                let (logits, kv, end) = self.prompt_forward(&prompt.ids, cache)?;
+                Ok(model.generate_greedy_from(&logits, kv, end, &params)?)
+            })
         });
         let text = self.loaded.tokenizer.decode(&generation?.tokens, true)?;
         let letter = first_standalone_letter(&text, n_choices);

@@ -11,6 +11,11 @@
 //! downloaded; on the CPU the selected rows of one layer at a time are exported to host f32
 //! for kvwire's quantizer. The producers know no
 //! gRPC types: they send domain [`Chunk`]s, which the service converts at its edge.
+//!
+//! Each stage runs in its own span (exported over OTLP when configured, children of the
+//! call's span): `sharer.prefill`, `sharer.select` (scores and plan), `sharer.encode` (the
+//! session header), and `sharer.stream` over the frames, with `sharer.gather` (the layer's rows
+//! exported) and `sharer.quantize` (quantized and serialized) per frame.
 
 use kvwire::v2::{FrameKind, FrameOptions, SessionHeader};
 use model_runtime::{KvCache, LayerKv};
@@ -52,7 +57,7 @@ fn header_chunk(
     session_id: String,
     prompt_tokens: usize,
 ) -> Result<(Chunk, f64), SharerError> {
-    let (bytes, ms) = timed(|| header.encode());
+    let (bytes, ms) = tracing::info_span!("sharer.encode").in_scope(|| timed(|| header.encode()));
     let frame = bytes?;
     add_bytes("sharer", "blob", frame.len() as u64);
     Ok((
@@ -79,8 +84,10 @@ fn send_frames(
     (mut timings, mut records): (StageTimings, Option<&mut Vec<Vec<u8>>>),
     mut rows: impl FnMut(&FrameSpec) -> Result<FrameRows, SharerError>,
 ) -> Result<(), SharerError> {
+    let _stream = tracing::info_span!("sharer.stream", frames = frames.len() as i64).entered();
     for (i, spec) in frames.iter().enumerate() {
-        let (rows, gather_ms) = timed(|| rows(spec));
+        let gather = tracing::info_span!("sharer.gather", layer = spec.layer as i64);
+        let (rows, gather_ms) = gather.in_scope(|| timed(|| rows(spec)));
         let rows = rows?;
         let opts = FrameOptions {
             layer: spec.layer as u16,
@@ -89,8 +96,10 @@ fn send_frames(
             ..base
         };
         // On a GPU the rows are quantized there: the download is part of this step.
-        let (frame, quantize_ms) =
-            timed(|| rows.encode(shape.heads, shape.head_dim, &spec.positions, &opts));
+        let quantize = tracing::info_span!("sharer.quantize", layer = spec.layer as i64);
+        let (frame, quantize_ms) = quantize.in_scope(|| {
+            timed(|| rows.encode(shape.heads, shape.head_dim, &spec.positions, &opts))
+        });
         let frame = frame?;
         if let Some(r) = records.as_mut() {
             r.push(frame.clone());
@@ -186,7 +195,8 @@ pub fn produce_share<R>(
     reserve: impl FnOnce([u8; 16], u64) -> Result<R, SharerError>,
 ) -> Result<Option<(R, HeldSession)>, SharerError> {
     let (ids, shareable) = share_prompt(engine, params, max_prompt_tokens)?;
-    let prefilled = engine.prefill(&ids)?;
+    let prefilled = tracing::info_span!("sharer.prefill", tokens = ids.len() as i64)
+        .in_scope(|| engine.prefill(&ids))?;
     record_stage_ms("sharer", "prefill", prefilled.prefill_ms);
     let info = engine.info();
     let shape = CacheShape {
@@ -219,7 +229,8 @@ pub fn produce_share<R>(
         base,
     };
     // Rows are gathered on the device; only the planned rows are exported.
-    let (planned, select_ms) = timed(|| plan_share(engine, &prefilled, params, shareable, &cost));
+    let (planned, select_ms) = tracing::info_span!("sharer.select")
+        .in_scope(|| timed(|| plan_share(engine, &prefilled, params, shareable, &cost)));
     let planned = planned?;
     header.frames = planned.frames.len() as u32;
     let id_hex = if params.keep_session {

@@ -13,6 +13,8 @@ use service_kit::counting::ByteSnapshot;
 use service_kit::metrics_catalog::{FRAMES, add_bytes, record_stage_ms};
 use service_kit::timing::timed;
 use service_kit::trace_context::TraceContext;
+use tracing::Instrument as _;
+use tracing::field::Empty;
 
 use super::{MethodResult, ReceiverCore, SERVICE, end_round, refine};
 use crate::client::{RoundTransfer, SharerLink};
@@ -159,13 +161,18 @@ impl ReceiverCore {
     ) -> Result<(Injected, HostCache), ReceiverError> {
         let fuser = Arc::clone(fuser);
         let (text, ids) = (prompt.text().to_string(), prompt.ids().to_vec());
+        // Projection and fuse (and, for C2C, the receiver's own prefill the fuser runs).
+        let span = tracing::info_span!("receiver.fuse", project_ms = Empty, fuse_ms = Empty);
         let (fused, sharer) = self
             .blocking(move |e| {
                 let fused = e.fuse(fuser.as_ref(), &sharer, &text, &ids, layout)?;
                 Ok((fused, sharer))
             })
+            .instrument(span.clone())
             .await?;
         let t = fused.timings;
+        span.record("project_ms", t.project_ms);
+        span.record("fuse_ms", t.fuse_ms);
         record_stage_ms(SERVICE, "project", t.project_ms);
         record_stage_ms(SERVICE, "fuse", t.fuse_ms);
         report.timings.project_ms += t.project_ms;

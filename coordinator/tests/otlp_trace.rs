@@ -1,0 +1,333 @@
+//! OTLP trace export across three processes: `sharer-svc` and `receiver-svc` started as
+//! processes (tiny random models, `[telemetry.otlp]` pointing at this test), and the
+//! `coordinator` binary running a one-item grid against them with `--otlp-endpoint`. The test
+//! is the collector: a tonic server implementing OpenTelemetry's
+//! `opentelemetry.proto.collector.trace.v1.TraceService` (the protocol's own protobufs, from
+//! `opentelemetry-proto`). The services are stopped with SIGTERM (they flush on shutdown).
+//!
+//! Every evaluation's trace is started by the coordinator and carries the receiver's spans, the
+//! receiver's `Evaluate` server span a child of the coordinator's span; the KV evaluation's
+//! trace also carries the sharer's spans, its `Share` server span a child of the receiver's
+//! `Share` client span, and every stage span (sharer: prefill, select, encode, stream, gather,
+//! quantize; receiver: decode, fuse, prefill, score) sits under its service's server span. A
+//! broken propagation (a service starting its own trace, a span losing its parent) fails it.
+
+mod common;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{bin_dir, coordinator, write_grid};
+use coordinator::bench::config::{self, Placement, ReceiverFuser};
+use coordinator::bench::process::{Role, ServiceProcess, free_port};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+
+const MODEL: &str = "random:tiny-llama:3";
+const SHARER: &str = "sharer-svc";
+const RECEIVER: &str = "receiver-svc";
+const COORDINATOR: &str = "coordinator";
+
+/// Every span received, with the `service.name` of its resource.
+#[derive(Clone, Default)]
+struct Collector(Arc<Mutex<Vec<(String, Span)>>>);
+
+#[tonic::async_trait]
+impl TraceService for Collector {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let mut spans = self.0.lock().unwrap();
+        for resource_spans in request.into_inner().resource_spans {
+            let service = resource_spans
+                .resource
+                .iter()
+                .flat_map(|r| &r.attributes)
+                .find(|a| a.key == "service.name")
+                .and_then(|a| a.value.as_ref()?.value.as_ref())
+                .map(|v| match v {
+                    Value::StringValue(s) => s.clone(),
+                    other => format!("{other:?}"),
+                })
+                .unwrap_or_default();
+            for scope in resource_spans.scope_spans {
+                spans.extend(scope.spans.into_iter().map(|s| (service.clone(), s)));
+            }
+        }
+        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+/// Serves the collector on a loopback port; its endpoint URL.
+async fn start_collector(collector: Collector) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(TraceServiceServer::new(collector))
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+    );
+    format!("http://{addr}")
+}
+
+/// Starts a service binary with `table` as its config plus the OTLP endpoint; waits for health.
+async fn start(role: Role, mut table: toml::Table, port: u16, endpoint: &str) -> ServiceProcess {
+    let mut otlp = toml::Table::new();
+    otlp.insert("endpoint".into(), endpoint.into());
+    let mut telemetry = toml::Table::new();
+    telemetry.insert("otlp".into(), otlp.into());
+    table.insert("telemetry".into(), telemetry.into());
+    let dir = std::env::temp_dir();
+    let name = format!("otlp-trace-{}-{}", role.binary(), std::process::id());
+    let config = dir.join(format!("{name}.toml"));
+    config::write(&table, &config).unwrap();
+    let binary = bin_dir().join(role.binary());
+    let log = dir.join(format!("{name}.log"));
+    let mut process = ServiceProcess::spawn(role, name, &binary, &config, log, port).unwrap();
+    process
+        .wait_healthy(Duration::from_secs(120))
+        .await
+        .unwrap();
+    process
+}
+
+/// SIGTERM, then waits for the exit (the exporter flushes on the way out).
+async fn terminate(mut process: ServiceProcess) {
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &process.pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success(), "kill -TERM {}", process.pid);
+    let start = Instant::now();
+    while process.check_alive("stopped").is_ok() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{} ignored SIGTERM",
+            process.name
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    process.stop().await.unwrap();
+}
+
+/// The spans of one trace, by span id.
+struct Trace<'a> {
+    spans: HashMap<&'a [u8], (&'a str, &'a Span)>,
+}
+
+impl<'a> Trace<'a> {
+    fn services(&self) -> BTreeSet<&'a str> {
+        self.spans.values().map(|(s, _)| *s).collect()
+    }
+
+    /// The one span of `service` named `name`.
+    fn one(&self, service: &str, name: &str) -> &'a Span {
+        let found: Vec<_> = self.all(service, name);
+        assert_eq!(found.len(), 1, "{service} {name}: {}", self.describe());
+        found[0]
+    }
+
+    fn all(&self, service: &str, name: &str) -> Vec<&'a Span> {
+        self.spans
+            .values()
+            .filter(|(s, span)| *s == service && span.name == name)
+            .map(|(_, span)| *span)
+            .collect()
+    }
+
+    /// Whether `ancestor` is on `span`'s parent chain, in `span`'s own service.
+    fn descends(&self, span: &Span, ancestor: &Span) -> bool {
+        let mut parent = span.parent_span_id.as_slice();
+        while let Some((_, p)) = self.spans.get(parent) {
+            if p.span_id == ancestor.span_id {
+                return true;
+            }
+            parent = p.parent_span_id.as_slice();
+        }
+        false
+    }
+
+    fn describe(&self) -> String {
+        let mut names: Vec<String> = self
+            .spans
+            .values()
+            .map(|(s, span)| format!("{s}:{}", span.name))
+            .collect();
+        names.sort();
+        names.join(", ")
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_trace_id_spans_coordinator_receiver_and_sharer() {
+    let collector = Collector::default();
+    let endpoint = start_collector(collector.clone()).await;
+    let placement = Placement {
+        device: "cpu".into(),
+        dtype: "f32".into(),
+        max_prompt_tokens: 512,
+        timeout_secs: 60,
+    };
+    let (sharer_port, receiver_port) = (free_port().unwrap(), free_port().unwrap());
+    let sharer_table = config::sharer(MODEL, sharer_port, &placement);
+    let sharer = start(Role::Sharer, sharer_table, sharer_port, &endpoint).await;
+    let receiver_table = config::receiver(
+        MODEL,
+        receiver_port,
+        sharer_port,
+        &ReceiverFuser::Identity,
+        &placement,
+    );
+    let receiver = start(Role::Receiver, receiver_table, receiver_port, &endpoint).await;
+
+    // One item, four methods: receiver-only, KV fp16 and int4, raw text.
+    let tmp = tempfile::tempdir().unwrap();
+    let grid = write_grid(tmp.path(), "otlp", 1);
+    let out = tmp.path().join("runs");
+    let run = coordinator(&[
+        "run",
+        grid.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--no-progress",
+        "--sharer",
+        &sharer.url,
+        "--receiver",
+        &receiver.url,
+        "--otlp-endpoint",
+        &endpoint,
+    ])
+    .output()
+    .unwrap();
+    assert!(
+        run.status.success(),
+        "coordinator failed:\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    terminate(receiver).await;
+    terminate(sharer).await;
+
+    let spans = collector.0.lock().unwrap().clone();
+    let roots: Vec<&Span> = spans
+        .iter()
+        .filter(|(s, span)| s == COORDINATOR && span.name == "coordinator.evaluate")
+        .map(|(_, span)| span)
+        .collect();
+    assert_eq!(roots.len(), 4, "one coordinator span per evaluation");
+    let trace_of = |root: &Span| Trace {
+        spans: spans
+            .iter()
+            .filter(|(_, span)| span.trace_id == root.trace_id)
+            .map(|(s, span)| (span.span_id.as_slice(), (s.as_str(), span)))
+            .collect(),
+    };
+    let mut kv_traces = 0;
+    for root in &roots {
+        assert!(
+            root.parent_span_id.is_empty(),
+            "the coordinator starts the trace"
+        );
+        assert_eq!(root.kind, SpanKind::Client as i32);
+        let trace = trace_of(root);
+        let evaluate = trace.one(RECEIVER, "kvwire.c2c.v1.Receiver/Evaluate");
+        assert_eq!(
+            evaluate.parent_span_id,
+            root.span_id,
+            "{}",
+            trace.describe()
+        );
+        assert_eq!(evaluate.kind, SpanKind::Server as i32);
+        for stage in ["receiver.prefill", "receiver.score"] {
+            for span in trace.all(RECEIVER, stage) {
+                assert!(
+                    trace.descends(span, evaluate),
+                    "{stage}: {}",
+                    trace.describe()
+                );
+            }
+        }
+        if trace.all(SHARER, "kvwire.c2c.v1.Sharer/Share").is_empty() {
+            continue;
+        }
+        kv_traces += 1;
+        let services = trace.services();
+        assert_eq!(
+            services,
+            BTreeSet::from([COORDINATOR, RECEIVER, SHARER]),
+            "{}",
+            trace.describe()
+        );
+        check_kv_trace(&trace, evaluate);
+    }
+    assert_eq!(
+        kv_traces, 2,
+        "the fp16 and int4 KV evaluations reach the sharer"
+    );
+}
+
+/// The KV evaluation: the receiver's Share client span under its Evaluate, the sharer's Share
+/// server span under that, and every stage span under its service's server span.
+fn check_kv_trace(trace: &Trace<'_>, evaluate: &Span) {
+    let call = trace
+        .all(RECEIVER, "kvwire.c2c.v1.Sharer/Share")
+        .into_iter()
+        .find(|s| s.kind == SpanKind::Client as i32)
+        .unwrap_or_else(|| panic!("no Share client span: {}", trace.describe()));
+    assert!(trace.descends(call, evaluate), "{}", trace.describe());
+    let share = trace.one(SHARER, "kvwire.c2c.v1.Sharer/Share");
+    assert_eq!(share.kind, SpanKind::Server as i32);
+    assert_eq!(share.parent_span_id, call.span_id, "{}", trace.describe());
+    for stage in [
+        "sharer.prefill",
+        "sharer.select",
+        "sharer.encode",
+        "sharer.stream",
+    ] {
+        let span = trace.one(SHARER, stage);
+        assert!(trace.descends(span, share), "{stage}: {}", trace.describe());
+    }
+    let stream = trace.one(SHARER, "sharer.stream");
+    let frames = stream
+        .attributes
+        .iter()
+        .find(|a| a.key == "frames")
+        .and_then(|a| match a.value.as_ref()?.value.as_ref()? {
+            Value::IntValue(n) => usize::try_from(*n).ok(),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no frame count: {:?}", stream.attributes));
+    assert!(frames > 0);
+    for stage in ["sharer.gather", "sharer.quantize"] {
+        let per_frame = trace.all(SHARER, stage);
+        assert_eq!(per_frame.len(), frames, "{stage}: one per frame");
+        for span in per_frame {
+            assert_eq!(span.parent_span_id, stream.span_id, "{stage}");
+        }
+    }
+    let decodes = trace.all(RECEIVER, "receiver.decode");
+    assert_eq!(
+        decodes.len(),
+        frames + 1,
+        "the session header and every frame"
+    );
+    for span in decodes {
+        assert_eq!(span.parent_span_id, call.span_id, "receiver.decode");
+    }
+    for stage in ["receiver.fuse", "receiver.prefill", "receiver.score"] {
+        let span = trace.one(RECEIVER, stage);
+        assert!(
+            trace.descends(span, evaluate),
+            "{stage}: {}",
+            trace.describe()
+        );
+    }
+}
