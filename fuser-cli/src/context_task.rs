@@ -148,6 +148,28 @@ impl<'a> ContextTask<'a> {
         })
     }
 
+    /// A task over given items (tests, and callers with their own data).
+    pub fn from_items(
+        pair: &'a OpenPair,
+        args: &'a TrainArgs,
+        train: Vec<ContextItem>,
+        val: Vec<ContextItem>,
+        filler: Filler,
+    ) -> Result<Self> {
+        let settings = ContextSettings {
+            filler,
+            max_passage_tokens: args.max_passage_tokens,
+        };
+        Ok(Self {
+            args,
+            slots: SlotMaker::new(pair, filler, args.max_passage_tokens)?,
+            train,
+            val,
+            settings,
+            dropped: [0, 0],
+        })
+    }
+
     fn items(&self, part: TaskPart) -> &[ContextItem] {
         match part {
             TaskPart::Train => &self.train,
@@ -218,3 +240,7 @@ impl Task for ContextTask<'_> {
         vec![("context.json", json!(&self.settings))]
     }
 }
+
+#[cfg(test)]
+#[path = "context_task_tests.rs"]
+mod tests;

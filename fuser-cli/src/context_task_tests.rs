@@ -1,0 +1,202 @@
+//! The context task through the real trainer with tiny random models: a run cut at step 3 and
+//! resumed ends where the straight run ends, the files beside the checkpoint are written, and
+//! the random-passage control's loss is the loss with another item's passage.
+
+use std::path::Path;
+
+use candle_core::{DType, Device};
+use clap::Parser;
+use fuser::context::Filler;
+use fuser::fused::HardGate;
+use model_runtime::{Arch, Model, ModelConfig, Tokenizer};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use super::*;
+use crate::pair::{ModelRef, PairConfig, ProjectorOpts};
+use crate::train_cmd::train_with;
+
+#[derive(Parser)]
+struct Cli {
+    #[command(flatten)]
+    args: TrainArgs,
+}
+
+fn args(out: &Path, extra: &[&str]) -> TrainArgs {
+    let mut argv = vec![
+        "fuser",
+        "--out",
+        out.to_str().unwrap(),
+        "--layout",
+        "context",
+    ];
+    argv.extend_from_slice(&[
+        "--steps",
+        "6",
+        "--batch",
+        "2",
+        "--val-every",
+        "3",
+        "--ckpt-every",
+        "3",
+        "--lr",
+        "3e-3",
+        "--gate-init",
+        "1",
+        "--gate-noise",
+        "none",
+        "--max-passage-tokens",
+        "16",
+    ]);
+    argv.extend_from_slice(extra);
+    Cli::parse_from(argv).args
+}
+
+fn none() -> ModelRef {
+    ModelRef {
+        asset: None,
+        gguf: None,
+        hf_dir: None,
+    }
+}
+
+fn tiny_pair(dir: &Path) -> OpenPair {
+    let loaded = |arch, seed| Loaded {
+        model: Model::random(&ModelConfig::tiny(arch), seed, &Device::Cpu, DType::F32).unwrap(),
+        tokenizer: Tokenizer::tiny().unwrap(),
+        source: format!("random tiny {arch:?}"),
+    };
+    OpenPair {
+        config: PairConfig {
+            name: "tiny".into(),
+            receiver: none(),
+            sharer: none(),
+            projector: ProjectorOpts {
+                hidden: 16,
+                intermediate: 16,
+                proj_blocks: 1,
+                released_fuser: None,
+            },
+        },
+        store: assets::Store::new(dir),
+        device: Device::Cpu,
+        receiver: loaded(Arch::Llama, 1),
+        sharer: loaded(Arch::Qwen2, 2),
+    }
+}
+
+fn items(n: usize, offset: u32) -> Vec<ContextItem> {
+    (0..n as u32)
+        .map(|i| ContextItem {
+            id: format!("item-{}", i + offset),
+            passage: (0..4 + i % 3)
+                .map(|t| 20 + (t + 7 * (i + offset)) % 250)
+                .collect(),
+            question: vec![3, 9, 4],
+            response: vec![200 + (i + offset) % 2],
+        })
+        .collect()
+}
+
+fn weights(dir: &Path) -> Vec<(String, Vec<f32>)> {
+    let t = candle_core::safetensors::load(dir.join("fuser.safetensors"), &Device::Cpu).unwrap();
+    let mut v: Vec<(String, Vec<f32>)> = t
+        .into_iter()
+        .map(|(k, t)| (k, t.flatten_all().unwrap().to_vec1::<f32>().unwrap()))
+        .collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+#[test]
+fn a_resumed_context_run_ends_where_the_straight_run_ends() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pair = tiny_pair(tmp.path());
+    let run = |out: &Path, extra: &[&str]| {
+        let a = args(out, extra);
+        let task = ContextTask::from_items(&pair, &a, items(6, 0), items(2, 100), Filler::Token(7))
+            .unwrap();
+        train_with(&a, &pair, &task).unwrap()
+    };
+    let straight = tmp.path().join("straight");
+    assert_eq!(run(&straight, &[]), 6);
+    let cut = tmp.path().join("cut");
+    assert_eq!(run(&cut, &["--stop-at-step", "3"]), 3);
+    assert_eq!(run(&cut, &["--resume"]), 3);
+    let (a, b) = (weights(&straight), weights(&cut));
+    assert_eq!(a.len(), b.len());
+    for ((na, va), (nb, vb)) in a.iter().zip(&b) {
+        assert_eq!(na, nb);
+        let d = va
+            .iter()
+            .zip(vb)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        assert!(d < 1e-6, "{na}: resumed differs by {d}");
+    }
+    for f in [
+        "gating.json",
+        "context.json",
+        "provenance.json",
+        "gates.csv",
+        "loss.csv",
+    ] {
+        assert!(cut.join(f).exists(), "{f} missing");
+    }
+    let loss = std::fs::read_to_string(cut.join("loss.csv")).unwrap();
+    // Header, the receiver-alone row at step 0, then steps 1..=6 once each.
+    assert_eq!(loss.lines().count(), 8, "{loss}");
+    let gates = std::fs::read_to_string(cut.join("gates.csv")).unwrap();
+    // Two validations (steps 3 and 6) of two projectors.
+    assert_eq!(gates.lines().count(), 1 + 2 * 2, "{gates}");
+    // Resuming a finished folder without --resume is refused.
+    let a = args(&cut, &[]);
+    let task =
+        ContextTask::from_items(&pair, &a, items(6, 0), items(2, 100), Filler::Zero).unwrap();
+    assert!(train_with(&a, &pair, &task).is_err());
+}
+
+#[test]
+fn the_random_passage_control_reads_another_items_passage() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pair = tiny_pair(tmp.path());
+    let a = args(&tmp.path().join("x"), &["--sharer-input", "random-passage"]);
+    let train = items(5, 0);
+    let task =
+        ContextTask::from_items(&pair, &a, train.clone(), items(1, 100), Filler::Token(7)).unwrap();
+    let varmap = candle_nn::VarMap::new();
+    let rc = pair.receiver.model.config();
+    let sc = pair.sharer.model.config();
+    let dims = c2c::ProjectorDims {
+        sharer_heads: sc.n_kv_heads,
+        sharer_head_dim: sc.head_dim,
+        receiver_heads: rc.n_kv_heads,
+        receiver_head_dim: rc.head_dim,
+        hidden: 16,
+        intermediate: 16,
+        proj_blocks: 1,
+    };
+    let f = c2c::train::trainable_fuser(dims, rc.n_layers, sc.n_layers, &varmap, 0, &Device::Cpu)
+        .unwrap();
+    c2c::train::init_gate_logits(&varmap, 1.0).unwrap();
+    let model = &pair.receiver.model;
+    let value = |t: candle_core::Tensor| t.to_scalar::<f32>().unwrap();
+    for i in 0..train.len() {
+        let mut rng = ChaCha8Rng::seed_from_u64(i as u64);
+        let got = task
+            .loss(model, &f, TaskPart::Train, i, true, &mut rng, &mut HardGate)
+            .unwrap();
+        let j = other_item(&mut ChaCha8Rng::seed_from_u64(i as u64), i, train.len());
+        assert_ne!(i, j);
+        let slots = task
+            .slots
+            .fused(&f, &train[j].passage, Qat::None, &mut HardGate)
+            .unwrap();
+        let want = context_loss(model, &slots, &train[i].question, &train[i].response).unwrap();
+        assert_eq!(
+            value(got),
+            value(want),
+            "item {i} did not read item {j}'s passage"
+        );
+    }
+}
