@@ -134,18 +134,10 @@ impl<'a> ContextTask<'a> {
             d_train,
             d_val
         );
-        let settings = ContextSettings {
-            filler: args.filler.resolve(&pair.receiver)?,
-            max_passage_tokens: max,
-        };
-        Ok(Self {
-            args,
-            slots: SlotMaker::new(pair, settings.filler, max)?,
-            train,
-            val,
-            settings,
-            dropped: [d_train, d_val],
-        })
+        let filler = args.filler.resolve(&pair.receiver)?;
+        let mut task = Self::from_items(pair, args, train, val, filler)?;
+        task.dropped = [d_train, d_val];
+        Ok(task)
     }
 
     /// A task over given items (tests, and callers with their own data).
