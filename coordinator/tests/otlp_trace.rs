@@ -9,8 +9,9 @@
 //! receiver's `Evaluate` server span a child of the coordinator's span; the KV evaluation's
 //! trace also carries the sharer's spans, its `Share` server span a child of the receiver's
 //! `Share` client span, and every stage span (sharer: prefill, select, encode, stream, gather,
-//! quantize; receiver: decode, fuse, prefill, score) sits under its service's server span. A
-//! broken propagation (a service starting its own trace, a span losing its parent) fails it.
+//! quantize; receiver: decode, fuse, prefill, score) sits under its service's server span;
+//! health probes are not traced. A broken propagation (a service starting its own trace, a
+//! span losing its parent) fails it.
 
 mod common;
 
@@ -217,6 +218,11 @@ async fn one_trace_id_spans_coordinator_receiver_and_sharer() {
     terminate(sharer).await;
 
     let spans = collector.0.lock().unwrap().clone();
+    // The health probes of the start-up wait are not traced.
+    assert!(
+        spans.iter().all(|(_, s)| !s.name.starts_with("grpc.")),
+        "a health or reflection call was traced"
+    );
     let roots: Vec<&Span> = spans
         .iter()
         .filter(|(s, span)| s == COORDINATOR && span.name == "coordinator.evaluate")

@@ -12,7 +12,8 @@
 //! (named after the method, `kvwire.c2c.v1.Sharer/Share`): its parent is the incoming
 //! `traceparent`, or it starts a trace (sampled at the configured ratio); its own context is
 //! written into the metadata in place of the incoming one; the handler runs inside it, and it
-//! ends with the response body (a stream: its last message), with this line.
+//! ends with the response body (a stream: its last message), with this line. Health and
+//! reflection calls get none.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -102,9 +103,10 @@ where
 }
 
 /// The call's OpenTelemetry server span when spans are exported; a disabled span otherwise
-/// (log lines keep their form).
+/// (log lines keep their form), and for health and reflection calls (`/grpc.*`: a probe every
+/// few seconds would be a trace every few seconds).
 fn server_span(method: &str) -> tracing::Span {
-    if !crate::otlp::exporting() {
+    if !crate::otlp::exporting() || method.starts_with("/grpc.") {
         return tracing::Span::none();
     }
     let name = method.trim_start_matches('/');
