@@ -10,12 +10,15 @@
 //! trace also carries the sharer's spans, its `Share` server span a child of the receiver's
 //! `Share` client span, and every stage span (sharer: prefill, select, encode, stream, gather,
 //! quantize; receiver: decode, fuse, prefill, score) sits under its service's server span;
-//! health probes are not traced. A broken propagation (a service starting its own trace, a
-//! span losing its parent) fails it.
+//! health probes are not traced; a second run sampled out at the coordinator (ratio 0) exports
+//! nothing from any process. A broken propagation (a service starting its own trace, a span
+//! losing its parent) fails it. The embedded services (in the coordinator's process) are
+//! checked too.
 
 mod common;
 
 use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -120,12 +123,69 @@ async fn terminate(mut process: ServiceProcess) {
     process.stop().await.unwrap();
 }
 
+/// Runs `grid` into `out` with the coordinator binary, `services` its endpoint options (none:
+/// embedded services), exporting to `endpoint` at `ratio`.
+fn run_grid(grid: &Path, out: &Path, services: &[&str], endpoint: &str, ratio: &str) {
+    let mut args = vec![
+        "run",
+        grid.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--no-progress",
+        "--otlp-endpoint",
+        endpoint,
+        "--otlp-sampling-ratio",
+        ratio,
+    ];
+    args.extend_from_slice(services);
+    let run = coordinator(&args).output().unwrap();
+    assert!(
+        run.status.success(),
+        "coordinator failed:\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+}
+
 /// The spans of one trace, by span id.
 struct Trace<'a> {
     spans: HashMap<&'a [u8], (&'a str, &'a Span)>,
 }
 
 impl<'a> Trace<'a> {
+    fn of(spans: &'a [(String, Span)], trace_id: &[u8]) -> Self {
+        let spans = spans
+            .iter()
+            .filter(|(_, span)| span.trace_id == trace_id)
+            .map(|(s, span)| (span.span_id.as_slice(), (s.as_str(), span)))
+            .collect();
+        Self { spans }
+    }
+
+    /// The client span of a call to `method` in `caller` and its server span in `callee`, the
+    /// server span a child of the client span.
+    fn call(&self, caller: &str, callee: &str, method: &str) -> (&'a Span, &'a Span) {
+        let of_kind = |service: &str, kind: SpanKind| {
+            let found: Vec<_> = self
+                .all(service, method)
+                .into_iter()
+                .filter(|s| s.kind == kind as i32)
+                .collect();
+            assert_eq!(found.len(), 1, "{service} {method}: {}", self.describe());
+            found[0]
+        };
+        let (client, server) = (
+            of_kind(caller, SpanKind::Client),
+            of_kind(callee, SpanKind::Server),
+        );
+        assert_eq!(
+            server.parent_span_id,
+            client.span_id,
+            "{method}: {}",
+            self.describe()
+        );
+        (client, server)
+    }
+
     fn services(&self) -> BTreeSet<&'a str> {
         self.spans.values().map(|(s, _)| *s).collect()
     }
@@ -193,26 +253,15 @@ async fn one_trace_id_spans_coordinator_receiver_and_sharer() {
     // One item, four methods: receiver-only, KV fp16 and int4, raw text.
     let tmp = tempfile::tempdir().unwrap();
     let grid = write_grid(tmp.path(), "otlp", 1);
-    let out = tmp.path().join("runs");
-    let run = coordinator(&[
-        "run",
-        grid.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--no-progress",
-        "--sharer",
-        &sharer.url,
-        "--receiver",
-        &receiver.url,
-        "--otlp-endpoint",
+    let services = ["--sharer", &sharer.url, "--receiver", &receiver.url];
+    run_grid(&grid, &tmp.path().join("traced"), &services, &endpoint, "1");
+    // Sampled out at the coordinator: the unsampled flag travels, nothing is exported.
+    run_grid(
+        &grid,
+        &tmp.path().join("untraced"),
+        &services,
         &endpoint,
-    ])
-    .output()
-    .unwrap();
-    assert!(
-        run.status.success(),
-        "coordinator failed:\n{}",
-        String::from_utf8_lossy(&run.stderr)
+        "0",
     );
     terminate(receiver).await;
     terminate(sharer).await;
@@ -228,14 +277,15 @@ async fn one_trace_id_spans_coordinator_receiver_and_sharer() {
         .filter(|(s, span)| s == COORDINATOR && span.name == "coordinator.evaluate")
         .map(|(_, span)| span)
         .collect();
-    assert_eq!(roots.len(), 4, "one coordinator span per evaluation");
-    let trace_of = |root: &Span| Trace {
-        spans: spans
-            .iter()
-            .filter(|(_, span)| span.trace_id == root.trace_id)
-            .map(|(s, span)| (span.span_id.as_slice(), (s.as_str(), span)))
-            .collect(),
-    };
+    assert_eq!(roots.len(), 4, "one coordinator span per traced evaluation");
+    let evaluates = spans
+        .iter()
+        .filter(|(_, s)| s.name == "kvwire.c2c.v1.Receiver/Evaluate")
+        .count();
+    assert_eq!(
+        evaluates, 4,
+        "the sampled-out run exported no receiver span"
+    );
     let mut kv_traces = 0;
     for root in &roots {
         assert!(
@@ -243,7 +293,7 @@ async fn one_trace_id_spans_coordinator_receiver_and_sharer() {
             "the coordinator starts the trace"
         );
         assert_eq!(root.kind, SpanKind::Client as i32);
-        let trace = trace_of(root);
+        let trace = Trace::of(&spans, &root.trace_id);
         let evaluate = trace.one(RECEIVER, "kvwire.c2c.v1.Receiver/Evaluate");
         assert_eq!(
             evaluate.parent_span_id,
@@ -283,15 +333,8 @@ async fn one_trace_id_spans_coordinator_receiver_and_sharer() {
 /// The KV evaluation: the receiver's Share client span under its Evaluate, the sharer's Share
 /// server span under that, and every stage span under its service's server span.
 fn check_kv_trace(trace: &Trace<'_>, evaluate: &Span) {
-    let call = trace
-        .all(RECEIVER, "kvwire.c2c.v1.Sharer/Share")
-        .into_iter()
-        .find(|s| s.kind == SpanKind::Client as i32)
-        .unwrap_or_else(|| panic!("no Share client span: {}", trace.describe()));
+    let (call, share) = trace.call(RECEIVER, SHARER, "kvwire.c2c.v1.Sharer/Share");
     assert!(trace.descends(call, evaluate), "{}", trace.describe());
-    let share = trace.one(SHARER, "kvwire.c2c.v1.Sharer/Share");
-    assert_eq!(share.kind, SpanKind::Server as i32);
-    assert_eq!(share.parent_span_id, call.span_id, "{}", trace.describe());
     for stage in [
         "sharer.prefill",
         "sharer.select",
@@ -336,4 +379,32 @@ fn check_kv_trace(trace: &Trace<'_>, evaluate: &Span) {
             trace.describe()
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_services_export_under_the_coordinator_name() {
+    let collector = Collector::default();
+    let endpoint = start_collector(collector.clone()).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let grid = write_grid(tmp.path(), "otlp-embedded", 1);
+    run_grid(&grid, &tmp.path().join("runs"), &[], &endpoint, "1");
+    let spans = collector.0.lock().unwrap().clone();
+    let (_, share) = spans
+        .iter()
+        .find(|(_, s)| s.name == "kvwire.c2c.v1.Sharer/Share")
+        .expect("a Share call was traced");
+    let trace = Trace::of(&spans, &share.trace_id);
+    assert_eq!(trace.services(), BTreeSet::from([COORDINATOR]));
+    let root = trace.one(COORDINATOR, "coordinator.evaluate");
+    let evaluate = trace.one(COORDINATOR, "kvwire.c2c.v1.Receiver/Evaluate");
+    assert_eq!(
+        evaluate.parent_span_id,
+        root.span_id,
+        "{}",
+        trace.describe()
+    );
+    let (call, share) = trace.call(COORDINATOR, COORDINATOR, "kvwire.c2c.v1.Sharer/Share");
+    assert!(trace.descends(call, evaluate), "{}", trace.describe());
+    let prefill = trace.one(COORDINATOR, "sharer.prefill");
+    assert!(trace.descends(prefill, share), "{}", trace.describe());
 }
