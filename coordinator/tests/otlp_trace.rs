@@ -83,15 +83,21 @@ async fn start_collector(collector: Collector) -> String {
     format!("http://{addr}")
 }
 
-/// Starts a service binary with `table` as its config plus the OTLP endpoint; waits for health.
-async fn start(role: Role, mut table: toml::Table, port: u16, endpoint: &str) -> ServiceProcess {
+/// Starts a service binary with `table` as its config plus the OTLP endpoint (config and log
+/// files in `dir`); waits for health.
+async fn start(
+    dir: &Path,
+    role: Role,
+    mut table: toml::Table,
+    port: u16,
+    endpoint: &str,
+) -> ServiceProcess {
     let mut otlp = toml::Table::new();
     otlp.insert("endpoint".into(), endpoint.into());
     let mut telemetry = toml::Table::new();
     telemetry.insert("otlp".into(), otlp.into());
     table.insert("telemetry".into(), telemetry.into());
-    let dir = std::env::temp_dir();
-    let name = format!("otlp-trace-{}-{}", role.binary(), std::process::id());
+    let name = role.binary().to_string();
     let config = dir.join(format!("{name}.toml"));
     config::write(&table, &config).unwrap();
     let binary = bin_dir().join(role.binary());
@@ -240,7 +246,15 @@ async fn one_trace_id_spans_coordinator_receiver_and_sharer() {
     };
     let (sharer_port, receiver_port) = (free_port().unwrap(), free_port().unwrap());
     let sharer_table = config::sharer(MODEL, sharer_port, &placement);
-    let sharer = start(Role::Sharer, sharer_table, sharer_port, &endpoint).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let sharer = start(
+        tmp.path(),
+        Role::Sharer,
+        sharer_table,
+        sharer_port,
+        &endpoint,
+    )
+    .await;
     let receiver_table = config::receiver(
         MODEL,
         receiver_port,
@@ -248,10 +262,16 @@ async fn one_trace_id_spans_coordinator_receiver_and_sharer() {
         &ReceiverFuser::Identity,
         &placement,
     );
-    let receiver = start(Role::Receiver, receiver_table, receiver_port, &endpoint).await;
+    let receiver = start(
+        tmp.path(),
+        Role::Receiver,
+        receiver_table,
+        receiver_port,
+        &endpoint,
+    )
+    .await;
 
     // One item, four methods: receiver-only, KV fp16 and int4, raw text.
-    let tmp = tempfile::tempdir().unwrap();
     let grid = write_grid(tmp.path(), "otlp", 1);
     let services = ["--sharer", &sharer.url, "--receiver", &receiver.url];
     run_grid(&grid, &tmp.path().join("traced"), &services, &endpoint, "1");
