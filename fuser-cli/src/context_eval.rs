@@ -32,7 +32,7 @@ use serde_json::json;
 
 use crate::context_data::{ContextItem, SPLIT_RULE, load_part, other_item, tokenize_one};
 use crate::context_task::{ContextSettings, SlotMaker};
-use crate::eval_cmd::{EvalArgs, Row, load_fuser, print_summary, ranked, summarise};
+use crate::eval_cmd::{EvalArgs, Row, Scored, load_fuser, print_summary, summarise};
 use crate::gating::Gating;
 use crate::pair::OpenPair;
 
@@ -174,20 +174,15 @@ impl ItemEval<'_> {
             .collect::<model_runtime::Result<Vec<_>>>()?;
         let mut rows = Vec::new();
         let mut push = |method: &str, scores: &[ContinuationScore], tokens, sharer, t: Instant| {
-            let rank = ranked(scores, &texts)?;
-            let prediction = rank[2].prediction;
-            rows.push(Row {
-                set: self.set.to_string(),
-                id: ex.id.clone(),
-                method: method.to_string(),
-                gold,
-                prediction,
-                correct: prediction == gold,
-                receiver_prompt_tokens: tokens,
-                sharer_prompt_tokens: sharer,
-                seconds: t.elapsed().as_secs_f64(),
-                rank,
-            });
+            let seconds = t.elapsed().as_secs_f64();
+            let tokens = (tokens, sharer);
+            let scored = Scored {
+                scores,
+                texts: &texts,
+                tokens,
+                seconds,
+            };
+            rows.push(Row::new(self.set, ex, gold, method, scored)?);
             anyhow::Ok(())
         };
         let q = &item.question;

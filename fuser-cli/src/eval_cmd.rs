@@ -100,8 +100,47 @@ pub(crate) struct Row {
     pub(crate) rank: Vec<RankScore>,
 }
 
+/// One method's scores on an item and what they cost.
+pub(crate) struct Scored<'a> {
+    /// Continuation scores, one per choice.
+    pub(crate) scores: &'a [ContinuationScore],
+    /// The continuations' texts.
+    pub(crate) texts: &'a [String],
+    /// (receiver prompt tokens, sharer prompt tokens).
+    pub(crate) tokens: (usize, usize),
+    /// Seconds the method took.
+    pub(crate) seconds: f64,
+}
+
+impl Row {
+    /// The row of `method` on `ex` (gold choice `gold`), predicting with per-character
+    /// normalisation.
+    pub(crate) fn new(
+        set: &str,
+        ex: &Example,
+        gold: usize,
+        method: &str,
+        scored: Scored<'_>,
+    ) -> Result<Self> {
+        let rank = ranked(scored.scores, scored.texts)?;
+        let prediction = rank[2].prediction;
+        Ok(Row {
+            set: set.to_string(),
+            id: ex.id.clone(),
+            method: method.to_string(),
+            gold,
+            prediction,
+            correct: prediction == gold,
+            receiver_prompt_tokens: scored.tokens.0,
+            sharer_prompt_tokens: scored.tokens.1,
+            seconds: scored.seconds,
+            rank,
+        })
+    }
+}
+
 /// Rank scores of every normalisation for continuation scores and the continuations' texts.
-pub(crate) fn ranked(scores: &[ContinuationScore], texts: &[String]) -> Result<Vec<RankScore>> {
+fn ranked(scores: &[ContinuationScore], texts: &[String]) -> Result<Vec<RankScore>> {
     let choices: Vec<ChoiceLogprob> = scores
         .iter()
         .zip(texts)
@@ -284,21 +323,16 @@ impl SetEval<'_> {
             .map(|t| receiver.tokenizer.encode(t))
             .collect::<model_runtime::Result<Vec<_>>>()?;
         let mut rows = Vec::new();
+        let set = self.set.to_string();
         let mut push = |method: &str, scores: &[ContinuationScore], seconds: f64| -> Result<()> {
-            let rank = ranked(scores, &texts)?;
-            let prediction = rank[2].prediction;
-            rows.push(Row {
-                set: self.set.to_string(),
-                id: ex.id.clone(),
-                method: method.to_string(),
-                gold,
-                prediction,
-                correct: prediction == gold,
-                receiver_prompt_tokens: p.receiver.len(),
-                sharer_prompt_tokens: p.sharer.len(),
+            let tokens = (p.receiver.len(), p.sharer.len());
+            let scored = Scored {
+                scores,
+                texts: &texts,
+                tokens,
                 seconds,
-                rank,
-            });
+            };
+            rows.push(Row::new(&set, ex, gold, method, scored)?);
             Ok(())
         };
         let n = p.len();

@@ -139,17 +139,22 @@ pub fn log_gates(out: &Path, step: usize, fuser: &Fuser, gating: &Gating) -> Res
 /// Appends a row to `loss.csv` (header when new): step, train loss (mean of the step's batch),
 /// validation loss (empty between validations).
 pub fn log_loss(out: &Path, step: usize, train: Option<f64>, val: Option<f64>) -> Result<()> {
-    let path = out.join("loss.csv");
+    let mut f = append_csv(&out.join("loss.csv"), "step,train_loss,val_loss")?;
+    let cell = |x: Option<f64>| x.map(|x| x.to_string()).unwrap_or_default();
+    writeln!(f, "{step},{},{}", cell(train), cell(val))?;
+    Ok(())
+}
+
+/// Opens a CSV file for appending, writing `header` first when the file is new.
+fn append_csv(path: &Path, header: &str) -> Result<std::fs::File> {
     let new = !path.exists();
     let mut f = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(&path)
+        .open(path)
         .with_context(|| format!("opening {}", path.display()))?;
     if new {
-        writeln!(f, "step,train_loss,val_loss")?;
+        writeln!(f, "{header}")?;
     }
-    let cell = |x: Option<f64>| x.map(|x| x.to_string()).unwrap_or_default();
-    writeln!(f, "{step},{},{}", cell(train), cell(val))?;
-    Ok(())
+    Ok(f)
 }
