@@ -9,6 +9,8 @@ use std::process::{Command, Output};
 
 use coordinator::registry::RunDir;
 
+pub mod collector;
+
 /// A grid over random tiny models (timing only; rows are still deterministic) and the items
 /// of `items` (all of them): receiver-only, KV at fp16 and int4, raw text at a cap.
 pub fn grid(name: &str, items: &Path) -> String {
