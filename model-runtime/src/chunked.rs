@@ -11,7 +11,7 @@
 use crate::cache::KvCache;
 use crate::error::{Result, RuntimeError};
 use crate::layer::AttentionProbe;
-use crate::model::Model;
+use crate::model::{Extend, Model};
 use candle_core::{IndexOp, Tensor};
 
 /// Default query-chunk length of a multi-token forward pass: large enough that the matmuls
@@ -72,16 +72,19 @@ impl Model {
         })?;
         let spans = chunk_spans(t, self.prefill_chunk_tokens);
         if let [_] = spans.as_slice() {
-            let hidden = self.forward_whole(input_ids, offset, cache, probe)?;
+            let hidden = self.forward_whole(input_ids, offset, cache, probe, Extend::AtEnd)?;
             return last_if(hidden, keep);
         }
-        // The tensors are reference-counted: this copies handles, not K/V.
+        // The tensors are reference-counted: this copies handles, not K/V. `work` is extended
+        // in place layer by layer (each layer's previous K/V freed once extended) and becomes
+        // the cache only when every chunk has run.
         let mut work = cache.clone();
         let mut kept = Vec::with_capacity(spans.len());
         for (start, len) in spans {
             let ids = input_ids.narrow(1, start, len)?;
+            let probe = probe.as_deref_mut();
             let hidden =
-                self.forward_whole(&ids, offset + start, &mut work, probe.as_deref_mut())?;
+                self.forward_whole(&ids, offset + start, &mut work, probe, Extend::InPlace)?;
             kept.push(match keep {
                 Keep::All => hidden,
                 // Only the last chunk's last position is returned.

@@ -36,6 +36,16 @@ enum Run<'a> {
     Packed(&'a [usize]),
 }
 
+/// How a pass writes the extended K/V into the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Extend {
+    /// All layers swapped in after the last one: an error leaves the cache as it was.
+    AtEnd,
+    /// Layer by layer, each layer's old K/V dropped as soon as its extension exists (peak
+    /// memory one cache, not two), for a scratch cache that is discarded on an error.
+    InPlace,
+}
+
 /// Which positions get logits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Logits {
@@ -190,8 +200,9 @@ impl Model {
         offset: usize,
         cache: &mut KvCache,
         probe: Option<&mut AttentionProbe>,
+        extend: Extend,
     ) -> Result<Tensor> {
-        self.forward_run(input_ids, offset, Run::Whole, cache, probe)
+        self.forward_run(input_ids, offset, Run::Whole, cache, probe, extend)
     }
 
     /// Runs one row of new tokens packed as independent segments (lengths summing to the
@@ -205,7 +216,8 @@ impl Model {
         offset: usize,
         cache: &mut KvCache,
     ) -> Result<Tensor> {
-        self.forward_run(input_ids, offset, Run::Packed(segments), cache, None)
+        let packed = Run::Packed(segments);
+        self.forward_run(input_ids, offset, packed, cache, None, Extend::AtEnd)
     }
 
     fn forward_run(
@@ -215,6 +227,7 @@ impl Model {
         run: Run<'_>,
         cache: &mut KvCache,
         mut probe: Option<&mut AttentionProbe>,
+        extend: Extend,
     ) -> Result<Tensor> {
         let (b, t) = input_ids.dims2().map_err(|_| {
             RuntimeError::input(
@@ -247,13 +260,19 @@ impl Model {
         };
         let mut new_layers = Vec::with_capacity(self.layers.len());
         for (i, layer) in self.layers.iter().enumerate() {
-            // Between layers: a cancelled request stops here, its cache left as it was.
+            // Between layers: a cancelled request stops here (with `Extend::AtEnd`, its cache
+            // left as it was; `InPlace` caches are scratch copies the caller drops).
             crate::cancel::checkpoint()?;
             let (y, kv) = layer.forward(&x, cache.layers.get(i), &shared, probe.as_deref_mut())?;
             x = y;
-            new_layers.push(kv);
+            match (extend, cache.layers.get_mut(i)) {
+                (Extend::InPlace, Some(old)) => *old = kv,
+                _ => new_layers.push(kv),
+            }
         }
-        cache.layers = new_layers;
+        if !new_layers.is_empty() {
+            cache.layers = new_layers;
+        }
         rms_norm(&x, &self.final_norm, dims.eps, dims.autograd)
     }
 
