@@ -13,7 +13,7 @@ use crate::plot::accuracy::AccuracyChart;
 use crate::plot::breakdown::BreakdownChart;
 use crate::plot::points::{self, FigurePoints};
 use crate::plot::render::{Chart, write_png_and_svg};
-use crate::regime::{RegimeKey, RegimeRow, Verdict, budget_label};
+use crate::regime::{CellView, RegimeKey, RegimeRow, Verdict, budget_label};
 use crate::registry::RunDir;
 
 /// Who wins, per regime (rows) and budget (columns).
@@ -156,17 +156,24 @@ impl Chart for Heatmap<'_> {
 /// (`<pair>_<task>.frontier.*`, accuracy against bytes per method family, bounds as lines) and
 /// the bytes breakdown (`<pair>_<task>.bytes.*`). Bytes and accuracy do not depend on the link
 /// (the same computation crosses every link), so each figure draws one link's cells: the first
-/// link of the run's grid. Returns the files written.
+/// link of the run's grid. Cells in `left_out` (not every sample answered) are not drawn, as
+/// they are not in the map. Returns the files written.
 pub fn write_figures(
     rows: &[RegimeRow<'_>],
     runs: &[PathBuf],
+    left_out: &[CellView],
     out: &Path,
 ) -> Result<Vec<PathBuf>, PlotError> {
     let mut files: Vec<PathBuf> = write_png_and_svg(&Heatmap { rows }, out, "heatmap")?.to_vec();
     let mut done: Vec<(String, String)> = Vec::new();
     for run in runs {
         let dir = RunDir::open(run)?;
-        let (pts, _) = points::load(&dir)?;
+        let (mut pts, _) = points::load(&dir)?;
+        pts.retain(|p| {
+            !left_out
+                .iter()
+                .any(|c| &c.run == run && c.cell_id == p.cell_id)
+        });
         for figure in points::by_figure(&pts) {
             let (pair, link) = match figure.key.pair.split_once('@') {
                 Some((p, l)) => (p.to_string(), Some(l.to_string())),

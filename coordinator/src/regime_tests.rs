@@ -279,7 +279,7 @@ fn a_run_folder_becomes_the_map_its_tables_and_its_figures() {
     );
     let out = tmp.path().join("map");
     std::fs::create_dir_all(&out).unwrap();
-    let files = crate::regime_plot::write_figures(&rows, &[run], &out).unwrap();
+    let files = crate::regime_plot::write_figures(&rows, &[run.clone()], &[], &out).unwrap();
     let names: Vec<String> = files
         .iter()
         .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
@@ -297,4 +297,19 @@ fn a_run_folder_becomes_the_map_its_tables_and_its_figures() {
             .iter()
             .all(|f| std::fs::metadata(f).unwrap().len() > 1000)
     );
+    // A cell left out of the map (not every sample answered) is not drawn either.
+    let kv: Vec<CellView> = cells
+        .iter()
+        .filter(|c| c.family == "kv-int8")
+        .cloned()
+        .collect();
+    assert!(!kv.is_empty());
+    let out_left = tmp.path().join("map-left-out");
+    std::fs::create_dir_all(&out_left).unwrap();
+    crate::regime_plot::write_figures(&rows, &[run], &kv, &out_left).unwrap();
+    let svg = |dir: &std::path::Path| {
+        std::fs::read_to_string(dir.join("s_-s_sciq_context.bytes.svg")).unwrap()
+    };
+    assert!(svg(&out).contains("kv-int8"));
+    assert!(!svg(&out_left).contains("kv-int8"), "{}", svg(&out_left));
 }
