@@ -39,8 +39,8 @@ pub fn exporting() -> bool {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct OtlpConfig {
-    /// The collector's OTLP/gRPC endpoint, `http://HOST:PORT` (4317 by convention); unset
-    /// (the default): no export.
+    /// The collector's OTLP/gRPC endpoint, `http://HOST:PORT` (4317 by convention); unset (the
+    /// default) or empty (an environment variable set to nothing): no export.
     pub endpoint: Option<String>,
     /// The `service.name` of exported spans; unset: the binary's name (`sharer-svc`,
     /// `receiver-svc`, `coordinator`).
@@ -64,7 +64,7 @@ impl OtlpConfig {
     /// Adds the problems of these settings to `problems` (`section` names their table).
     pub fn validate(&self, section: &str, problems: &mut Problems) {
         let key = |k: &str| format!("{section}{k}");
-        if let Some(endpoint) = &self.endpoint
+        if let Some(endpoint) = self.endpoint()
             && let Err(why) = check_endpoint(endpoint)
         {
             problems.push(&key("endpoint"), why);
@@ -79,6 +79,11 @@ impl OtlpConfig {
         if self.service_name.as_deref().is_some_and(str::is_empty) {
             problems.push(&key("service_name"), "is empty");
         }
+    }
+
+    /// The endpoint spans are exported to, if any (an empty one is none).
+    pub fn endpoint(&self) -> Option<&str> {
+        self.endpoint.as_deref().filter(|e| !e.trim().is_empty())
     }
 
     /// The service name spans are exported under: the configured one or `default`.
@@ -157,7 +162,7 @@ pub fn build(
     config: &OtlpConfig,
     default_service: &str,
 ) -> Result<(Exporter, Option<SdkTracer>), ExporterError> {
-    let Some(endpoint) = config.endpoint.clone() else {
+    let Some(endpoint) = config.endpoint().map(str::to_string) else {
         return Ok((Exporter::off(), None));
     };
     let exporter = SpanExporter::builder()
@@ -187,7 +192,7 @@ pub fn build(
 
 /// Logs whether export is on, where to and as what (once the subscriber is installed).
 pub fn log_state(config: &OtlpConfig, default_service: &str) {
-    match &config.endpoint {
+    match config.endpoint() {
         Some(endpoint) => tracing::info!(
             endpoint = %endpoint,
             service_name = config.service_name_or(default_service),
@@ -215,6 +220,7 @@ mod tests {
             p.list().len()
         };
         assert_eq!(problems_of(None, 1.0), 0);
+        assert_eq!(problems_of(Some(""), 1.0), 0, "empty is unset");
         assert_eq!(problems_of(Some("http://127.0.0.1:4317"), 0.25), 0);
         assert_eq!(problems_of(Some("https://collector:4317"), 1.0), 1);
         assert_eq!(problems_of(Some("127.0.0.1:4317"), 1.0), 1);

@@ -272,3 +272,50 @@ fn problems_are_reported_together() {
         "{err}"
     );
 }
+
+#[test]
+fn otlp_keys_take_env_overrides() {
+    #[derive(Debug, Default, Serialize, Deserialize)]
+    #[serde(default, deny_unknown_fields)]
+    struct WithTelemetry {
+        telemetry: crate::telemetry::TelemetryConfig,
+    }
+    let env = config::Map::from([
+        (
+            "SVCKIT_TEST_H__TELEMETRY__OTLP__ENDPOINT".to_string(),
+            "http://127.0.0.1:4317".to_string(),
+        ),
+        (
+            "SVCKIT_TEST_H__TELEMETRY__OTLP__SAMPLING_RATIO".to_string(),
+            "0.25".to_string(),
+        ),
+        (
+            "SVCKIT_TEST_H__TELEMETRY__OTLP__SERVICE_NAME".to_string(),
+            "sharer-a".to_string(),
+        ),
+    ]);
+    let loaded: WithTelemetry = load_with_env(None, "SVCKIT_TEST_H", &[], Some(env)).unwrap();
+    let otlp = &loaded.telemetry.otlp;
+    assert_eq!(otlp.endpoint(), Some("http://127.0.0.1:4317"));
+    assert_eq!(otlp.sampling_ratio, 0.25);
+    assert_eq!(otlp.service_name_or("sharer-svc"), "sharer-a");
+    // Set to nothing, as a template leaves it: no export, no problem.
+    let empty = config::Map::from([(
+        "SVCKIT_TEST_I__TELEMETRY__OTLP__ENDPOINT".to_string(),
+        String::new(),
+    )]);
+    let loaded: WithTelemetry = load_with_env(None, "SVCKIT_TEST_I", &[], Some(empty)).unwrap();
+    assert_eq!(loaded.telemetry.otlp.endpoint(), None);
+    let mut problems = Problems::new();
+    loaded.telemetry.validate(&mut problems);
+    assert!(problems.list().is_empty(), "{problems}");
+    // A typo in the section is refused with the key named.
+    let typo = config::Map::from([(
+        "SVCKIT_TEST_J__TELEMETRY__OTLP__ENDPIONT".to_string(),
+        "http://127.0.0.1:4317".to_string(),
+    )]);
+    let err = load_with_env::<WithTelemetry>(None, "SVCKIT_TEST_J", &[], Some(typo))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("endpiont"), "{err}");
+}
