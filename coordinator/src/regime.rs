@@ -93,8 +93,13 @@ pub struct CellView {
     pub e2e_ms: BTreeMap<String, f64>,
     /// Mean measured bytes per sample.
     pub mean_bytes: f64,
-    /// Mean transfer time per sample (all rounds), ms, when the method transfers.
+    /// Mean transfer time per sample (all rounds), ms, when the method transfers: the
+    /// receiver's `transfer` stage (KV: first to last frame; text: the whole `Message` call).
     pub transfer_ms: Option<f64>,
+    /// Mean time of the sharer calls per sample, ms: request to the last byte of the reply,
+    /// `first_frame_wait + transfer` (for text, where `first_frame_wait` is 0, the same as
+    /// `transfer_ms`). The like-for-like figure between cache and text methods.
+    pub sharer_call_ms: Option<f64>,
     /// Samples in the cell's plan (answered or not).
     pub planned: usize,
 }
@@ -158,6 +163,14 @@ pub fn load(runs: &[PathBuf]) -> Result<Vec<CellView>, RegistryError> {
                 .iter()
                 .filter_map(|(_, r)| r.timings_ms.get("transfer").copied())
                 .collect();
+            let sharer_calls: Vec<f64> = ok
+                .iter()
+                .filter_map(|(_, r)| {
+                    let transfer = r.timings_ms.get("transfer")?;
+                    let wait = r.timings_ms.get("first_frame_wait").unwrap_or(&0.0);
+                    Some(transfer + wait)
+                })
+                .collect();
             let bytes: Vec<f64> = ok
                 .iter()
                 .map(|(_, r)| r.bytes.bytes_measured_total as f64)
@@ -189,6 +202,7 @@ pub fn load(runs: &[PathBuf]) -> Result<Vec<CellView>, RegistryError> {
                     .collect(),
                 mean_bytes: mean(&bytes).unwrap_or(0.0),
                 transfer_ms: mean(&transfers),
+                sharer_call_ms: mean(&sharer_calls),
                 planned: plan.sample_ids.len(),
             });
         }

@@ -19,9 +19,23 @@ fn key_fields((pair, dataset, link): &crate::regime::RegimeKey) -> Vec<String> {
     vec![csv_field(pair), csv_field(dataset), csv_field(link)]
 }
 
+/// The columns of a best cache or text method, in `best_fields`' order.
+const BEST_COLUMNS: [&str; 10] = [
+    "method",
+    "n",
+    "accuracy",
+    "acc_lo",
+    "acc_hi",
+    "bytes",
+    "e2e_ms",
+    "transfer_ms",
+    "sharer_call_ms",
+    "tie_break",
+];
+
 fn best_fields(b: &Option<Best<'_>>) -> Vec<String> {
     match b {
-        None => vec![String::new(); 9],
+        None => vec![String::new(); BEST_COLUMNS.len()],
         Some(b) => {
             let c = b.cell;
             let (lo, hi) = c.accuracy_ci();
@@ -34,6 +48,7 @@ fn best_fields(b: &Option<Best<'_>>) -> Vec<String> {
                 csv_num(Some(c.mean_bytes), 1),
                 csv_num(Some(c.e2e_mean_ms()), 1),
                 csv_num(c.transfer_ms, 2),
+                csv_num(c.sharer_call_ms, 2),
                 csv_field(&b.tie_break),
             ]
         }
@@ -57,17 +72,7 @@ pub fn table_csv(rows: &[RegimeRow<'_>]) -> String {
         .map(String::from)
         .to_vec();
     for kind in ["cache", "text"] {
-        for col in [
-            "method",
-            "n",
-            "accuracy",
-            "acc_lo",
-            "acc_hi",
-            "bytes",
-            "e2e_ms",
-            "transfer_ms",
-            "tie_break",
-        ] {
+        for col in BEST_COLUMNS {
             header.push(format!("{kind}_{col}"));
         }
     }

@@ -31,6 +31,7 @@ fn cell(
             .collect::<BTreeMap<_, _>>(),
         mean_bytes: bytes,
         transfer_ms: None,
+        sharer_call_ms: None,
         planned: ids.len(),
     }
 }
