@@ -83,7 +83,9 @@ pub fn regime_map(args: RegimeMapArgs) -> anyhow::Result<()> {
         write_text_atomic(&path, &text)?;
         files.push(path);
     }
-    files.extend(regime_plot::write_figures(&rows, &args.runs, &left_out, &args.out)?);
+    files.extend(regime_plot::write_figures(
+        &rows, &args.runs, &left_out, &args.out,
+    )?);
     for f in &files {
         println!("{}", f.display());
     }
