@@ -21,6 +21,7 @@ mod data;
 mod embedded;
 mod link_cmd;
 mod log;
+mod otlp_args;
 mod regime_map;
 mod report;
 #[cfg(test)]
@@ -72,51 +73,7 @@ struct RunOptions {
     #[arg(long, value_name = "SECONDS")]
     time_limit: Option<u64>,
     #[command(flatten)]
-    otlp: OtlpArgs,
-}
-
-/// OpenTelemetry export of the run's spans (docs/OPERATIONS.md, "Traces (OTLP)").
-#[derive(Debug, Args)]
-struct OtlpArgs {
-    /// OTLP/gRPC collector (`http://HOST:4317`): every Evaluate call starts a trace that the
-    /// receiver and the sharer continue, exported there; unset: no export.
-    #[arg(
-        long,
-        value_name = "URL",
-        env = "KVWIRE_COORDINATOR__TELEMETRY__OTLP__ENDPOINT"
-    )]
-    otlp_endpoint: Option<String>,
-    /// `service.name` of the exported spans.
-    #[arg(
-        long,
-        default_value = "coordinator",
-        env = "KVWIRE_COORDINATOR__TELEMETRY__OTLP__SERVICE_NAME"
-    )]
-    otlp_service_name: String,
-    /// Fraction of evaluations traced (0 to 1).
-    #[arg(
-        long,
-        default_value_t = 1.0,
-        env = "KVWIRE_COORDINATOR__TELEMETRY__OTLP__SAMPLING_RATIO"
-    )]
-    otlp_sampling_ratio: f64,
-}
-
-impl OtlpArgs {
-    /// The settings, checked as the services check theirs.
-    fn config(&self) -> anyhow::Result<service_kit::otlp::OtlpConfig> {
-        let config = service_kit::otlp::OtlpConfig {
-            endpoint: self.otlp_endpoint.clone(),
-            service_name: Some(self.otlp_service_name.clone()),
-            sampling_ratio: self.otlp_sampling_ratio,
-        };
-        let mut problems = service_kit::config::Problems::new();
-        config.validate("telemetry.otlp.", &mut problems);
-        if !problems.list().is_empty() {
-            bail!("{problems}");
-        }
-        Ok(config)
-    }
+    otlp: otlp_args::OtlpArgs,
 }
 
 /// Device and dtype of the embedded services (external services have their own config).
@@ -313,7 +270,7 @@ fn main() -> anyhow::Result<()> {
     let exporter = runtime
         .block_on(async { service_kit::telemetry::init_export_only(&otlp, "coordinator") })
         .context("OTLP trace export")?;
-    if let Some(endpoint) = &otlp.endpoint {
+    if let Some(endpoint) = otlp.endpoint() {
         eprintln!("exporting spans over OTLP to {endpoint}");
     }
     let dir = runtime.block_on(run::run(run::RunArgs {
