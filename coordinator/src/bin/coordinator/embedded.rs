@@ -50,6 +50,8 @@ pub struct ServicePlacement {
     pub dtype: String,
     /// Model jobs each service runs at once (`limits.max_concurrent_jobs`).
     pub jobs: usize,
+    /// Query-chunk length of the services' prefills (`prefill_chunk_tokens`; 0 = one pass).
+    pub prefill_chunk_tokens: usize,
 }
 
 impl Default for ServicePlacement {
@@ -58,6 +60,7 @@ impl Default for ServicePlacement {
             device: "cpu".into(),
             dtype: "f32".into(),
             jobs: 1,
+            prefill_chunk_tokens: model_runtime::DEFAULT_PREFILL_CHUNK_TOKENS,
         }
     }
 }
@@ -164,6 +167,7 @@ async fn start_sharer(
         model: pair.sharer.model.clone(),
         device: placement.device.clone(),
         dtype: placement.dtype.clone(),
+        prefill_chunk_tokens: placement.prefill_chunk_tokens,
         ..Default::default()
     };
     config.limits.max_concurrent_jobs = placement.jobs;
@@ -207,6 +211,7 @@ async fn start_receiver(
         model: pair.receiver.model.clone(),
         device: placement.device.clone(),
         dtype: placement.dtype.clone(),
+        prefill_chunk_tokens: placement.prefill_chunk_tokens,
         // Every request names its sharer: one of the embedded ones.
         sharer_endpoint: String::new(),
         allowed_sharers: sharer_urls.to_vec(),

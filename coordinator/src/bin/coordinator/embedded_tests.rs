@@ -39,7 +39,7 @@ fn placements_are_checked_before_anything_starts() {
     let bad = ServicePlacement {
         device: "gpu".into(),
         dtype: "f64".into(),
-        jobs: 1,
+        ..ServicePlacement::default()
     };
     let err = format!("{:#}", bad.check().unwrap_err());
     assert!(
@@ -50,7 +50,7 @@ fn placements_are_checked_before_anything_starts() {
         let cuda = ServicePlacement {
             device: "cuda:0".into(),
             dtype: "bf16".into(),
-            jobs: 1,
+            ..ServicePlacement::default()
         };
         let err = format!("{:#}", cuda.check().unwrap_err());
         assert!(err.contains("`cuda` feature"), "{err}");

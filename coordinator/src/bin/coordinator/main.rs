@@ -91,6 +91,10 @@ struct PlacementArgs {
     /// give `--concurrency` at least twice this to keep both services busy.
     #[arg(long)]
     jobs: Option<usize>,
+    /// Query-chunk length of the embedded services' prefills (their `prefill_chunk_tokens`;
+    /// 512 by default, 0 = one pass with T x T attention; docs/GPU.md).
+    #[arg(long)]
+    prefill_chunk_tokens: Option<usize>,
 }
 
 impl PlacementArgs {
@@ -100,6 +104,9 @@ impl PlacementArgs {
             device: self.device.unwrap_or(default.device),
             dtype: self.dtype.unwrap_or(default.dtype),
             jobs: self.jobs.unwrap_or(default.jobs),
+            prefill_chunk_tokens: self
+                .prefill_chunk_tokens
+                .unwrap_or(default.prefill_chunk_tokens),
         })
     }
 }
@@ -241,11 +248,13 @@ fn main() -> anyhow::Result<()> {
                     if placement.device.is_some()
                         || placement.dtype.is_some()
                         || placement.jobs.is_some()
+                        || placement.prefill_chunk_tokens.is_some()
                     {
                         bail!(
-                            "--device, --dtype and --jobs place the embedded services; external \
-                             services take theirs from their own config (device, dtype, \
-                             limits.max_concurrent_jobs; KVWIRE_SHARER__DEVICE, ...)"
+                            "--device, --dtype, --jobs and --prefill-chunk-tokens place the \
+                             embedded services; external services take theirs from their own \
+                             config (device, dtype, limits.max_concurrent_jobs, \
+                             prefill_chunk_tokens; KVWIRE_SHARER__DEVICE, ...)"
                         );
                     }
                     run::Services::External {

@@ -468,8 +468,8 @@ fn services_label(services: &Services) -> String {
             format!("external: sharer {sharer}, receiver {receiver}")
         }
         Services::Embedded(p) => format!(
-            "embedded: in-process on loopback, real gRPC, {} {}",
-            p.device, p.dtype
+            "embedded: in-process on loopback, real gRPC, {} {}, prefill chunk {}",
+            p.device, p.dtype, p.prefill_chunk_tokens
         ),
     }
 }
