@@ -131,15 +131,25 @@ pub fn init(config: &TelemetryConfig, service: &str) -> Result<Exporter, Telemet
     Ok(exporter)
 }
 
-/// For a process that writes no log lines of its own (the coordinator): installs only the
-/// OpenTelemetry layer (spans at info and above), when `config` names an endpoint. Inside the
-/// tokio runtime; [`Exporter::shutdown`] the result before exiting.
+/// For a process that writes no log lines of its own (the coordinator): when `config` names an
+/// endpoint, installs the OpenTelemetry layer (spans at info and above) and, on standard error,
+/// only the exporter's own warnings and errors (a collector that cannot be reached). Inside
+/// the tokio runtime; [`Exporter::shutdown`] the result before exiting.
 pub fn init_export_only(config: &OtlpConfig, service: &str) -> Result<Exporter, TelemetryError> {
     let (exporter, tracer) = otlp::build(config, service)?;
     if let Some(tracer) = tracer {
+        let export_problems = tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            .with_filter(tracing_subscriber::filter::filter_fn(|m| {
+                m.is_event()
+                    && *m.level() <= tracing::Level::WARN
+                    && m.target().starts_with("opentelemetry")
+            }));
         tracing_subscriber::registry()
             .with(tracing_subscriber::filter::LevelFilter::INFO)
             .with(tracing_opentelemetry::layer().with_tracer(tracer))
+            .with(export_problems)
             .try_init()
             .map_err(|e| TelemetryError::Subscriber(e.to_string()))?;
     }
