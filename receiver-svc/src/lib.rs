@@ -43,13 +43,7 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ReceiverServeError> {
-    let Prepared {
-        transport,
-        mut model,
-    } = prepare("receiver", &config).await?;
-    model.model = model
-        .model
-        .with_prefill_chunk_tokens(config.prefill_chunk_tokens);
+    let Prepared { transport, model } = prepare("receiver", &config).await?;
     let sharer_client = ClientTransport::load(&config.sharer_client, "sharer_client.ca")
         .map_err(|source| ReceiverServeError::SharerClient { source })?;
     tracing::info!("receiver's sharer client: {sharer_client}");

@@ -176,6 +176,8 @@ pub struct CommonSettings<'a> {
     pub device: &'a str,
     /// Activation and KV dtype (`f32`, `bf16`, `f16`).
     pub dtype: &'a str,
+    /// Query-chunk length of the model's multi-token passes (`0`: one pass).
+    pub prefill_chunk_tokens: usize,
     /// Largest gRPC message, bytes.
     pub max_message_bytes: usize,
     /// Longest prompt, tokens.
@@ -250,7 +252,8 @@ impl CommonSettings<'_> {
 }
 
 /// The [`CommonSettings`] of a service configuration that holds them under the common names
-/// (`listen_addr`, `model`, `device`, `dtype`, `telemetry`, `tls`, `auth`, `connections`, and
+/// (`listen_addr`, `model`, `device`, `dtype`, `prefill_chunk_tokens`, `telemetry`, `tls`, `auth`,
+/// `connections`, and
 /// `limits.max_message_bytes`, `max_prompt_tokens`, `max_prompt_bytes`,
 /// `max_concurrent_jobs`): both services' `ServiceConfig::common`.
 #[macro_export]
@@ -261,6 +264,7 @@ macro_rules! common_settings {
             model: &$config.model,
             device: &$config.device,
             dtype: &$config.dtype,
+            prefill_chunk_tokens: $config.prefill_chunk_tokens,
             max_message_bytes: $config.limits.max_message_bytes,
             max_prompt_tokens: $config.limits.max_prompt_tokens,
             max_prompt_bytes: $config.limits.max_prompt_bytes,

@@ -125,7 +125,8 @@ pub struct Prepared {
 
 /// The start-up steps both services share: validates `config` (every problem reported
 /// together), loads its certificates and tokens, describes the metrics, and loads the model
-/// on the configured device and dtype. `role` names the service in errors and logs.
+/// on the configured device and dtype, with its `prefill_chunk_tokens`. `role` names the service
+/// in errors and logs.
 pub async fn prepare<C: ServiceConfig>(
     role: &'static str,
     config: &C,
@@ -139,8 +140,11 @@ pub async fn prepare<C: ServiceConfig>(
     let transport = ServerTransport::load(common.transport).map_err(invalid)?;
     crate::metrics_catalog::describe_all();
     let placement = config.placement()?;
-    let model = load_model(common.model, placement).await?;
-    tracing::info!(model = %common.model, device = %common.device, dtype = %common.dtype, "{role} model loaded");
+    let mut model = load_model(common.model, placement).await?;
+    model.model = model
+        .model
+        .with_prefill_chunk_tokens(common.prefill_chunk_tokens);
+    tracing::info!(model = %common.model, device = %common.device, dtype = %common.dtype, prefill_chunk_tokens = common.prefill_chunk_tokens, "{role} model loaded");
     Ok(Prepared { transport, model })
 }
 

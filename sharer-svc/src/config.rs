@@ -203,4 +203,19 @@ mod tests {
         assert!(c.telemetry.metrics_addr.is_some());
         assert_eq!(c.prefill_chunk_tokens, 512);
     }
+
+    #[test]
+    fn the_prepared_model_runs_with_the_configured_chunk_length() {
+        let config = SharerConfig {
+            prefill_chunk_tokens: 7,
+            ..SharerConfig::default()
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let prepared = runtime
+            .block_on(service_kit::server::prepare("sharer", &config))
+            .unwrap();
+        assert_eq!(prepared.model.model.prefill_chunk_tokens(), 7);
+    }
 }

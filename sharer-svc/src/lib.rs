@@ -44,13 +44,7 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let Prepared {
-        transport,
-        mut model,
-    } = prepare("sharer", &config).await?;
-    model.model = model
-        .model
-        .with_prefill_chunk_tokens(config.prefill_chunk_tokens);
+    let Prepared { transport, model } = prepare("sharer", &config).await?;
     let engine = SharerEngine::new(model);
     let sessions = sessions::SessionStore::new(
         config.sessions.capacity,
