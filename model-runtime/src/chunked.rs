@@ -11,7 +11,7 @@
 use crate::cache::KvCache;
 use crate::error::{Result, RuntimeError};
 use crate::layer::AttentionProbe;
-use crate::model::{Extend, Model};
+use crate::model::{Extend, Model, ids_dims};
 use candle_core::{IndexOp, Tensor};
 
 /// Default query-chunk length of a multi-token forward pass: large enough that the matmuls
@@ -64,12 +64,7 @@ impl Model {
         mut probe: Option<&mut AttentionProbe>,
         keep: Keep,
     ) -> Result<Tensor> {
-        let (_, t) = input_ids.dims2().map_err(|_| {
-            RuntimeError::input(
-                "input_ids",
-                format!("expected [B, T], got {:?}", input_ids.dims()),
-            )
-        })?;
+        let (_, t) = ids_dims(input_ids)?;
         let spans = chunk_spans(t, self.prefill_chunk_tokens);
         if let [_] = spans.as_slice() {
             let hidden = self.forward_whole(input_ids, offset, cache, probe, Extend::AtEnd)?;

@@ -229,12 +229,7 @@ impl Model {
         mut probe: Option<&mut AttentionProbe>,
         extend: Extend,
     ) -> Result<Tensor> {
-        let (b, t) = input_ids.dims2().map_err(|_| {
-            RuntimeError::input(
-                "input_ids",
-                format!("expected [B, T], got {:?}", input_ids.dims()),
-            )
-        })?;
+        let (b, t) = ids_dims(input_ids)?;
         let whole = [t];
         let segments = match run {
             Run::Whole => &whole[..],
@@ -346,6 +341,16 @@ impl Model {
         }
         Ok(())
     }
+}
+
+/// The `[B, T]` of a batch of token ids, or a typed error naming the shape it has.
+pub(crate) fn ids_dims(input_ids: &Tensor) -> Result<(usize, usize)> {
+    input_ids.dims2().map_err(|_| {
+        RuntimeError::input(
+            "input_ids",
+            format!("expected [B, T], got {:?}", input_ids.dims()),
+        )
+    })
 }
 
 /// Embedding lookup on a dense `[V, H]` table, rejecting ids outside the vocabulary.
