@@ -1,5 +1,6 @@
 //! OTLP trace export across three processes: `sharer-svc` and `receiver-svc` started as
-//! processes (tiny random models, `[telemetry.otlp]` pointing at this test), and the
+//! processes (tiny random models, `[telemetry.otlp]` pointing at this test, log filter `warn`:
+//! it governs log lines, not spans), and the
 //! `coordinator` binary running a one-item grid against them with `--otlp-endpoint`. The test
 //! is the collector (`common::collector`: a tonic server implementing OpenTelemetry's
 //! `opentelemetry.proto.collector.trace.v1.TraceService`, the protocol's own protobufs from
@@ -47,6 +48,8 @@ async fn start(
     otlp.insert("endpoint".into(), endpoint.into());
     let mut telemetry = toml::Table::new();
     telemetry.insert("otlp".into(), otlp.into());
+    // Quiet logs: the log filter governs log lines only, spans are exported all the same.
+    telemetry.insert("log_filter".into(), "warn".into());
     table.insert("telemetry".into(), telemetry.into());
     let name = role.binary().to_string();
     let config = dir.join(format!("{name}.toml"));
@@ -249,7 +252,7 @@ async fn one_trace_id_spans_coordinator_receiver_and_sharer() {
         .count();
     assert_eq!(
         evaluates, 4,
-        "the sampled-out run exported no receiver span"
+        "one receiver Evaluate span per traced evaluation, none from the sampled-out run"
     );
     let mut kv_traces = 0;
     for root in &roots {

@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 use serde::{Deserialize, Serialize};
+use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer as _};
@@ -116,10 +117,15 @@ pub fn init(config: &TelemetryConfig, service: &str) -> Result<Exporter, Telemet
         LogFormat::Json => lines.json().flatten_event(true).boxed(),
     };
     let (exporter, tracer) = otlp::build(&config.otlp, service)?;
-    let spans = tracer.map(|t| tracing_opentelemetry::layer().with_tracer(t));
+    // The log filter governs log lines only: spans at info and above are exported whatever it
+    // says (`log_filter = "warn"` quietens the log, not the traces).
+    let spans = tracer.map(|t| {
+        tracing_opentelemetry::layer()
+            .with_tracer(t)
+            .with_filter(LevelFilter::INFO)
+    });
     tracing_subscriber::registry()
-        .with(filter)
-        .with(lines)
+        .with(lines.with_filter(filter))
         .with(spans)
         .try_init()
         .map_err(|e| TelemetryError::Subscriber(e.to_string()))?;
@@ -147,7 +153,7 @@ pub fn init_export_only(config: &OtlpConfig, service: &str) -> Result<Exporter, 
                     && m.target().starts_with("opentelemetry")
             }));
         tracing_subscriber::registry()
-            .with(tracing_subscriber::filter::LevelFilter::INFO)
+            .with(LevelFilter::INFO)
             .with(tracing_opentelemetry::layer().with_tracer(tracer))
             .with(export_problems)
             .try_init()
