@@ -106,7 +106,8 @@ impl SharerEngine {
     pub fn prefill(&self, ids: &[u32]) -> Result<Prefilled, SharerError> {
         let model = &self.loaded.model;
         let input = model.ids_tensor(ids)?;
-        let (result, prefill_ms) = timed(|| model.prefill(&input));
+        let (result, prefill_ms) = tracing::info_span!("sharer.prefill", tokens = ids.len() as i64)
+            .in_scope(|| timed(|| model.prefill(&input)));
         let (_, cache) = result?;
         Ok(Prefilled {
             ids: ids.to_vec(),
@@ -149,7 +150,8 @@ impl SharerEngine {
     /// The sharer's own forced-choice answer.
     pub fn answer(&self, example: &Example) -> Result<SharerAnswer, SharerError> {
         let (ids, candidates) = self.letter_ids(example)?;
-        let (logits, prefill_ms) = timed(|| self.loaded.model.next_token_logits(&ids));
+        let (logits, prefill_ms) = tracing::info_span!("sharer.prefill", tokens = ids.len() as i64)
+            .in_scope(|| timed(|| self.loaded.model.next_token_logits(&ids)));
         let choice = forced_choice(&logits?, &candidates)?;
         Ok(SharerAnswer {
             prediction: choice.prediction,
@@ -202,7 +204,8 @@ impl SharerEngine {
             max_new_tokens,
             stop_ids: self.loaded.model.config().eos_token_ids.clone(),
         };
-        let (generation, ms) = timed(|| self.loaded.model.generate_greedy(&ids, &params));
+        let (generation, ms) = tracing::info_span!("sharer.generate", tokens = ids.len() as i64)
+            .in_scope(|| timed(|| self.loaded.model.generate_greedy(&ids, &params)));
         let text = self.loaded.tokenizer.decode(&generation?.tokens, true)?;
         Ok((text.trim().to_string(), ms))
     }

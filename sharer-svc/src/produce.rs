@@ -13,9 +13,10 @@
 //! gRPC types: they send domain [`Chunk`]s, which the service converts at its edge.
 //!
 //! Each stage runs in its own span (exported over OTLP when configured, children of the
-//! call's span): `sharer.prefill`, `sharer.select` (scores and plan), `sharer.encode` (the
-//! session header), and `sharer.stream` over the frames, with `sharer.gather` (the layer's rows
-//! exported) and `sharer.quantize` (quantized and serialized) per frame.
+//! call's span): `sharer.prefill` (the engine's), `sharer.select` (scores and plan),
+//! `sharer.encode` (the session header), and `sharer.stream` over the frames, with
+//! `sharer.gather` (the layer's rows exported) and `sharer.quantize` (quantized and
+//! serialized) per frame.
 
 use kvwire::v2::{FrameKind, FrameOptions, SessionHeader};
 use model_runtime::{KvCache, LayerKv};
@@ -195,8 +196,7 @@ pub fn produce_share<R>(
     reserve: impl FnOnce([u8; 16], u64) -> Result<R, SharerError>,
 ) -> Result<Option<(R, HeldSession)>, SharerError> {
     let (ids, shareable) = share_prompt(engine, params, max_prompt_tokens)?;
-    let prefilled = tracing::info_span!("sharer.prefill", tokens = ids.len() as i64)
-        .in_scope(|| engine.prefill(&ids))?;
+    let prefilled = engine.prefill(&ids)?;
     record_stage_ms("sharer", "prefill", prefilled.prefill_ms);
     let info = engine.info();
     let shape = CacheShape {
