@@ -131,11 +131,6 @@ impl Exporter {
         Self::default()
     }
 
-    /// Whether spans are exported.
-    pub fn is_on(&self) -> bool {
-        self.provider.is_some()
-    }
-
     /// Exports the spans still queued and stops the exporter (on a blocking thread: the
     /// export runs on this runtime's connections). Failures are logged, not returned: a
     /// process that is stopping has nothing better to do with them.
