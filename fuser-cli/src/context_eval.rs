@@ -42,6 +42,7 @@ const PAIRS: &[(&str, &str)] = &[
     ("c2c", "random_passage"),
     ("c2c", "control"),
     ("upper_bound", "c2c"),
+    ("upper_bound", "receiver_only"),
     ("random_passage", "receiver_only"),
 ];
 
