@@ -2,6 +2,9 @@
 //! item's passage, the fuser writes it into the receiver's context slots, and the loss is the
 //! receiver's cross-entropy on the gold answer after the question (docs/FUSER.md).
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+
 use anyhow::{Result, bail};
 use assets::{AssetId, Store};
 use c2c::checkpoint::Fuser;
@@ -83,11 +86,25 @@ impl<'a> SlotMaker<'a> {
         qat: Qat,
         gates: &mut dyn GateSource,
     ) -> Result<KvCache> {
-        let cache = qat.apply(sharer_cache(&self.sharer.model, passage)?)?;
-        let base = slot_base(&self.filler, passage.len())?;
+        self.fuse(fuser, &self.sharer_kv(passage, qat)?, gates)
+    }
+
+    /// The sharer's cache of `passage`, as the wire would deliver it at `qat`'s precision.
+    pub fn sharer_kv(&self, passage: &[u32], qat: Qat) -> Result<KvCache> {
+        Ok(qat.apply(sharer_cache(&self.sharer.model, passage)?)?)
+    }
+
+    /// The fused slot cache of a sharer cache (one slot per sharer position).
+    pub fn fuse(
+        &self,
+        fuser: &Fuser,
+        sharer: &KvCache,
+        gates: &mut dyn GateSource,
+    ) -> Result<KvCache> {
+        let base = slot_base(&self.filler, sharer.seq_len())?;
         Ok(fuse_context(
             fuser,
-            &passage_rows(&cache)?,
+            &passage_rows(sharer)?,
             &base,
             gates,
             &self.ropes,
@@ -103,6 +120,9 @@ pub struct ContextTask<'a> {
     val: Vec<ContextItem>,
     settings: ContextSettings,
     dropped: [usize; 2],
+    /// Sharer caches kept by (part, item) with `--cache-sharer` (the sharer is frozen, so a
+    /// kept cache is the one a fresh prefill would give).
+    kept: RefCell<HashMap<(TaskPart, usize), KvCache>>,
 }
 
 impl<'a> ContextTask<'a> {
@@ -159,7 +179,23 @@ impl<'a> ContextTask<'a> {
             val,
             settings,
             dropped: [0, 0],
+            kept: RefCell::new(HashMap::new()),
         })
+    }
+
+    /// The sharer cache of item `index` of `part`: kept from its first prefill with
+    /// `--cache-sharer`, else computed afresh.
+    fn sharer_kv(&self, part: TaskPart, index: usize) -> Result<KvCache> {
+        if let Some(cache) = self.kept.borrow().get(&(part, index)) {
+            return Ok(cache.clone());
+        }
+        let cache = self
+            .slots
+            .sharer_kv(&self.items(part)[index].passage, self.args.qat)?;
+        if self.args.cache_sharer {
+            self.kept.borrow_mut().insert((part, index), cache.clone());
+        }
+        Ok(cache)
     }
 
     fn items(&self, part: TaskPart) -> &[ContextItem] {
@@ -204,9 +240,8 @@ impl Task for ContextTask<'_> {
             SharerInput::SamePrompt => index,
             SharerInput::RandomPrompt => other_item(rng, index, items.len()),
         };
-        let slots = self
-            .slots
-            .fused(fuser, &items[source].passage, self.args.qat, gates)?;
+        let sharer = self.sharer_kv(part, source)?;
+        let slots = self.slots.fuse(fuser, &sharer, gates)?;
         Ok(context_loss(model, &slots, &item.question, &item.response)?)
     }
 

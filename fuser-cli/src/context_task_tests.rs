@@ -1,6 +1,7 @@
 //! The context task through the real trainer with tiny random models: a run cut at step 3 and
-//! resumed ends where the straight run ends, the files beside the checkpoint are written, and
-//! the random-passage control's loss is the loss with another item's passage.
+//! resumed, and a run with kept sharer caches, end where the straight run ends; the files
+//! beside the checkpoint are written; the random-passage control's loss is the loss with
+//! another item's passage.
 
 use std::path::Path;
 

@@ -147,6 +147,11 @@ pub struct TrainArgs {
     /// Context layout: longest passage kept (sharer tokens).
     #[arg(long, default_value_t = 384)]
     pub max_passage_tokens: usize,
+    /// Context layout: keep every item's sharer cache after its first prefill (the sharer is
+    /// frozen) instead of prefilling the passage at every visit; memory grows to one cache per
+    /// item (Qwen2.5-0.5B f32: about 25 KB per passage token).
+    #[arg(long)]
+    pub cache_sharer: bool,
     /// Seed (projector init, data order, Gumbel noise, control prompts).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -224,7 +229,7 @@ impl RunFolder {
 }
 
 /// The two parts of a task's data.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TaskPart {
     /// Training items.
     Train,
