@@ -11,8 +11,9 @@
 //! `coordinator` binary; only its default feature `embedded` links the services (library users
 //! set `default-features = false`).
 //!
-//! Emulated networks: link profiles ([`link`]), a delaying TCP relay ([`relay`]) and probes
-//! of a path's delay and rate ([`link_probe`]). Where a cache beats text, over runs on
+//! Emulated networks: link profiles ([`link`]), set up and partitioned from tests
+//! ([`link_admin`]), a delaying TCP relay ([`relay`]) and probes of a path's delay and rate
+//! ([`link_probe`]). Where a cache beats text, over runs on
 //! several links: the regime map ([`regime`], [`regime_report`], [`regime_plot`]).
 
 pub mod bench;
@@ -21,6 +22,7 @@ pub mod compare;
 pub mod error;
 pub mod grid;
 pub mod link;
+pub mod link_admin;
 pub mod link_probe;
 pub mod manifest;
 pub mod merge;

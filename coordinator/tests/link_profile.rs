@@ -4,72 +4,16 @@
 //! otherwise. A profile already up (a run using it) is used as it is and left up.
 
 use std::net::{SocketAddr, SocketAddrV4, TcpListener, TcpStream};
-use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Mutex;
 use std::time::Instant;
 
 use coordinator::link::{LinkPath, LinkProfile, in_namespace, open_namespace};
+use coordinator::link_admin::{ensure_up, unusable_reason};
 use coordinator::link_probe::{bulk_rate, median, round_trips, serve_probes};
-
-fn script() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/link-profile.sh")
-}
 
 /// The tests bring the same profiles up and down: one at a time.
 static NAMESPACES: Mutex<()> = Mutex::new(());
-
-/// Why the tests cannot run here, if they cannot.
-fn skip_reason() -> Option<String> {
-    let uid = Command::new("id").arg("-u").output().ok();
-    if uid.is_none_or(|o| String::from_utf8_lossy(&o.stdout).trim() != "0") {
-        return Some("not root (network namespaces need CAP_SYS_ADMIN)".into());
-    }
-    if Command::new("tc").arg("-V").output().is_err() {
-        return Some("no `tc` command (iproute2)".into());
-    }
-    // Creating a namespace is the real test of the permission (a container's root may lack it).
-    let probe = "kvlink-probe";
-    match Command::new("ip").args(["netns", "add", probe]).output() {
-        Ok(o) if o.status.success() => {
-            let _ = Command::new("ip").args(["netns", "del", probe]).status();
-            None
-        }
-        Ok(o) => Some(format!(
-            "`ip netns add` failed: {}",
-            String::from_utf8_lossy(&o.stderr).trim()
-        )),
-        Err(e) => Some(format!("no `ip` command (iproute2): {e}")),
-    }
-}
-
-/// Brings `name` up unless it is up already; returns whether this test brought it up.
-fn ensure_up(profile: &LinkProfile) -> bool {
-    if open_namespace(profile, &profile.sharer_namespace()).is_ok()
-        && open_namespace(profile, &profile.receiver_namespace()).is_ok()
-    {
-        return false;
-    }
-    let out = Command::new("bash")
-        .arg(script())
-        .args(["up", profile.name])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "link-profile.sh up {}: {}",
-        profile.name,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    true
-}
-
-fn down(profile: &LinkProfile) {
-    let _ = Command::new("bash")
-        .arg(script())
-        .args(["down", profile.name])
-        .status();
-}
 
 /// Bytes the receiver side's veth end has sent (its interface counter, as `ip -s` reads it).
 fn tx_bytes(profile: &LinkProfile) -> u64 {
@@ -114,7 +58,7 @@ fn veth_rate(profile: &LinkProfile, bytes: u64) -> (f64, f64) {
 #[test]
 fn shaped_links_carry_a_bulk_transfer_within_ten_percent_of_their_rate() {
     let _one_at_a_time = NAMESPACES.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(reason) = skip_reason() {
+    if let Some(reason) = unusable_reason() {
         eprintln!("skipped: {reason}");
         return;
     }
@@ -126,11 +70,9 @@ fn shaped_links_carry_a_bulk_transfer_within_ten_percent_of_their_rate() {
         ("10gbit-0.1ms", 400_000_000, false),
     ] {
         let profile = LinkProfile::by_name(name).unwrap();
-        let brought_up = ensure_up(&profile);
+        let brought_up = ensure_up(&profile).unwrap();
         let (goodput, rate) = veth_rate(&profile, bytes);
-        if brought_up {
-            down(&profile);
-        }
+        drop(brought_up);
         let set = profile.rate_bps.unwrap() as f64;
         eprintln!(
             "{name}: {bytes} B, {:.1} Mbit/s on the wire, goodput {:.1} Mbit/s (set {:.0} Mbit/s)",
@@ -152,7 +94,7 @@ fn shaped_links_carry_a_bulk_transfer_within_ten_percent_of_their_rate() {
 #[test]
 fn a_link_path_adds_its_one_way_delay_within_a_millisecond() {
     let _one_at_a_time = NAMESPACES.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(reason) = skip_reason() {
+    if let Some(reason) = unusable_reason() {
         eprintln!("skipped: {reason}");
         return;
     }
@@ -162,14 +104,12 @@ fn a_link_path_adds_its_one_way_delay_within_a_millisecond() {
     let direct = median(&round_trips(&mut TcpStream::connect(server).unwrap(), 20, 64).unwrap());
     for name in ["100mbit-20ms", "1gbit-1ms"] {
         let profile = LinkProfile::by_name(name).unwrap();
-        let brought_up = ensure_up(&profile);
+        let brought_up = ensure_up(&profile).unwrap();
         let path = LinkPath::open(profile, server).unwrap();
         let rtt =
             median(&round_trips(&mut TcpStream::connect(path.addr()).unwrap(), 20, 64).unwrap());
         drop(path);
-        if brought_up {
-            down(&profile);
-        }
+        drop(brought_up);
         let one_way = (rtt - direct) / 2.0;
         let want = profile.one_way_delay().as_secs_f64() * 1e3;
         eprintln!(
