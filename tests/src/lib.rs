@@ -296,6 +296,20 @@ pub fn example(id: &str) -> pb::Example {
     }
 }
 
+/// A `kv` evaluation of [`example`] `e1` at int8 through the sharer at `sharer_endpoint`.
+pub fn kv_request(sharer_endpoint: &str) -> pb::EvaluateRequest {
+    pb::EvaluateRequest {
+        example: Some(example("e1")),
+        method: pb::Method::Kv as i32,
+        transfer: Some(pb::TransferSettings {
+            payload: pb::Payload::Int8 as i32,
+            ..Default::default()
+        }),
+        sharer_endpoint: sharer_endpoint.into(),
+        ..Default::default()
+    }
+}
+
 /// Installs this process's Prometheus exporter (and the process-metrics sampler) on a free
 /// loopback port and returns its address. A port found free can be taken before the exporter
 /// binds it (an outgoing connection's ephemeral port): the bind is retried on fresh ports.

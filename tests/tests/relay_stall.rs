@@ -12,10 +12,9 @@ use std::time::{Duration, Instant};
 
 use coordinator::relay::{Delays, Relay};
 use e2e_tests::{
-    Running, TINY_MODEL, example, rebind, start_receiver, start_receiver_with, start_sharer,
+    Running, TINY_MODEL, kv_request, rebind, start_receiver, start_receiver_with, start_sharer,
     start_sharer_on,
 };
-use kvwire_proto::v1 as pb;
 use kvwire_proto::v1::receiver_client::ReceiverClient;
 use receiver_svc::ReceiverConfig;
 use service_kit::rpc::ERROR_TYPE_KEY;
@@ -59,19 +58,6 @@ async fn relayed(delay: Duration, timeout_secs: u64, reuse_idle_secs: u64) -> Re
         via,
         _receiver: receiver,
         client,
-    }
-}
-
-fn kv_request(sharer_endpoint: &str) -> pb::EvaluateRequest {
-    pb::EvaluateRequest {
-        example: Some(example("e1")),
-        method: pb::Method::Kv as i32,
-        transfer: Some(pb::TransferSettings {
-            payload: pb::Payload::Int8 as i32,
-            ..Default::default()
-        }),
-        sharer_endpoint: sharer_endpoint.into(),
-        ..Default::default()
     }
 }
 
