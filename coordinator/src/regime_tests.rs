@@ -280,7 +280,8 @@ fn a_run_folder_becomes_the_map_its_tables_and_its_figures() {
     );
     let out = tmp.path().join("map");
     std::fs::create_dir_all(&out).unwrap();
-    let files = crate::regime_plot::write_figures(&rows, &[run.clone()], &[], &out).unwrap();
+    let files =
+        crate::regime_plot::write_figures(&rows, std::slice::from_ref(&run), &[], &out).unwrap();
     let names: Vec<String> = files
         .iter()
         .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
