@@ -1,8 +1,9 @@
 //! The Share and Refine producers: prefill, select, then encode and send one KVWire v2 frame
 //! per layer through a bounded channel as each is ready. They run on a blocking thread; a
 //! client that goes away stops them: the model before its next layer (the job's cancellation
-//! token, set when the response stream is dropped), the encoder at its next frame (the
-//! channel is closed).
+//! token, set when the response stream is dropped or the call's deadline passes), the encoder
+//! at its next frame (the channel is closed) or, while it waits for room in a stream stalled
+//! by flow control, at the token's next check ([`send`]).
 //!
 //! The forward pass computes every layer before the first frame exists (the runtime has no
 //! per-layer callback), so what overlaps is the sharer encoding layer l+1 while layer l is on
@@ -17,6 +18,8 @@
 //! `sharer.encode` (the session header), and `sharer.stream` over the frames, with
 //! `sharer.gather` (the layer's rows exported) and `sharer.quantize` (quantized and
 //! serialized) per frame.
+
+use std::time::Duration;
 
 use kvwire::v2::{FrameKind, FrameOptions, SessionHeader};
 use model_runtime::{KvCache, LayerKv};
@@ -48,9 +51,26 @@ pub struct CacheShape {
     pub head_dim: usize,
 }
 
-fn send(tx: &ChunkSender, chunk: Chunk) -> Result<(), SharerError> {
-    tx.blocking_send(chunk)
-        .map_err(|_| SharerError::Cancelled("receiver closed the stream"))
+/// How often a producer waiting for room in its channel checks its job's cancellation token.
+const CANCEL_CHECK: Duration = Duration::from_millis(20);
+
+/// Sends `chunk` once the channel has room; called on the job's blocking thread. A stream
+/// stalled by flow control (a receiver that stopped reading, a dead link) leaves the channel
+/// full: the wait checks the job's token every [`CANCEL_CHECK`], so the call's deadline stops
+/// the job even while its connection still looks alive, and a dropped stream (the client or
+/// the connection gone) stops it at once.
+pub(crate) fn send(tx: &ChunkSender, chunk: Chunk) -> Result<(), SharerError> {
+    let runtime = tokio::runtime::Handle::current();
+    loop {
+        match runtime.block_on(tokio::time::timeout(CANCEL_CHECK, tx.reserve())) {
+            Ok(Ok(room)) => {
+                room.send(chunk);
+                return Ok(());
+            }
+            Ok(Err(_)) => return Err(SharerError::Cancelled("receiver closed the stream")),
+            Err(_) => model_runtime::cancel::checkpoint()?,
+        }
+    }
 }
 
 fn header_chunk(

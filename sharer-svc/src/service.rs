@@ -95,7 +95,8 @@ impl SharerService {
     /// converts them to wire chunks and ends with the producer's error, if any. Dropping the
     /// stream (the client went away), or `deadline` passing (the call's `grpc-timeout`, which
     /// tonic does not enforce on a stream once it has started), cancels the job: the model
-    /// stops between layers, and a producer past the model stops at its next frame.
+    /// stops between layers, and a producer past the model stops at its next frame, or while
+    /// it waits for room in the channel (a stream stalled by flow control, e.g. a dead link).
     fn stream_from(
         &self,
         method: &'static str,
@@ -373,6 +374,58 @@ mod tests {
     use service_kit::model_spec::ModelSpec;
 
     use super::*;
+    use model_runtime::RuntimeError;
+
+    use crate::domain::Chunk;
+    use crate::produce::send;
+
+    fn test_service() -> SharerService {
+        let spec = ModelSpec::parse("random:tiny-llama:0").unwrap();
+        let engine = SharerEngine::new(service_kit::model_load::load(&spec).unwrap());
+        let sessions = SessionStore::new(1, 1, Duration::from_secs(1));
+        SharerService::new(engine, SharerLimits::default(), sessions)
+    }
+
+    /// A job that sends frames until one is refused, and reports why.
+    fn flooding_job(
+        stopped: oneshot::Sender<SharerError>,
+    ) -> impl FnOnce(&SharerEngine, &ChunkSender) -> Result<(), SharerError> + Send + 'static {
+        move |_, tx| {
+            let refused = loop {
+                if let Err(e) = send(tx, Chunk::default()) {
+                    break e;
+                }
+            };
+            let _ = stopped.send(refused);
+            Ok(())
+        }
+    }
+
+    /// A stream held but never read (the connection alive, its flow-control window spent)
+    /// leaves the producer waiting for room in a full channel; the deadline must still stop
+    /// it (a blocking send that never looked at the token held the job slot until the
+    /// connection closed).
+    #[tokio::test]
+    async fn a_producer_waiting_on_a_stalled_stream_stops_at_the_deadline() {
+        let service = test_service();
+        let (stopped_tx, stopped_rx) = oneshot::channel();
+        let start = Instant::now();
+        let deadline = Some(start + Duration::from_millis(300));
+        let _stream = service.stream_from("Share", deadline, flooding_job(stopped_tx));
+        let refused = tokio::time::timeout(Duration::from_secs(10), stopped_rx)
+            .await
+            .expect("the producer stops soon after the deadline")
+            .unwrap();
+        assert!(
+            matches!(refused, SharerError::Model(RuntimeError::Cancelled)),
+            "{refused:?}"
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            start.elapsed()
+        );
+    }
 
     /// A job that sends nothing for up to 60 s, checking cancellation every millisecond as
     /// the model does between layers; it says when it started and whether it was cancelled.
@@ -395,10 +448,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_dropped_response_stream_or_a_passed_deadline_cancels_its_job() {
-        let spec = ModelSpec::parse("random:tiny-llama:0").unwrap();
-        let engine = SharerEngine::new(service_kit::model_load::load(&spec).unwrap());
-        let sessions = SessionStore::new(1, 1, Duration::from_secs(1));
-        let service = SharerService::new(engine, SharerLimits::default(), sessions);
+        let service = test_service();
         let stops_soon = |stopped: oneshot::Receiver<bool>| async move {
             tokio::time::timeout(Duration::from_secs(10), stopped)
                 .await
