@@ -60,14 +60,19 @@ const CANCEL_CHECK: Duration = Duration::from_millis(20);
 /// the job even while its connection still looks alive, and a dropped stream (the client or
 /// the connection gone) stops it at once.
 pub(crate) fn send(tx: &ChunkSender, chunk: Chunk) -> Result<(), SharerError> {
-    let runtime = tokio::runtime::Handle::current();
+    let closed = || SharerError::Cancelled("receiver closed the stream");
+    // Outside a runtime (a producer driven by a plain thread, as library callers and tests
+    // do) there is no timer to wait with: a plain blocking send.
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return tx.blocking_send(chunk).map_err(|_| closed());
+    };
     loop {
         match runtime.block_on(tokio::time::timeout(CANCEL_CHECK, tx.reserve())) {
             Ok(Ok(room)) => {
                 room.send(chunk);
                 return Ok(());
             }
-            Ok(Err(_)) => return Err(SharerError::Cancelled("receiver closed the stream")),
+            Ok(Err(_)) => return Err(closed()),
             Err(_) => model_runtime::cancel::checkpoint()?,
         }
     }
