@@ -81,6 +81,19 @@ pub async fn start_sharer_on(model: &str, listener: TcpListener) -> Running {
     start_sharer_with_on(config, listener, &ClientTransport::default()).await
 }
 
+/// A sharer of the tiny model with one job slot, four queue places and hints of up to
+/// `hint_tokens` new tokens: a long generation holds its only slot.
+pub fn one_slot_sharer(hint_tokens: u32) -> SharerConfig {
+    let mut config = SharerConfig {
+        model: TINY_MODEL.into(),
+        ..SharerConfig::default()
+    };
+    config.limits.max_concurrent_jobs = 1;
+    config.limits.max_queued_jobs = 4;
+    config.limits.max_hint_tokens = hint_tokens as usize;
+    config
+}
+
 /// Starts a sharer with `config` (its listen address aside: a free loopback port), waiting
 /// for its health through `health` (`https://` when that has a CA).
 pub async fn start_sharer_with(config: SharerConfig, health: &ClientTransport) -> Running {

@@ -8,13 +8,12 @@
 
 use std::time::{Duration, Instant};
 
-use e2e_tests::{TINY_MODEL, example, start_receiver_with, start_sharer_with};
+use e2e_tests::{TINY_MODEL, example, one_slot_sharer, start_receiver_with, start_sharer_with};
 use kvwire_proto::v1 as pb;
 use kvwire_proto::v1::receiver_client::ReceiverClient;
 use kvwire_proto::v1::sharer_client::SharerClient;
 use receiver_svc::ReceiverConfig;
 use service_kit::transport::client::ClientTransport;
-use sharer_svc::SharerConfig;
 use tonic::{Code, Request};
 
 /// New tokens of the abandoned generation (the tiny model's context is 4096 positions).
@@ -52,13 +51,7 @@ async fn served_promptly<T, F: std::future::Future<Output = Result<T, tonic::Sta
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sharer_job_whose_client_gave_up_frees_the_only_slot() {
-    let mut config = SharerConfig {
-        model: TINY_MODEL.into(),
-        ..SharerConfig::default()
-    };
-    config.limits.max_concurrent_jobs = 1;
-    config.limits.max_queued_jobs = 4;
-    config.limits.max_hint_tokens = LONG_GENERATION as usize;
+    let config = one_slot_sharer(LONG_GENERATION);
     let sharer = start_sharer_with(config, &ClientTransport::default()).await;
     let mut client = SharerClient::connect(sharer.endpoint()).await.unwrap();
     let short = |mut c: SharerClient<_>| async move {

@@ -28,7 +28,10 @@ use coordinator::link::{LinkPath, LinkProfile};
 use coordinator::link_admin::{BroughtUp, bring_up, is_up, set_veth, unusable_reason};
 use coordinator::relay::RelayStats;
 use e2e_tests::sessions::error_type;
-use e2e_tests::{Running, TINY_MODEL, example, kv_request, start_receiver_with, start_sharer_with};
+use e2e_tests::{
+    Running, TINY_MODEL, example, kv_request, one_slot_sharer, start_receiver_with,
+    start_sharer_with,
+};
 use kvwire_proto::v1 as pb;
 use kvwire_proto::v1::receiver_client::ReceiverClient;
 use kvwire_proto::v1::sharer_client::SharerClient;
@@ -63,16 +66,9 @@ struct Partitioned {
     _up: BroughtUp,
 }
 
-/// The sharer of both cases: one job slot, hints long enough to hold it.
+/// The sharer of every case: one job slot, hints long enough to hold it.
 fn sharer_config() -> SharerConfig {
-    let mut config = SharerConfig {
-        model: TINY_MODEL.into(),
-        ..SharerConfig::default()
-    };
-    config.limits.max_concurrent_jobs = 1;
-    config.limits.max_queued_jobs = 4;
-    config.limits.max_hint_tokens = HOLD_TOKENS as usize;
-    config
+    one_slot_sharer(HOLD_TOKENS)
 }
 
 async fn partitioned(up: BroughtUp, profile: LinkProfile, config: SharerConfig) -> Partitioned {
