@@ -147,11 +147,14 @@ pub enum Dataset {
     SciQContext,
     /// BoolQ (passage + yes/no question; the context regime's second task).
     BoolQ,
+    /// SQuAD v1 (passage, question, one answer span): training data of the context-layout
+    /// fuser, never an evaluation set of the grid.
+    Squad,
 }
 
 impl Dataset {
     /// Every known dataset.
-    pub const ALL: [Dataset; 11] = [
+    pub const ALL: [Dataset; 12] = [
         Dataset::ArcChallenge,
         Dataset::ArcEasy,
         Dataset::OpenBookQa,
@@ -163,6 +166,7 @@ impl Dataset {
         Dataset::Mmlu,
         Dataset::SciQContext,
         Dataset::BoolQ,
+        Dataset::Squad,
     ];
 
     /// Short name (`arc_challenge`).
@@ -179,6 +183,7 @@ impl Dataset {
             Dataset::Mmlu => "mmlu",
             Dataset::SciQContext => "sciq_context",
             Dataset::BoolQ => "boolq",
+            Dataset::Squad => "squad",
         }
     }
 
@@ -193,6 +198,7 @@ impl Dataset {
             Dataset::SciQ
             | Dataset::SciQContext
             | Dataset::BoolQ
+            | Dataset::Squad
             | Dataset::CommonsenseQa
             | Dataset::Piqa
             | Dataset::SocialIqa => Split::Validation,

