@@ -1,5 +1,6 @@
 //! The context task through the real trainer with tiny random models: a run cut at step 3 and
-//! resumed, and a run with kept sharer caches, end where the straight run ends; the files
+//! resumed, a run cut by a time limit and resumed, and a run with kept sharer caches, end where
+//! the straight run ends; the files
 //! beside the checkpoint are written; the random-passage control's loss is the loss with
 //! another item's passage.
 
@@ -109,6 +110,20 @@ fn weights(dir: &Path) -> Vec<(String, Vec<f32>)> {
     v
 }
 
+fn assert_same_weights(straight: &Path, resumed: &Path) {
+    let (a, b) = (weights(straight), weights(resumed));
+    assert_eq!(a.len(), b.len());
+    for ((na, va), (nb, vb)) in a.iter().zip(&b) {
+        assert_eq!(na, nb);
+        let d = va
+            .iter()
+            .zip(vb)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        assert!(d < 1e-6, "{na}: {} differs by {d}", resumed.display());
+    }
+}
+
 #[test]
 fn a_resumed_context_run_ends_where_the_straight_run_ends() {
     let tmp = tempfile::tempdir().unwrap();
@@ -124,17 +139,12 @@ fn a_resumed_context_run_ends_where_the_straight_run_ends() {
     let cut = tmp.path().join("cut");
     assert_eq!(run(&cut, &["--stop-at-step", "3"]), 3);
     assert_eq!(run(&cut, &["--resume"]), 3);
-    let (a, b) = (weights(&straight), weights(&cut));
-    assert_eq!(a.len(), b.len());
-    for ((na, va), (nb, vb)) in a.iter().zip(&b) {
-        assert_eq!(na, nb);
-        let d = va
-            .iter()
-            .zip(vb)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0f32, f32::max);
-        assert!(d < 1e-6, "{na}: resumed differs by {d}");
-    }
+    assert_same_weights(&straight, &cut);
+    // A time limit already passed stops after the first step; resuming finishes the schedule.
+    let timed = tmp.path().join("timed");
+    assert_eq!(run(&timed, &["--time-limit", "0"]), 1);
+    assert_eq!(run(&timed, &["--resume"]), 5);
+    assert_same_weights(&straight, &timed);
     for f in [
         "gating.json",
         "context.json",

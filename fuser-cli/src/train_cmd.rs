@@ -174,6 +174,11 @@ pub struct TrainArgs {
     /// short on purpose, reproducibly).
     #[arg(long)]
     pub stop_at_step: Option<usize>,
+    /// Stop (and checkpoint) after the first step that ends more than S seconds after this
+    /// process started, keeping the schedule of --steps: a long run in chunks that fit a
+    /// machine's time limit, continued with --resume.
+    #[arg(long)]
+    pub time_limit: Option<f64>,
     /// Continue from the checkpoint in --out.
     #[arg(long)]
     pub resume: bool,
@@ -435,6 +440,13 @@ impl Trainer<'_> {
 
     /// Writes the projectors, the optimiser state, provenance.json, gating.json and the task's
     /// own files.
+    /// Whether `--time-limit` has passed.
+    fn past_time_limit(&self) -> bool {
+        self.args
+            .time_limit
+            .is_some_and(|limit| self.started.elapsed().as_secs_f64() >= limit)
+    }
+
     fn save(&self, step: usize, val_loss: Option<f64>) -> Result<()> {
         let (args, pair, folder) = (self.args, self.pair, &self.folder);
         c2c::checkpoint::save(&self.projectors.fuser, &folder.weights, &folder.config)?;
@@ -520,7 +532,7 @@ impl Trainer<'_> {
         bar.set_position(start_step as u64);
         let mut ema: Option<f64> = None;
         let mut last_val = None;
-        let end = args.stop_at_step.unwrap_or(args.steps).min(args.steps);
+        let mut end = args.stop_at_step.unwrap_or(args.steps).min(args.steps);
         for step in start_step..end {
             let s = self.step(step, &schedule)?;
             ema = Some(ema.map_or(s.loss, |e| 0.98 * e + 0.02 * s.loss));
@@ -545,6 +557,14 @@ impl Trainer<'_> {
             log_loss(&args.out, done, Some(s.loss), val)?;
             if done % args.ckpt_every == 0 || done == end {
                 self.save(done, last_val)?;
+            }
+            if done < end && self.past_time_limit() {
+                bar.println(format!(
+                    "time limit reached after step {done} of {}: checkpointing; --resume continues",
+                    args.steps
+                ));
+                end = done;
+                break;
             }
         }
         bar.finish_and_clear();
