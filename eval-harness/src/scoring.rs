@@ -2,7 +2,7 @@
 //! the answer-letter logits) and OLMES-style rank classification (summed continuation
 //! log-probability, raw / per token / per character).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Result of a forced choice over answer letters.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -82,7 +82,7 @@ pub struct ChoiceLogprob {
 
 /// How summed log-probabilities are normalised before ranking (OLMES `acc_raw`,
 /// `acc_per_token`, `acc_per_char`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Normalization {
     /// Summed log-probability.
     Raw,
@@ -111,7 +111,7 @@ impl Normalization {
 }
 
 /// Rank-classification result under one normalisation.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RankScore {
     /// Normalisation used.
     pub normalization: Normalization,

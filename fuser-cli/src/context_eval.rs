@@ -12,8 +12,10 @@
 //!
 //! The gating is the checkpoint's end-of-training gating (`gating.json`), the filler and
 //! passage limit its `context.json`. Per-item rows go to rows.jsonl, accuracies with bootstrap
-//! intervals and the paired differences to summary.json (`eval_cmd::summarise`).
+//! intervals and the paired differences to summary.json (`eval_cmd::summarise`). Rows are
+//! flushed item by item; `--time-limit` and `--resume` cut an evaluation into chunks.
 
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
@@ -113,9 +115,18 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     );
     let slots = SlotMaker::new(&pair, settings.filler, settings.max_passage_tokens)?;
     let set = format!("{:?}/{:?}", args.data, args.part).to_lowercase();
-    let mut out = BufWriter::new(File::create(args.out.join("rows.jsonl"))?);
-    let mut rng = ChaCha8Rng::seed_from_u64(args.seed ^ 0xc0417);
-    let mut rows = Vec::new();
+    let methods = expected_methods(args.control_fuser.is_some());
+    let rows_path = args.out.join("rows.jsonl");
+    let mut rows = previous_rows(&rows_path, args.resume, &methods)?;
+    let done: HashSet<String> = rows.iter().map(|r| r.id.clone()).collect();
+    let mut out = BufWriter::new(File::create(&rows_path)?);
+    for row in &rows {
+        writeln!(out, "{}", serde_json::to_string(row)?)?;
+    }
+    out.flush()?;
+    if !done.is_empty() {
+        eprintln!("{} items kept from the earlier run", done.len());
+    }
     let ctx = ItemEval {
         args,
         pair: &pair,
@@ -123,16 +134,36 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         set: &set,
         items: &kept,
     };
+    let started = Instant::now();
+    let mut stopped_early = false;
     for i in 0..kept.len() {
+        if done.contains(&kept[i].1.id) {
+            continue;
+        }
+        if args
+            .time_limit
+            .is_some_and(|s| started.elapsed().as_secs_f64() >= s)
+        {
+            stopped_early = true;
+            break;
+        }
+        let mut rng = item_rng(args.seed, i);
         for row in ctx.item(i, &mut c2c, control.as_mut(), &mut rng)? {
             writeln!(out, "{}", serde_json::to_string(&row)?)?;
             rows.push(row);
         }
+        out.flush()?;
         if (i + 1) % 25 == 0 {
             eprintln!("{}/{} items", i + 1, kept.len());
         }
     }
-    out.flush()?;
+    let items_done = rows.len() / methods.len();
+    if stopped_early {
+        eprintln!(
+            "time limit: {items_done} of {} items done; --resume continues",
+            kept.len()
+        );
+    }
     let summary = summarise(&set, &rows, PAIRS);
     print_summary(&summary);
     std::fs::write(
@@ -143,15 +174,74 @@ pub fn run(args: &EvalArgs) -> Result<()> {
             "pair": pair.config.name,
             "receiver": pair.receiver.source,
             "sharer": pair.sharer.source,
+            "receiver_weights_sha256": pair.receiver.weights_sha256,
+            "sharer_weights_sha256": pair.sharer.weights_sha256,
             "split_rule": SPLIT_RULE,
             "skipped_for_passage_length": skipped,
             "context": settings,
             "gating": Gating::read(dir)?,
             "primary_score": "rank classification, per-character normalisation",
+            "items_done": items_done,
+            "items_total": kept.len(),
+            "complete": items_done == kept.len(),
             "sets": [summary],
         }))?,
     )?;
     Ok(())
+}
+
+/// The methods every item gets, in row order.
+fn expected_methods(with_control: bool) -> Vec<&'static str> {
+    let mut m = vec!["receiver_only", "c2c", "random_passage"];
+    if with_control {
+        m.push("control");
+    }
+    m.push("upper_bound");
+    m
+}
+
+/// The random-passage draws of item `i`: its own stream, so a resumed evaluation draws what a
+/// straight one does.
+fn item_rng(seed: u64, i: usize) -> ChaCha8Rng {
+    ChaCha8Rng::seed_from_u64(seed ^ 0xc0417 ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15))
+}
+
+/// The rows of the items whose every method is in `path` (with `--resume`); without it, a
+/// `path` that exists is refused (nothing is overwritten by accident).
+fn previous_rows(path: &Path, resume: bool, methods: &[&str]) -> Result<Vec<Row>> {
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    anyhow::ensure!(
+        resume,
+        "{} already holds rows: pass --resume to continue it or pick another --out",
+        path.display()
+    );
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(complete_items(parse_rows(&text), methods))
+}
+
+/// Rows of `text`, one JSON object a line; a line cut by a killed run (the last) is skipped.
+fn parse_rows(text: &str) -> Vec<Row> {
+    text.lines()
+        .filter_map(|line| serde_json::from_str::<Row>(line).ok())
+        .collect()
+}
+
+/// The rows of items that have every method, in their order.
+fn complete_items(rows: Vec<Row>, methods: &[&str]) -> Vec<Row> {
+    let mut have: HashMap<String, HashSet<String>> = HashMap::new();
+    for r in &rows {
+        have.entry(r.id.clone())
+            .or_default()
+            .insert(r.method.clone());
+    }
+    let complete = |id: &str| {
+        have.get(id)
+            .is_some_and(|m| methods.iter().all(|x| m.contains(*x)))
+    };
+    rows.into_iter().filter(|r| complete(&r.id)).collect()
 }
 
 /// The pair, the slot maker and the held-out items of one evaluation.
@@ -224,5 +314,60 @@ impl ItemEval<'_> {
             .continuation_logprobs(&upper.ids, &upper.continuations)?;
         push("upper_bound", &scores, upper.ids.len(), 0, t)?;
         Ok(rows)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(id: &str, method: &str) -> String {
+        serde_json::json!({"set": "s", "id": id, "method": method, "gold": 0, "prediction": 0,
+            "correct": true, "receiver_prompt_tokens": 3, "sharer_prompt_tokens": 0,
+            "seconds": 0.1, "rank": [{"normalization": "PerChar", "prediction": 0,
+            "scores": [-1.0, -2.0], "margin": 1.0}]})
+        .to_string()
+    }
+
+    #[test]
+    fn a_resumed_evaluation_keeps_only_items_with_every_method() {
+        let methods = expected_methods(false);
+        let mut lines: Vec<String> = methods.iter().map(|m| row("a", m)).collect();
+        lines.push(row("b", "receiver_only"));
+        lines.push(row("b", "c2c"));
+        // The last line of a killed run, cut mid-object.
+        lines.push(r#"{"set": "s", "id": "b", "meth"#.to_owned());
+        let kept = complete_items(parse_rows(&lines.join("\n")), &methods);
+        assert_eq!(kept.len(), methods.len());
+        assert!(kept.iter().all(|r| r.id == "a"));
+        // With a control fuser, item a lacks the control row.
+        assert!(complete_items(parse_rows(&lines.join("\n")), &expected_methods(true)).is_empty());
+    }
+
+    #[test]
+    fn rows_are_not_overwritten_without_resume() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rows.jsonl");
+        assert!(
+            previous_rows(&path, false, &expected_methods(false))
+                .unwrap()
+                .is_empty()
+        );
+        std::fs::write(&path, row("a", "c2c")).unwrap();
+        let err = previous_rows(&path, false, &expected_methods(false)).unwrap_err();
+        assert!(err.to_string().contains("--resume"), "{err}");
+        assert!(
+            previous_rows(&path, true, &expected_methods(false))
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn each_item_draws_from_its_own_stream() {
+        use rand::Rng;
+        let draw = |i| item_rng(0, i).random::<u64>();
+        assert_eq!(draw(3), draw(3));
+        assert_ne!(draw(3), draw(4));
     }
 }

@@ -67,6 +67,7 @@ fn tiny_pair(dir: &Path) -> OpenPair {
         model: Model::random(&ModelConfig::tiny(arch), seed, &Device::Cpu, DType::F32).unwrap(),
         tokenizer: Tokenizer::tiny().unwrap(),
         source: format!("random tiny {arch:?}"),
+        weights_sha256: "random".into(),
     };
     OpenPair {
         config: PairConfig {

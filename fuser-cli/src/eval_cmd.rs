@@ -83,10 +83,18 @@ pub struct EvalArgs {
     /// Context layout: the part of the id split evaluated.
     #[arg(long, value_enum, default_value = "test")]
     pub part: Part,
+    /// Context layout: continue an evaluation cut short in --out (items whose every method is
+    /// in rows.jsonl are kept, the rest evaluated).
+    #[arg(long)]
+    pub resume: bool,
+    /// Context layout: start no new item after S seconds; summary.json then covers the items
+    /// done and says so (`--resume` continues).
+    #[arg(long)]
+    pub time_limit: Option<f64>,
 }
 
 /// One method's result on one item (a line of rows.jsonl).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub(crate) struct Row {
     pub(crate) set: String,
     pub(crate) id: String,
@@ -173,6 +181,9 @@ pub(crate) fn load_fuser(dir: &std::path::Path, dev: &candle_core::Device) -> Re
 /// Runs `fuser eval`.
 pub fn run(args: EvalArgs) -> Result<()> {
     std::fs::create_dir_all(&args.out)?;
+    if args.layout == Layout::Shared && (args.resume || args.time_limit.is_some()) {
+        bail!("--resume and --time-limit apply to --layout context only");
+    }
     if args.layout == Layout::Context {
         return crate::context_eval::run(&args);
     }
@@ -225,6 +236,8 @@ pub fn run(args: EvalArgs) -> Result<()> {
             "pair": pair.name,
             "receiver": receiver.source,
             "sharer": sharer.source,
+            "receiver_weights_sha256": receiver.weights_sha256,
+            "sharer_weights_sha256": sharer.weights_sha256,
             "sets_evaluated": args.sets.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
             "primary_score": "rank classification, per-character normalisation",
             "sets": summary,

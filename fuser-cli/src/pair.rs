@@ -77,8 +77,34 @@ pub struct Loaded {
     pub model: Model,
     /// Its tokenizer.
     pub tokenizer: Tokenizer,
-    /// Where it came from (manifests).
+    /// Where it came from (manifests; file names, not the machine's paths).
     pub source: String,
+    /// sha256 of its weight files, computed when loaded (`name:sha256`, comma-separated).
+    pub weights_sha256: String,
+}
+
+/// `name:sha256` of each file, comma-separated (manifests: what exactly was loaded).
+fn weights_digest(paths: &[PathBuf]) -> Result<String> {
+    let mut parts = Vec::with_capacity(paths.len());
+    for path in paths {
+        let sha = assets::sha256_file(path, &mut |_| {})
+            .with_context(|| format!("hashing {}", path.display()))?;
+        parts.push(format!("{}:{sha}", file_name(path)));
+    }
+    Ok(parts.join(","))
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string())
+}
+
+/// The model's description with `path` replaced by its file name.
+fn describe_without_path(model: &Model, path: &Path) -> String {
+    model
+        .describe()
+        .replace(&path.display().to_string(), &file_name(path))
 }
 
 /// The device named on the command line.
@@ -117,7 +143,8 @@ pub fn load(m: &ModelRef, store: &Store, device: &Device, quantized: bool) -> Re
             .with_context(|| format!("loading {}", path.display()))?;
         let tokenizer = Tokenizer::from_gguf_file(&path)?;
         return Ok(Loaded {
-            source: model.describe(),
+            source: describe_without_path(&model, &path),
+            weights_sha256: weights_digest(std::slice::from_ref(&path))?,
             model,
             tokenizer,
         });
@@ -128,8 +155,15 @@ pub fn load(m: &ModelRef, store: &Store, device: &Device, quantized: bool) -> Re
     let model =
         Model::from_hf_dir(dir, &opts).with_context(|| format!("loading {}", dir.display()))?;
     let tokenizer = Tokenizer::from_file(&dir.join("tokenizer.json"))?;
+    let mut weights: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("listing {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+        .collect();
+    weights.sort();
     Ok(Loaded {
-        source: model.describe(),
+        source: describe_without_path(&model, dir),
+        weights_sha256: weights_digest(&weights)?,
         model,
         tokenizer,
     })
@@ -186,5 +220,25 @@ impl PairArgs {
             receiver,
             sharer,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_weights_digest_names_each_file_and_its_sha256() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a.gguf"), dir.path().join("b.safetensors"));
+        std::fs::write(&a, b"abc").unwrap();
+        std::fs::write(&b, b"").unwrap();
+        assert_eq!(
+            weights_digest(&[a.clone(), b]).unwrap(),
+            "a.gguf:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad,\
+             b.safetensors:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        assert!(weights_digest(&[dir.path().join("missing.gguf")]).is_err());
+        assert_eq!(file_name(&a), "a.gguf");
     }
 }

@@ -457,6 +457,8 @@ impl Trainer<'_> {
             "pair": pair.config.name,
             "receiver": pair.receiver.source,
             "sharer": pair.sharer.source,
+            "receiver_weights_sha256": pair.receiver.weights_sha256,
+            "sharer_weights_sha256": pair.sharer.weights_sha256,
             "commit": git_commit(),
             "steps_done": step,
             "seed": args.seed,
