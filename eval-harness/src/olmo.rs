@@ -288,10 +288,21 @@ fn doc_to_example(
     }
     let query = str_field(doc, "query")?;
     let gold_field = doc.get("gold").and_then(Value::as_u64).map(|g| g as usize);
-    if r.dataset == Dataset::BoolQ {
-        let (passage, question) = split_boolq_query(query)?;
+    if matches!(r.dataset, Dataset::BoolQ | Dataset::Squad) {
+        // Reading tasks: the passage sits in the query; SQuAD's one choice is its answer.
+        let ((passage, question), gold) = if r.dataset == Dataset::BoolQ {
+            (split_boolq_query(query)?, gold_field)
+        } else {
+            (split_squad_query(query)?, Some(0))
+        };
         let choices = str_list(doc, "choices")?;
-        let gold = gold_field.filter(|&g| g < choices.len());
+        if choices.is_empty() {
+            return Err(RecordError::Field {
+                field: "choices",
+                reason: "no choice".to_owned(),
+            });
+        }
+        let gold = gold.filter(|&g| g < choices.len());
         return Ok(Example {
             id,
             dataset,
@@ -299,27 +310,6 @@ fn doc_to_example(
             labels: letter_labels(choices.len()),
             choices,
             gold,
-            answer_text: None,
-            passage: None,
-        }
-        .with_passage(passage));
-    }
-    if r.dataset == Dataset::Squad {
-        let (passage, question) = split_squad_query(query)?;
-        let choices = str_list(doc, "choices")?;
-        if choices.is_empty() {
-            return Err(RecordError::Field {
-                field: "choices",
-                reason: "no answer".to_owned(),
-            });
-        }
-        return Ok(Example {
-            id,
-            dataset,
-            question,
-            labels: letter_labels(choices.len()),
-            choices,
-            gold: Some(0),
             answer_text: None,
             passage: None,
         }
