@@ -112,7 +112,8 @@ impl<'a> SlotMaker<'a> {
     }
 }
 
-/// The context task: train and validation items (BoolQ or SQuAD), the slot maker and the run's options.
+/// The context task: train and validation items (BoolQ or SQuAD), the slot maker and the
+/// run's options.
 pub struct ContextTask<'a> {
     args: &'a TrainArgs,
     slots: SlotMaker<'a>,

@@ -180,10 +180,10 @@ pub(crate) fn load_fuser(dir: &std::path::Path, dev: &candle_core::Device) -> Re
 
 /// Runs `fuser eval`.
 pub fn run(args: EvalArgs) -> Result<()> {
-    std::fs::create_dir_all(&args.out)?;
     if args.layout == Layout::Shared && (args.resume || args.time_limit.is_some()) {
         bail!("--resume and --time-limit apply to --layout context only");
     }
+    std::fs::create_dir_all(&args.out)?;
     if args.layout == Layout::Context {
         return crate::context_eval::run(&args);
     }

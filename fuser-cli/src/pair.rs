@@ -79,7 +79,8 @@ pub struct Loaded {
     pub tokenizer: Tokenizer,
     /// Where it came from (manifests; file names, not the machine's paths).
     pub source: String,
-    /// sha256 of its weight files, computed when loaded (`name:sha256`, comma-separated).
+    /// sha256 of its weight files (`name:sha256`, comma-separated): an asset's pinned sha256
+    /// (verified when the store installed it), else computed from the files when loaded.
     pub weights_sha256: String,
 }
 
@@ -130,21 +131,26 @@ pub fn load(m: &ModelRef, store: &Store, device: &Device, quantized: bool) -> Re
             WeightsMode::Dequantized
         },
     };
+    // An asset's file was checked against its pinned sha256 when the store installed it.
     let gguf = match (&m.asset, &m.gguf) {
         (Some(name), _) => {
             let id: AssetId = name.parse()?;
-            Some(store.ensure(id)?)
+            Some((store.ensure(id)?, Some(id.spec().sha256)))
         }
-        (None, Some(path)) => Some(path.clone()),
+        (None, Some(path)) => Some((path.clone(), None)),
         _ => None,
     };
-    if let Some(path) = gguf {
+    if let Some((path, pinned)) = gguf {
         let model = Model::from_gguf(&path, &opts)
             .with_context(|| format!("loading {}", path.display()))?;
         let tokenizer = Tokenizer::from_gguf_file(&path)?;
+        let weights_sha256 = match pinned {
+            Some(sha) => format!("{}:{sha}", file_name(&path)),
+            None => weights_digest(std::slice::from_ref(&path))?,
+        };
         return Ok(Loaded {
             source: describe_without_path(&model, &path),
-            weights_sha256: weights_digest(std::slice::from_ref(&path))?,
+            weights_sha256,
             model,
             tokenizer,
         });

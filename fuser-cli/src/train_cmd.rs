@@ -174,9 +174,9 @@ pub struct TrainArgs {
     /// short on purpose, reproducibly).
     #[arg(long)]
     pub stop_at_step: Option<usize>,
-    /// Stop (and checkpoint) after the first step that ends more than S seconds after this
-    /// process started, keeping the schedule of --steps: a long run in chunks that fit a
-    /// machine's time limit, continued with --resume.
+    /// Stop (and checkpoint) after the first step that ends more than S seconds after training
+    /// began (the models and data loaded), keeping the schedule of --steps: a long run in chunks
+    /// that fit a machine's time limit, continued with --resume.
     #[arg(long)]
     pub time_limit: Option<f64>,
     /// Continue from the checkpoint in --out.
@@ -438,8 +438,6 @@ impl Trainer<'_> {
         })
     }
 
-    /// Writes the projectors, the optimiser state, provenance.json, gating.json and the task's
-    /// own files.
     /// Whether `--time-limit` has passed.
     fn past_time_limit(&self) -> bool {
         self.args
@@ -447,6 +445,8 @@ impl Trainer<'_> {
             .is_some_and(|limit| self.started.elapsed().as_secs_f64() >= limit)
     }
 
+    /// Writes the projectors, the optimiser state, provenance.json, gating.json and the task's
+    /// own files.
     fn save(&self, step: usize, val_loss: Option<f64>) -> Result<()> {
         let (args, pair, folder) = (self.args, self.pair, &self.folder);
         c2c::checkpoint::save(&self.projectors.fuser, &folder.weights, &folder.config)?;
