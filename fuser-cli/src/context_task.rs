@@ -16,6 +16,7 @@ use fuser::context::{
     rope_pair, slot_base,
 };
 use fuser::fused::{GateSource, sharer_cache};
+use fuser::slot_distill::{SlotTargets, distill_loss};
 use model_runtime::{KvCache, Model};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -53,6 +54,8 @@ impl FillerArg {
 /// A pair's models and the filler cache of the longest passage: everything a context-layout
 /// item needs besides the fuser.
 pub struct SlotMaker<'a> {
+    /// The receiver (without autograd).
+    pub receiver: &'a Loaded,
     /// The sharer.
     pub sharer: &'a Loaded,
     /// Both models' RoPE.
@@ -64,6 +67,7 @@ impl<'a> SlotMaker<'a> {
     /// The filler cache of `max_slots` slots, computed once.
     pub fn new(pair: &'a OpenPair, filler: Filler, max_slots: usize) -> Result<Self> {
         Ok(Self {
+            receiver: &pair.receiver,
             sharer: &pair.sharer,
             ropes: rope_pair(&pair.receiver.model, &pair.sharer.model),
             filler: filler_cache(&pair.receiver.model, filler, max_slots)?,
@@ -116,6 +120,8 @@ pub struct ContextTask<'a> {
     /// Sharer caches kept by (part, item) with `--cache-sharer` (the sharer is frozen, so a
     /// kept cache is the one a fresh prefill would give).
     kept: RefCell<HashMap<(TaskPart, usize), KvCache>>,
+    /// Slot-distillation targets kept by (part, item) with `--cache-sharer`.
+    kept_targets: RefCell<HashMap<(TaskPart, usize), SlotTargets>>,
 }
 
 impl<'a> ContextTask<'a> {
@@ -174,6 +180,7 @@ impl<'a> ContextTask<'a> {
             settings,
             dropped: [0, 0],
             kept: RefCell::new(HashMap::new()),
+            kept_targets: RefCell::new(HashMap::new()),
         })
     }
 
@@ -190,6 +197,26 @@ impl<'a> ContextTask<'a> {
             self.kept.borrow_mut().insert((part, index), cache.clone());
         }
         Ok(cache)
+    }
+
+    /// The slot-distillation targets of item `index`'s passage: kept with `--cache-sharer`.
+    fn targets(&self, part: TaskPart, index: usize) -> Result<SlotTargets> {
+        if let Some(t) = self.kept_targets.borrow().get(&(part, index)) {
+            return Ok(t.clone());
+        }
+        let item = &self.items(part)[index];
+        let targets = SlotTargets::new(
+            &self.slots.receiver.model,
+            &item.passage_receiver,
+            &item.slot_pairs,
+            &self.slots.ropes.receiver,
+        )?;
+        if self.args.cache_sharer {
+            self.kept_targets
+                .borrow_mut()
+                .insert((part, index), targets.clone());
+        }
+        Ok(targets)
     }
 
     fn items(&self, part: TaskPart) -> &[ContextItem] {
@@ -236,7 +263,20 @@ impl Task for ContextTask<'_> {
         };
         let sharer = self.sharer_kv(part, source)?;
         let slots = self.slots.fuse(fuser, &sharer, gates)?;
-        Ok(context_loss(model, &slots, &item.question, &item.response)?)
+        let ce = context_loss(model, &slots, &item.question, &item.response)?;
+        if part == TaskPart::Val || self.args.distill_weight == 0.0 {
+            return Ok(ce);
+        }
+        // The slots are pulled towards the receiver's reading of the passage they hold.
+        let linked: Vec<usize> = fuser
+            .config
+            .layer_map
+            .links()
+            .iter()
+            .map(|l| l.receiver)
+            .collect();
+        let distill = distill_loss(&slots, &self.targets(part, source)?, &linked)?;
+        Ok((ce + distill.affine(self.args.distill_weight, 0.0)?)?)
     }
 
     fn provenance(&self) -> serde_json::Value {

@@ -90,13 +90,19 @@ fn tiny_pair(dir: &Path) -> OpenPair {
 
 fn items(n: usize, offset: u32) -> Vec<ContextItem> {
     (0..n as u32)
-        .map(|i| ContextItem {
-            id: format!("item-{}", i + offset),
-            passage: (0..4 + i % 3)
+        .map(|i| {
+            let passage: Vec<u32> = (0..4 + i % 3)
                 .map(|t| 20 + (t + 7 * (i + offset)) % 250)
-                .collect(),
-            question: vec![3, 9, 4],
-            response: vec![200 + (i + offset) % 2],
+                .collect();
+            ContextItem {
+                id: format!("item-{}", i + offset),
+                // The receiver reads the same ids (one tiny vocabulary): slot i <-> token i.
+                passage_receiver: passage.clone(),
+                slot_pairs: (0..passage.len()).map(|t| (t, t)).collect(),
+                passage,
+                question: vec![3, 9, 4],
+                response: vec![200 + (i + offset) % 2],
+            }
         })
         .collect()
 }
@@ -211,4 +217,68 @@ fn the_random_passage_control_reads_another_items_passage() {
             "item {i} did not read item {j}'s passage"
         );
     }
+}
+
+#[test]
+fn slot_distillation_pulls_the_slots_towards_the_receivers_reading() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pair = tiny_pair(tmp.path());
+    let train = items(6, 0);
+    let run = |name: &str, extra: &[&str]| {
+        let out = tmp.path().join(name);
+        let a = args(&out, extra);
+        let task =
+            ContextTask::from_items(&pair, &a, train.clone(), items(2, 100), Filler::Token(7))
+                .unwrap();
+        train_with(&a, &pair, &task).unwrap();
+        out
+    };
+    let plain = run("plain", &[]);
+    let distilled = run("distilled", &["--distill-weight", "10"]);
+    let a = args(&tmp.path().join("x"), &[]);
+    let task =
+        ContextTask::from_items(&pair, &a, train.clone(), items(1, 100), Filler::Token(7)).unwrap();
+    // Mean distillation loss of a checkpoint over the training items.
+    let distance = |dir: &Path| {
+        let f = c2c::checkpoint::load(
+            &dir.join("fuser.safetensors"),
+            &dir.join("fuser.json"),
+            DType::F32,
+            &Device::Cpu,
+        )
+        .unwrap();
+        let linked: Vec<usize> = f
+            .config
+            .layer_map
+            .links()
+            .iter()
+            .map(|l| l.receiver)
+            .collect();
+        let total: f32 = train
+            .iter()
+            .map(|item| {
+                let slots = task
+                    .slots
+                    .fused(&f, &item.passage, Qat::None, &mut HardGate)
+                    .unwrap();
+                let targets = fuser::slot_distill::SlotTargets::new(
+                    &pair.receiver.model,
+                    &item.passage_receiver,
+                    &item.slot_pairs,
+                    &task.slots.ropes.receiver,
+                )
+                .unwrap();
+                fuser::slot_distill::distill_loss(&slots, &targets, &linked)
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap()
+            })
+            .sum();
+        total / train.len() as f32
+    };
+    let (d_plain, d_distilled) = (distance(&plain), distance(&distilled));
+    assert!(
+        d_distilled < 0.95 * d_plain,
+        "distilled {d_distilled} vs cross-entropy only {d_plain}"
+    );
 }

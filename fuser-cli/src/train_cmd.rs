@@ -152,6 +152,12 @@ pub struct TrainArgs {
     /// item (Qwen2.5-0.5B f32: about 25 KB per passage token).
     #[arg(long)]
     pub cache_sharer: bool,
+    /// Context layout: weight of slot distillation (fuser::slot_distill: every slot pulled
+    /// towards the receiver's own reading of the passage) added to the answer's cross-entropy
+    /// in training steps; validation loss stays the cross-entropy alone. 0: off. With
+    /// `--cache-sharer` the targets are kept too (SmolLM2-135M f32: about 46 KB per slot).
+    #[arg(long, default_value_t = 0.0)]
+    pub distill_weight: f64,
     /// Seed (projector init, data order, Gumbel noise, control prompts).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,

@@ -16,6 +16,7 @@ pub mod fused;
 pub mod prompt;
 pub mod qat;
 pub mod seam;
+pub mod slot_distill;
 pub mod train;
 
 pub use error::{FuserError, Result};

@@ -1,0 +1,156 @@
+//! Slot distillation: a dense training signal for the context layout (docs/FUSER.md, "Slot
+//! distillation").
+//!
+//! The answer's cross-entropy reaches the projectors only through the few answer tokens. The
+//! receiver's own cache of the passage (what it would hold had it read the passage) says, for
+//! every slot, what the slot should look like. For the passage text tokenized by both models,
+//! slot `i` (sharer token `i`) is paired with the last receiver token `j` whose last byte sharer
+//! token `i` covers ([`slot_pairs`]); its targets are that token's V, and its K moved from
+//! position `j` to slot position `i` with the receiver's RoPE (un-rotate at `j`, rotate at
+//! `i`). Slots no receiver token ends in have no target. The loss ([`distill_loss`]) is, per
+//! linked receiver layer and for K and V apart, the mean squared error over the paired slots
+//! divided by the targets' mean square (a relative error, so layers of any scale weigh alike),
+//! averaged.
+
+use c2c::rope::RopeSpec;
+use candle_core::{DType, Tensor};
+use model_runtime::{KvCache, LayerKv, Model};
+
+use crate::error::{Ctx, FuserError, Result};
+
+/// `(slot, receiver token)` pairs from a receiver-to-sharer token map (`map[j]` = the sharer
+/// token paired with receiver token `j`): for each slot, the last receiver token mapped to it,
+/// in slot order.
+pub fn slot_pairs(map: &[usize]) -> Vec<(usize, usize)> {
+    let mut pairs: Vec<(usize, usize)> = Vec::new();
+    for (j, &i) in map.iter().enumerate() {
+        match pairs.last_mut() {
+            Some(last) if last.0 == i => last.1 = j,
+            _ => pairs.push((i, j)),
+        }
+    }
+    pairs.sort_by_key(|&(i, _)| i);
+    pairs.dedup_by_key(|p| p.0);
+    pairs
+}
+
+/// The receiver's reading of a passage at the paired slots: per receiver layer, `[1, H, n, D]`
+/// K (at the slot positions) and V, for the `n` paired slots in `slots`.
+#[derive(Debug, Clone)]
+pub struct SlotTargets {
+    /// The paired slots, increasing.
+    pub slots: Vec<usize>,
+    /// Per receiver layer, the target K/V rows.
+    pub layers: Vec<LayerKv>,
+}
+
+impl SlotTargets {
+    /// Runs the receiver over `passage` (its own ids of the passage text, positions `0..R`) and
+    /// keeps the rows of `pairs` (from [`slot_pairs`] over the same text), K moved to the
+    /// slots' positions with `rope` (the receiver's).
+    pub fn new(
+        receiver: &Model,
+        passage: &[u32],
+        pairs: &[(usize, usize)],
+        rope: &RopeSpec,
+    ) -> Result<Self> {
+        if pairs.is_empty() {
+            return Err(FuserError::input("slot targets", "no paired slots"));
+        }
+        if let Some(&(_, j)) = pairs.iter().find(|&&(_, j)| j >= passage.len()) {
+            return Err(FuserError::input(
+                "slot targets",
+                format!(
+                    "receiver token {j} of a passage of {} tokens",
+                    passage.len()
+                ),
+            ));
+        }
+        let mut cache = KvCache::new();
+        receiver.forward_hidden(&receiver.ids_tensor(passage)?, 0, &mut cache)?;
+        let slots: Vec<usize> = pairs.iter().map(|p| p.0).collect();
+        let tokens: Vec<usize> = pairs.iter().map(|p| p.1).collect();
+        let index: Vec<u32> = tokens.iter().map(|&j| j as u32).collect();
+        let index = Tensor::new(index.as_slice(), receiver.device()).ctx("target index")?;
+        let layers = cache
+            .layers
+            .iter()
+            .map(|l| {
+                let k = l.k.index_select(&index, 2).ctx("target K rows")?;
+                let k = rope.rotate(&rope.unrotate(&k, &tokens)?, &slots)?;
+                let v = l.v.index_select(&index, 2).ctx("target V rows")?;
+                Ok(LayerKv {
+                    k: k.to_dtype(DType::F32).ctx("target K")?.detach(),
+                    v: v.to_dtype(DType::F32).ctx("target V")?.detach(),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self { slots, layers })
+    }
+}
+
+/// The relative squared error of the fused slot cache against `targets`, averaged over
+/// `layers` (receiver layer indices, the fuser's linked ones) and over K and V.
+pub fn distill_loss(fused: &KvCache, targets: &SlotTargets, layers: &[usize]) -> Result<Tensor> {
+    if layers.is_empty() {
+        return Err(FuserError::input("slot distillation", "no linked layers"));
+    }
+    let last = targets.slots.last().copied().unwrap_or(0);
+    if last >= fused.seq_len() {
+        return Err(FuserError::input(
+            "slot distillation",
+            format!("slot {last} of a cache of {} slots", fused.seq_len()),
+        ));
+    }
+    let ids: Vec<u32> = targets.slots.iter().map(|&i| i as u32).collect();
+    let device = fused.layers[0].k.device();
+    let index = Tensor::new(ids.as_slice(), device).ctx("slot index")?;
+    let mut terms = Vec::with_capacity(2 * layers.len());
+    for &l in layers {
+        let (Some(own), Some(target)) = (fused.layers.get(l), targets.layers.get(l)) else {
+            return Err(FuserError::input(
+                "slot distillation",
+                format!("layer {l} is not in both caches"),
+            ));
+        };
+        for (x, t) in [(&own.k, &target.k), (&own.v, &target.v)] {
+            let x = x
+                .index_select(&index, 2)
+                .and_then(|x| x.to_dtype(DType::F32))
+                .ctx("fused slot rows")?;
+            terms.push(relative_error(&x, t)?);
+        }
+    }
+    Tensor::stack(&terms, 0)
+        .and_then(|t| t.mean_all())
+        .ctx("distillation loss")
+}
+
+/// `mean((x - t)^2) / mean(t^2)` (the denominator floored, so an all-zero target is plain
+/// MSE); computed on the device, no host round trip.
+fn relative_error(x: &Tensor, t: &Tensor) -> Result<Tensor> {
+    let scale = t
+        .sqr()
+        .and_then(|s| s.mean_all())
+        .and_then(|s| s.maximum(1e-6f32))
+        .ctx("target scale")?
+        .detach();
+    (x - t)
+        .and_then(|d| d.sqr())
+        .and_then(|d| d.mean_all())
+        .and_then(|d| d.div(&scale))
+        .ctx("relative error")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_slot_takes_the_last_receiver_token_ending_in_it() {
+        // Receiver tokens 0,1 end in slot 0; 2 in slot 2; 3,4 in slot 3. Slot 1 has none.
+        assert_eq!(slot_pairs(&[0, 0, 2, 3, 3]), vec![(0, 1), (2, 2), (3, 4)]);
+        assert_eq!(slot_pairs(&[0, 1, 2]), vec![(0, 0), (1, 1), (2, 2)]);
+        assert!(slot_pairs(&[]).is_empty());
+    }
+}
