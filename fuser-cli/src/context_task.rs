@@ -122,6 +122,8 @@ pub struct ContextTask<'a> {
     kept: RefCell<HashMap<(TaskPart, usize), KvCache>>,
     /// Slot-distillation targets kept by (part, item) with `--cache-sharer`.
     kept_targets: RefCell<HashMap<(TaskPart, usize), SlotTargets>>,
+    /// Distillation losses of the training items since the last step was logged.
+    distill_values: RefCell<Vec<f64>>,
 }
 
 impl<'a> ContextTask<'a> {
@@ -181,6 +183,7 @@ impl<'a> ContextTask<'a> {
             dropped: [0, 0],
             kept: RefCell::new(HashMap::new()),
             kept_targets: RefCell::new(HashMap::new()),
+            distill_values: RefCell::new(Vec::new()),
         })
     }
 
@@ -276,6 +279,9 @@ impl Task for ContextTask<'_> {
             .map(|l| l.receiver)
             .collect();
         let distill = distill_loss(&slots, &self.targets(part, source)?, &linked)?;
+        self.distill_values
+            .borrow_mut()
+            .push(f64::from(distill.to_scalar::<f32>()?));
         Ok((ce + distill.affine(self.args.distill_weight, 0.0)?)?)
     }
 
@@ -299,6 +305,14 @@ impl Task for ContextTask<'_> {
 
     fn extra_files(&self) -> Vec<(&'static str, serde_json::Value)> {
         vec![(SETTINGS_FILE, json!(&self.settings))]
+    }
+
+    fn take_step_terms(&self) -> Vec<(&'static str, f64)> {
+        let values = std::mem::take(&mut *self.distill_values.borrow_mut());
+        if values.is_empty() {
+            return Vec::new();
+        }
+        vec![("distill", values.iter().sum::<f64>() / values.len() as f64)]
     }
 }
 

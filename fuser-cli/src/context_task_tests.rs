@@ -235,6 +235,15 @@ fn slot_distillation_pulls_the_slots_towards_the_receivers_reading() {
     };
     let plain = run("plain", &[]);
     let distilled = run("distilled", &["--distill-weight", "10"]);
+    // Each step logs its distillation term, only when distillation is on.
+    let logged = |dir: &Path| {
+        std::fs::read_to_string(dir.join("train_log.jsonl"))
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains("\"distill\""))
+            .count()
+    };
+    assert_eq!((logged(&plain), logged(&distilled)), (0, 6));
     let a = args(&tmp.path().join("x"), &[]);
     let task =
         ContextTask::from_items(&pair, &a, train.clone(), items(1, 100), Filler::Token(7)).unwrap();

@@ -273,6 +273,11 @@ pub trait Task {
     fn extra_files(&self) -> Vec<(&'static str, serde_json::Value)> {
         Vec::new()
     }
+    /// Terms of the training loss besides the answer's cross-entropy, as (name, mean over the
+    /// items since the last call): logged with each step.
+    fn take_step_terms(&self) -> Vec<(&'static str, f64)> {
+        Vec::new()
+    }
 }
 
 /// The projectors being trained (their variables live in `_varmap`), their optimiser, and the
@@ -376,6 +381,7 @@ struct StepStats {
     lr: f64,
     temperature: f64,
     grad_norm: f64,
+    terms: Vec<(&'static str, f64)>,
 }
 
 impl Trainer<'_> {
@@ -441,6 +447,7 @@ impl Trainer<'_> {
             lr,
             temperature: gates.temperature,
             grad_norm,
+            terms: self.task.take_step_terms(),
         })
     }
 
@@ -544,11 +551,11 @@ impl Trainer<'_> {
         for step in start_step..end {
             let s = self.step(step, &schedule)?;
             ema = Some(ema.map_or(s.loss, |e| 0.98 * e + 0.02 * s.loss));
-            writeln!(
-                self.log,
-                "{}",
-                json!({"step": step + 1, "loss": s.loss, "lr": s.lr, "temperature": s.temperature, "grad_norm": s.grad_norm})
-            )?;
+            let mut line = json!({"step": step + 1, "loss": s.loss, "lr": s.lr, "temperature": s.temperature, "grad_norm": s.grad_norm});
+            for (name, value) in &s.terms {
+                line[*name] = json!(value);
+            }
+            writeln!(self.log, "{line}")?;
             bar.set_message(format!(
                 "loss {:.3} lr {:.1e} T {:.3}",
                 ema.unwrap_or(s.loss),
