@@ -37,9 +37,9 @@ use crate::context_data::{
 };
 use crate::context_task::SlotMaker;
 use crate::eval_cmd::{EvalArgs, Row, Scored, load_fuser, print_summary, summarise};
-use crate::gating::Gating;
 use crate::pair::OpenPair;
 use fuser::context::ContextSettings;
+use fuser::gating::Gating;
 
 /// The paired differences reported.
 const PAIRS: &[(&str, &str)] = &[
