@@ -23,7 +23,8 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::context_data::{ContextItem, Part, SPLIT_RULE, load_part, other_item, tokenize};
+use crate::context_data::{ContextItem, Part, SPLIT_RULE, load_part, tokenize};
+use eval_harness::other_item;
 use crate::pair::{Loaded, OpenPair};
 use crate::train_cmd::{Qat, SharerInput, Task, TaskPart, TrainArgs};
 
