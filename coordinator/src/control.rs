@@ -68,14 +68,23 @@ mod tests {
         assert_eq!(control.len(), 30);
         for (i, id) in ids.iter().enumerate() {
             let e = &control[id];
-            assert_eq!(e.question, examples[id].question, "the question is the item's");
-            assert_ne!(e.passage, examples[id].passage, "{id} reads its own passage");
+            assert_eq!(
+                e.question, examples[id].question,
+                "the question is the item's"
+            );
+            assert_ne!(
+                e.passage, examples[id].passage,
+                "{id} reads its own passage"
+            );
             let j = control_item(0, i, 30);
             assert_eq!(e.passage, examples[&ids[j]].passage);
         }
         assert_eq!(control, with_other_passages(&ids, &examples, 0));
         let reseeded = with_other_passages(&ids, &examples, 1);
-        assert!(ids.iter().any(|id| reseeded[id].passage != control[id].passage));
+        assert!(
+            ids.iter()
+                .any(|id| reseeded[id].passage != control[id].passage)
+        );
     }
 
     #[test]

@@ -202,8 +202,7 @@ mod tests {
         let item = tokenize_one(&ex, &receiver, &sharer, 512).unwrap().unwrap();
         let shared_text = eval_harness::passage_context("Bees make honey.");
         assert_eq!(item.passage, sharer.tokenizer.encode(&shared_text).unwrap());
-        let served =
-            eval_harness::rank_prompt_after_passage(&receiver.tokenizer, &ex, "").unwrap();
+        let served = eval_harness::rank_prompt_after_passage(&receiver.tokenizer, &ex, "").unwrap();
         assert_eq!(item.question, served.ids);
         assert_eq!(item.response, served.continuations[0]);
         // A passage over the slots is dropped, as the coordinator's `max_passage_tokens` does.

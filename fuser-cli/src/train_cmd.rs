@@ -25,9 +25,9 @@ use serde_json::json;
 use crate::context_data::ContextData;
 use crate::context_task::{ContextTask, FillerArg};
 use crate::gating::{gating_of, log_gates, log_loss, training_gates};
-use fuser::gating::{GATING_FILE, GateNoise, Gating};
 use crate::pair::{OpenPair, PairArgs};
 use crate::shared_task::SharedTask;
+use fuser::gating::{GATING_FILE, GateNoise, Gating};
 
 /// Where the sharer cache comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]

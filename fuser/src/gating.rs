@@ -104,9 +104,8 @@ impl Gating {
         if !path.exists() {
             return Ok(Self::LEGACY);
         }
-        let text = std::fs::read_to_string(&path).map_err(|e| {
-            FuserError::input("gating", format!("reading {}: {e}", path.display()))
-        })?;
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| FuserError::input("gating", format!("reading {}: {e}", path.display())))?;
         serde_json::from_str(&text)
             .map_err(|e| FuserError::input("gating", format!("parsing {}: {e}", path.display())))
     }

@@ -410,7 +410,10 @@ impl C2cFuser {
         let s = sharer.prompt_tokens;
         let max = context.settings.max_passage_tokens;
         if s == 0 {
-            return Err(FuserError::input("sharer cache", "an empty passage (0 tokens)"));
+            return Err(FuserError::input(
+                "sharer cache",
+                "an empty passage (0 tokens)",
+            ));
         }
         if s > max {
             return Err(FuserError::PassageTooLong { tokens: s, max });
@@ -475,10 +478,7 @@ fn check_every_row(positions: &[u32], s: usize) -> Result<()> {
         // Every row is held, but so is one past the passage: not a cache of this passage.
         return Err(FuserError::input(
             "sharer cache",
-            format!(
-                "{} rows held for a passage of {s} tokens",
-                positions.len()
-            ),
+            format!("{} rows held for a passage of {s} tokens", positions.len()),
         ));
     }
     Err(FuserError::PartialPassage {

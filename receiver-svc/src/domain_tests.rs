@@ -82,7 +82,10 @@ fn the_context_layout_needs_a_passage_and_rank_scoring_and_takes_kv_and_c2c() {
     );
     // C2C in the context layout is the fuser's to serve or refuse (by its checkpoint).
     let c2c = context(pb::Method::C2c, pb::Scoring::Rank, "Bees make honey.").unwrap();
-    assert_eq!((c2c.method, c2c.layout), (Method::C2c, PromptLayout::Context));
+    assert_eq!(
+        (c2c.method, c2c.layout),
+        (Method::C2c, PromptLayout::Context)
+    );
     assert_eq!(
         code(context(pb::Method::C2c, pb::Scoring::Letter, "x")),
         tonic::Code::InvalidArgument

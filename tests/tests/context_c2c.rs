@@ -110,12 +110,7 @@ fn item(i: usize) -> pb::Example {
     pb::Example {
         id: format!("item-{i}"),
         question: "What is true?".into(),
-        choices: vec![
-            "honey".into(),
-            "ice".into(),
-            "moss".into(),
-            "stone".into(),
-        ],
+        choices: vec!["honey".into(), "ice".into(), "moss".into(), "stone".into()],
         gold: ["A", "B", "C"][i].into(),
         passage: facts[i].into(),
     }
@@ -251,7 +246,11 @@ async fn served_context_c2c_scores_what_the_in_process_path_scores_and_the_contr
             &example.passage,
         );
         let gap = max_gap(&own, &want);
-        assert!(gap < TOLERANCE, "{}: served {own:?}, in-process {want:?}", example.id);
+        assert!(
+            gap < TOLERANCE,
+            "{}: served {own:?}, in-process {want:?}",
+            example.id
+        );
 
         // The control: the same question after another item's passage.
         let swapped = &control[&example.id];

@@ -14,10 +14,10 @@ use coordinator::cell::{Cell, CellPair, canonical_json, expand};
 use coordinator::control::with_other_passages;
 use coordinator::grid::{Grid, SCIQ_CONTEXT_LONG_DATASET, Shard};
 use coordinator::link::LinkProfile;
-use coordinator::method::PassageSource;
 use coordinator::manifest::{
     AssetRecord, GitInfo, LongContextRecord, ModelRecord, RunManifest, SystemInfo,
 };
+use coordinator::method::PassageSource;
 use coordinator::registry::{CellPlan, RunDir, write_json_atomic, write_text_atomic};
 use coordinator::runner::{self, ReadyCell, RunOptions, receiver_channel};
 use coordinator::shard;
