@@ -431,4 +431,45 @@ mod default_grid_tests {
             (pb::MessageKind::Passage as i32, 256)
         );
     }
+
+    #[test]
+    fn the_context_c2c_grid_runs_c2c_its_control_and_the_baselines_on_the_same_items() {
+        use kvwire_proto::v1 as pb;
+
+        use crate::method::PassageSource;
+        use crate::wire::RequestTemplate;
+        let text = include_str!("../../grids/context-c2c.toml");
+        let cells = expand(&Grid::from_toml(text).unwrap());
+        let labels: Vec<&str> = cells
+            .iter()
+            .map(|c| c.config.method_label.as_str())
+            .collect();
+        assert_eq!(
+            labels,
+            [
+                "receiver-only",
+                "c2c-fp16",
+                "c2c-int8",
+                "c2c-int4",
+                "c2c-fp16-random-passage",
+                "text-passage",
+                "text-passage@256",
+                "text-passage@1024"
+            ]
+        );
+        // One slice for all: every item of SciQ-context within the fuser's slots.
+        assert!(cells.iter().all(|c| c.config.layout == Layout::Context
+            && c.config.dataset.name == "sciq_context"
+            && c.config.dataset.n.is_none()
+            && c.config.dataset.max_passage_tokens == Some(384)
+            && c.config.pair.fuser.is_some()));
+        let control = &cells[4].config;
+        assert_eq!(control.method.passage(), PassageSource::RandomOther);
+        assert_eq!(control.seed, Some(0));
+        let req = RequestTemplate::of(control)
+            .unwrap()
+            .request(pb::Example::default(), "");
+        assert_eq!(req.method, pb::Method::C2c as i32);
+        assert_eq!(req.layout, pb::Layout::Context as i32);
+    }
 }

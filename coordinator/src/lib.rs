@@ -19,6 +19,7 @@
 pub mod bench;
 pub mod cell;
 pub mod compare;
+pub mod control;
 pub mod error;
 pub mod grid;
 pub mod link;

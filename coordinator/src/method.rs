@@ -102,6 +102,31 @@ pub struct TransferSettings {
     /// `mixed_layers`: how many of the last layers go at fp16.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fp16_layers: Option<u32>,
+    /// Context layout: whose passage the sharer reads (left out: the item's own, so the
+    /// settings and cell ids of other methods are what they were).
+    #[serde(default, skip_serializing_if = "PassageSource::is_own")]
+    pub passage: PassageSource,
+}
+
+/// Whose passage the sharer reads in the context layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PassageSource {
+    /// The item's own passage.
+    #[default]
+    Own,
+    /// Another item's passage of the same dataset slice: the random-passage control (the same
+    /// fuser, fed a passage that does not answer the question). Drawn per item and seed
+    /// (`eval_harness::control_item` over the slice's evaluation order, as `fuser eval
+    /// --layout context` draws its `random_passage`), never the item's own.
+    RandomOther,
+}
+
+impl PassageSource {
+    /// Whether this is the default, the item's own passage.
+    pub fn is_own(&self) -> bool {
+        *self == PassageSource::Own
+    }
 }
 
 /// How a KV transfer spreads precision over layers and tokens (docs/EVALUATION.md, "Precision
@@ -280,6 +305,9 @@ impl MethodSpec {
                     }
                     label.push_str(&format!("-t{}", r.margin_threshold));
                 }
+                if s.passage == PassageSource::RandomOther {
+                    label.push_str("-random-passage");
+                }
                 label
             }
         }
@@ -314,9 +342,19 @@ impl MethodSpec {
         }
     }
 
-    /// Whether the seed axis changes the outcome (seeded random selection).
+    /// Whether the seed axis changes the outcome (seeded random selection, the random
+    /// passage draw).
     pub fn uses_seed(&self) -> bool {
-        matches!(self, MethodSpec::Kv(s) | MethodSpec::C2c(s) if s.selection == Selection::Random)
+        matches!(self, MethodSpec::Kv(s) | MethodSpec::C2c(s)
+            if s.selection == Selection::Random || !s.passage.is_own())
+    }
+
+    /// Whose passage the sharer reads (the item's own for every method but a control).
+    pub fn passage(&self) -> PassageSource {
+        match self {
+            MethodSpec::Kv(s) | MethodSpec::C2c(s) => s.passage,
+            _ => PassageSource::Own,
+        }
     }
 
     /// Problems with the settings, each a sentence naming the method.

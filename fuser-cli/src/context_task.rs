@@ -24,9 +24,10 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::context_data::{ContextItem, Part, SPLIT_RULE, load_part, other_item, tokenize};
+use crate::context_data::{ContextItem, Part, SPLIT_RULE, load_part, tokenize};
 use crate::pair::{Loaded, OpenPair};
 use crate::train_cmd::{Qat, SharerInput, Task, TaskPart, TrainArgs};
+use eval_harness::other_item;
 
 /// The receiver's input in the context slots (command line).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]

@@ -24,9 +24,10 @@ use serde_json::json;
 
 use crate::context_data::ContextData;
 use crate::context_task::{ContextTask, FillerArg};
-use crate::gating::{GATING_FILE, Gating, log_gates, log_loss};
+use crate::gating::{gating_of, log_gates, log_loss, training_gates};
 use crate::pair::{OpenPair, PairArgs};
 use crate::shared_task::SharedTask;
+use fuser::gating::{GATING_FILE, GateNoise, Gating};
 
 /// Where the sharer cache comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
@@ -74,18 +75,6 @@ pub enum Layout {
     Context,
 }
 
-/// Gate noise during training (`gating.json` records it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum GateNoise {
-    /// Gumbel-sigmoid, `sigmoid((logit + G) / T)`, G drawn per token, head, layer and step;
-    /// evaluation uses the hard gate `1[logit > 0]`.
-    Gumbel,
-    /// `sigmoid(logit / T)`, deterministic; evaluation uses it at the final temperature (the
-    /// gating of the last training step).
-    None,
-}
-
 /// Arguments of `fuser train`.
 #[derive(Debug, Args, serde::Serialize)]
 pub struct TrainArgs {
@@ -125,8 +114,9 @@ pub struct TrainArgs {
     /// --final-temperature afterwards (the end of training runs with the evaluation gating).
     #[arg(long, default_value_t = 1.0)]
     pub anneal_fraction: f64,
-    /// Gate noise during training.
-    #[arg(long, value_enum, default_value = "gumbel")]
+    /// Gate noise during training: `gumbel` (evaluation then uses the hard gate) or `none`
+    /// (evaluation uses the noise-free gate at --final-temperature).
+    #[arg(long, default_value = "gumbel")]
     pub gate_noise: GateNoise,
     /// Initial gate logit of every projector branch (0, upstream's, is closed under the hard
     /// gate).
@@ -414,7 +404,7 @@ impl Trainer<'_> {
         let n = self.task.len(TaskPart::Train);
         // Deterministic per step, so a resumed run continues the same sequence.
         let mut srng = ChaCha8Rng::seed_from_u64(args.seed.wrapping_add(0x9e37 * step as u64 + 1));
-        let mut gates = self.gating.training(srng.random(), step, &self.pair.device);
+        let mut gates = training_gates(&self.gating, srng.random(), step, &self.pair.device);
         let mut losses = Vec::with_capacity(args.batch);
         for b in 0..args.batch {
             let index = (step * args.batch + b) % n;
@@ -602,7 +592,7 @@ pub fn train_with(args: &TrainArgs, pair: &OpenPair, task: &dyn Task) -> Result<
         args,
         pair,
         task,
-        gating: Gating::of(args)?,
+        gating: gating_of(args)?,
         receiver_ag: pair.receiver.model.clone().with_autograd(true),
         projectors,
         folder,
@@ -621,7 +611,7 @@ pub fn train_with(args: &TrainArgs, pair: &OpenPair, task: &dyn Task) -> Result<
 
 /// Runs `fuser train`.
 pub fn run(args: TrainArgs) -> Result<()> {
-    Gating::of(&args)?;
+    gating_of(&args)?;
     if args.layout == Layout::Context && args.data == ContextData::SciqContext {
         bail!("--data sciq-context is evaluation-only (its items are never trained on)");
     }

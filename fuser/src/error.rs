@@ -26,6 +26,47 @@ pub enum FuserError {
         /// What is wrong with it.
         message: String,
     },
+    /// A C2C checkpoint asked to fuse in a prompt layout it was not trained for.
+    #[error(
+        "the C2C fuser {checkpoint} was trained for the {trained} layout, not the {requested} \
+         layout of this request ({hint})"
+    )]
+    LayoutNotTrained {
+        /// The checkpoint folder.
+        checkpoint: String,
+        /// The layout it was trained for (`shared` or `context`).
+        trained: &'static str,
+        /// The layout asked for.
+        requested: &'static str,
+        /// What to do instead.
+        hint: &'static str,
+    },
+    /// A context-layout transfer without every passage row: C2C writes one slot per sharer
+    /// token, so it needs rows `0..prompt_tokens` (no selection, no byte cap that drops rows).
+    #[error(
+        "context-layout C2C needs every passage row 0..{prompt_tokens}: {missing} missing \
+         (first missing positions {first_missing:?}); send every position (selection all, no \
+         byte cap that drops rows)"
+    )]
+    PartialPassage {
+        /// Passage length, sharer tokens (the session header).
+        prompt_tokens: usize,
+        /// Rows not held.
+        missing: usize,
+        /// The first missing positions (at most [`FuserError::MISSING_SHOWN`]).
+        first_missing: Vec<usize>,
+    },
+    /// A passage longer than the context slots the checkpoint was trained with.
+    #[error(
+        "passage of {tokens} sharer tokens; this context-layout fuser has {max} slots \
+         (max_passage_tokens of its context.json)"
+    )]
+    PassageTooLong {
+        /// Passage length, sharer tokens.
+        tokens: usize,
+        /// The checkpoint's `max_passage_tokens`.
+        max: usize,
+    },
     /// Quantizing the sharer cache for QAT failed.
     #[error("quantizing the sharer cache: {0}")]
     Quantize(#[from] kvwire::EncodeError),
@@ -40,6 +81,9 @@ pub enum FuserError {
 }
 
 impl FuserError {
+    /// Missing positions a [`FuserError::PartialPassage`] names.
+    pub const MISSING_SHOWN: usize = 8;
+
     /// An input error.
     pub fn input(what: &'static str, message: impl Into<String>) -> Self {
         Self::Input {

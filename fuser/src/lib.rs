@@ -13,6 +13,7 @@
 pub mod context;
 pub mod error;
 pub mod fused;
+pub mod gating;
 pub mod prompt;
 pub mod qat;
 pub mod seam;

@@ -3,14 +3,18 @@
 //!
 //! - [`IdentityFuser`]: same model on both sides; the rows are uploaded as they are (what
 //!   selection and quantization alone do to accuracy).
-//! - [`C2cFuser`]: a trained C2C fuser; the prompt text is aligned across the two tokenizers,
-//!   the sharer rows are uploaded once and placed at the receiver positions they cover, the
-//!   receiver prefills its own prompt cache, and the projectors fuse the two.
+//! - [`C2cFuser`]: a trained C2C fuser, for the layout its checkpoint was trained in. Shared
+//!   layout: the prompt text is aligned across the two tokenizers, the sharer rows are uploaded
+//!   once and placed at the receiver positions they cover, the receiver prefills its own prompt
+//!   cache, and the projectors fuse the two. Context layout (a checkpoint with `context.json`):
+//!   every passage row goes into its context slot over the filler cache (`crate::context`), as
+//!   `fuser eval --layout context` does.
 //!
 //! The prompt layout ([`PromptLayout`]) says where the receiver's own tokens go. Shared prompt:
 //! the returned cache holds the prompt positions before its last token, which the receiver then
-//! runs itself. Context (identity only): the cache holds the sharer's passage rows at their own
-//! positions and the receiver runs its whole prompt after them, from the passage length on.
+//! runs itself. Context: the cache holds the passage positions (identity: the sharer's rows as
+//! they are; C2C: the fused slots) and the receiver runs its whole prompt after them, from the
+//! passage length on.
 //! Either way the [`FusedCache`] says which receiver tokens to run and at what position; each
 //! host value crosses to the device once per round.
 
@@ -23,8 +27,12 @@ use candle_core::DType;
 use kvwire::HostCache;
 use model_runtime::{KvCache, Model, Tokenizer};
 
+use crate::context::{
+    ContextSettings, SETTINGS_FILE, filler_cache, fuse_context, passage_rows, rope_spec, slot_base,
+};
 use crate::error::{FuserError, Result};
 use crate::fused::{HardGate, fuse_prompt, receiver_prompt_cache, rows_from_transfer};
+use crate::gating::Gating;
 use crate::prompt::align_text;
 
 /// Who has read what: how the sharer's prompt and the receiver's prompt relate.
@@ -187,26 +195,42 @@ fn upload(sharer: &HostCache, device: &candle_core::Device, dtype: DType) -> Res
     )?)
 }
 
-/// A trained C2C fuser with the sharer's tokenizer: projects the sharer rows that arrived into
-/// the receiver's cache space and fuses them into its own prompt cache (receiver positions
-/// whose sharer token did not arrive keep the receiver's K/V).
+/// A trained C2C fuser with the sharer's tokenizer. A shared-layout checkpoint projects the
+/// sharer rows that arrived into the receiver's cache space and fuses them into its own prompt
+/// cache (receiver positions whose sharer token did not arrive keep the receiver's K/V); a
+/// context-layout checkpoint (one with `context.json`) fuses every passage row into its slot.
 pub struct C2cFuser {
     fuser: c2c::checkpoint::Fuser,
     sharer_tokenizer: Tokenizer,
+    /// Set for a context-layout checkpoint.
+    context: Option<ContextServing>,
     source: String,
+}
+
+/// What a context-layout checkpoint serves with, prepared once at load.
+struct ContextServing {
+    settings: ContextSettings,
+    /// The end-of-training gating (`gating.json`), as `fuser eval` uses it.
+    gating: Gating,
+    /// The receiver's filler cache of `max_passage_tokens` slots, in f32 (the projectors'
+    /// dtype); a passage of `S` tokens uses its first `S` slots.
+    filler: KvCache,
 }
 
 impl fmt::Debug for C2cFuser {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("C2cFuser")
             .field("source", &self.source)
+            .field("layout", &self.layout())
             .finish_non_exhaustive()
     }
 }
 
 impl C2cFuser {
     /// Loads a fuser folder (`fuser.safetensors` + `fuser.json`) and the sharer's tokenizer
-    /// (`tokenizer.json` or a GGUF file), checking the fuser fits `receiver`.
+    /// (`tokenizer.json` or a GGUF file), checking the fuser fits `receiver`. A folder with
+    /// `context.json` is a context-layout checkpoint: its settings and `gating.json` are read
+    /// and the filler cache of its longest passage is computed on `receiver` once, here.
     pub fn load(fuser_dir: &Path, sharer_tokenizer: &Path, receiver: &Model) -> Result<Self> {
         let fuser = c2c::checkpoint::load(
             &fuser_dir.join("fuser.safetensors"),
@@ -235,10 +259,51 @@ impl C2cFuser {
         } else {
             Tokenizer::from_file(sharer_tokenizer)
         }?;
+        let context = if fuser_dir.join(SETTINGS_FILE).exists() {
+            Some(ContextServing::load(fuser_dir, receiver)?)
+        } else {
+            None
+        };
         Ok(Self {
             fuser,
             sharer_tokenizer,
+            context,
             source: fuser_dir.display().to_string(),
+        })
+    }
+
+    /// The prompt layout the checkpoint was trained for (the only one it fuses).
+    pub fn layout(&self) -> PromptLayout {
+        if self.context.is_some() {
+            PromptLayout::Context
+        } else {
+            PromptLayout::Shared
+        }
+    }
+
+    /// Refuses a request in a layout the checkpoint was not trained for.
+    fn check_layout(&self, requested: PromptLayout) -> Result<()> {
+        let trained = self.layout();
+        if requested == trained {
+            return Ok(());
+        }
+        let (name, hint) = match trained {
+            PromptLayout::Shared => (
+                "shared",
+                "serve a checkpoint of `fuser train --layout context` (it has context.json) for \
+                 the context layout",
+            ),
+            PromptLayout::Context => (
+                "context",
+                "a context-layout checkpoint fuses a passage only the sharer read; serve a \
+                 shared-layout checkpoint for the shared prompt",
+            ),
+        };
+        Err(FuserError::LayoutNotTrained {
+            checkpoint: self.source.clone(),
+            trained: name,
+            requested: layout_name(requested),
+            hint,
         })
     }
 
@@ -276,14 +341,11 @@ impl CacheFuser for C2cFuser {
     }
 
     fn fuse(&self, sharer: &HostCache, receiver: &ReceiverContext<'_>) -> Result<FusedCache> {
-        if receiver.layout != PromptLayout::Shared {
-            return Err(FuserError::input(
-                "layout",
-                "the C2C fuser fuses a prompt both models read (trained on the shared prompt); \
-                 the context layout is not supported by C2C yet",
-            ));
-        }
+        self.check_layout(receiver.layout)?;
         self.check_sharer(sharer)?;
+        if let Some(context) = &self.context {
+            return self.fuse_passage(context, sharer, receiver.model);
+        }
         let model = receiver.model;
         let start = Instant::now();
         let aligned = align_text(receiver.tokenizer, &self.sharer_tokenizer, receiver.text)?;
@@ -332,6 +394,108 @@ impl CacheFuser for C2cFuser {
                 receiver_prefill_ms,
             },
         })
+    }
+}
+
+impl C2cFuser {
+    /// Context layout: the passage rows `0..S` (all of them) into the first `S` slots of the
+    /// filler cache, as `fuser eval --layout context` builds them; the receiver runs its whole
+    /// prompt from position `S`.
+    fn fuse_passage(
+        &self,
+        context: &ContextServing,
+        sharer: &HostCache,
+        model: &Model,
+    ) -> Result<FusedCache> {
+        let s = sharer.prompt_tokens;
+        let max = context.settings.max_passage_tokens;
+        if s == 0 {
+            return Err(FuserError::input(
+                "sharer cache",
+                "an empty passage (0 tokens)",
+            ));
+        }
+        if s > max {
+            return Err(FuserError::PassageTooLong { tokens: s, max });
+        }
+        check_every_row(&sharer.positions, s)?;
+        let start = Instant::now();
+        let rows = passage_rows(&upload(sharer, model.device(), DType::F32)?)?;
+        let base = slot_base(&context.filler, s)?;
+        let project_ms = ms_since(start);
+
+        let start = Instant::now();
+        let ropes = c2c::context::RopePair {
+            sharer: context.settings.sharer_rope,
+            receiver: rope_spec(model.config()),
+        };
+        let mut gates = context.gating.evaluation(model.device());
+        let fused = fuse_context(&self.fuser, &rows, &base, gates.as_mut(), &ropes)?;
+        let cache = to_dtype(fused, model.dtype())?;
+        let fuse_ms = ms_since(start);
+        Ok(FusedCache {
+            cache,
+            run_from: 0,
+            next_position: s,
+            timings: FuseTimings {
+                project_ms,
+                fuse_ms,
+                receiver_prefill_ms: 0.0,
+            },
+        })
+    }
+}
+
+impl ContextServing {
+    /// The settings and gating of the checkpoint `dir`, and the filler cache on `receiver`.
+    fn load(dir: &Path, receiver: &Model) -> Result<Self> {
+        let settings = ContextSettings::read(dir)?;
+        let gating = Gating::read(dir)?;
+        let filler = filler_cache(receiver, settings.filler, settings.max_passage_tokens)?;
+        Ok(Self {
+            settings,
+            gating,
+            filler: to_dtype(filler, DType::F32)?,
+        })
+    }
+}
+
+/// Checks the held positions (strictly ascending) are exactly `0..s`.
+fn check_every_row(positions: &[u32], s: usize) -> Result<()> {
+    let complete = positions.len() == s
+        && positions
+            .iter()
+            .enumerate()
+            .all(|(i, &p)| usize::try_from(p).is_ok_and(|p| p == i));
+    if complete {
+        return Ok(());
+    }
+    let held: std::collections::HashSet<u32> = positions.iter().copied().collect();
+    let missing: Vec<usize> = (0..s)
+        .filter(|&p| !u32::try_from(p).is_ok_and(|p| held.contains(&p)))
+        .collect();
+    if missing.is_empty() {
+        // Every row is held, but so is one past the passage: not a cache of this passage.
+        return Err(FuserError::input(
+            "sharer cache",
+            format!("{} rows held for a passage of {s} tokens", positions.len()),
+        ));
+    }
+    Err(FuserError::PartialPassage {
+        prompt_tokens: s,
+        missing: missing.len(),
+        first_missing: missing
+            .into_iter()
+            .take(FuserError::MISSING_SHOWN)
+            .collect(),
+    })
+}
+
+/// A layout's name in errors.
+fn layout_name(layout: PromptLayout) -> &'static str {
+    match layout {
+        PromptLayout::Shared => "shared",
+        PromptLayout::Context => "context",
     }
 }
 

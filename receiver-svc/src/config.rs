@@ -26,7 +26,9 @@ pub enum FuserKind {
     /// No fuser: KV and C2C methods are refused (text and single-model methods still work).
     None,
     /// A trained C2C fuser (`[c2c]` names it): the `c2c` method projects the sharer's cache
-    /// into the receiver's and fuses it; the `kv` method is refused (different models).
+    /// into the receiver's and fuses it, in the layout its checkpoint was trained for (shared
+    /// prompt; or, with `context.json` beside it, the context layout: the passage rows into
+    /// context slots before the question); the `kv` method is refused (different models).
     C2c,
 }
 
@@ -34,11 +36,14 @@ pub enum FuserKind {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
 pub struct C2cSettings {
-    /// Folder with `fuser.safetensors` and `fuser.json` (written by `fuser train`).
+    /// Folder with `fuser.safetensors` and `fuser.json` (written by `fuser train`); a folder of
+    /// `fuser train --layout context` also has `context.json` (filler, slots, sharer RoPE) and
+    /// `gating.json`, and then serves the context layout only (docs/FUSER.md).
     pub fuser_dir: String,
     /// The sharer's tokenizer: a `tokenizer.json`, or a GGUF file whose metadata holds it. The
     /// receiver aligns the prompt text across the two tokenizers, so the wire carries plain
-    /// sharer positions.
+    /// sharer positions (shared layout; the context layout needs no alignment, one slot per
+    /// sharer row).
     pub sharer_tokenizer: String,
 }
 

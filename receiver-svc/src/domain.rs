@@ -211,7 +211,8 @@ impl TryFrom<pb::EvaluateRequest> for EvaluateParams {
 }
 
 /// What the context layout needs and refuses: a passage, rank scoring, the passage as the
-/// only text baseline, no C2C yet. The shared layout refuses the passage text kind.
+/// only text baseline (KV and C2C are allowed: whether the pair's fuser serves the layout is
+/// the fuser's to say, `fuser::C2cFuser`). The shared layout refuses the passage text kind.
 fn check_layout(
     layout: PromptLayout,
     method: Method,
@@ -253,14 +254,6 @@ fn check_layout(
                  and its extract (_PASSAGE_EXTRACT); the raw, summary and hint kinds are about \
                  the question, which the receiver has",
             ))
-        }
-        // FAILED_PRECONDITION, as the C2C fuser itself refuses the layout.
-        PromptLayout::Context if method == Method::C2c => {
-            Err(ReceiverError::Fuse(fuser::FuserError::input(
-                "layout",
-                "C2C with the context layout: the fuser fuses a prompt both models read; a \
-                 passage the receiver has not read is not supported by C2C yet",
-            )))
         }
         PromptLayout::Context => Ok(()),
     }

@@ -56,7 +56,7 @@ fn rank_scoring_defaults_to_per_char_and_takes_unbounded_margins() {
 }
 
 #[test]
-fn the_context_layout_needs_a_passage_and_rank_scoring_and_refuses_c2c() {
+fn the_context_layout_needs_a_passage_and_rank_scoring_and_takes_kv_and_c2c() {
     use service_kit::rpc::ServiceError;
     let context = |method: pb::Method, scoring: pb::Scoring, passage: &str| {
         let mut r = request();
@@ -80,9 +80,19 @@ fn the_context_layout_needs_a_passage_and_rank_scoring_and_refuses_c2c() {
         code(context(pb::Method::Kv, pb::Scoring::Letter, "x")),
         tonic::Code::InvalidArgument
     );
+    // C2C in the context layout is the fuser's to serve or refuse (by its checkpoint).
+    let c2c = context(pb::Method::C2c, pb::Scoring::Rank, "Bees make honey.").unwrap();
     assert_eq!(
-        code(context(pb::Method::C2c, pb::Scoring::Rank, "x")),
-        tonic::Code::FailedPrecondition
+        (c2c.method, c2c.layout),
+        (Method::C2c, PromptLayout::Context)
+    );
+    assert_eq!(
+        code(context(pb::Method::C2c, pb::Scoring::Letter, "x")),
+        tonic::Code::InvalidArgument
+    );
+    assert_eq!(
+        code(context(pb::Method::C2c, pb::Scoring::Rank, "")),
+        tonic::Code::InvalidArgument
     );
     let mut text = request();
     text.method = pb::Method::Text as i32;

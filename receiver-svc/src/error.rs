@@ -205,6 +205,13 @@ impl ServiceError for ReceiverError {
             ReceiverError::Transfer(_) => Code::DataLoss,
             // A cache that does not fit the pair (other model, other prompt, other shape).
             ReceiverError::Fuse(FuserError::Input { .. }) => Code::FailedPrecondition,
+            // A C2C checkpoint of the other layout, or a transfer its context slots cannot
+            // take (rows missing, a passage longer than its slots).
+            ReceiverError::Fuse(
+                FuserError::LayoutNotTrained { .. }
+                | FuserError::PartialPassage { .. }
+                | FuserError::PassageTooLong { .. },
+            ) => Code::FailedPrecondition,
             ReceiverError::Fuse(_) => Code::Internal,
             ReceiverError::Deadline(_) | ReceiverError::SharerDeadline(_) => Code::DeadlineExceeded,
             ReceiverError::Model(_) | ReceiverError::Scoring(_) | ReceiverError::Worker(_) => {

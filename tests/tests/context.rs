@@ -184,7 +184,7 @@ async fn full_fp16_transfer_agrees_with_the_passage_in_the_receivers_own_prompt(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn context_requests_without_a_passage_letter_scoring_or_c2c_are_refused() {
+async fn context_requests_without_a_passage_or_with_letter_scoring_are_refused() {
     let sharer = start_sharer(TINY_MODEL).await;
     let receiver = start_receiver(TINY_MODEL, &sharer.endpoint()).await;
     let mut client = ReceiverClient::connect(receiver.endpoint()).await.unwrap();
@@ -202,10 +202,12 @@ async fn context_requests_without_a_passage_letter_scoring_or_c2c_are_refused() 
         ..kv_fp16(item(0))
     };
     assert_eq!(code(client.evaluate(letter).await), Code::InvalidArgument);
+    // C2C is the pair's fuser's to serve: this same-model receiver has none (a C2C receiver's
+    // context-layout checkpoint serves it: tests/context_c2c.rs).
     let c2c = context_request(item(0), pb::Method::C2c);
     let status = client.evaluate(c2c).await.unwrap_err();
     assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
-    assert!(status.message().contains("context layout"), "{status:?}");
+    assert!(status.message().contains("fuser"), "{status:?}");
     let raw_text = pb::EvaluateRequest {
         text: Some(pb::TextSettings {
             kind: pb::MessageKind::Raw as i32,

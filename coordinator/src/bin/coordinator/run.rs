@@ -11,11 +11,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use coordinator::cell::{Cell, CellPair, canonical_json, expand};
+use coordinator::control::with_other_passages;
 use coordinator::grid::{Grid, SCIQ_CONTEXT_LONG_DATASET, Shard};
 use coordinator::link::LinkProfile;
 use coordinator::manifest::{
     AssetRecord, GitInfo, LongContextRecord, ModelRecord, RunManifest, SystemInfo,
 };
+use coordinator::method::PassageSource;
 use coordinator::registry::{CellPlan, RunDir, write_json_atomic, write_text_atomic};
 use coordinator::runner::{self, ReadyCell, RunOptions, receiver_channel};
 use coordinator::shard;
@@ -254,11 +256,12 @@ fn request_templates(cells: &[Cell]) -> anyhow::Result<Vec<RequestTemplate>> {
     Ok(templates)
 }
 
-/// The key of a cell's dataset slice (for the long variant with the sharer model, whose
-/// tokenizer measures its passages).
+/// The key of a cell's dataset slice (for the long variant and a `max_passage_tokens` slice
+/// with the sharer model, whose tokenizer measures its passages).
 fn dataset_key(cell: &Cell) -> anyhow::Result<String> {
     let mut key = canonical_json(&serde_json::to_value(&cell.config.dataset)?);
-    if cell.config.dataset.name == SCIQ_CONTEXT_LONG_DATASET {
+    let counted = cell.config.dataset.max_passage_tokens.is_some();
+    if cell.config.dataset.name == SCIQ_CONTEXT_LONG_DATASET || counted {
         key.push_str(" sharer ");
         key.push_str(&cell.config.pair.sharer.model);
     }
@@ -289,11 +292,13 @@ fn load_datasets(cells: &[Cell], log: &RunLog) -> anyhow::Result<LoadedDatasets>
         let loaded = data::load(&cell.config.dataset, &cell.config.pair.sharer.model)
             .with_context(|| format!("loading dataset {:?}", cell.config.dataset.name))?;
         log.line(format!(
-            "dataset {} {}: {} examples ({} skipped: gold not A-D)",
+            "dataset {} {}: {} examples ({} skipped: gold not A-D; {} dropped: passage over \
+             max_passage_tokens)",
             cell.config.dataset.name,
             cell.config.dataset.split,
             loaded.examples.len(),
-            loaded.skipped
+            loaded.skipped,
+            loaded.too_long
         ));
         assets.extend(loaded.assets);
         if let Some(r) = loaded.long_context {
@@ -442,6 +447,15 @@ fn ready_cells(
     let mut ready = Vec::new();
     for (cell, template) in cells.iter().zip(templates) {
         let (examples, ids) = &datasets[&dataset_key(cell)?];
+        // The random-passage control reads another item's passage (coordinator::control).
+        let examples = match cell.config.method.passage() {
+            PassageSource::Own => Arc::clone(examples),
+            PassageSource::RandomOther => Arc::new(with_other_passages(
+                ids,
+                examples,
+                cell.config.seed.unwrap_or(0),
+            )),
+        };
         let ep = &endpoints[&cell.config.pair.label];
         let plan = CellPlan {
             cell: cell.clone(),
@@ -451,7 +465,7 @@ fn ready_cells(
         ready.push(ReadyCell {
             plan,
             template,
-            examples: Arc::clone(examples),
+            examples,
             receiver: receiver_channel(&ep.receiver, client)?,
             sharer_endpoint: ep.sharer_for(cell.config.link.as_deref())?,
         });

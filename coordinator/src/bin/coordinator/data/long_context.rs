@@ -87,7 +87,7 @@ pub fn lengthen(
 /// The tokenizer of the model a sharer spec names (as the sharer loads it: GGUF metadata,
 /// a folder's `tokenizer.json`, or the tiny test tokenizer of random weights), and where it
 /// came from.
-fn sharer_tokenizer(model: &str, store: &Store) -> anyhow::Result<(Tokenizer, String)> {
+pub(super) fn sharer_tokenizer(model: &str, store: &Store) -> anyhow::Result<(Tokenizer, String)> {
     let spec = ModelSpec::parse(model)?;
     Ok(match &spec {
         ModelSpec::Gguf(target) => {
