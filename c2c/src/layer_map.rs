@@ -62,6 +62,11 @@ impl LayerMap {
         &self.links
     }
 
+    /// The receiver layers that have a link, increasing.
+    pub fn linked_receivers(&self) -> Vec<usize> {
+        self.links.iter().map(|l| l.receiver).collect()
+    }
+
     /// The link of a receiver layer, if any.
     pub fn for_receiver(&self, layer: usize) -> Option<&LayerLink> {
         self.links

@@ -272,13 +272,7 @@ impl Task for ContextTask<'_> {
             return Ok(ce);
         }
         // The slots are pulled towards the receiver's reading of the passage they hold.
-        let linked: Vec<usize> = fuser
-            .config
-            .layer_map
-            .links()
-            .iter()
-            .map(|l| l.receiver)
-            .collect();
+        let linked = fuser.config.layer_map.linked_receivers();
         let distill = distill_loss(&slots, &self.targets(part, source)?, &linked)?;
         self.distill_values
             .borrow_mut()

@@ -256,13 +256,7 @@ fn slot_distillation_pulls_the_slots_towards_the_receivers_reading() {
             &Device::Cpu,
         )
         .unwrap();
-        let linked: Vec<usize> = f
-            .config
-            .layer_map
-            .links()
-            .iter()
-            .map(|l| l.receiver)
-            .collect();
+        let linked = f.config.layer_map.linked_receivers();
         let total: f32 = train
             .iter()
             .map(|item| {

@@ -302,27 +302,13 @@ fn a_context_checkpoint_fuses_every_passage_row_as_the_in_process_path() {
     .unwrap();
     for (a, b) in fused.cache.layers.iter().zip(&want.layers) {
         for (x, y) in [(&a.k, &b.k), (&a.v, &b.v)] {
-            let d = (x - y)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let d = max_abs_diff(x, y);
             assert!(d < 1e-5, "fused slots differ by {d}");
         }
     }
     // The gates are open enough that the passage changed the slots.
     let filler_k = &base.layers.last().unwrap().k;
-    let moved = (&fused.cache.layers.last().unwrap().k - filler_k)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let moved = max_abs_diff(&fused.cache.layers.last().unwrap().k, filler_k);
     assert!(moved > 1e-4, "the slots are the filler's ({moved})");
 }
 
@@ -364,4 +350,16 @@ fn a_context_checkpoint_refuses_the_shared_layout_long_passages_and_partial_rows
     }
     let ok = c2c.fuse(&rows(6), &ctx).unwrap();
     assert_eq!((ok.run_from, ok.next_position), (0, 6));
+}
+
+/// Largest absolute difference of two tensors of one shape.
+fn max_abs_diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f32 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
 }
