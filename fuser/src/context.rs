@@ -67,22 +67,11 @@ pub struct ContextSettings {
 impl ContextSettings {
     /// Reads the settings of the checkpoint folder `dir`.
     pub fn read(dir: &std::path::Path) -> Result<Self> {
-        let path = dir.join(SETTINGS_FILE);
-        let text = std::fs::read_to_string(&path).map_err(|e| {
-            FuserError::input(
-                "context settings",
-                format!(
-                    "reading {} (a fuser trained with --layout context has one): {e}",
-                    path.display()
-                ),
-            )
-        })?;
-        serde_json::from_str(&text).map_err(|e| {
-            FuserError::input(
-                "context settings",
-                format!("parsing {}: {e}", path.display()),
-            )
-        })
+        crate::sidecar::read_json(
+            &dir.join(SETTINGS_FILE),
+            "context settings",
+            " (a fuser trained with --layout context has one)",
+        )
     }
 }
 
@@ -185,6 +174,20 @@ pub fn fuse_context(
         };
     }
     Ok(KvCache { layers })
+}
+
+/// A whole passage's sharer cache fused into the first `S` slots of `filler` (one slot per
+/// sharer token, `S` = the passage length): what training, `fuser eval` and the serving
+/// receiver all build.
+pub fn fuse_passage(
+    fuser: &Fuser,
+    sharer: &KvCache,
+    filler: &KvCache,
+    gates: &mut dyn GateSource,
+    ropes: &RopePair,
+) -> Result<KvCache> {
+    let base = slot_base(filler, sharer.seq_len())?;
+    fuse_context(fuser, &passage_rows(sharer)?, &base, gates, ropes)
 }
 
 /// Runs the question at positions `S..` on the slot cache (`S = slots.seq_len()`; an empty

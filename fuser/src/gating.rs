@@ -10,7 +10,7 @@ use c2c::train::gate_temperature;
 use candle_core::Device;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{FuserError, Result};
+use crate::error::Result;
 use crate::fused::{GateSource, HardGate};
 use crate::train::SoftGates;
 
@@ -104,16 +104,14 @@ impl Gating {
         if !path.exists() {
             return Ok(Self::LEGACY);
         }
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| FuserError::input("gating", format!("reading {}: {e}", path.display())))?;
-        serde_json::from_str(&text)
-            .map_err(|e| FuserError::input("gating", format!("parsing {}: {e}", path.display())))
+        crate::sidecar::read_json(&path, "gating", "")
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::FuserError;
 
     #[test]
     fn gating_json_round_trips_and_a_missing_file_is_the_legacy_gating() {

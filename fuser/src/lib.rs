@@ -17,6 +17,7 @@ pub mod gating;
 pub mod prompt;
 pub mod qat;
 pub mod seam;
+mod sidecar;
 pub mod slot_distill;
 pub mod train;
 

@@ -27,9 +27,7 @@ use candle_core::DType;
 use kvwire::HostCache;
 use model_runtime::{KvCache, Model, Tokenizer};
 
-use crate::context::{
-    ContextSettings, SETTINGS_FILE, filler_cache, fuse_context, passage_rows, rope_spec, slot_base,
-};
+use crate::context::{ContextSettings, SETTINGS_FILE, filler_cache, rope_spec};
 use crate::error::{FuserError, Result};
 use crate::fused::{HardGate, fuse_prompt, receiver_prompt_cache, rows_from_transfer};
 use crate::gating::Gating;
@@ -420,8 +418,7 @@ impl C2cFuser {
         }
         check_every_row(&sharer.positions, s)?;
         let start = Instant::now();
-        let rows = passage_rows(&upload(sharer, model.device(), DType::F32)?)?;
-        let base = slot_base(&context.filler, s)?;
+        let passage = upload(sharer, model.device(), DType::F32)?;
         let project_ms = ms_since(start);
 
         let start = Instant::now();
@@ -430,7 +427,13 @@ impl C2cFuser {
             receiver: rope_spec(model.config()),
         };
         let mut gates = context.gating.evaluation(model.device());
-        let fused = fuse_context(&self.fuser, &rows, &base, gates.as_mut(), &ropes)?;
+        let fused = crate::context::fuse_passage(
+            &self.fuser,
+            &passage,
+            &context.filler,
+            gates.as_mut(),
+            &ropes,
+        )?;
         let cache = to_dtype(fused, model.dtype())?;
         let fuse_ms = ms_since(start);
         Ok(FusedCache {

@@ -6,6 +6,7 @@ use candle_core::{DType, Device};
 use model_runtime::{Arch, ModelConfig};
 
 use super::*;
+use crate::context::{fuse_context, passage_rows, slot_base};
 use crate::fused::sharer_cache;
 
 /// A tiny receiver/sharer pair and a C2C fuser whose gates are closed (logits 0), written to
