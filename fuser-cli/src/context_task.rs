@@ -2,7 +2,7 @@
 //! item's passage, the fuser writes it into the receiver's context slots, and the loss is the
 //! receiver's cross-entropy on the gold answer after the question (docs/FUSER.md).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 
 use anyhow::{Result, bail};
@@ -123,6 +123,9 @@ pub struct ContextTask<'a> {
     kept_targets: RefCell<HashMap<(TaskPart, usize), SlotTargets>>,
     /// Distillation losses of the training items since the last step was logged.
     distill_values: RefCell<Vec<f64>>,
+    /// Whether the current training step is in the distillation-only phase
+    /// (`--distill-only-steps`).
+    distill_only: Cell<bool>,
 }
 
 impl<'a> ContextTask<'a> {
@@ -183,6 +186,7 @@ impl<'a> ContextTask<'a> {
             kept: RefCell::new(HashMap::new()),
             kept_targets: RefCell::new(HashMap::new()),
             distill_values: RefCell::new(Vec::new()),
+            distill_only: Cell::new(false),
         })
     }
 
@@ -265,9 +269,9 @@ impl Task for ContextTask<'_> {
         };
         let sharer = self.sharer_kv(part, source)?;
         let slots = self.slots.fuse(fuser, &sharer, gates)?;
-        let ce = context_loss(model, &slots, &item.question, &item.response)?;
-        if part == TaskPart::Val || self.args.distill_weight == 0.0 {
-            return Ok(ce);
+        let distill_only = part == TaskPart::Train && self.distill_only.get();
+        if part == TaskPart::Val || (self.args.distill_weight == 0.0 && !distill_only) {
+            return Ok(context_loss(model, &slots, &item.question, &item.response)?);
         }
         // The slots are pulled towards the receiver's reading of the passage they hold.
         let linked = fuser.config.layer_map.linked_receivers();
@@ -275,6 +279,10 @@ impl Task for ContextTask<'_> {
         self.distill_values
             .borrow_mut()
             .push(f64::from(distill.to_scalar::<f32>()?));
+        if distill_only {
+            return Ok(distill);
+        }
+        let ce = context_loss(model, &slots, &item.question, &item.response)?;
         Ok((ce + distill.affine(self.args.distill_weight, 0.0)?)?)
     }
 
@@ -298,6 +306,10 @@ impl Task for ContextTask<'_> {
 
     fn extra_files(&self) -> Vec<(&'static str, serde_json::Value)> {
         vec![(SETTINGS_FILE, json!(&self.settings))]
+    }
+
+    fn begin_step(&self, step: usize) {
+        self.distill_only.set(step < self.args.distill_only_steps);
     }
 
     fn take_step_terms(&self) -> Vec<(&'static str, f64)> {

@@ -285,3 +285,87 @@ fn slot_distillation_pulls_the_slots_towards_the_receivers_reading() {
         "distilled {d_distilled} vs cross-entropy only {d_plain}"
     );
 }
+
+#[test]
+fn distill_only_steps_train_on_distillation_alone_then_add_the_cross_entropy() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pair = tiny_pair(tmp.path());
+    let out = tmp.path().join("phased");
+    let a = args(
+        &out,
+        &["--distill-only-steps", "3", "--distill-weight", "1"],
+    );
+    let task =
+        ContextTask::from_items(&pair, &a, items(6, 0), items(2, 100), Filler::Token(7)).unwrap();
+    train_with(&a, &pair, &task).unwrap();
+    let steps: Vec<serde_json::Value> = std::fs::read_to_string(out.join("train_log.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|v: &serde_json::Value| v.get("loss").is_some())
+        .collect();
+    assert_eq!(steps.len(), 6);
+    for (i, s) in steps.iter().enumerate() {
+        let (loss, distill) = (s["loss"].as_f64().unwrap(), s["distill"].as_f64().unwrap());
+        if i < 3 {
+            assert!(
+                (loss - distill).abs() < 1e-5,
+                "step {}: {loss} vs {distill}",
+                i + 1
+            );
+        } else {
+            // The answer's cross-entropy (positive) joins the distillation term.
+            assert!(loss > distill + 1e-3, "step {}: {loss} vs {distill}", i + 1);
+        }
+    }
+}
+
+#[test]
+fn slot_distillation_is_refused_in_the_shared_layout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut a = args(&tmp.path().join("x"), &["--distill-only-steps", "2"]);
+    a.layout = crate::train_cmd::Layout::Shared;
+    let err = crate::train_cmd::run(a).unwrap_err().to_string();
+    assert!(err.contains("needs --layout context"), "{err}");
+}
+
+#[test]
+fn a_run_initialised_from_a_checkpoint_starts_from_its_weights() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pair = tiny_pair(tmp.path());
+    // `frozen`: learning rate 0, which leaves the starting weights as they are.
+    let run = |out: &Path, extra: &[&str], frozen: bool| {
+        let mut a = args(out, extra);
+        if frozen {
+            a.lr = 0.0;
+        }
+        let task = ContextTask::from_items(&pair, &a, items(6, 0), items(2, 100), Filler::Token(7))
+            .unwrap();
+        train_with(&a, &pair, &task).map(|_| ())
+    };
+    let first = tmp.path().join("first");
+    run(&first, &["--distill-only-steps", "6"], false).unwrap();
+    // A frozen run from the first one's checkpoint ends where the first one ended.
+    let init = first.to_str().unwrap();
+    let second = tmp.path().join("second");
+    run(&second, &["--init-from", init], true).unwrap();
+    assert_same_weights(&first, &second);
+    let provenance: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(second.join("provenance.json")).unwrap())
+            .unwrap();
+    let start = &provenance["initialised_from"];
+    assert_eq!(start["folder"].as_str(), Some(init));
+    assert_eq!(start["provenance"]["steps_done"].as_u64(), Some(6));
+    let fresh = tmp.path().join("fresh");
+    run(&fresh, &[], true).unwrap();
+    assert_ne!(weights(&first), weights(&fresh));
+    // A folder without a checkpoint is refused with its path.
+    let empty = tmp.path().join("empty");
+    let err = run(
+        &tmp.path().join("third"),
+        &["--init-from", empty.to_str().unwrap()],
+        false,
+    )
+    .unwrap_err();
+    assert!(format!("{err:#}").contains("--init-from"), "{err:#}");
+}

@@ -148,6 +148,12 @@ pub struct TrainArgs {
     /// `--cache-sharer` the targets are kept too (SmolLM2-135M f32: about 46 KB per slot).
     #[arg(long, default_value_t = 0.0)]
     pub distill_weight: f64,
+    /// Context layout: the first N steps minimise slot distillation alone (no answer
+    /// cross-entropy, so no receiver pass: a step costs the fuse and its backward), then
+    /// `CE + --distill-weight * distill` for the rest of --steps. One learning-rate schedule
+    /// over all steps; validation loss stays the cross-entropy.
+    #[arg(long, default_value_t = 0)]
+    pub distill_only_steps: usize,
     /// Seed (projector init, data order, Gumbel noise, control prompts).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -178,6 +184,11 @@ pub struct TrainArgs {
     /// Continue from the checkpoint in --out.
     #[arg(long)]
     pub resume: bool,
+    /// Start from the projector weights of this checkpoint folder (its fuser.safetensors, same
+    /// pair and projector shape) instead of a fresh initialisation: a new run with its own
+    /// schedule and optimiser state, e.g. cross-entropy steps after a distillation-only run.
+    #[arg(long, conflicts_with = "resume")]
+    pub init_from: Option<PathBuf>,
     /// Longest receiver prompt kept (tokens).
     #[arg(long, default_value_t = 192)]
     pub max_prompt_tokens: usize,
@@ -268,6 +279,9 @@ pub trait Task {
     fn take_step_terms(&self) -> Vec<(&'static str, f64)> {
         Vec::new()
     }
+    /// Called before the training losses of step `step` (0-based): tasks whose loss changes
+    /// with the phase of training set it here.
+    fn begin_step(&self, _step: usize) {}
 }
 
 /// The projectors being trained (their variables live in `_varmap`), their optimiser, and the
@@ -325,6 +339,13 @@ impl Projectors {
                 "--gate-lr {gate_lr} needs --lr > 0"
             );
             opt.scale_lr("gate_logit", gate_lr / args.lr);
+        }
+        if let Some(dir) = &args.init_from {
+            let weights = dir.join("fuser.safetensors");
+            varmap
+                .load(&weights)
+                .with_context(|| format!("--init-from: loading {}", weights.display()))?;
+            eprintln!("projectors initialised from {}", weights.display());
         }
         let mut start_step = 0;
         if args.resume && folder.weights.exists() {
@@ -405,6 +426,7 @@ impl Trainer<'_> {
         // Deterministic per step, so a resumed run continues the same sequence.
         let mut srng = ChaCha8Rng::seed_from_u64(args.seed.wrapping_add(0x9e37 * step as u64 + 1));
         let mut gates = training_gates(&self.gating, srng.random(), step, &self.pair.device);
+        self.task.begin_step(step);
         let mut losses = Vec::with_capacity(args.batch);
         for b in 0..args.batch {
             let index = (step * args.batch + b) % n;
@@ -474,6 +496,13 @@ impl Trainer<'_> {
             (provenance.as_object_mut(), self.task.provenance())
         {
             p.extend(task);
+        }
+        if let Some(dir) = &args.init_from {
+            // What the starting weights were: the provenance of the run that wrote them.
+            let start = std::fs::read_to_string(dir.join("provenance.json"))
+                .ok()
+                .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok());
+            provenance["initialised_from"] = json!({"folder": dir, "provenance": start});
         }
         let write = |name: &str, value: &serde_json::Value| -> Result<()> {
             std::fs::write(args.out.join(name), serde_json::to_string_pretty(value)?)
@@ -614,6 +643,10 @@ pub fn run(args: TrainArgs) -> Result<()> {
     gating_of(&args)?;
     if args.layout == Layout::Context && args.data == ContextData::SciqContext {
         bail!("--data sciq-context is evaluation-only (its items are never trained on)");
+    }
+    if args.layout == Layout::Shared && (args.distill_weight != 0.0 || args.distill_only_steps > 0)
+    {
+        bail!("slot distillation (--distill-weight, --distill-only-steps) needs --layout context");
     }
     let pair = args.models.open()?;
     match args.layout {
