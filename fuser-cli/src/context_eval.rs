@@ -7,6 +7,8 @@
 //!   control that must lose);
 //! - `control` (with `--control-fuser`): a fuser trained on random passages, fed a random
 //!   passage;
+//! - `oracle_slots`: no fuser: the receiver's own reading of the passage written into the slots
+//!   (`SlotTargets::oracle_slots`), the ceiling of the slot layout and of slot distillation;
 //! - `upper_bound`: the receiver with the passage in its own prompt (token concatenation of the
 //!   wrapped passage and the question, as the context regime's text passage).
 //!
@@ -30,6 +32,7 @@ use eval_harness::{
 };
 use fuser::context::score_after_slots;
 use fuser::fused::GateSource;
+use fuser::slot_distill::SlotTargets;
 use model_runtime::{ContinuationScore, KvCache};
 use rand_chacha::ChaCha8Rng;
 use serde_json::json;
@@ -46,6 +49,9 @@ const PAIRS: &[(&str, &str)] = &[
     ("c2c", "receiver_only"),
     ("c2c", "random_passage"),
     ("c2c", "control"),
+    ("oracle_slots", "c2c"),
+    ("oracle_slots", "receiver_only"),
+    ("upper_bound", "oracle_slots"),
     ("upper_bound", "c2c"),
     ("upper_bound", "receiver_only"),
     ("random_passage", "receiver_only"),
@@ -186,6 +192,7 @@ fn expected_methods(with_control: bool) -> Vec<&'static str> {
     if with_control {
         m.push("control");
     }
+    m.push("oracle_slots");
     m.push("upper_bound");
     m
 }
@@ -291,6 +298,9 @@ impl ItemEval<'_> {
             push("control", &scores, q.len(), other.len(), t)?;
         }
         let t = Instant::now();
+        let scores = self.oracle(item, q, &conts)?;
+        push("oracle_slots", &scores, q.len(), 0, t)?;
+        let t = Instant::now();
         let passage = ex.passage.as_deref().unwrap_or_default();
         let upper = rank_prompt_after_passage(&receiver.tokenizer, ex, passage)?;
         let scores = receiver
@@ -298,6 +308,25 @@ impl ItemEval<'_> {
             .continuation_logprobs(&upper.ids, &upper.continuations)?;
         push("upper_bound", &scores, upper.ids.len(), 0, t)?;
         Ok(rows)
+    }
+
+    /// Scores after the oracle slots of `item`'s passage: the receiver's own reading of it at
+    /// the paired slots, the filler elsewhere (what a perfect slot distillation would give).
+    fn oracle(
+        &self,
+        item: &ContextItem,
+        question: &[u32],
+        conts: &[Vec<u32>],
+    ) -> Result<Vec<ContinuationScore>> {
+        let receiver = &self.pair.receiver.model;
+        let targets = SlotTargets::new(
+            receiver,
+            &item.passage_receiver,
+            &item.slot_pairs,
+            &self.slots.ropes.receiver,
+        )?;
+        let slots = targets.oracle_slots(&self.slots.base(item.passage.len())?)?;
+        Ok(score_after_slots(receiver, &slots, question, conts)?)
     }
 }
 

@@ -90,6 +90,11 @@ impl<'a> SlotMaker<'a> {
         Ok(qat.apply(sharer_cache(&self.sharer.model, passage)?)?)
     }
 
+    /// The filler's first `len` slots (what the fuser writes into).
+    pub fn base(&self, len: usize) -> Result<KvCache> {
+        Ok(fuser::context::slot_base(&self.filler, len)?)
+    }
+
     /// The fused slot cache of a sharer cache (one slot per sharer position).
     pub fn fuse(
         &self,

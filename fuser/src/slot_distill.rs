@@ -89,6 +89,55 @@ impl SlotTargets {
     }
 }
 
+impl SlotTargets {
+    /// The **oracle slots**: `base` (the filler's slot cache) with every layer's paired slots
+    /// replaced by the receiver's own reading, what a perfect distillation would write (the
+    /// slots no receiver token ends in keep the filler). The slot layout's ceiling, against
+    /// which a fuser's slots are measured.
+    pub fn oracle_slots(&self, base: &KvCache) -> Result<KvCache> {
+        if base.layers.len() != self.layers.len() {
+            return Err(FuserError::input(
+                "oracle slots",
+                format!(
+                    "{} target layers for a cache of {}",
+                    self.layers.len(),
+                    base.layers.len()
+                ),
+            ));
+        }
+        let last = self.slots.last().copied().unwrap_or(0);
+        if last >= base.seq_len() {
+            return Err(FuserError::input(
+                "oracle slots",
+                format!("slot {last} of a cache of {} slots", base.seq_len()),
+            ));
+        }
+        let ids: Vec<u32> = self.slots.iter().map(|&i| i as u32).collect();
+        let put = |into: &Tensor, rows: &Tensor| -> Result<Tensor> {
+            let (b, h, _, d) = rows.dims4().ctx("target rows")?;
+            let index = Tensor::new(ids.as_slice(), into.device())
+                .and_then(|i| i.reshape((1, 1, ids.len(), 1)))
+                .and_then(|i| i.broadcast_as((b, h, ids.len(), d)))
+                .and_then(|i| i.contiguous())
+                .ctx("oracle slot index")?;
+            into.scatter(&index, &rows.to_dtype(into.dtype()).ctx("target dtype")?, 2)
+                .ctx("writing oracle slots")
+        };
+        let layers = base
+            .layers
+            .iter()
+            .zip(&self.layers)
+            .map(|(own, target)| {
+                Ok(LayerKv {
+                    k: put(&own.k, &target.k)?,
+                    v: put(&own.v, &target.v)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(KvCache { layers })
+    }
+}
+
 /// The relative squared error of the fused slot cache against `targets`, averaged over
 /// `layers` (receiver layer indices, the fuser's linked ones) and over K and V.
 pub fn distill_loss(fused: &KvCache, targets: &SlotTargets, layers: &[usize]) -> Result<Tensor> {
@@ -145,6 +194,57 @@ fn relative_error(x: &Tensor, t: &Tensor) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn oracle_slots_hold_the_targets_at_the_paired_slots_and_the_filler_elsewhere() {
+        use candle_core::Device;
+        let dev = Device::Cpu;
+        let layer = |fill: f32| LayerKv {
+            k: Tensor::full(fill, (1, 2, 4, 3), &dev).unwrap(),
+            v: Tensor::full(fill + 1.0, (1, 2, 4, 3), &dev).unwrap(),
+        };
+        let base = KvCache {
+            layers: vec![layer(0.0), layer(0.0)],
+        };
+        let targets = SlotTargets {
+            slots: vec![1, 3],
+            layers: vec![
+                LayerKv {
+                    k: Tensor::full(5f32, (1, 2, 2, 3), &dev).unwrap(),
+                    v: Tensor::full(6f32, (1, 2, 2, 3), &dev).unwrap(),
+                },
+                LayerKv {
+                    k: Tensor::full(9f32, (1, 2, 2, 3), &dev).unwrap(),
+                    v: Tensor::full(10f32, (1, 2, 2, 3), &dev).unwrap(),
+                },
+            ],
+        };
+        let oracle = targets.oracle_slots(&base).unwrap();
+        let column = |t: &Tensor| -> Vec<f32> {
+            t.narrow(1, 1, 1)
+                .unwrap()
+                .narrow(3, 2, 1)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap()
+        };
+        assert_eq!(column(&oracle.layers[0].k), vec![0.0, 5.0, 0.0, 5.0]);
+        assert_eq!(column(&oracle.layers[0].v), vec![1.0, 6.0, 1.0, 6.0]);
+        assert_eq!(column(&oracle.layers[1].k), vec![0.0, 9.0, 0.0, 9.0]);
+        // The base is left as it was; a slot past the cache and a wrong layer count are refused.
+        assert_eq!(column(&base.layers[0].k), vec![0.0; 4]);
+        let far = SlotTargets {
+            slots: vec![1, 4],
+            layers: targets.layers.clone(),
+        };
+        assert!(far.oracle_slots(&base).is_err());
+        let short = KvCache {
+            layers: vec![layer(0.0)],
+        };
+        assert!(targets.oracle_slots(&short).is_err());
+    }
 
     #[test]
     fn a_slot_takes_the_last_receiver_token_ending_in_it() {
