@@ -9,6 +9,8 @@
 //!   passage;
 //! - `oracle_slots`: no fuser: the receiver's own reading of the passage written into the slots
 //!   (`SlotTargets::oracle_slots`), the ceiling of the slot layout and of slot distillation;
+//! - `oracle_noise_R` (with `--oracle-noise R,..`): the oracle slots with Gaussian noise of
+//!   relative error R (`SlotTargets::with_noise`);
 //! - `upper_bound`: the receiver with the passage in its own prompt (token concatenation of the
 //!   wrapped passage and the question, as the context regime's text passage).
 //!
@@ -34,6 +36,7 @@ use fuser::context::score_after_slots;
 use fuser::fused::GateSource;
 use fuser::slot_distill::SlotTargets;
 use model_runtime::{ContinuationScore, KvCache};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde_json::json;
 
@@ -111,7 +114,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     );
     let slots = SlotMaker::new(&pair, settings.filler, settings.max_passage_tokens)?;
     let set = format!("{:?}/{:?}", args.data, args.part).to_lowercase();
-    let methods = expected_methods(args.control_fuser.is_some());
+    let methods = expected_methods(args.control_fuser.is_some(), &args.oracle_noise);
     let rows_path = args.out.join("rows.jsonl");
     let mut rows = previous_rows(&rows_path, args.resume, &methods)?;
     let done: HashSet<String> = rows.iter().map(|r| r.id.clone()).collect();
@@ -160,7 +163,17 @@ pub fn run(args: &EvalArgs) -> Result<()> {
             kept.len()
         );
     }
-    let summary = summarise(&set, &rows, PAIRS);
+    let noise_pairs: Vec<(String, &str)> = args
+        .oracle_noise
+        .iter()
+        .flat_map(|&r| [(noise_method(r), "receiver_only"), (noise_method(r), "c2c")])
+        .collect();
+    let pairs: Vec<(&str, &str)> = PAIRS
+        .iter()
+        .copied()
+        .chain(noise_pairs.iter().map(|(a, b)| (a.as_str(), *b)))
+        .collect();
+    let summary = summarise(&set, &rows, &pairs);
     print_summary(&summary);
     std::fs::write(
         args.out.join("summary.json"),
@@ -187,19 +200,26 @@ pub fn run(args: &EvalArgs) -> Result<()> {
 }
 
 /// The methods every item gets, in row order.
-fn expected_methods(with_control: bool) -> Vec<&'static str> {
+fn expected_methods(with_control: bool, oracle_noise: &[f64]) -> Vec<String> {
     let mut m = vec!["receiver_only", "c2c", "random_passage"];
     if with_control {
         m.push("control");
     }
     m.push("oracle_slots");
-    m.push("upper_bound");
+    let mut m: Vec<String> = m.into_iter().map(String::from).collect();
+    m.extend(oracle_noise.iter().map(|&r| noise_method(r)));
+    m.push("upper_bound".into());
     m
+}
+
+/// The method name of the oracle slots at relative error `r`.
+fn noise_method(r: f64) -> String {
+    format!("oracle_noise_{r}")
 }
 
 /// The rows of the items whose every method is in `path` (with `--resume`); without it, a
 /// `path` that exists is refused (nothing is overwritten by accident).
-fn previous_rows(path: &Path, resume: bool, methods: &[&str]) -> Result<Vec<Row>> {
+fn previous_rows(path: &Path, resume: bool, methods: &[String]) -> Result<Vec<Row>> {
     if !path.exists() {
         return Ok(Vec::new());
     }
@@ -221,7 +241,7 @@ fn parse_rows(text: &str) -> Vec<Row> {
 }
 
 /// The rows of items that have every method, in their order.
-fn complete_items(rows: Vec<Row>, methods: &[&str]) -> Vec<Row> {
+fn complete_items(rows: Vec<Row>, methods: &[String]) -> Vec<Row> {
     let mut have: HashMap<String, HashSet<String>> = HashMap::new();
     for r in &rows {
         have.entry(r.id.clone())
@@ -230,7 +250,7 @@ fn complete_items(rows: Vec<Row>, methods: &[&str]) -> Vec<Row> {
     }
     let complete = |id: &str| {
         have.get(id)
-            .is_some_and(|m| methods.iter().all(|x| m.contains(*x)))
+            .is_some_and(|m| methods.iter().all(|x| m.contains(x)))
     };
     rows.into_iter().filter(|r| complete(&r.id)).collect()
 }
@@ -298,8 +318,21 @@ impl ItemEval<'_> {
             push("control", &scores, q.len(), other.len(), t)?;
         }
         let t = Instant::now();
-        let scores = self.oracle(item, q, &conts)?;
+        let targets = SlotTargets::new(
+            &receiver.model,
+            &item.passage_receiver,
+            &item.slot_pairs,
+            &self.slots.ropes.receiver,
+        )?;
+        let scores = self.oracle(&targets, item, q, &conts)?;
         push("oracle_slots", &scores, q.len(), 0, t)?;
+        let mut noise_rng = ChaCha8Rng::seed_from_u64(self.args.seed ^ (0x0a_c1e0 + i as u64));
+        for &r in &self.args.oracle_noise {
+            let t = Instant::now();
+            let noisy = targets.with_noise(r, &mut noise_rng)?;
+            let scores = self.oracle(&noisy, item, q, &conts)?;
+            push(&noise_method(r), &scores, q.len(), 0, t)?;
+        }
         let t = Instant::now();
         let passage = ex.passage.as_deref().unwrap_or_default();
         let upper = rank_prompt_after_passage(&receiver.tokenizer, ex, passage)?;
@@ -310,22 +343,18 @@ impl ItemEval<'_> {
         Ok(rows)
     }
 
-    /// Scores after the oracle slots of `item`'s passage: the receiver's own reading of it at
-    /// the paired slots, the filler elsewhere (what a perfect slot distillation would give).
+    /// Scores after `targets` (the receiver's own reading of `item`'s passage at the paired
+    /// slots, possibly degraded) written into the filler's slots: what a slot distillation that
+    /// reached them would give.
     fn oracle(
         &self,
+        targets: &SlotTargets,
         item: &ContextItem,
         question: &[u32],
         conts: &[Vec<u32>],
     ) -> Result<Vec<ContinuationScore>> {
-        let receiver = &self.pair.receiver.model;
-        let targets = SlotTargets::new(
-            receiver,
-            &item.passage_receiver,
-            &item.slot_pairs,
-            &self.slots.ropes.receiver,
-        )?;
         let slots = targets.oracle_slots(&self.slots.base(item.passage.len())?)?;
+        let receiver = &self.pair.receiver.model;
         Ok(score_after_slots(receiver, &slots, question, conts)?)
     }
 }
@@ -344,7 +373,7 @@ mod tests {
 
     #[test]
     fn a_resumed_evaluation_keeps_only_items_with_every_method() {
-        let methods = expected_methods(false);
+        let methods = expected_methods(false, &[0.5]);
         let mut lines: Vec<String> = methods.iter().map(|m| row("a", m)).collect();
         lines.push(row("b", "receiver_only"));
         lines.push(row("b", "c2c"));
@@ -354,7 +383,13 @@ mod tests {
         assert_eq!(kept.len(), methods.len());
         assert!(kept.iter().all(|r| r.id == "a"));
         // With a control fuser, item a lacks the control row.
-        assert!(complete_items(parse_rows(&lines.join("\n")), &expected_methods(true)).is_empty());
+        assert!(
+            complete_items(
+                parse_rows(&lines.join("\n")),
+                &expected_methods(true, &[0.5])
+            )
+            .is_empty()
+        );
     }
 
     #[test]
@@ -362,15 +397,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("rows.jsonl");
         assert!(
-            previous_rows(&path, false, &expected_methods(false))
+            previous_rows(&path, false, &expected_methods(false, &[]))
                 .unwrap()
                 .is_empty()
         );
         std::fs::write(&path, row("a", "c2c")).unwrap();
-        let err = previous_rows(&path, false, &expected_methods(false)).unwrap_err();
+        let err = previous_rows(&path, false, &expected_methods(false, &[])).unwrap_err();
         assert!(err.to_string().contains("--resume"), "{err}");
         assert!(
-            previous_rows(&path, true, &expected_methods(false))
+            previous_rows(&path, true, &expected_methods(false, &[]))
                 .unwrap()
                 .is_empty()
         );

@@ -91,6 +91,11 @@ pub struct EvalArgs {
     /// done and says so (`--resume` continues).
     #[arg(long)]
     pub time_limit: Option<f64>,
+    /// Context layout: also score the oracle slots degraded by Gaussian noise of these relative
+    /// errors (comma-separated, as the distillation loss measures them), one method
+    /// `oracle_noise_R` each: how close a fuser's slots must come to the receiver's reading.
+    #[arg(long, value_delimiter = ',')]
+    pub oracle_noise: Vec<f64>,
 }
 
 /// One method's result on one item (a line of rows.jsonl).
@@ -180,8 +185,10 @@ pub(crate) fn load_fuser(dir: &std::path::Path, dev: &candle_core::Device) -> Re
 
 /// Runs `fuser eval`.
 pub fn run(args: EvalArgs) -> Result<()> {
-    if args.layout == Layout::Shared && (args.resume || args.time_limit.is_some()) {
-        bail!("--resume and --time-limit apply to --layout context only");
+    if args.layout == Layout::Shared
+        && (args.resume || args.time_limit.is_some() || !args.oracle_noise.is_empty())
+    {
+        bail!("--resume, --time-limit and --oracle-noise apply to --layout context only");
     }
     std::fs::create_dir_all(&args.out)?;
     if args.layout == Layout::Context {

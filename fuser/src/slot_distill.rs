@@ -138,6 +138,56 @@ impl SlotTargets {
     }
 }
 
+impl SlotTargets {
+    /// The targets with independent Gaussian noise added to every K and V entry, scaled per
+    /// layer and per K/V so that the expected [`distill_loss`] of the noisy rows against these
+    /// targets is `relative` (noise variance `relative * mean(t^2)`): oracle slots degraded to a
+    /// given distillation error, to ask how close a fuser must come.
+    pub fn with_noise<R: rand::Rng>(&self, relative: f64, rng: &mut R) -> Result<Self> {
+        if !(relative.is_finite() && relative >= 0.0) {
+            return Err(FuserError::input(
+                "oracle noise",
+                format!("relative error {relative} (need a finite value >= 0)"),
+            ));
+        }
+        let mut noisy = |t: &Tensor| -> Result<Tensor> {
+            let power = f64::from(
+                t.sqr()
+                    .and_then(|s| s.mean_all())
+                    .and_then(|s| s.to_scalar::<f32>())
+                    .ctx("target power")?,
+            );
+            let std = (relative * power).sqrt();
+            let values: Vec<f32> = (0..t.elem_count())
+                .map(|_| (std * standard_normal(rng)) as f32)
+                .collect();
+            let noise = Tensor::from_vec(values, t.dims(), t.device()).ctx("noise")?;
+            (t + noise).ctx("noisy target")
+        };
+        let layers = self
+            .layers
+            .iter()
+            .map(|l| {
+                Ok(LayerKv {
+                    k: noisy(&l.k)?,
+                    v: noisy(&l.v)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            slots: self.slots.clone(),
+            layers,
+        })
+    }
+}
+
+/// One draw of N(0, 1) (Box-Muller).
+fn standard_normal<R: rand::Rng>(rng: &mut R) -> f64 {
+    let u1: f64 = 1.0 - rng.random::<f64>();
+    let u2: f64 = rng.random::<f64>();
+    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+}
+
 /// The relative squared error of the fused slot cache against `targets`, averaged over
 /// `layers` (receiver layer indices, the fuser's linked ones) and over K and V.
 pub fn distill_loss(fused: &KvCache, targets: &SlotTargets, layers: &[usize]) -> Result<Tensor> {
@@ -244,6 +294,41 @@ mod tests {
             layers: vec![layer(0.0)],
         };
         assert!(targets.oracle_slots(&short).is_err());
+    }
+
+    #[test]
+    fn noisy_targets_are_off_by_the_relative_error_asked_for() {
+        use candle_core::Device;
+        use rand::SeedableRng;
+        let dev = Device::Cpu;
+        let values: Vec<f32> = (0..2 * 64 * 8)
+            .map(|i| ((i % 13) as f32 - 6.0) * 0.5)
+            .collect();
+        let t = Tensor::from_vec(values, (1, 2, 64, 8), &dev).unwrap();
+        let targets = SlotTargets {
+            slots: (0..64).collect(),
+            layers: vec![LayerKv {
+                k: t.clone(),
+                v: t.affine(3.0, 1.0).unwrap(),
+            }],
+        };
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        for relative in [0.0, 0.1, 0.5] {
+            let noisy = targets.with_noise(relative, &mut rng).unwrap();
+            let cache = KvCache {
+                layers: noisy.layers.clone(),
+            };
+            let err = distill_loss(&cache, &targets, &[0])
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(
+                (f64::from(err) - relative).abs() < 0.05 * relative + 1e-6,
+                "asked {relative}, got {err}"
+            );
+        }
+        assert!(targets.with_noise(-1.0, &mut rng).is_err());
+        assert!(targets.with_noise(f64::NAN, &mut rng).is_err());
     }
 
     #[test]
