@@ -187,7 +187,8 @@ pub struct TrainArgs {
     /// Start from the projector weights of this checkpoint folder (its fuser.safetensors, same
     /// pair and projector shape) instead of a fresh initialisation: a new run with its own
     /// schedule and optimiser state, e.g. cross-entropy steps after a distillation-only run.
-    #[arg(long, conflicts_with = "resume")]
+    /// With --resume the checkpoint in --out wins (the run was initialised before it).
+    #[arg(long)]
     pub init_from: Option<PathBuf>,
     /// Longest receiver prompt kept (tokens).
     #[arg(long, default_value_t = 192)]
