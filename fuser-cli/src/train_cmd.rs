@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
@@ -201,6 +201,24 @@ pub struct TrainArgs {
     pub limit_items: usize,
 }
 
+/// The command line as typed, the program named by its file name (a binary's folder is a
+/// machine path, kept out of provenance).
+fn command_line() -> String {
+    let mut args = std::env::args();
+    let program = args
+        .next()
+        .map(|p| {
+            Path::new(&p)
+                .file_name()
+                .map_or(p.clone(), |n| n.to_string_lossy().into_owned())
+        })
+        .unwrap_or_else(|| "fuser".into());
+    std::iter::once(program)
+        .chain(args)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 fn git_commit() -> String {
     if let Ok(commit) = std::env::var("KVWIRE_GIT_COMMIT") {
         return commit;
@@ -385,6 +403,8 @@ struct Trainer<'a> {
     folder: RunFolder,
     log: File,
     started: Instant,
+    /// The commit of the code, read when the run starts (the tree may move on while it trains).
+    commit: String,
 }
 
 /// What one optimiser step did.
@@ -478,14 +498,14 @@ impl Trainer<'_> {
         c2c::checkpoint::save(&self.projectors.fuser, &folder.weights, &folder.config)?;
         self.projectors.opt.save(&folder.optimizer)?;
         let mut provenance = json!({
-            "command": std::env::args().collect::<Vec<_>>().join(" "),
+            "command": command_line(),
             "args": args,
             "pair": pair.config.name,
             "receiver": pair.receiver.source,
             "sharer": pair.sharer.source,
             "receiver_weights_sha256": pair.receiver.weights_sha256,
             "sharer_weights_sha256": pair.sharer.weights_sha256,
-            "commit": git_commit(),
+            "commit": self.commit,
             "steps_done": step,
             "seed": args.seed,
             "projector_params": self.projectors.n_params,
@@ -628,6 +648,7 @@ pub fn train_with(args: &TrainArgs, pair: &OpenPair, task: &dyn Task) -> Result<
         folder,
         log,
         started,
+        commit: git_commit(),
     };
     let end = trainer.train()?;
     eprintln!(
@@ -673,4 +694,14 @@ fn gate_summary(fuser: &Fuser) -> Result<(usize, usize, usize)> {
         v += usize::from(gv > 0.0);
     }
     Ok((k, v, fuser.projectors.len()))
+}
+
+#[cfg(test)]
+mod command_line_tests {
+    #[test]
+    fn the_recorded_command_names_the_program_without_its_folder() {
+        let line = super::command_line();
+        let program = line.split(' ').next().unwrap();
+        assert!(!program.is_empty() && !program.contains('/'), "{line}");
+    }
 }
