@@ -3,8 +3,9 @@
 //! another item's, so the services run the same fuser on the item's question after a passage
 //! that does not answer it. The draw is `eval_harness::control_item` over the slice's
 //! evaluation order (item `i` of `n` under the cell's seed), the one `fuser eval --layout
-//! context` uses for its `random_passage` method: on the same items in the same order, both
-//! pair each item with the same other passage. Plain data, no I/O.
+//! context` uses for its `random_passage` method: on the same items in the same order, with the
+//! cell's seed equal to `fuser eval --seed`, both pair each item with the same other passage.
+//! Plain data, no I/O.
 
 use std::collections::BTreeMap;
 
