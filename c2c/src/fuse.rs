@@ -110,9 +110,10 @@ pub fn fuse_layer(
     })
 }
 
-/// Writes `rows` (`[B, H, n, D]`) into `base` (`[B, H, T, D]`) at token `positions`.
-/// A contiguous run uses narrow/cat (differentiable, for training); otherwise a scatter.
-pub(crate) fn put_rows(base: &Tensor, rows: &Tensor, positions: &[usize]) -> Result<Tensor> {
+/// Writes `rows` (`[B, H, n, D]`, `n >= 1`) into `base` (`[B, H, T, D]`) at token `positions`
+/// (strictly increasing, below `T`). A contiguous run uses narrow/cat (differentiable, for
+/// training); otherwise a scatter.
+pub fn put_rows(base: &Tensor, rows: &Tensor, positions: &[usize]) -> Result<Tensor> {
     let (b, h, t, d) = base.dims4().ctx("reading receiver dims")?;
     let n = positions.len();
     let first = positions[0];

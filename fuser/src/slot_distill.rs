@@ -87,9 +87,7 @@ impl SlotTargets {
             .collect::<Result<Vec<_>>>()?;
         Ok(Self { slots, layers })
     }
-}
 
-impl SlotTargets {
     /// The **oracle slots**: `base` (the filler's slot cache) with every layer's paired slots
     /// replaced by the receiver's own reading, what a perfect distillation would write (the
     /// slots no receiver token ends in keep the filler). The slot layout's ceiling, against
@@ -105,23 +103,18 @@ impl SlotTargets {
                 ),
             ));
         }
-        let last = self.slots.last().copied().unwrap_or(0);
+        let Some(&last) = self.slots.last() else {
+            return Err(FuserError::input("oracle slots", "no paired slots"));
+        };
         if last >= base.seq_len() {
             return Err(FuserError::input(
                 "oracle slots",
                 format!("slot {last} of a cache of {} slots", base.seq_len()),
             ));
         }
-        let ids: Vec<u32> = self.slots.iter().map(|&i| i as u32).collect();
         let put = |into: &Tensor, rows: &Tensor| -> Result<Tensor> {
-            let (b, h, _, d) = rows.dims4().ctx("target rows")?;
-            let index = Tensor::new(ids.as_slice(), into.device())
-                .and_then(|i| i.reshape((1, 1, ids.len(), 1)))
-                .and_then(|i| i.broadcast_as((b, h, ids.len(), d)))
-                .and_then(|i| i.contiguous())
-                .ctx("oracle slot index")?;
-            into.scatter(&index, &rows.to_dtype(into.dtype()).ctx("target dtype")?, 2)
-                .ctx("writing oracle slots")
+            let rows = rows.to_dtype(into.dtype()).ctx("target dtype")?;
+            Ok(c2c::fuse::put_rows(into, &rows, &self.slots)?)
         };
         let layers = base
             .layers
@@ -136,9 +129,7 @@ impl SlotTargets {
             .collect::<Result<Vec<_>>>()?;
         Ok(KvCache { layers })
     }
-}
 
-impl SlotTargets {
     /// The targets with independent Gaussian noise added to every K and V entry, scaled per
     /// layer and per K/V so that the expected [`distill_loss`] of the noisy rows against these
     /// targets is `relative` (noise variance `relative * mean(t^2)`): oracle slots degraded to a
