@@ -359,7 +359,8 @@ impl Projectors {
             );
             opt.scale_lr("gate_logit", gate_lr / args.lr);
         }
-        if let Some(dir) = &args.init_from {
+        let resuming = args.resume && folder.weights.exists();
+        if let Some(dir) = args.init_from.as_ref().filter(|_| !resuming) {
             let weights = dir.join("fuser.safetensors");
             varmap
                 .load(&weights)
@@ -367,7 +368,7 @@ impl Projectors {
             eprintln!("projectors initialised from {}", weights.display());
         }
         let mut start_step = 0;
-        if args.resume && folder.weights.exists() {
+        if resuming {
             varmap
                 .load(&folder.weights)
                 .with_context(|| format!("loading {}", folder.weights.display()))?;
@@ -405,6 +406,9 @@ struct Trainer<'a> {
     started: Instant,
     /// The commit of the code, read when the run starts (the tree may move on while it trains).
     commit: String,
+    /// With `--init-from`: the folder and the provenance of the run that wrote the starting
+    /// weights, read when the run starts.
+    initialised_from: Option<serde_json::Value>,
 }
 
 /// What one optimiser step did.
@@ -518,12 +522,8 @@ impl Trainer<'_> {
         {
             p.extend(task);
         }
-        if let Some(dir) = &args.init_from {
-            // What the starting weights were: the provenance of the run that wrote them.
-            let start = std::fs::read_to_string(dir.join("provenance.json"))
-                .ok()
-                .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok());
-            provenance["initialised_from"] = json!({"folder": dir, "provenance": start});
+        if let Some(start) = &self.initialised_from {
+            provenance["initialised_from"] = start.clone();
         }
         let write = |name: &str, value: &serde_json::Value| -> Result<()> {
             std::fs::write(args.out.join(name), serde_json::to_string_pretty(value)?)
@@ -649,6 +649,12 @@ pub fn train_with(args: &TrainArgs, pair: &OpenPair, task: &dyn Task) -> Result<
         log,
         started,
         commit: git_commit(),
+        initialised_from: args.init_from.as_ref().map(|dir| {
+            let start = std::fs::read_to_string(dir.join("provenance.json"))
+                .ok()
+                .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok());
+            json!({"folder": dir, "provenance": start})
+        }),
     };
     let end = trainer.train()?;
     eprintln!(
