@@ -450,9 +450,10 @@ mod default_grid_tests {
                 "receiver-only",
                 "c2c-fp16",
                 "c2c-int8",
-                "c2c-int4",
                 "c2c-fp16-random-passage",
+                "c2c-int8-random-passage",
                 "text-passage",
+                "c2c-int4",
                 "text-passage@256",
                 "text-passage@1024"
             ]
@@ -463,13 +464,16 @@ mod default_grid_tests {
             && c.config.dataset.n.is_none()
             && c.config.dataset.max_passage_tokens == Some(384)
             && c.config.pair.fuser.is_some()));
-        let control = &cells[4].config;
-        assert_eq!(control.method.passage(), PassageSource::RandomOther);
-        assert_eq!(control.seed, Some(0));
-        let req = RequestTemplate::of(control)
-            .unwrap()
-            .request(pb::Example::default(), "");
-        assert_eq!(req.method, pb::Method::C2c as i32);
-        assert_eq!(req.layout, pb::Layout::Context as i32);
+        // The control at both precisions of the wire: fp16 and int8.
+        for control in [&cells[3].config, &cells[4].config] {
+            assert_eq!(control.method.passage(), PassageSource::RandomOther);
+            assert_eq!(control.seed, Some(0));
+            let req = RequestTemplate::of(control)
+                .unwrap()
+                .request(pb::Example::default(), "");
+            assert_eq!(req.method, pb::Method::C2c as i32);
+            assert_eq!(req.layout, pb::Layout::Context as i32);
+        }
+        assert_ne!(cells[3].config.method, cells[4].config.method);
     }
 }
