@@ -10,9 +10,13 @@
 //!   `tensor / f64` multiplies by the reciprocal, which is not kvwire's rounding);
 //! - `y = x / scale` (IEEE f32 division, broadcast over the group), then `y + 1.5 * 2^23`
 //!   (`affine(1, magic)`: one rounding, half to even, also when the GPU fuses it into an FMA
-//!   with multiplier 1). kvwire clamps `y` to `±qmax` first; here that is never needed: the
-//!   scale comes from the group's own absmax, so `|y| <= qmax * (1 + 2^-23)` and it rounds to
-//!   at most `qmax` in magnitude either way (for int4 never -8);
+//!   with multiplier 1), after clamping `y` to `±qmax` as kvwire does. With finite values the
+//!   clamp changes nothing: the scale comes from the group's own absmax, so
+//!   `|y| <= qmax * (1 + 2^-23)` and it rounds to at most `qmax` in magnitude either way (for
+//!   int4 never -8). With a NaN in the group the reductions may skip it and the rows beside it
+//!   (candle's max keeps its first operand against a NaN), so `y` is unbounded there: the
+//!   frame falls back to the host (below), and the clamp keeps the integer steps from
+//!   overflowing on the way;
 //! - the sum of `y` over the tensor is finite exactly when every value is (|y| <= 128 cannot
 //!   overflow): otherwise, and when a scale overflows fp16, the caller falls back to kvwire's
 //!   own quantizer on the host, which reports the typed error (`NonFinite`, `ScaleOverflow`);
@@ -128,7 +132,9 @@ pub fn pack_on_device(
         .broadcast_div(&scalar(mode.qmax(), dev)?)?
         .broadcast_maximum(&scalar(SCALE_FLOOR, dev)?)?;
     let y = x.broadcast_div(&scale)?;
+    let qmax = f64::from(mode.qmax());
     let q = y
+        .clamp(-qmax, qmax)?
         .affine(1.0, f64::from(ROUND_MAGIC))?
         .to_dtype(DType::U32)?;
     let payload = match mode {

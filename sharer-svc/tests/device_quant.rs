@@ -185,3 +185,34 @@ fn an_f16_scale_overflow_and_a_nan_give_kvwires_errors() {
         "{err}"
     );
 }
+
+/// A NaN that the group's absmax skips (it heads its row, and the group's maximum keeps the
+/// other row against it) leaves huge quotients beside it: the device path must still end in
+/// kvwire's typed error, as the host does, at every quantized payload and group.
+#[test]
+fn a_nan_skipped_by_the_absmax_beside_huge_values_is_kvwires_error() {
+    let shape = [1, 2, 1, 2];
+    let k = [1e-3f32, 1e-3, f32::NAN, 1e6];
+    let v = [0.5f32; 4];
+    let t = |x: &[f32]| Tensor::from_slice(x, &shape[..], &Device::Cpu).unwrap();
+    let host = kvwire::LayerKv {
+        k: KvData::F32(&k),
+        v: KvData::F32(&v),
+        shape,
+        indices: &[],
+    };
+    for payload in [Payload::Int8, Payload::Int4] {
+        for granularity in Granularity::ALL {
+            let opts = FrameOptions {
+                payload,
+                granularity,
+                ..FrameOptions::default()
+            };
+            let want = encode_frame(&host, &opts).map_err(|e| SharerError::from(e).to_string());
+            assert!(want.is_err(), "{payload:?} {granularity:?}");
+            let layer = LayerKv { k: t(&k), v: t(&v) };
+            let got = encode_frame_on_device(&layer, &[], &opts).map_err(|e| e.to_string());
+            assert_eq!(got, want, "{payload:?} {granularity:?}");
+        }
+    }
+}
