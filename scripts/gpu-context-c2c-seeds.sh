@@ -2,8 +2,9 @@
 # Issue 15 on one GPU, all at once (the processes share the card; each is launch-bound alone):
 #   - the distillation-first recipe (scripts/train-context-distill-first.sh) for each seed given,
 #     each followed by `fuser eval --layout context` of its final fuser on every SciQ-context
-#     item (`--n 1000 --seed 0`: the 887 items of grids/context-c2c.toml, in the same order, with
-#     the same random-passage draw as the grid's cells, whose seed is 0);
+#     item (`--n 1000 --seed 0`: the items of grids/context-c2c.toml, 870 of 887 with a passage of
+#     at most 384 sharer tokens, in the same order, with the same random-passage draw as the
+#     grid's cells, whose seed is 0);
 #   - the same evaluation of each checkpoint folder given with --eval;
 #   - with --grid, grids/context-c2c.toml through the services (scripts/gpu-shards.sh, 4 shards,
 #     f32 like the training) with the fuser the grid names.
@@ -17,7 +18,8 @@
 # item (`--time-limit` from the moment each starts; they resume when run again); a training is
 # resumable as the recipe script says. FUSER and COORDINATOR name the binaries (built with
 # --features fuser-cli/cuda and coordinator/cuda, see docs/GPU.md; default: on PATH).
-# Measured on one H200 (2026-12-05): see fuser/README.md, "Seeds and every item on the GPU".
+# Measured on one H200 (2026-12-05): fuser/README.md, "Every SciQ-context item, and the seeds",
+# and fuser/results/2026-12-05-h200-all-items/.
 set -euo pipefail
 
 out=${1:?usage: $0 OUT [--seeds "1 2"] [--eval NAME=DIR]... [--grid] [--until EPOCH]}
